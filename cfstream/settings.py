@@ -1,0 +1,100 @@
+"""The one settings object: read from ``CFSTREAM_*`` environment variables, passed down explicitly."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A broker on this machine is what a newcomer has after `cfstream kafka start`.
+DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
+# Every topic name starts with this, so several deployments can share one cluster.
+DEFAULT_TOPIC_PREFIX = "cfstream"
+# Calls and executions share this count: keys are placed by murmur2 over it. 8 lets up to 8
+# processor replicas split the work without making a 2-core dev box juggle many RocksDB stores.
+DEFAULT_PARTITIONS = 8
+# Kafka's default max.message.bytes is 1 MiB; stay under it with headroom for the envelope.
+DEFAULT_MAX_PAYLOAD_BYTES = 900_000
+
+
+class Settings(BaseSettings):
+    """cfstream's configuration. Every field reads ``CFSTREAM_<FIELD>`` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CFSTREAM_", extra="ignore")
+
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP_SERVERS
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
+    partitions: int = Field(DEFAULT_PARTITIONS, ge=1)
+    replication_factor: int = Field(1, ge=1)
+
+    # Security settings for every client (producer, consumer, admin, faust's aiokafka).
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    # Any librdkafka option, as a JSON object; explicit settings above win over it.
+    kafka_config: dict[str, Any] = Field(default_factory=dict)
+
+    max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1024)
+    state_dir: Path = Path(".cfstream/state")
+    worker_concurrency: int = Field(8, ge=1)
+
+    @field_validator("kafka_config", mode="before")
+    @classmethod
+    def _parse_kafka_config(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"CFSTREAM_KAFKA_CONFIG must be a JSON object of librdkafka options: {exc}"
+                ) from exc
+        return value
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def calls_topic(self) -> str:
+        return self.topic("calls")
+
+    @property
+    def executions_topic(self) -> str:
+        return self.topic("executions")
+
+    @property
+    def events_topic(self) -> str:
+        return self.topic("events")
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.topic("dead-letter")
+
+    def librdkafka_config(self) -> dict[str, Any]:
+        """Connection options for confluent-kafka clients: pass-through first, explicit settings win."""
+        config: dict[str, Any] = dict(self.kafka_config)
+        config["bootstrap.servers"] = self.bootstrap_servers
+        config["security.protocol"] = self.security_protocol
+        explicit = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+        }
+        config.update({k: v for k, v in explicit.items() if v is not None})
+        return config
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
