@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +19,12 @@ DEFAULT_TOPIC_PREFIX = "cfstream"
 DEFAULT_PARTITIONS = 8
 # Kafka's default max.message.bytes is 1 MiB; stay under it with headroom for the envelope.
 DEFAULT_MAX_PAYLOAD_BYTES = 900_000
+# 20 ms keeps fire lateness low without a busy loop on two cores.
+DEFAULT_TICK_INTERVAL = 0.02
+# Prometheus' registry lists 9400-9499 for exporters; nothing else here claims 9464.
+DEFAULT_HTTP_PORT = 9464
+# Long enough for a task or two to finish and offsets to commit; Kubernetes' default grace is 30 s.
+DEFAULT_SHUTDOWN_TIMEOUT = 25.0
 
 
 class Settings(BaseSettings):
@@ -43,8 +49,23 @@ class Settings(BaseSettings):
     kafka_config: dict[str, Any] = Field(default_factory=dict)
 
     max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1024)
+
+    # Processor: RocksDB state lives here; one replica per directory.
     state_dir: Path = Path(".cfstream/state")
+    # Warm copies of each table partition on other replicas, so a failover skips a full replay.
+    standby_replicas: int = Field(1, ge=0)
+    # How often the processor looks for due calls; bounds fire lateness from below.
+    tick_interval: float = Field(DEFAULT_TICK_INTERVAL, gt=0)
+
+    # Worker: tasks run at once per worker process.
     worker_concurrency: int = Field(8, ge=1)
+
+    # Both services: /metrics, /healthz and /readyz on this port (0 turns the server off).
+    http_port: int = Field(DEFAULT_HTTP_PORT, ge=0, le=65535)
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    # Kubernetes' terminationGracePeriodSeconds must exceed this.
+    shutdown_timeout: float = Field(DEFAULT_SHUTDOWN_TIMEOUT, gt=0)
 
     @field_validator("kafka_config", mode="before")
     @classmethod
