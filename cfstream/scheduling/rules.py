@@ -1,0 +1,124 @@
+"""What happens to one key's state when a call, a timer tick or a cancel arrives.
+
+A key (the task-scoped defer key, or the execution id of a call that is not deferred) holds a
+:class:`Slot`: the pending call and when it is due, plus a marker of the call fired last, kept for
+``retention_ms`` so a call redelivered after a crash is recognised instead of run twice.
+
+- due = latest call's submit time + its delay, capped at the window's first call + max_wait
+  (event time: a processor that lags does not stretch the quiet period);
+- a newer call replaces the pending one, which becomes ``deferred`` to it;
+- an older call (out of order) is itself deferred to the pending or last fired one;
+- a tick fires the pending call if it is due; a later tick forgets the marker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cfstream.wire import Call, Execution, event
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One key's state. ``call`` is None once it has fired and only the marker is left."""
+
+    call: Call | None
+    first_ms: int
+    due_ms: int
+    fired_id: str | None = None
+    fired_submitted_ms: int | None = None
+
+    @property
+    def timer_id(self) -> str:
+        """The id a tick must name to act on this slot."""
+        if self.call is not None:
+            return self.call.id
+        assert self.fired_id is not None  # noqa: S101 - a slot is a call or a marker
+        return self.fired_id
+
+
+@dataclass(slots=True)
+class Decision:
+    """The new state of a key (None: delete it) and what to publish."""
+
+    slot: Slot | None
+    changed: bool
+    executions: list[Execution] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def due_ms(call: Call, first_ms: int) -> int:
+    due = call.submitted_ms + call.delay_ms
+    if call.max_wait_ms is not None:
+        due = min(due, first_ms + call.max_wait_ms)
+    return due
+
+
+def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int) -> Decision:
+    """Take in a new call for this key."""
+    if slot is not None and call.id in (slot.fired_id, slot.call.id if slot.call else None):
+        return Decision(slot, changed=False)  # redelivered: already here or already fired
+
+    pending = slot.call if slot is not None else None
+    latest = (pending.id, pending.submitted_ms) if pending is not None else _fired_stub(slot)
+    if latest is not None and call.submitted_ms < latest[1]:
+        return Decision(slot, changed=False, events=[
+            event("deferred", call, now_ms, successor=latest[0], reason="out_of_order"),
+        ])
+
+    events: list[dict[str, Any]] = []
+    if slot is not None and pending is not None:
+        first = slot.first_ms
+        events.append(event("deferred", pending, now_ms, successor=call.id, reason="replaced"))
+    else:
+        first = call.submitted_ms
+    new = Slot(
+        call=call,
+        first_ms=first,
+        due_ms=due_ms(call, first),
+        fired_id=slot.fired_id if slot is not None else None,
+        fired_submitted_ms=slot.fired_submitted_ms if slot is not None else None,
+    )
+    events.append(event("scheduled", call, now_ms, due_ms=new.due_ms,
+                        submitted_ms=call.submitted_ms))
+    if new.due_ms <= now_ms:
+        fired = tick(new, call.id, now_ms, retention_ms)
+        fired.events[:0] = events
+        return fired
+    return Decision(new, changed=True, events=events)
+
+
+def tick(slot: Slot | None, timer_id: str, now_ms: int, retention_ms: int) -> Decision:
+    """The timer says ``timer_id`` may be due: fire the pending call, or forget the marker."""
+    if slot is None or slot.timer_id != timer_id or slot.due_ms > now_ms:
+        return Decision(slot, changed=False)  # stale or early: a newer call took over
+    if slot.call is None:
+        return Decision(None, changed=True)
+    call = slot.call
+    execution = Execution(call=call, due_ms=slot.due_ms, fired_ms=now_ms)
+    return Decision(_marker(slot, call, now_ms, retention_ms), changed=True,
+                    executions=[execution])
+
+
+def cancel(slot: Slot | None, call_id: str, now_ms: int, retention_ms: int,
+           reason: str = "") -> Decision:
+    """Drop the pending call ``call_id`` before it fires; its waiters see ``cancelled``."""
+    if slot is None or slot.call is None or slot.call.id != call_id:
+        return Decision(slot, changed=False)
+    call = slot.call
+    return Decision(_marker(slot, call, now_ms, retention_ms), changed=True,
+                    events=[event("cancelled", call, now_ms, reason=reason or "cancelled")])
+
+
+def _marker(slot: Slot, call: Call, now_ms: int, retention_ms: int) -> Slot | None:
+    if retention_ms <= 0:
+        return None
+    return Slot(call=None, first_ms=slot.first_ms, due_ms=now_ms + retention_ms,
+                fired_id=call.id, fired_submitted_ms=call.submitted_ms)
+
+
+def _fired_stub(slot: Slot | None) -> tuple[str, int] | None:
+    if slot is None or slot.fired_id is None or slot.fired_submitted_ms is None:
+        return None
+    return slot.fired_id, slot.fired_submitted_ms

@@ -1,0 +1,194 @@
+"""The records cfstream puts on Kafka; JSON Schemas for them are in ``cfstream/schemas/``.
+
+Calls topic (key: the call's key, see :attr:`Call.key`), one of:
+    {"v": 1, "kind": "call", "id", "task", "args", "kwargs", "submitted_ms",
+     "delay_ms", "defer_key", "max_wait_ms"}
+    {"v": 1, "kind": "tick", "id"}       (the processor's own timer record)
+    {"v": 1, "kind": "cancel", "id"}     (cancel the pending call with this id)
+Executions topic (same key): a call plus "due_ms" and "fired_ms".
+Events topic (key: execution id): {"v": 1, "type", "id", "task", "defer_key", "ts_ms", ...}.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cfstream.errors import CfStreamError
+
+SCHEMA_VERSION = 1
+# Calls stamped further from the processor's clock than this are rejected: a wrong clock or unit
+# (seconds for milliseconds) would otherwise schedule a call decades away.
+MAX_CLOCK_SKEW_MS = 7 * 24 * 3600 * 1000
+# A delay or max_wait above ten years is a unit mistake, not a plan.
+MAX_DELAY_MS = 10 * 365 * 24 * 3600 * 1000
+# Separates the task name from the defer key in a record key; task names never contain it.
+KEY_SEPARATOR = "|"
+
+EVENT_TYPES = (
+    "scheduled", "deferred", "started", "succeeded", "failed", "cancelled", "invalid",
+)
+TERMINAL_EVENTS = ("succeeded", "failed", "cancelled")
+
+
+class InvalidRecord(CfStreamError):
+    """A record on a cfstream topic does not follow the wire format; ``reason`` says how."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One task call. ``args`` and ``kwargs`` hold encoded JSON values (see :mod:`cfstream.codec`)."""
+
+    id: str
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    submitted_ms: int
+    delay_ms: int = 0
+    defer_key: str | None = None
+    max_wait_ms: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The record key: the task-scoped defer key, or the execution id when not deferred."""
+        if self.defer_key is None:
+            return self.id
+        return f"{self.task}{KEY_SEPARATOR}{self.defer_key}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": SCHEMA_VERSION, "kind": "call", **asdict(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """A call the processor found due: what a worker runs."""
+
+    call: Call
+    due_ms: int
+    fired_ms: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.call.to_dict(), "kind": "execution", "due_ms": self.due_ms,
+                "fired_ms": self.fired_ms}
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A processor instruction about one pending call: ``tick`` (fire if due) or ``cancel``."""
+
+    kind: str
+    id: str
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"v": SCHEMA_VERSION, "kind": self.kind, "id": self.id}
+        if self.reason:
+            data["reason"] = self.reason
+        return data
+
+
+def parse_json(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
+    if raw is None:
+        raise InvalidRecord("empty record (no value)")
+    if len(raw) > max_bytes:
+        raise InvalidRecord(f"record of {len(raw)} bytes exceeds the limit of {max_bytes}")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRecord(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRecord(f"expected a JSON object, got {type(data).__name__}")
+    version = data.get("v")
+    if version != SCHEMA_VERSION:
+        raise InvalidRecord(f"unknown schema version {version!r}; this cfstream reads v1")
+    return data
+
+
+def _field(data: dict[str, Any], name: str, kinds: type | tuple[type, ...],
+           required: bool = True) -> Any:
+    if name not in data or data[name] is None:
+        if required:
+            raise InvalidRecord(f"missing field {name!r}")
+        return None
+    value = data[name]
+    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+        raise InvalidRecord(f"field {name!r} must be {_kind_names(kinds)}, got a boolean")
+    if not isinstance(value, kinds):
+        raise InvalidRecord(
+            f"field {name!r} must be {_kind_names(kinds)}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _kind_names(kinds: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", str: "a string", list: "an array", dict: "an object",
+             float: "a number"}
+    seq = kinds if isinstance(kinds, tuple) else (kinds,)
+    return " or ".join(names.get(k, k.__name__) for k in seq)
+
+
+def _duration(data: dict[str, Any], name: str, required: bool) -> int | None:
+    value = _field(data, name, (int, float), required)
+    if value is None:
+        return None
+    if math.isnan(value) or value < 0 or value > MAX_DELAY_MS:
+        raise InvalidRecord(f"field {name!r} must be between 0 and {MAX_DELAY_MS} ms, got {value}")
+    return int(value)
+
+
+def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
+    """A validated :class:`Call`; ``now_ms`` turns on the clock-skew check."""
+    call_id = _field(data, "id", str)
+    if not call_id:
+        raise InvalidRecord("field 'id' must not be empty")
+    task = _field(data, "task", str)
+    if not task or KEY_SEPARATOR in task:
+        raise InvalidRecord(f"field 'task' must be a non-empty name without {KEY_SEPARATOR!r}")
+    submitted = _field(data, "submitted_ms", int)
+    if now_ms is not None and abs(submitted - now_ms) > MAX_CLOCK_SKEW_MS:
+        raise InvalidRecord(
+            f"submitted_ms {submitted} is more than {MAX_CLOCK_SKEW_MS // 86_400_000} days from "
+            f"the processor's clock ({now_ms}); is it in milliseconds since the epoch?"
+        )
+    max_wait = _duration(data, "max_wait_ms", required=False)
+    defer_key = _field(data, "defer_key", str, required=False)
+    if max_wait is not None and defer_key is None:
+        raise InvalidRecord("max_wait_ms needs a defer_key")
+    return Call(
+        id=call_id,
+        task=task,
+        args=_field(data, "args", list, required=False) or [],
+        kwargs=_field(data, "kwargs", dict, required=False) or {},
+        submitted_ms=submitted,
+        delay_ms=_duration(data, "delay_ms", required=False) or 0,
+        defer_key=defer_key,
+        max_wait_ms=max_wait,
+    )
+
+
+def execution_from_dict(data: dict[str, Any]) -> Execution:
+    return Execution(
+        call=call_from_dict(data),
+        due_ms=_field(data, "due_ms", int),
+        fired_ms=_field(data, "fired_ms", int),
+    )
+
+
+def control_from_dict(data: dict[str, Any]) -> Control:
+    kind = data.get("kind")
+    if kind not in ("tick", "cancel"):
+        raise InvalidRecord(f"unknown record kind {kind!r}; expected 'call', 'tick' or 'cancel'")
+    return Control(kind=kind, id=_field(data, "id", str),
+                   reason=_field(data, "reason", str, required=False) or "")
+
+
+def event(type_: str, call: Call, ts_ms: int, **extra: Any) -> dict[str, Any]:
+    """An event record about ``call``; ``extra`` adds the type's own fields."""
+    return {"v": SCHEMA_VERSION, "type": type_, "id": call.id, "task": call.task,
+            "defer_key": call.defer_key, "ts_ms": ts_ms, **extra}
