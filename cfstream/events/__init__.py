@@ -1,0 +1,1 @@
+"""Reading what happened to executions: the events topic."""

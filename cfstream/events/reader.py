@@ -1,0 +1,151 @@
+"""One events-topic reader per process, shared by every ``Execution.result()`` and ``status()``.
+
+The reader is a partition-assigned consumer (no group, nothing committed). It starts at the
+submit time of the first execution waited on (UUIDv7 ids carry it) and rewinds when a waiter needs
+older events, so an ``Execution`` rebuilt from an id in another process finds events from before
+the reader existed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+
+from cfstream.ids import submitted_ms
+from cfstream.kafka.config import consumer_config
+from cfstream.kafka.topics import ensure_topics
+from cfstream.settings import Settings
+from cfstream.wire import TERMINAL_EVENTS
+
+logger = logging.getLogger(__name__)
+
+# Events are stamped by other machines' clocks; read this far before a submit time.
+CLOCK_MARGIN_MS = 60_000
+# Ids that carry no submit time (not UUIDv7) are looked for this far back.
+DEFAULT_LOOKBACK_MS = 3_600_000
+# Executions remembered at once (their latest event); older ones are re-read if asked for again.
+MAX_REMEMBERED = 100_000
+# How long a waiter sleeps before it rechecks its deadline.
+WAKE_INTERVAL = 0.5
+_RANK = {"scheduled": 0, "started": 1, "deferred": 2, "invalid": 3,
+         **{name: 3 for name in TERMINAL_EVENTS}}
+
+
+class EventReader:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._cond = threading.Condition()
+        self._latest: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._from_ms: int | None = None  # events since then are read or being read
+        self._rewind_to: int | None = None
+        self._caught_up = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def wait(self, execution_id: str, deadline: float | None) -> dict[str, Any] | None:
+        """The execution's ``deferred`` or final event; None if ``deadline`` passes first."""
+        self._need(execution_id)
+        with self._cond:
+            while True:
+                event = self._latest.get(execution_id)
+                if event is not None and _RANK[event["type"]] >= _RANK["deferred"]:
+                    return event
+                if deadline is None:
+                    self._cond.wait(WAKE_INTERVAL)
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(min(remaining, WAKE_INTERVAL))
+
+    def latest(self, execution_id: str, timeout: float) -> dict[str, Any] | None:
+        """The most advanced event known for the execution, once the reader has caught up."""
+        self._need(execution_id)
+        self._caught_up.wait(timeout)
+        with self._cond:
+            return self._latest.get(execution_id)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _need(self, execution_id: str) -> None:
+        since = submitted_ms(execution_id) or int(time.time() * 1000) - DEFAULT_LOOKBACK_MS
+        start = since - CLOCK_MARGIN_MS
+        with self._cond:
+            if self._from_ms is None or start < self._from_ms:
+                self._from_ms = start
+                self._rewind_to = start
+                self._caught_up.clear()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="cfstream-events",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        ensure_topics(self.settings)
+        topic = self.settings.events_topic
+        consumer = Consumer(consumer_config(self.settings, None, **{"enable.auto.offset.store": False}))
+        try:
+            partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+            targets: dict[int, int] = {}
+            while True:
+                with self._cond:
+                    if self._closed:
+                        return
+                    rewind, self._rewind_to = self._rewind_to, None
+                if rewind is not None:
+                    targets = self._seek(consumer, topic, partitions, rewind)
+                for message in consumer.consume(500, 0.1):
+                    if message.error() is None:
+                        self._remember(message.value())
+                if not self._caught_up.is_set():
+                    positions = consumer.position([TopicPartition(topic, p) for p in targets])
+                    if all(tp.offset >= targets[tp.partition] for tp in positions):
+                        self._caught_up.set()
+        except KafkaException:
+            logger.exception("event reader stopped; waiters will time out")
+        finally:
+            consumer.close()
+
+    def _seek(self, consumer: Consumer, topic: str, partitions: list[int],
+              since_ms: int) -> dict[int, int]:
+        """Assign every partition from ``since_ms``; return the offsets that mean 'caught up'."""
+        wanted = [TopicPartition(topic, p, since_ms) for p in partitions]
+        found = consumer.offsets_for_times(wanted, timeout=30)
+        consumer.assign([TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0
+                                        else OFFSET_END) for tp in found])
+        targets = {}
+        for tp in found:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition),
+                                                     timeout=30)
+            if 0 <= tp.offset < high:
+                targets[tp.partition] = high
+        if not targets:
+            self._caught_up.set()
+        return targets
+
+    def _remember(self, raw: bytes | None) -> None:
+        try:
+            event = json.loads(raw or b"")
+            execution_id, kind = event["id"], event["type"]
+            rank = _RANK[kind]
+        except (ValueError, KeyError, TypeError):
+            return  # not an event of ours; the events topic is not validated here
+        with self._cond:
+            known = self._latest.get(execution_id)
+            if known is None or rank >= _RANK[known["type"]]:
+                self._latest[execution_id] = event
+                self._latest.move_to_end(execution_id)
+                if len(self._latest) > MAX_REMEMBERED:
+                    self._latest.popitem(last=False)
+                self._cond.notify_all()

@@ -1,0 +1,47 @@
+"""librdkafka settings shared by every cfstream client: connection from Settings, then our defaults."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from cfstream.settings import Settings
+
+logger = logging.getLogger("cfstream.kafka")
+
+# Java clients, aiokafka and so faust place keys with murmur2; librdkafka's default is CRC32.
+PARTITIONER = "murmur2_random"
+
+
+def log_error(error: Any) -> None:
+    """Default ``error_cb``: librdkafka retries transient errors itself; say what happened."""
+    logger.warning("kafka: %s", error)
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    config = settings.librdkafka_config()
+    config.setdefault("partitioner", PARTITIONER)
+    config.setdefault("enable.idempotence", True)  # retries never duplicate or reorder
+    config.setdefault("linger.ms", 5)  # batches bursts; adds at most 5 ms
+    config.setdefault("error_cb", log_error)
+    config.update(overrides)
+    return config
+
+
+def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) -> dict[str, Any]:
+    config = settings.librdkafka_config()
+    if group_id is not None:
+        config["group.id"] = group_id
+    else:
+        config["group.id"] = "cfstream-unused"  # librdkafka wants one even for assign()
+    config.setdefault("enable.auto.commit", False)  # we commit after the work is done
+    config.setdefault("auto.offset.reset", "earliest")
+    config.setdefault("error_cb", log_error)
+    config.update(overrides)
+    return config
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    config = settings.librdkafka_config()
+    config.setdefault("error_cb", log_error)
+    return config

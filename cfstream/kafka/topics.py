@@ -1,0 +1,77 @@
+"""Creating cfstream's topics with the partition counts the processor relies on."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cfstream.errors import ConfigurationError, KafkaUnavailable
+from cfstream.kafka.config import admin_config
+from cfstream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Long enough for a broker that is still electing leaders after a start.
+ADMIN_TIMEOUT = 30.0
+_ensured: set[tuple[str, str]] = set()
+_lock = threading.Lock()
+
+
+def topic_specs(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Name -> (partitions, config) of every topic cfstream reads or writes."""
+    n = settings.partitions
+    return {
+        settings.calls_topic: {"partitions": n, "config": {}},
+        settings.executions_topic: {"partitions": n, "config": {}},
+        settings.events_topic: {"partitions": n, "config": {}},
+        settings.dead_letter_topic: {"partitions": 1, "config": {}},
+    }
+
+
+def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> list[str]:
+    """Create the missing topics; check that calls and executions are co-partitioned.
+
+    Returns the names created. Cheap after the first call in a process.
+    """
+    marker = (settings.bootstrap_servers, settings.topic_prefix)
+    with _lock:
+        if marker in _ensured:
+            return []
+        admin = admin or AdminClient(admin_config(settings))
+        specs = topic_specs(settings)
+        try:
+            existing = admin.list_topics(timeout=ADMIN_TIMEOUT).topics
+        except KafkaException as exc:
+            raise KafkaUnavailable(
+                f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}. Start one with "
+                "`cfstream kafka start` or set CFSTREAM_BOOTSTRAP_SERVERS"
+            ) from exc
+        missing = [
+            NewTopic(name, num_partitions=spec["partitions"],
+                     replication_factor=settings.replication_factor, config=spec["config"])
+            for name, spec in specs.items() if name not in existing
+        ]
+        created = []
+        if missing:
+            for name, future in admin.create_topics(missing).items():
+                try:
+                    future.result(timeout=ADMIN_TIMEOUT)
+                    created.append(name)
+                    logger.info("created topic %s", name)
+                except KafkaException as exc:
+                    if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                        raise KafkaUnavailable(f"cannot create topic {name}: {exc}") from exc
+            existing = admin.list_topics(timeout=ADMIN_TIMEOUT).topics
+        counts = {name: len(existing[name].partitions) for name in
+                  (settings.calls_topic, settings.executions_topic) if name in existing}
+        if len(set(counts.values())) > 1:
+            raise ConfigurationError(
+                f"{settings.calls_topic} and {settings.executions_topic} must have the same "
+                f"partition count, found {counts}; recreate one of them"
+            )
+        _ensured.add(marker)
+        return created
