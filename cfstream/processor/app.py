@@ -1,0 +1,163 @@
+"""One processor replica: a faust app whose agent applies the scheduling rules to each record.
+
+The timer cannot write tables (faust only allows writes inside stream iteration), so it only
+finds what is due and puts a ``tick`` record on the calls topic, in the partition of the key;
+the agent then applies :func:`cfstream.scheduling.rules.tick`, which checks the id and the due
+time again. A lost, duplicated or forged tick therefore changes nothing it should not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from cfstream.codec import dumps
+from cfstream.processor import state
+from cfstream.processor.faust_config import app_options
+from cfstream.scheduling import rules
+from cfstream.settings import Settings
+from cfstream.wire import InvalidRecord, call_from_dict, control_from_dict, parse_json
+
+logger = logging.getLogger(__name__)
+
+# How long a fired call's id is remembered, so a replay of the calls topic after a crash (up to
+# the last commit, about a second) is recognised and not run again.
+FIRED_RETENTION_MS = 15 * 60 * 1000
+# A tick not acted on within this time is sent again (the replica it went to may have died).
+TICK_RETRY_MS = 5_000
+# Ticks in flight at once; bounds memory and the burst a replica sends after a long outage.
+MAX_INFLIGHT_TICKS = 10_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Processor:
+    def __init__(self, settings: Settings, partitions: int) -> None:
+        self.settings = settings
+        self.partitions = partitions
+        self.app = faust.App(**app_options(settings, partitions))
+        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+               "value_serializer": "raw"}
+        self.calls = self.app.topic(settings.calls_topic, partitions=partitions, **raw)
+        self.executions = self.app.topic(settings.executions_topic, partitions=partitions, **raw)
+        self.events = self.app.topic(settings.events_topic, **raw)
+        self.dead_letters = self.app.topic(settings.dead_letter_topic, **raw)
+        self.table = self.app.Table("pending", partitions=partitions, **raw)
+        self.inflight: dict[tuple[int, bytes, str], int] = {}
+        self.app.agent(self.calls, name="cfstream.scheduler")(self._process)
+        self.app.timer(settings.tick_interval, name="cfstream.timer")(self._scan)
+
+    # -- agent: every state change happens here ---------------------------------------------
+
+    async def _process(self, stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                await self._apply(message.key or b"", message.value, message.partition)
+            except InvalidRecord as exc:
+                await self._dead_letter(message, exc.reason)
+
+    async def _apply(self, key: bytes, raw: bytes | None, partition: int) -> None:
+        now = now_ms()
+        data = parse_json(raw, self.settings.max_payload_bytes)
+        kind = data.get("kind", "call")
+        slot = state.decode_slot(self.table.get(state.slot_key(key)))
+        if kind == "call":
+            call = call_from_dict(data, now_ms=now)
+            if call.key.encode() != key:
+                raise InvalidRecord(
+                    f"record key {key!r} does not match the call's key {call.key!r} "
+                    "(the defer key scoped by task, or the execution id)"
+                )
+            decision = rules.accept(slot, call, now, FIRED_RETENTION_MS)
+        else:
+            control = control_from_dict(data)
+            if control.kind == "tick":
+                self.inflight.pop((partition, key, control.id), None)
+                decision = rules.tick(slot, control.id, now, FIRED_RETENTION_MS)
+            else:
+                decision = rules.cancel(slot, control.id, now, FIRED_RETENTION_MS,
+                                        control.reason)
+        if decision.changed:
+            self._store(key, slot, decision.slot)
+        for execution in decision.executions:
+            await self.executions.send(key=key, value=dumps(execution.to_dict()))
+        for item in decision.events:
+            await self.events.send(key=item["id"].encode(), value=dumps(item))
+
+    def _store(self, key: bytes, old: rules.Slot | None, new: rules.Slot | None) -> None:
+        if old is not None:
+            self.table.pop(state.due_key(old.due_ms, key), None)
+        if new is None:
+            self.table.pop(state.slot_key(key), None)
+            return
+        self.table[state.slot_key(key)] = state.encode_slot(new)
+        self.table[state.due_key(new.due_ms, key)] = new.timer_id.encode()
+
+    async def _dead_letter(self, message: Any, reason: str) -> None:
+        logger.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition,
+                       message.offset, reason)
+        await self.dead_letters.send(
+            key=message.key, value=message.value,
+            headers=[("cfstream-reason", reason.encode()),
+                     ("cfstream-source", f"{message.topic}:{message.partition}:"
+                                         f"{message.offset}".encode())],
+        )
+        event = {"v": 1, "type": "invalid", "id": _guess_id(message.value), "reason": reason,
+                 "topic": message.topic, "partition": message.partition,
+                 "offset": message.offset, "ts_ms": now_ms()}
+        await self.events.send(key=(event["id"] or "invalid").encode(), value=dumps(event))
+
+    # -- timer: finds due keys, changes nothing ---------------------------------------------
+
+    async def _scan(self, *_: Any) -> None:
+        if self.app.rebalancing:
+            return
+        now = now_ms()
+        actives = self.app.assignor.assigned_actives()
+        dbs = self.table.data._dbs  # type: ignore[attr-defined]  # faust RocksDB store
+        for partition, db in list(dbs.items()):
+            if TP(self.settings.calls_topic, partition) not in actives:
+                continue
+            for due, key, timer_id in _due_entries(db, now):
+                if len(self.inflight) >= MAX_INFLIGHT_TICKS:
+                    return
+                token = (partition, key, timer_id)
+                sent = self.inflight.get(token)
+                if sent is not None and now - sent < TICK_RETRY_MS:
+                    continue
+                self.inflight[token] = now
+                tick = {"v": 1, "kind": "tick", "id": timer_id, "due_ms": due}
+                await self.calls.send(key=key, value=dumps(tick), partition=partition)
+
+
+def _due_entries(db: Any, now: int) -> list[tuple[int, bytes, str]]:
+    """(due, key, timer id) of the entries due by ``now``, in due order."""
+    found: list[tuple[int, bytes, str]] = []
+    it = db.iter()
+    it.seek(state.DUE_PREFIX)
+    while it.valid():
+        raw = it.key()
+        if not raw.startswith(state.DUE_PREFIX):
+            break
+        due, key = state.parse_due_key(raw)
+        if due > now or len(found) >= MAX_INFLIGHT_TICKS:
+            break
+        found.append((due, key, it.value().decode()))
+        it.next()
+    return found
+
+
+def _guess_id(raw: bytes | None) -> str | None:
+    try:
+        value = json.loads(raw or b"")
+        return value["id"] if isinstance(value.get("id"), str) else None
+    except (ValueError, AttributeError, TypeError):
+        return None

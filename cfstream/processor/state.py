@@ -1,0 +1,60 @@
+"""How the processor lays out its RocksDB table.
+
+One table, two kinds of keys, both in the partition of the call that wrote them:
+    b"k:" + call key                  -> the key's Slot, as JSON
+    b"d:" + due (8-byte big endian) + call key -> the id the tick for that due time names
+The "d:" keys sort by due time, so the timer finds what is due with one seek per partition and
+never walks keys that are not due.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+from cfstream.scheduling.rules import Slot
+from cfstream.wire import call_from_dict
+
+SLOT_PREFIX = b"k:"
+DUE_PREFIX = b"d:"
+_DUE = struct.Struct(">Q")
+
+
+def slot_key(key: bytes) -> bytes:
+    return SLOT_PREFIX + key
+
+
+def due_key(due_ms: int, key: bytes) -> bytes:
+    return DUE_PREFIX + _DUE.pack(max(due_ms, 0)) + key
+
+
+def parse_due_key(raw: bytes) -> tuple[int, bytes]:
+    """(due_ms, call key) of a "d:" key."""
+    start = len(DUE_PREFIX)
+    (due,) = _DUE.unpack_from(raw, start)
+    return due, raw[start + _DUE.size:]
+
+
+def encode_slot(slot: Slot) -> bytes:
+    data: dict[str, Any] = {"first_ms": slot.first_ms, "due_ms": slot.due_ms}
+    if slot.call is not None:
+        data["call"] = slot.call.to_dict()
+    if slot.fired_id is not None:
+        data["fired_id"] = slot.fired_id
+        data["fired_submitted_ms"] = slot.fired_submitted_ms
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def decode_slot(raw: bytes | None) -> Slot | None:
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    call = data.get("call")
+    return Slot(
+        call=call_from_dict(call) if call is not None else None,
+        first_ms=data["first_ms"],
+        due_ms=data["due_ms"],
+        fired_id=data.get("fired_id"),
+        fired_submitted_ms=data.get("fired_submitted_ms"),
+    )

@@ -1,0 +1,1 @@
+"""Workers: run the executions the processor emits and report what happened."""

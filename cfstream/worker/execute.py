@@ -1,0 +1,60 @@
+"""Running one execution's task and describing the outcome as an event payload."""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from cfstream.codec import from_json_value, to_json_value
+from cfstream.task import Task
+from cfstream.wire import Call
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """``succeeded`` with a JSON result, or ``failed`` with an error description."""
+
+    type: str
+    fields: dict[str, Any]
+
+
+def prepare(task: Task[Any, Any] | None, call: Call) -> tuple[Any, Outcome | None]:
+    """The callable to run (a coroutine for async tasks), or a ready ``failed`` outcome."""
+    if task is None:
+        return None, failure(
+            "TaskNotRegistered",
+            f"no task {call.task!r} is registered in this worker; start the worker with the "
+            "module that defines it (cfstream worker MODULE)",
+        )
+    try:
+        args = from_json_value(call.args)
+        kwargs = from_json_value(call.kwargs)
+        task.signature.bind(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        return None, failure("InvalidArguments", f"arguments do not fit {call.task}: {exc}")
+    if inspect.iscoroutinefunction(task.fn):
+        return task.fn(*args, **kwargs), None
+    return lambda: task.fn(*args, **kwargs), None
+
+
+def success(value: Any, task_name: str) -> Outcome:
+    try:
+        encoded = to_json_value(value, f"result of {task_name}")
+    except TypeError as exc:
+        return failure("ResultNotSerializable", str(exc))
+    return Outcome("succeeded", {"result": encoded})
+
+
+def failure(error_type: str, message: str, trace: str = "") -> Outcome:
+    return Outcome("failed", {"error": {"type": error_type, "message": message,
+                                        "traceback": trace}})
+
+
+def from_exception(exc: BaseException) -> Outcome:
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else (
+        f"{kind.__module__}.{kind.__qualname__}")
+    trace = "".join(traceback.format_exception(exc))
+    return failure(name, str(exc), trace)

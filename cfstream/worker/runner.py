@@ -1,0 +1,283 @@
+"""A worker process: consume executions, merge the backlog, run tasks, report, commit.
+
+All Kafka work happens on the main thread. Sync tasks run in a thread pool, async ones on an
+event loop in a thread of its own; both hand their outcome back through a queue. An execution's
+offset is committed only once its outcome event (or its ``deferred`` event) is delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from cfstream.codec import dumps
+from cfstream.kafka.config import consumer_config, producer_config
+from cfstream.kafka.topics import ensure_topics
+from cfstream.scheduling.backlog import Backlog
+from cfstream.settings import Settings
+from cfstream.task import Task, registry
+from cfstream.wire import Execution, InvalidRecord, event, execution_from_dict, parse_json
+from cfstream.worker import execute
+from cfstream.worker.offsets import OffsetTracker
+
+logger = logging.getLogger(__name__)
+
+# Executions fetched ahead of the running ones; past it the worker pauses fetching.
+MAX_BACKLOG = 1_000
+# Ids remembered as done, so a redelivered execution is not run again by this worker.
+REMEMBERED_IDS = 100_000
+COMMIT_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    execution: Execution
+    partition: int
+    offset: int
+
+    @property
+    def id(self) -> str:
+        return self.execution.call.id
+
+    @property
+    def key(self) -> str:
+        return self.execution.call.key
+
+    @property
+    def submitted_ms(self) -> int:
+        return self.execution.call.submitted_ms
+
+
+def import_tasks(modules: list[str]) -> dict[str, Task[Any, Any]]:
+    """Import ``modules``; the tasks they register are the only ones this worker runs."""
+    for name in modules:
+        importlib.import_module(name)
+    return registry()
+
+
+class Worker:
+    def __init__(self, settings: Settings, tasks: dict[str, Task[Any, Any]],
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.settings = settings
+        self.tasks = tasks
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.on_event = on_event
+        self.backlog: Backlog[Job] = Backlog()
+        self.offsets = OffsetTracker()
+        self.running: dict[str, Job] = {}
+        self.done_ids: OrderedDict[str, None] = OrderedDict()
+        self.outcomes: queue.Queue[tuple[Job, execute.Outcome]] = queue.Queue()
+        self.pool = concurrent.futures.ThreadPoolExecutor(settings.worker_concurrency,
+                                                          thread_name_prefix="cfstream-task")
+        self.loop = asyncio.new_event_loop()
+        self.stopping = threading.Event()
+        self.paused = False
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        ensure_topics(self.settings)
+        loop_thread = threading.Thread(target=self.loop.run_forever, name="cfstream-async",
+                                       daemon=True)
+        loop_thread.start()
+        self.producer = Producer(producer_config(self.settings))
+        self.consumer = Consumer(consumer_config(
+            self.settings, f"{self.settings.topic_prefix}.workers",
+            **{"partition.assignment.strategy": "cooperative-sticky"}))
+        self.consumer.subscribe([self.settings.executions_topic], on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+        logger.info("worker %s running tasks: %s", self.name, ", ".join(sorted(self.tasks)))
+        last_commit = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                wait = 0.0 if self.outcomes.qsize() else 0.05
+                for message in self.consumer.consume(500, wait):
+                    self._take(message)
+                self._start_ready()
+                self._report_outcomes()
+                self.producer.poll(0)
+                self._flow_control()
+                if time.monotonic() - last_commit >= COMMIT_INTERVAL:
+                    self._commit()
+                    last_commit = time.monotonic()
+        finally:
+            self._shutdown()
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _shutdown(self) -> None:
+        """Finish what runs (within the shutdown timeout), report it, commit, leave the group."""
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while self.running and time.monotonic() < deadline:
+            self._report_outcomes(block=0.1)
+        if self.running:
+            logger.warning("%d tasks still running at shutdown; they will run again elsewhere",
+                           len(self.running))
+        assert self.producer is not None and self.consumer is not None  # noqa: S101
+        self.producer.flush(self.settings.shutdown_timeout)
+        self._commit()
+        self.consumer.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- taking executions in -----------------------------------------------------------------
+
+    def _take(self, message: Message) -> None:
+        if message.error() is not None:
+            logger.warning("consume error: %s", message.error())
+            return
+        partition, offset = message.partition(), message.offset()
+        assert partition is not None and offset is not None  # noqa: S101 - set on fetched records
+        self.offsets.take(partition, offset)
+        try:
+            data = parse_json(message.value(), self.settings.max_payload_bytes)
+            job = Job(execution_from_dict(data), partition, offset)
+        except InvalidRecord as exc:
+            logger.error("skipping invalid execution record %s@%s: %s", partition, offset,
+                         exc.reason)
+            self.offsets.finish(partition, offset)
+            return
+        if job.id in self.done_ids or job.id in self.running:
+            self.offsets.finish(partition, offset)  # redelivered: it ran or runs here
+            return
+        merge = self.backlog.add(job)
+        if merge is None:
+            return
+        if merge.winner is None:
+            self.offsets.finish(merge.loser.partition, merge.loser.offset)
+            return
+        loser, winner = merge.loser, merge.winner
+        self._emit(event("deferred", loser.execution.call, _now_ms(), successor=winner.id,
+                         reason="backlog"), done=loser)
+        self._remember(loser.id)
+
+    def _flow_control(self) -> None:
+        assert self.consumer is not None  # noqa: S101
+        if not self.paused and len(self.backlog) >= MAX_BACKLOG:
+            self.consumer.pause(self.consumer.assignment())
+            self.paused = True
+        elif self.paused and len(self.backlog) < MAX_BACKLOG // 2:
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
+
+    # -- running --------------------------------------------------------------------------------
+
+    def _start_ready(self) -> None:
+        while len(self.running) < self.settings.worker_concurrency:
+            job = self.backlog.pop()
+            if job is None:
+                return
+            call = job.execution.call
+            self.running[job.id] = job
+            self._emit(event("started", call, _now_ms(), worker=self.name,
+                             due_ms=job.execution.due_ms, fired_ms=job.execution.fired_ms))
+            target, ready = execute.prepare(self.tasks.get(call.task), call)
+            if ready is not None:
+                self.outcomes.put((job, ready))
+            elif asyncio.iscoroutine(target):
+                future = asyncio.run_coroutine_threadsafe(target, self.loop)
+                future.add_done_callback(self._collect(job))
+            else:
+                self.pool.submit(target).add_done_callback(self._collect(job))
+
+    def _collect(self, job: Job) -> Callable[[concurrent.futures.Future[Any]], None]:
+        def done(future: concurrent.futures.Future[Any]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
+                outcome = execute.from_exception(error)
+            else:
+                outcome = execute.success(future.result(), job.execution.call.task)
+            self.outcomes.put((job, outcome))
+        return done
+
+    def _report_outcomes(self, block: float = 0.0) -> None:
+        try:
+            job, outcome = self.outcomes.get(timeout=block) if block else \
+                self.outcomes.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self.running.pop(job.id, None)
+            self._remember(job.id)
+            self._emit(event(outcome.type, job.execution.call, _now_ms(), worker=self.name,
+                             **outcome.fields), done=job)
+            try:
+                job, outcome = self.outcomes.get_nowait()
+            except queue.Empty:
+                return
+
+    # -- reporting and committing ---------------------------------------------------------------
+
+    def _emit(self, payload: dict[str, Any], done: Job | None = None) -> None:
+        assert self.producer is not None  # noqa: S101
+        if self.on_event is not None:
+            self.on_event(payload)
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                logger.error("event %s for %s not delivered: %s", payload["type"],
+                             payload["id"], err)
+            elif done is not None:
+                self.offsets.finish(done.partition, done.offset)
+
+        value = dumps(payload)
+        while True:
+            try:
+                self.producer.produce(self.settings.events_topic, key=payload["id"].encode(),
+                                      value=value, on_delivery=delivered)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _remember(self, execution_id: str) -> None:
+        self.done_ids[execution_id] = None
+        if len(self.done_ids) > REMEMBERED_IDS:
+            self.done_ids.popitem(last=False)
+
+    def _commit(self) -> None:
+        assert self.consumer is not None  # noqa: S101
+        offsets = self.offsets.committable()
+        if not offsets:
+            return
+        topic = self.settings.executions_topic
+        try:
+            self.consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
+                                 asynchronous=False)
+        except Exception as exc:  # a rebalance in progress; the next commit catches up
+            logger.warning("commit failed: %s", exc)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Hand the partitions back cleanly: finish what runs from them, commit, drop the rest."""
+        revoked = {tp.partition for tp in partitions}
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while (any(job.partition in revoked for job in self.running.values())
+               and time.monotonic() < deadline):
+            self._report_outcomes(block=0.1)
+        assert self.producer is not None  # noqa: S101
+        self.producer.flush(self.settings.shutdown_timeout)
+        self._commit()
+        self.backlog.drop(lambda job: job.partition not in revoked)
+        for partition in revoked:
+            self.offsets.forget(partition)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
