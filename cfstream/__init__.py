@@ -1,0 +1,42 @@
+"""cfstream: delayed and deferred (debounced) task execution on Apache Kafka.
+
+    import cfstream as cf
+
+    @cf.task(delay=60, defer=True)
+    def send_notification(user_id, document_id): ...
+
+    send_notification.submit(1, 2)   # an Execution, at once
+    send_notification(1, 2)          # submit and wait for the result
+"""
+
+from cfstream.client import Client, configure, submit
+from cfstream.errors import (
+    CfStreamError,
+    ConfigurationError,
+    DeferKeyError,
+    ExecutionCancelled,
+    ExecutionFailed,
+    KafkaUnavailable,
+    SubmitError,
+)
+from cfstream.execution import Execution
+from cfstream.settings import Settings
+from cfstream.task import Defer, Task, task
+
+__all__ = [
+    "CfStreamError",
+    "Client",
+    "ConfigurationError",
+    "Defer",
+    "DeferKeyError",
+    "Execution",
+    "ExecutionCancelled",
+    "ExecutionFailed",
+    "KafkaUnavailable",
+    "Settings",
+    "SubmitError",
+    "Task",
+    "configure",
+    "submit",
+    "task",
+]
