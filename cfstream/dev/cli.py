@@ -1,0 +1,83 @@
+"""``cfstream kafka start|stop|status``: a local single-node Kafka broker for development."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cfstream.dev import broker
+from cfstream.dev.jars import KAFKA_VERSION
+from cfstream.errors import KafkaUnavailable
+
+# LSB's "program is not running" status code, so scripts can do `status || start`.
+RET_NOT_RUNNING = 3
+
+kafka_app = typer.Typer(
+    help=f"A local single-node Apache Kafka {KAFKA_VERSION} broker (KRaft) for dev and tests.",
+    no_args_is_help=True,
+)
+_err = Console(stderr=True, soft_wrap=True)
+
+DataDir = Annotated[
+    Path, typer.Option("--data-dir", help="Broker storage, config, pid file and broker.log.")
+]
+
+
+def _fail(exc: KafkaUnavailable) -> typer.Exit:
+    _err.print(str(exc), style="red", markup=False, highlight=False)
+    return typer.Exit(1)
+
+
+@kafka_app.command()
+def start(
+    port: Annotated[int, typer.Option(help="PLAINTEXT port on 127.0.0.1.")] = broker.DEFAULT_PORT,
+    data_dir: DataDir = broker.DEFAULT_DATA_DIR,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = (
+        broker.START_TIMEOUT_S
+    ),
+) -> None:
+    """Start the broker in the background and print its bootstrap address."""
+    before = broker.status(data_dir)
+    try:
+        started = broker.start(
+            port, data_dir, timeout=timeout,
+            notify=lambda msg: _err.print(msg, markup=False, highlight=False),
+        )
+    except KafkaUnavailable as exc:
+        raise _fail(exc) from exc
+    if before.running:
+        _err.print(f"Already running (pid {started.pid}, data dir {started.data_dir}).")
+    else:
+        _err.print(f"Kafka broker started (pid {started.pid}, data dir {started.data_dir}, "
+                   f"log {started.data_dir / 'broker.log'}).", highlight=False)
+    # stdout carries only the address: `export CFSTREAM_BOOTSTRAP_SERVERS=$(cfstream kafka start)`.
+    typer.echo(started.bootstrap_servers)
+
+
+@kafka_app.command()
+def stop(
+    data_dir: DataDir = broker.DEFAULT_DATA_DIR,
+    timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = (
+        broker.STOP_TIMEOUT_S
+    ),
+) -> None:
+    """Stop the broker of --data-dir (SIGTERM, then SIGKILL after --timeout)."""
+    try:
+        was_running = broker.stop(data_dir, timeout=timeout)
+    except KafkaUnavailable as exc:
+        raise _fail(exc) from exc
+    typer.echo("stopped" if was_running else f"not running ({Path(data_dir).resolve()})")
+
+
+@kafka_app.command()
+def status(data_dir: DataDir = broker.DEFAULT_DATA_DIR) -> None:
+    """Say whether the broker of --data-dir runs, and where. Exit code 3 when it does not."""
+    current = broker.status(data_dir)
+    if not current.running:
+        typer.echo(f"not running (data dir {current.data_dir})")
+        raise typer.Exit(RET_NOT_RUNNING)
+    typer.echo(f"running: bootstrap {current.bootstrap_servers}, pid {current.pid}, "
+               f"data dir {current.data_dir}")

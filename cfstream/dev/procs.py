@@ -1,0 +1,116 @@
+"""The broker process on disk: its pid file, liveness checks and ports on the loopback interface."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HOST = "127.0.0.1"
+PID_FILE = "broker.pid"
+LOG_FILE = "broker.log"
+# Each start appends this line to broker.log; error reports show what follows the last one.
+START_MARK = "----- cfstream kafka start"
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    pid: int
+    port: int
+    controller_port: int
+    pending_archive: str | None = None
+
+
+def write_pid(data_dir: Path, record: PidRecord) -> None:
+    tmp = data_dir / f"{PID_FILE}.tmp"
+    tmp.write_text(json.dumps(asdict(record)) + "\n")
+    os.replace(tmp, data_dir / PID_FILE)
+
+
+def read_pid(data_dir: Path) -> PidRecord | None:
+    try:
+        raw = json.loads((data_dir / PID_FILE).read_text())
+        return PidRecord(**raw)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def remove_pid(data_dir: Path) -> None:
+    (data_dir / PID_FILE).unlink(missing_ok=True)
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie child of this process is reaped and counts as gone."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    stat = Path(f"/proc/{pid}/stat")
+    if Path("/proc/self/stat").exists():
+        try:
+            # The state letter follows the parenthesised command name, which may contain spaces.
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_our_broker(pid: int, data_dir: Path) -> bool:
+    """Whether ``pid`` is a running ``kafka.Kafka`` JVM started on ``data_dir``'s server.properties.
+
+    Guards against signalling an unrelated process that reused a stale pid.
+    """
+    if not alive(pid):
+        return False
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        # No /proc (not Linux): trust the pid file rather than refuse to stop anything.
+        return not Path("/proc/self").exists()
+    except OSError:
+        return False
+    decoded = [a.decode(errors="replace") for a in args]
+    return "kafka.Kafka" in decoded and any(str(data_dir) in a for a in decoded)
+
+
+def free_port() -> int:
+    """A port the kernel considers free now (another process may still take it before we do)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the JVM does on Linux, so a port in TIME_WAIT after a stop still counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def accepts(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def log_tail(data_dir: Path, lines: int = 30) -> str:
+    """The last lines the broker wrote since the latest start."""
+    try:
+        text = (data_dir / LOG_FILE).read_text(errors="replace")
+    except OSError:
+        return "(no broker.log)"
+    current = text.rsplit(START_MARK, 1)[-1].splitlines()[1:]
+    return "\n".join(current[-lines:]) or "(broker.log is empty)"
