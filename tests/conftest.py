@@ -1,0 +1,114 @@
+"""Shared fixtures.
+
+Kafka: ``kafka_bootstrap`` is ``$CFSTREAM_BOOTSTRAP_SERVERS`` if set, else a real single-node
+broker (``cfstream.dev.broker.LocalBroker``) started once per session on a free port. Tests that
+use it are marked ``@pytest.mark.kafka`` and isolate themselves with ``topic_prefix``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cfstream.dev.broker import LocalBroker
+from cfstream.errors import KafkaUnavailable
+from cfstream.settings import Settings
+
+CreateTopics = Callable[..., list[str]]
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of the cluster the integration tests use."""
+    external = os.environ.get("CFSTREAM_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    broker = LocalBroker(port=None, data_dir=tmp_path_factory.mktemp("kafka"))
+    try:
+        broker.start()
+    except KafkaUnavailable as exc:
+        pytest.fail(f"could not start the test broker: {exc}", pytrace=False)
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topic_prefix(request: pytest.FixtureRequest) -> str:
+    """A prefix no other test (or earlier run against the same cluster) uses."""
+    name = re.sub(r"[^a-zA-Z0-9._-]+", "-", request.node.name).strip("-")[:60]
+    return f"t-{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, topic_prefix: str) -> Settings:
+    return Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+
+
+@pytest.fixture(scope="session")
+def admin(kafka_bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+
+def create_and_wait(
+    admin: AdminClient,
+    names: list[str],
+    partitions: int = 1,
+    config: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create topics and wait until metadata shows every partition with a leader."""
+    new = [NewTopic(n, num_partitions=partitions, replication_factor=1, config=config or {})
+           for n in names]
+    for future in admin.create_topics(new, operation_timeout=timeout).values():
+        future.result(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            topics = admin.list_topics(timeout=5).topics
+        except KafkaException:
+            topics = {}
+        if all(_ready(topics.get(n), partitions) for n in names):
+            return names
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics {names} not ready after {timeout}s")
+        time.sleep(0.05)
+
+
+def _ready(meta: Any, partitions: int) -> bool:
+    if meta is None or meta.error is not None or len(meta.partitions) != partitions:
+        return False
+    return all(p.leader >= 0 for p in meta.partitions.values())
+
+
+@pytest.fixture
+def create_topics(admin: AdminClient) -> Iterator[CreateTopics]:
+    """``create_topics(admin, names, partitions, config=None)``; deletes them after the test."""
+    created: list[str] = []
+
+    def create(
+        admin: AdminClient, names: list[str], partitions: int = 1,
+        config: dict[str, str] | None = None,
+    ) -> list[str]:
+        result = create_and_wait(admin, names, partitions, config)
+        created.extend(result)
+        return result
+
+    yield create
+    if created:
+        # Best effort: keeps a shared external cluster tidy; a temporary broker dies anyway.
+        for future in admin.delete_topics(created, operation_timeout=10).values():
+            try:
+                future.result(timeout=10)
+            except Exception:  # noqa: S110 - cleanup must not fail the test
+                pass
