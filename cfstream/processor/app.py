@@ -49,7 +49,8 @@ class Processor:
         self.executions = self.app.topic(settings.executions_topic, partitions=partitions, **raw)
         self.events = self.app.topic(settings.events_topic, **raw)
         self.dead_letters = self.app.topic(settings.dead_letter_topic, **raw)
-        self.table = self.app.Table("pending", partitions=partitions, **raw)
+        self.table = self.app.Table("pending", partitions=partitions, key_type=bytes,
+                                    value_type=bytes)
         self.inflight: dict[tuple[int, bytes, str], int] = {}
         self.app.agent(self.calls, name="cfstream.scheduler")(self._process)
         self.app.timer(settings.tick_interval, name="cfstream.timer")(self._scan)

@@ -54,6 +54,9 @@ def app_options(settings: Settings, partitions: int) -> dict[str, Any]:
         "id": f"{settings.topic_prefix}.processor",
         "broker": brokers,
         "broker_credentials": credentials(settings),
+        # Tables take the app's serializers: we store bytes we encoded ourselves.
+        "key_serializer": "raw",
+        "value_serializer": "raw",
         "store": "rocksdb://",
         "rocksdb_options": ROCKSDB_OPTIONS,
         "datadir": str(settings.state_dir),

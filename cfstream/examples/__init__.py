@@ -1,0 +1,1 @@
+"""Example tasks, used by the demo and the docker-compose setup."""

@@ -1,0 +1,29 @@
+"""Starting a processor replica in this process."""
+
+from __future__ import annotations
+
+from confluent_kafka.admin import AdminClient
+
+from cfstream.kafka.config import admin_config
+from cfstream.kafka.topics import ADMIN_TIMEOUT, ensure_topics
+from cfstream.processor.app import Processor
+from cfstream.settings import Settings
+
+
+def calls_partitions(settings: Settings) -> int:
+    """The calls topic's real partition count: the table must match it, whatever settings say."""
+    admin = AdminClient(admin_config(settings))
+    ensure_topics(settings, admin)
+    topic = settings.calls_topic
+    return len(admin.list_topics(topic, timeout=ADMIN_TIMEOUT).topics[topic].partitions)
+
+
+def run(settings: Settings) -> None:
+    """Run one replica until SIGTERM or SIGINT (faust's worker stops it gracefully)."""
+    import faust
+
+    processor = Processor(settings, calls_partitions(settings))
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    worker = faust.Worker(processor.app, loglevel=settings.log_level.lower(),
+                          redirect_stdouts=False)
+    worker.execute_from_commandline()
