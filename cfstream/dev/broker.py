@@ -99,7 +99,7 @@ def start(
     timeout: float = START_TIMEOUT_S,
     notify: Notify | None = None,
 ) -> BrokerStatus:
-    """Start the broker (``port=None``: a free one) and return once it answers metadata requests.
+    """Start the broker (``port`` None or 0: any free one); return once it answers metadata.
 
     Formats ``data_dir`` on first use and reuses it afterwards. Returns the running broker if
     one already runs on this data dir. Raises KafkaUnavailable saying what to do.
@@ -108,14 +108,14 @@ def start(
     path.mkdir(parents=True, exist_ok=True)
     current = status(path)
     if current.running:
-        if port is None or port == current.port:
+        if not port or port == current.port:
             return current
         raise KafkaUnavailable(
             f"A broker for {path} already runs on port {current.port} (pid {current.pid}); "
             f"stop it first with `cfstream kafka stop --data-dir {path}`."
         )
     procs.remove_pid(path)  # stale: its process is gone
-    if port is None:
+    if not port:  # None or 0: any free port
         port = procs.free_port()
     elif procs.port_in_use(port):
         raise KafkaUnavailable(

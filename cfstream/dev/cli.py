@@ -33,7 +33,9 @@ def _fail(exc: KafkaUnavailable) -> typer.Exit:
 
 @kafka_app.command()
 def start(
-    port: Annotated[int, typer.Option(help="PLAINTEXT port on 127.0.0.1.")] = broker.DEFAULT_PORT,
+    port: Annotated[int, typer.Option(help="PLAINTEXT port on 127.0.0.1 (0: any free port).")] = (
+        broker.DEFAULT_PORT
+    ),
     data_dir: DataDir = broker.DEFAULT_DATA_DIR,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = (
         broker.START_TIMEOUT_S

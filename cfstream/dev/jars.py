@@ -1,4 +1,4 @@
-"""The broker's classpath: Kafka jars fetched from Maven Central once, then used from a local cache."""
+"""The broker's classpath: Kafka jars fetched from Maven Central once, then used from a cache."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def jars_ready(version: str = KAFKA_VERSION) -> bool:
 
 
 def ensure_jars(version: str = KAFKA_VERSION, notify: Notify | None = None) -> Path:
-    """Return the ``lib/`` directory of the broker's jars, running Maven only if it is not complete."""
+    """The ``lib/`` directory of the broker's jars; runs Maven only if the cache is incomplete."""
     home = kafka_home(version)
     lib = home / "lib"
     if jars_ready(version):
@@ -67,6 +67,9 @@ def ensure_jars(version: str = KAFKA_VERSION, notify: Notify | None = None) -> P
             shutil.rmtree(lib, ignore_errors=True)
             staging.rename(lib)
             lib.chmod(0o755)  # mkdtemp made it private; the cache may be shared read-only
+            # A JVM class archive is only valid for the exact jars it was dumped from.
+            for archive in home.glob("classes-*.jsa*"):
+                archive.unlink(missing_ok=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         (home / MARKER).write_text(f"org.apache.kafka:kafka_2.13:{version}\n")

@@ -60,7 +60,7 @@ def find_java() -> Java:
 
 
 def parse_java_version(text: str) -> int | None:
-    """The feature version in ``java -version`` output: ``"1.8.0_392"`` -> 8, ``"17.0.15"`` -> 17."""
+    """The feature version in ``java -version`` output: ``"1.8.0_392"`` -> 8, ``"17.0.1"`` -> 17."""
     match = re.search(r'version "(\d+)(?:\.(\d+))?', text)
     if not match:
         return None
