@@ -7,7 +7,8 @@ A key (the task-scoped defer key, or the execution id of a call that is not defe
 - due = latest call's submit time + its delay, capped at the window's first call + max_wait
   (event time: a processor that lags does not stretch the quiet period);
 - a newer call replaces the pending one, which becomes ``deferred`` to it;
-- an older call (out of order) is itself deferred to the pending or last fired one;
+- an older call (out of order) is itself deferred to the pending or last fired one (calls of the
+  same millisecond are ordered by id);
 - a tick fires the pending call if it is due; a later tick forgets the marker.
 """
 
@@ -62,7 +63,9 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int) -> Dec
 
     pending = slot.call if slot is not None else None
     latest = (pending.id, pending.submitted_ms) if pending is not None else _fired_stub(slot)
-    if latest is not None and call.submitted_ms < latest[1]:
+    # Ties in the same millisecond go by id: otherwise a redelivered call that ran first could
+    # overtake (and re-run after) a same-millisecond call that ran after it.
+    if latest is not None and (call.submitted_ms, call.id) < (latest[1], latest[0]):
         return Decision(slot, changed=False, events=[
             event("deferred", call, now_ms, successor=latest[0], reason="out_of_order"),
         ])

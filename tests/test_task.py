@@ -1,0 +1,310 @@
+"""``@cf.task`` options: delay, defer keys, max_wait (cfstream.task)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+import cfstream as cf
+from cfstream.task import registered
+
+
+def key_of(task: cf.Task[..., Any], *args: Any, **kwargs: Any) -> str | None:
+    return task.defer_key(task.bind(args, kwargs))
+
+
+def notify(user_id: int, document_id: int, update: str = "") -> None:
+    """A module-level function, so its qualname is plain."""
+
+
+# -- delay ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("delay", "ms"), [
+    (dt.timedelta(minutes=10), 600_000),
+    (dt.timedelta(milliseconds=1), 1),
+    (60, 60_000),
+    (0, 0),
+    (0.5, 500),
+    (1.25, 1_250),
+])
+def test_delay_is_given_as_timedelta_or_seconds(delay: Any, ms: int) -> None:
+    @cf.task(delay=delay)
+    def remind(reminder_id: int) -> None: ...
+
+    assert remind.delay_ms == ms
+
+
+def test_no_options_means_no_delay_and_no_defer() -> None:
+    @cf.task
+    def plain(x: int) -> int:
+        return x
+
+    assert plain.delay_ms == 0
+    assert plain.defer is None
+    assert plain.max_wait_ms is None
+    assert key_of(plain, 1) is None
+    assert plain.fn(3) == 3
+
+
+@pytest.mark.parametrize("delay", [-1, -0.001, dt.timedelta(seconds=-1), float("nan"),
+                                   float("inf"), "60", True, [60]])
+def test_bad_delay_raises_at_decoration_time(delay: Any) -> None:
+    with pytest.raises(cf.ConfigurationError, match="delay"):
+        cf.task(delay=delay)
+
+
+def test_delay_over_ten_years_is_a_unit_mistake() -> None:
+    with pytest.raises(cf.ConfigurationError, match="10 years"):
+        cf.task(delay=dt.timedelta(days=3651))
+
+
+def test_configuration_error_is_a_value_error_and_a_cfstream_error() -> None:
+    with pytest.raises(ValueError):
+        cf.task(delay=-1)
+    with pytest.raises(cf.CfStreamError):
+        cf.task(delay=-1)
+
+
+# -- max_wait -------------------------------------------------------------------------------
+
+
+def test_max_wait_with_defer() -> None:
+    @cf.task(delay=60, defer=True, max_wait=dt.timedelta(minutes=10))
+    def batched(x: int) -> None: ...
+
+    assert batched.max_wait_ms == 600_000
+
+
+@pytest.mark.parametrize("max_wait", [60, 30, 0])
+def test_max_wait_not_above_delay_raises(max_wait: int) -> None:
+    with pytest.raises(cf.ConfigurationError, match="must be greater than delay"):
+        @cf.task(delay=60, defer=True, max_wait=max_wait)
+        def f(x: int) -> None: ...
+
+
+@pytest.mark.parametrize("defer", [False, None])
+def test_max_wait_without_defer_raises(defer: Any) -> None:
+    with pytest.raises(cf.ConfigurationError, match="defer"):
+        @cf.task(delay=60, defer=defer, max_wait=600)
+        def f(x: int) -> None: ...
+
+
+def test_bad_max_wait_value_raises() -> None:
+    with pytest.raises(cf.ConfigurationError, match="max_wait"):
+        cf.task(delay=1, defer=True, max_wait=-5)
+
+
+# -- names ----------------------------------------------------------------------------------
+
+
+def test_default_name_is_module_and_qualname() -> None:
+    task = cf.task(delay=1)(notify)
+    assert task.name == f"{__name__}:notify"
+    assert registered(task.name) is task
+
+
+def test_nested_function_name_uses_its_qualname() -> None:
+    @cf.task
+    def inner() -> None: ...
+
+    assert inner.name == (
+        f"{__name__}:test_nested_function_name_uses_its_qualname.<locals>.inner"
+    )
+
+
+def test_explicit_name() -> None:
+    task = cf.task(name="billing.charge")(notify)
+    assert task.name == "billing.charge"
+    assert registered("billing.charge") is task
+
+
+def test_name_with_key_separator_raises() -> None:
+    with pytest.raises(cf.ConfigurationError, match=r"\|"):
+        cf.task(name="a|b")(notify)
+
+
+def test_decorating_a_non_function_raises() -> None:
+    with pytest.raises(cf.ConfigurationError, match="decorates a function"):
+        cf.task(delay=1)(42)  # type: ignore[arg-type]
+
+
+# -- defer=True -----------------------------------------------------------------------------
+
+
+def test_defer_true_keys_are_equal_however_the_arguments_are_passed() -> None:
+    task = cf.task(delay=60, defer=True)(notify)
+    keys = {
+        key_of(task, 1, 2),
+        key_of(task, 1, 2, ""),
+        key_of(task, 1, document_id=2),
+        key_of(task, user_id=1, document_id=2),
+        key_of(task, document_id=2, user_id=1),
+        key_of(task, 1, 2, update=""),
+    }
+    assert len(keys) == 1
+    assert None not in keys
+
+
+def test_defer_true_keys_differ_for_different_arguments() -> None:
+    task = cf.task(delay=60, defer=True)(notify)
+    keys = [key_of(task, 1, 2), key_of(task, 1, 3), key_of(task, 2, 1), key_of(task, 1, 2, "u"),
+            key_of(task, "1", 2)]
+    assert len(set(keys)) == len(keys)
+
+
+def test_defer_true_key_encodes_special_values() -> None:
+    @cf.task(defer=True)
+    def on(day: dt.date) -> None: ...
+
+    assert key_of(on, dt.date(2026, 1, 1)) == key_of(on, day=dt.date(2026, 1, 1))
+    assert key_of(on, dt.date(2026, 1, 1)) != key_of(on, dt.date(2026, 1, 2))
+
+
+def test_defer_true_with_unencodable_argument_names_the_task() -> None:
+    task = cf.task(defer=True)(notify)
+    with pytest.raises(TypeError, match="notify defer key"):
+        key_of(task, {1}, 2)
+
+
+def test_long_defer_keys_are_hashed() -> None:
+    task = cf.task(defer=True)(notify)
+    key = key_of(task, 1, 2, "x" * 500)
+    assert key is not None
+    assert key.startswith("sha256:")
+    assert len(key) == len("sha256:") + 64
+    assert key == key_of(task, user_id=1, document_id=2, update="x" * 500)
+    assert key != key_of(task, 1, 2, "x" * 499)
+    short = key_of(task, 1, 2)
+    assert short is not None and not short.startswith("sha256:")
+
+
+# -- defer key function ---------------------------------------------------------------------
+
+
+def test_seed_key_function_works_with_positional_and_keyword_calls() -> None:
+    @cf.task(delay=60, defer=lambda u, d, _: f"#{u}:#{d}")
+    def send_notification(user_id: int, document_id: int, update: str) -> None: ...
+
+    assert key_of(send_notification, 1, 2, "first") == "#1:#2"
+    assert key_of(send_notification, user_id=1, document_id=2, update="second") == "#1:#2"
+    assert key_of(send_notification, 1, document_id=2, update="third") == "#1:#2"
+    assert key_of(send_notification, 1, 3, "x") == "#1:#3"
+
+
+def test_key_function_that_raises() -> None:
+    def broken(u: int, d: int, _: str) -> str:
+        raise KeyError("nope")
+
+    task = cf.task(defer=broken)(notify)
+    with pytest.raises(cf.DeferKeyError, match="raised KeyError") as info:
+        key_of(task, 1, 2, "u")
+    assert isinstance(info.value.__cause__, KeyError)
+    assert task.name in str(info.value)
+
+
+def test_key_function_with_the_wrong_arity_raises_defer_key_error() -> None:
+    task = cf.task(defer=lambda u: str(u))(notify)
+    with pytest.raises(cf.DeferKeyError, match="raised TypeError"):
+        key_of(task, 1, 2, "u")
+
+
+@pytest.mark.parametrize("returned", [1, None, b"k", ("a",)])
+def test_key_function_returning_a_non_string(returned: Any) -> None:
+    task = cf.task(defer=lambda *args: returned)(notify)
+    with pytest.raises(cf.DeferKeyError, match="must return a string"):
+        key_of(task, 1, 2, "u")
+
+
+def test_defer_key_error_is_a_submit_error() -> None:
+    assert issubclass(cf.DeferKeyError, cf.SubmitError)
+    assert issubclass(cf.DeferKeyError, cf.CfStreamError)
+
+
+# -- cf.Defer(params=...) -------------------------------------------------------------------
+
+
+def test_defer_params_uses_only_those_parameters() -> None:
+    task = cf.task(delay=60, defer=cf.Defer(params=["user_id", "document_id"]))(notify)
+
+    assert key_of(task, 1, 2, "a") == key_of(task, 1, 2, "b")
+    assert key_of(task, 1, 2, "a") == key_of(task, update="c", document_id=2, user_id=1)
+    assert key_of(task, 1, 2) != key_of(task, 1, 3)
+    assert key_of(task, 1, 2) != key_of(task, 2, 2)
+
+
+def test_defer_params_may_name_a_parameter_left_to_its_default() -> None:
+    task = cf.task(defer=cf.Defer(params=["update"]))(notify)
+    assert key_of(task, 1, 2) == key_of(task, 9, 9, "")
+    assert key_of(task, 1, 2) != key_of(task, 1, 2, "x")
+
+
+@pytest.mark.parametrize("params", [["user"], ["user_id", "nope"], []])
+def test_defer_params_must_name_parameters(params: list[str]) -> None:
+    with pytest.raises(cf.ConfigurationError, match="must name parameters"):
+        cf.task(defer=cf.Defer(params=params))(notify)
+
+
+@pytest.mark.parametrize("defer", [1, "user_id", ["user_id"]])
+def test_unknown_defer_option_raises(defer: Any) -> None:
+    with pytest.raises(cf.ConfigurationError, match="defer must be"):
+        cf.task(defer=defer)(notify)
+
+
+# -- copies ---------------------------------------------------------------------------------
+
+
+def test_with_delay_returns_a_configured_copy() -> None:
+    task = cf.task(delay=60, defer=True)(notify)
+    quick = task.with_delay(dt.timedelta(seconds=5))
+
+    assert quick.delay_ms == 5_000
+    assert quick.defer is True
+    assert quick.name == task.name
+    assert task.delay_ms == 60_000
+    with pytest.raises(cf.ConfigurationError):
+        task.with_delay(-1)
+
+
+def test_with_defer_returns_a_configured_copy() -> None:
+    task = cf.task(delay=60)(notify)
+    deferred = task.with_defer(True)
+
+    assert deferred.defer is True
+    assert key_of(deferred, 1, 2) is not None
+    assert task.defer is None
+    assert key_of(task, 1, 2) is None
+    assert deferred.with_defer(False).defer is None
+    assert deferred.defer is True
+
+
+def test_with_delay_rechecks_max_wait() -> None:
+    task = cf.task(delay=60, defer=True, max_wait=120)(notify)
+    with pytest.raises(cf.ConfigurationError, match="must be greater than delay"):
+        task.with_delay(120)
+    with pytest.raises(cf.ConfigurationError, match="defer"):
+        task.with_defer(False)
+
+
+# -- bind -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [
+    ((1,), {}),
+    ((1, 2, "u", 4), {}),
+    ((1, 2), {"colour": "red"}),
+    ((1, 2), {"user_id": 1}),
+])
+def test_bind_with_wrong_arguments_names_the_task(args: tuple[Any, ...],
+                                                  kwargs: dict[str, Any]) -> None:
+    task = cf.task(name="app:notify_user")(notify)
+    with pytest.raises(TypeError, match=r"^app:notify_user: "):
+        task.bind(args, kwargs)
+
+
+def test_positional_names_for_error_messages() -> None:
+    task = cf.task(notify)
+    assert task.positional_names(2) == ["user_id", "document_id"]
+    assert task.positional_names(5) == ["user_id", "document_id", "update", "*3", "*4"]

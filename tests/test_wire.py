@@ -1,0 +1,246 @@
+"""The records cfstream puts on Kafka (cfstream.wire)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from cfstream.codec import dumps
+from cfstream.wire import (
+    MAX_CLOCK_SKEW_MS,
+    MAX_DELAY_MS,
+    Call,
+    Control,
+    Execution,
+    InvalidRecord,
+    call_from_dict,
+    control_from_dict,
+    event,
+    execution_from_dict,
+    parse_json,
+)
+
+NOW = 1_700_000_000_000
+LIMIT = 1_000_000
+
+
+def call_dict(**changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "v": 1, "kind": "call", "id": "0190a5b2-0000-7000-8000-000000000001",
+        "task": "app.tasks:notify", "args": [1, {"$date": "2026-01-01"}], "kwargs": {"x": 2},
+        "submitted_ms": NOW, "delay_ms": 60_000, "defer_key": "[1,2]", "max_wait_ms": 600_000,
+    }
+    data.update(changes)
+    return {k: v for k, v in data.items() if v is not ...}
+
+
+def parse_call(data: dict[str, Any] | bytes, now_ms: int | None = None) -> Call:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return call_from_dict(parse_json(raw, LIMIT), now_ms=now_ms)
+
+
+def reason(data: dict[str, Any] | bytes, now_ms: int | None = None, limit: int = LIMIT) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    with pytest.raises(InvalidRecord) as info:
+        call_from_dict(parse_json(raw, limit), now_ms=now_ms)
+    assert str(info.value) == info.value.reason
+    return info.value.reason
+
+
+# -- Call.key -------------------------------------------------------------------------------
+
+
+def test_deferred_call_key_is_the_defer_key_scoped_by_task() -> None:
+    call = Call(id="e1", task="app:notify", args=[], kwargs={}, submitted_ms=0,
+                defer_key="#1:#2")
+    assert call.key == "app:notify|#1:#2"
+
+
+def test_same_defer_key_of_different_tasks_gives_different_keys() -> None:
+    a = Call(id="e1", task="app:a", args=[], kwargs={}, submitted_ms=0, defer_key="k")
+    b = Call(id="e2", task="app:b", args=[], kwargs={}, submitted_ms=0, defer_key="k")
+    assert a.key != b.key
+
+
+def test_call_that_is_not_deferred_is_keyed_by_its_id() -> None:
+    call = Call(id="e1", task="app:notify", args=[], kwargs={}, submitted_ms=0)
+    assert call.key == "e1"
+
+
+# -- round trips ----------------------------------------------------------------------------
+
+
+def test_call_round_trips_through_bytes() -> None:
+    call = Call(id="e1", task="app:notify", args=[1, "a", None], kwargs={"d": {"$date": "2026-01-01"}},
+                submitted_ms=NOW, delay_ms=5_000, defer_key="k", max_wait_ms=60_000)
+    data = call.to_dict()
+    assert data["v"] == 1 and data["kind"] == "call"
+    assert call_from_dict(parse_json(dumps(data), LIMIT), now_ms=NOW) == call
+
+
+def test_minimal_call_round_trips_with_defaults() -> None:
+    call = Call(id="e1", task="t", args=[], kwargs={}, submitted_ms=0)
+    assert call_from_dict(call.to_dict()) == call
+    assert parse_call({"v": 1, "id": "e1", "task": "t", "submitted_ms": 0}) == call
+
+
+def test_float_delay_is_truncated_to_whole_ms() -> None:
+    assert parse_call(call_dict(delay_ms=1.9)).delay_ms == 1
+
+
+def test_execution_round_trips() -> None:
+    call = Call(id="e1", task="t", args=[1], kwargs={}, submitted_ms=5, defer_key="k")
+    execution = Execution(call=call, due_ms=1_005, fired_ms=1_010)
+    data = json.loads(dumps(execution.to_dict()))
+    assert data["kind"] == "execution"
+    assert execution_from_dict(data) == execution
+
+
+def test_event_names_the_call() -> None:
+    call = Call(id="e1", task="t", args=[], kwargs={}, submitted_ms=5, defer_key="k")
+    assert event("deferred", call, 9, successor="e2") == {
+        "v": 1, "type": "deferred", "id": "e1", "task": "t", "defer_key": "k", "ts_ms": 9,
+        "successor": "e2",
+    }
+
+
+# -- invalid records ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe", b""])
+def test_not_json(raw: bytes) -> None:
+    assert reason(raw).startswith("not valid JSON")
+
+
+def test_no_value() -> None:
+    with pytest.raises(InvalidRecord, match="empty record"):
+        parse_json(None, LIMIT)
+
+
+@pytest.mark.parametrize(("raw", "kind"), [(b"[1]", "list"), (b'"s"', "str"), (b"3", "int"),
+                                           (b"null", "NoneType")])
+def test_not_an_object(raw: bytes, kind: str) -> None:
+    assert reason(raw) == f"expected a JSON object, got {kind}"
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None, ...])
+def test_unknown_version(version: Any) -> None:
+    assert reason(call_dict(v=version)).startswith("unknown schema version")
+
+
+@pytest.mark.parametrize("name", ["id", "task", "submitted_ms"])
+def test_missing_required_field(name: str) -> None:
+    assert reason(call_dict(**{name: ...})) == f"missing field {name!r}"
+    assert reason(call_dict(**{name: None})) == f"missing field {name!r}"
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("submitted_ms", True, "field 'submitted_ms' must be an integer, got a boolean"),
+    ("submitted_ms", "1700000000000", "field 'submitted_ms' must be an integer, got str"),
+    ("submitted_ms", 1.7e12, "field 'submitted_ms' must be an integer, got float"),
+    ("delay_ms", True, "field 'delay_ms' must be an integer or a number, got a boolean"),
+    ("delay_ms", "60", "field 'delay_ms' must be an integer or a number, got str"),
+    ("max_wait_ms", False, "field 'max_wait_ms' must be an integer or a number, got a boolean"),
+    ("id", 7, "field 'id' must be a string, got int"),
+    ("task", ["t"], "field 'task' must be a string, got list"),
+    ("args", {"a": 1}, "field 'args' must be an array, got dict"),
+    ("kwargs", [1], "field 'kwargs' must be an object, got list"),
+    ("defer_key", 5, "field 'defer_key' must be a string, got int"),
+])
+def test_wrong_types(name: str, value: Any, expected: str) -> None:
+    assert reason(call_dict(**{name: value})) == expected
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"id": ""}, "field 'id' must not be empty"),
+    ({"task": ""}, "field 'task' must be a non-empty name without '|'"),
+    ({"task": "a|b"}, "field 'task' must be a non-empty name without '|'"),
+])
+def test_empty_or_ambiguous_names(changes: dict[str, Any], expected: str) -> None:
+    assert reason(call_dict(**changes)) == expected
+
+
+@pytest.mark.parametrize("name", ["delay_ms", "max_wait_ms"])
+@pytest.mark.parametrize("value", [-1, -0.5, MAX_DELAY_MS + 1])
+def test_durations_out_of_range(name: str, value: int) -> None:
+    assert reason(call_dict(**{name: value})).startswith(f"field {name!r} must be between 0 and")
+
+
+@pytest.mark.parametrize("name", ["delay_ms", "max_wait_ms"])
+def test_nan_duration(name: str) -> None:
+    raw = json.dumps(call_dict(**{name: float("nan")})).encode()
+    assert b"NaN" in raw  # Python's json writes (and reads) this non-standard literal
+    assert reason(raw).startswith(f"field {name!r} must be between 0 and")
+
+
+def test_nan_timestamp() -> None:
+    raw = json.dumps(call_dict(submitted_ms=float("nan"))).encode()
+    assert reason(raw) == "field 'submitted_ms' must be an integer, got float"
+
+
+@pytest.mark.parametrize("offset", [MAX_CLOCK_SKEW_MS + 1, -(MAX_CLOCK_SKEW_MS + 1),
+                                    NOW * 1000 - NOW, -NOW + NOW // 1000])
+def test_timestamp_far_from_the_processor_clock(offset: int) -> None:
+    data = call_dict(submitted_ms=NOW + offset)
+    assert "from the processor's clock" in reason(data, now_ms=NOW)
+    assert parse_call(data).submitted_ms == NOW + offset  # no clock: not checked
+
+
+def test_timestamp_within_skew_is_accepted() -> None:
+    for offset in (MAX_CLOCK_SKEW_MS, -MAX_CLOCK_SKEW_MS, 0):
+        assert parse_call(call_dict(submitted_ms=NOW + offset), now_ms=NOW).submitted_ms == (
+            NOW + offset)
+
+
+def test_oversize_record() -> None:
+    raw = json.dumps(call_dict(args=["x" * 2_000])).encode()
+    assert reason(raw, limit=1_000) == f"record of {len(raw)} bytes exceeds the limit of 1000"
+    assert parse_json(raw, len(raw))["id"]  # exactly at the limit is fine
+
+
+def test_max_wait_without_defer_key() -> None:
+    assert reason(call_dict(defer_key=None)) == "max_wait_ms needs a defer_key"
+    assert parse_call(call_dict(defer_key=None, max_wait_ms=None)).key == call_dict()["id"]
+
+
+def test_invalid_record_is_a_cfstream_error() -> None:
+    import cfstream as cf
+
+    assert issubclass(InvalidRecord, cf.CfStreamError)
+
+
+# -- control records ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("control", [
+    Control(kind="tick", id="e1"),
+    Control(kind="cancel", id="e1"),
+    Control(kind="cancel", id="e1", reason="user asked"),
+])
+def test_control_round_trips(control: Control) -> None:
+    data = parse_json(dumps(control.to_dict()), LIMIT)
+    assert control_from_dict(data) == control
+
+
+def test_control_without_reason_has_no_reason_field() -> None:
+    assert Control(kind="tick", id="e1").to_dict() == {"v": 1, "kind": "tick", "id": "e1"}
+
+
+@pytest.mark.parametrize("kind", ["call", "fire", None])
+def test_control_of_unknown_kind(kind: Any) -> None:
+    with pytest.raises(InvalidRecord, match="unknown record kind"):
+        control_from_dict({"v": 1, "kind": kind, "id": "e1"})
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"v": 1, "kind": "tick"}, "missing field 'id'"),
+    ({"v": 1, "kind": "tick", "id": 3}, "field 'id' must be a string, got int"),
+    ({"v": 1, "kind": "cancel", "id": "e1", "reason": True},
+     "field 'reason' must be a string, got a boolean"),
+])
+def test_invalid_control(data: dict[str, Any], expected: str) -> None:
+    with pytest.raises(InvalidRecord) as info:
+        control_from_dict(data)
+    assert info.value.reason == expected
