@@ -44,15 +44,16 @@ class Client:
                     kwargs: dict[str, Any]) -> Execution:
         bound = task.bind(args, kwargs)
         defer_key = task.defer_key(bound)
+        now = int(time.time() * 1000)
         call = Call(
-            id=new_execution_id(),
+            id=new_execution_id(now),
             task=task.name,
             args=[to_json_value(v, f"{task.name}: argument {name!r}")
                   for name, v in zip(task.positional_names(len(bound.args)), bound.args,
                                      strict=True)],
             kwargs={k: to_json_value(v, f"{task.name}: argument {k!r}")
                     for k, v in bound.kwargs.items()},
-            submitted_ms=int(time.time() * 1000),
+            submitted_ms=now,
             delay_ms=task.delay_ms,
             defer_key=defer_key,
             max_wait_ms=task.max_wait_ms if defer_key is not None else None,
@@ -72,13 +73,14 @@ class Client:
             raise SubmitError("max_wait needs a defer_key and must be greater than delay")
         if defer_key is not None and not isinstance(defer_key, str):
             raise SubmitError(f"defer_key must be a string, got {type(defer_key).__name__}")
+        now = int(time.time() * 1000)
         call = Call(
-            id=new_execution_id(),
+            id=new_execution_id(now),
             task=task,
             args=to_json_value(list(args), f"{task} positional argument"),
             kwargs={k: to_json_value(v, f"{task} argument {k!r}")
                     for k, v in (kwargs or {}).items()},
-            submitted_ms=int(time.time() * 1000),
+            submitted_ms=now,
             delay_ms=delay_ms,
             defer_key=defer_key,
             max_wait_ms=max_wait_ms,

@@ -54,3 +54,9 @@ def test_ids_sort_by_submit_time(times: list[int]) -> None:
 ])
 def test_other_ids_carry_no_submit_time(other: str) -> None:
     assert submitted_ms(other) is None
+
+
+def test_ids_made_in_one_millisecond_increase_in_the_order_made() -> None:
+    ids = [new_execution_id(1_000) for _ in range(5_000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)

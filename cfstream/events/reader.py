@@ -17,8 +17,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
+from cfstream.errors import KafkaUnavailable
 from cfstream.ids import submitted_ms
 from cfstream.kafka.config import consumer_config
+from cfstream.kafka.retry import settled
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
 from cfstream.wire import TERMINAL_EVENTS
@@ -92,6 +94,16 @@ class EventReader:
                 self._thread.start()
 
     def _run(self) -> None:
+        while not self._closed:
+            try:
+                self._read()
+            except (KafkaException, KafkaUnavailable) as exc:  # broker restart, topic electing
+                logger.warning("event reader: %s; reconnecting", exc)
+                with self._cond:
+                    self._rewind_to = self._from_ms  # re-read: events may have been missed
+                time.sleep(1.0)
+
+    def _read(self) -> None:
         ensure_topics(self.settings)
         topic = self.settings.events_topic
         consumer = Consumer(consumer_config(self.settings, None, **{"enable.auto.offset.store": False}))
@@ -112,8 +124,6 @@ class EventReader:
                     positions = consumer.position([TopicPartition(topic, p) for p in targets])
                     if all(tp.offset >= targets[tp.partition] for tp in positions):
                         self._caught_up.set()
-        except KafkaException:
-            logger.exception("event reader stopped; waiters will time out")
         finally:
             consumer.close()
 
@@ -121,13 +131,13 @@ class EventReader:
               since_ms: int) -> dict[int, int]:
         """Assign every partition from ``since_ms``; return the offsets that mean 'caught up'."""
         wanted = [TopicPartition(topic, p, since_ms) for p in partitions]
-        found = consumer.offsets_for_times(wanted, timeout=30)
+        found = settled(lambda: consumer.offsets_for_times(wanted, timeout=30))
         consumer.assign([TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0
                                         else OFFSET_END) for tp in found])
         targets = {}
         for tp in found:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition),
-                                                     timeout=30)
+            _, high = settled(lambda tp=tp: consumer.get_watermark_offsets(  # type: ignore[misc]
+                TopicPartition(topic, tp.partition), timeout=30))
             if 0 <= tp.offset < high:
                 targets[tp.partition] = high
         if not targets:

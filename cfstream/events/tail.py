@@ -10,6 +10,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
 from cfstream.kafka.config import consumer_config
+from cfstream.kafka.retry import settled
 from cfstream.settings import Settings
 
 
@@ -22,8 +23,8 @@ def tail(settings: Settings, *, follow: bool = False, from_beginning: bool = Tru
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         consumer.assign([TopicPartition(topic, p, start) for p in partitions])
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-                for p in partitions}
+        ends = {p: settled(lambda p=p: consumer.get_watermark_offsets(  # type: ignore[misc]
+                    TopicPartition(topic, p), timeout=30))[1] for p in partitions}
         remaining = {p for p, high in ends.items() if high > 0 and from_beginning}
         while follow or remaining:
             if stop():

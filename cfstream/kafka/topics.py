@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -65,7 +66,7 @@ def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> list[
                 except KafkaException as exc:
                     if "TOPIC_ALREADY_EXISTS" not in str(exc):
                         raise KafkaUnavailable(f"cannot create topic {name}: {exc}") from exc
-            existing = admin.list_topics(timeout=ADMIN_TIMEOUT).topics
+            existing = _wait_for_leaders(admin, created)
         counts = {name: len(existing[name].partitions) for name in
                   (settings.calls_topic, settings.executions_topic) if name in existing}
         if len(set(counts.values())) > 1:
@@ -75,3 +76,17 @@ def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> list[
             )
         _ensured.add(marker)
         return created
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str]) -> dict[str, Any]:
+    """Metadata once every partition of ``names`` has a leader (new topics elect them first)."""
+    deadline = time.monotonic() + ADMIN_TIMEOUT
+    while True:
+        topics = admin.list_topics(timeout=ADMIN_TIMEOUT).topics
+        ready = all(name in topics and topics[name].partitions and not topics[name].error
+                    and all(p.leader >= 0 and not p.error
+                            for p in topics[name].partitions.values())
+                    for name in names)
+        if ready or time.monotonic() > deadline:
+            return dict(topics)
+        time.sleep(0.1)

@@ -48,7 +48,7 @@ class Backlog(Generic[T]):
             return None
         if queued.id == item.id:
             return Merge(loser=item, winner=None)
-        if item.submitted_ms < queued.submitted_ms:
+        if (item.submitted_ms, item.id) < (queued.submitted_ms, queued.id):
             return Merge(loser=item, winner=queued)
         self._by_key[item.key] = item  # same position, newer call
         return Merge(loser=queued, winner=item)

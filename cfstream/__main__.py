@@ -1,0 +1,3 @@
+from cfstream.cli import main
+
+main()

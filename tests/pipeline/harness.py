@@ -1,0 +1,120 @@
+"""Real processes against the real broker: processor replicas, workers, and an event log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cfstream.events.tail import tail
+from cfstream.settings import Settings
+
+HERE = Path(__file__).parent
+CFSTREAM = [sys.executable, "-m", "cfstream"]
+Event = dict[str, Any]
+
+
+class Services:
+    """Starts cfstream processes for one topic prefix and stops them all at the end."""
+
+    def __init__(self, settings: Settings, workdir: Path) -> None:
+        self.settings = settings
+        self.workdir = workdir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "CFSTREAM_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
+            "CFSTREAM_TOPIC_PREFIX": self.settings.topic_prefix,
+            "CFSTREAM_PARTITIONS": str(self.settings.partitions),
+            "CFSTREAM_HTTP_PORT": "0",
+            "CFSTREAM_SHUTDOWN_TIMEOUT": "10",
+            "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
+        })
+        env.update(extra)
+        return env
+
+    def start(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(CFSTREAM + args, env=self.env(**env), stdout=log,
+                                stderr=subprocess.STDOUT, cwd=self.workdir)
+        self.procs[name] = proc
+        return proc
+
+    def processor(self, name: str = "processor", **env: str) -> subprocess.Popen[bytes]:
+        state = self.workdir / f"state-{name}"
+        return self.start(name, ["processor"], CFSTREAM_STATE_DIR=str(state), **env)
+
+    def worker(self, name: str = "worker", concurrency: int = 4,
+               **env: str) -> subprocess.Popen[bytes]:
+        return self.start(name, ["worker", "pipeline_tasks"],
+                          CFSTREAM_WORKER_CONCURRENCY=str(concurrency), **env)
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                return proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                return proc.wait()
+        return proc.returncode
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+
+class EventLog:
+    """Every event of the prefix, read in the background; tests wait on it with deadlines."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.events: list[Event] = []
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, args=(settings,), daemon=True)
+        self._thread.start()
+
+    def _run(self, settings: Settings) -> None:
+        for event in tail(settings, follow=True, stop=lambda: self._stopped):
+            with self._cond:
+                self.events.append(event)
+                self._cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[Event], bool], count: int = 1,
+                 timeout: float = 30) -> list[Event]:
+        """The first ``count`` events matching ``predicate``; AssertionError at the deadline."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [e for e in self.events if predicate(e)]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"only {len(found)} of {count} events within {timeout}s")
+                self._cond.wait(left)
+
+    def of(self, execution_id: str, type_: str | None = None) -> list[Event]:
+        with self._cond:
+            return [e for e in self.events
+                    if e.get("id") == execution_id and (type_ is None or e["type"] == type_)]
+
+    def one(self, execution_id: str, type_: str, timeout: float = 30) -> Event:
+        return self.wait_for(lambda e: e.get("id") == execution_id and e["type"] == type_,
+                             timeout=timeout)[0]
+
+    def close(self) -> None:
+        self._stopped = True
+        self._thread.join(timeout=5)

@@ -1,0 +1,53 @@
+"""Tasks the pipeline tests submit; workers import this module as ``pipeline_tasks``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+
+import cfstream as cf
+
+D = 1.5  # the delay most tests use, in seconds
+
+
+@cf.task(delay=dt.timedelta(seconds=D))
+def after_timedelta(tag: str) -> str:
+    return tag
+
+
+@cf.task(delay=D)
+def after_seconds(tag: str) -> str:
+    return tag
+
+
+@cf.task(delay=D, defer=True)
+def notify(user_id: str, document_id: int) -> str:
+    return f"{user_id}:{document_id}"
+
+
+@cf.task(delay=D, defer=lambda u, d, _: f"#{u}:#{d}")
+def notify_update(user_id: str, document_id: int, update: str) -> str:
+    return f"{user_id}:{document_id}:{update}"
+
+
+@cf.task(delay=D, defer=cf.Defer(params=["tag"]))
+def explode(tag: str, attempt: int) -> None:
+    raise ValueError(f"boom {tag} attempt {attempt}")
+
+
+@cf.task(defer=cf.Defer(params=["key"]))
+def latest(key: str, n: int) -> int:
+    return n
+
+
+@cf.task
+def slow(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@cf.task
+async def async_echo(value: dict) -> dict:
+    await asyncio.sleep(0.01)
+    return value

@@ -1,0 +1,192 @@
+"""The seed page's semantics, end to end through the real broker, processor and worker.
+
+Every assertion is on the timestamps the events carry (submit, due, start), not on sleeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+
+import pytest
+from conftest import Pipeline
+from pipeline_tasks import (
+    D,
+    after_seconds,
+    after_timedelta,
+    async_echo,
+    explode,
+    notify,
+    notify_update,
+)
+
+import cfstream as cf
+
+pytestmark = pytest.mark.kafka
+
+D_MS = int(D * 1000)
+# How late a start may be after its due time on a loaded 2-core machine; typical is ~50 ms.
+LATE_MS = 2000
+RESULT_TIMEOUT = 30
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def started(pipeline: Pipeline, execution: cf.Execution) -> dict:
+    return pipeline.events.one(execution.id, "started")
+
+
+def submitted_ms(pipeline: Pipeline, execution: cf.Execution) -> int:
+    return pipeline.events.one(execution.id, "scheduled")["submitted_ms"]
+
+
+@pytest.mark.parametrize("task", [after_timedelta, after_seconds], ids=["timedelta", "seconds"])
+def test_delay_starts_no_earlier_than_submit_plus_delay_and_soon_after(
+        pipeline: Pipeline, task: cf.Task) -> None:
+    value = tag()
+    execution = pipeline.submit(task, value)
+    assert execution.result(timeout=RESULT_TIMEOUT) == value
+    start = started(pipeline, execution)
+    submit = submitted_ms(pipeline, execution)
+    assert start["due_ms"] == submit + D_MS
+    assert submit + D_MS <= start["ts_ms"] <= submit + D_MS + LATE_MS
+
+
+def test_three_equal_calls_in_the_window_run_once_at_last_call_plus_delay(
+        pipeline: Pipeline) -> None:
+    user = tag()
+    calls = []
+    for _ in range(3):
+        calls.append(pipeline.submit(notify, user, 7))
+        time.sleep(0.2 * D)
+    results = [c.result(timeout=RESULT_TIMEOUT) for c in calls]
+    assert results == [f"{user}:7"] * 3
+
+    survivor = calls[-1]
+    deferred = [pipeline.events.one(c.id, "deferred") for c in calls[:2]]
+    assert [d["successor"] for d in deferred] == [calls[1].id, survivor.id]
+    assert [c.status() for c in calls] == ["deferred", "deferred", "succeeded"]
+    start = started(pipeline, survivor)
+    pipeline.events.one(survivor.id, "succeeded")
+    assert all(not pipeline.events.of(c.id, "started") for c in calls[:2])
+    last = submitted_ms(pipeline, survivor)
+    assert last + D_MS <= start["ts_ms"] <= last + D_MS + LATE_MS
+
+
+def test_different_arguments_run_separately(pipeline: Pipeline) -> None:
+    user = tag()
+    first = pipeline.submit(notify, user, 1)
+    second = pipeline.submit(notify, user, 2)
+    assert first.result(timeout=RESULT_TIMEOUT) == f"{user}:1"
+    assert second.result(timeout=RESULT_TIMEOUT) == f"{user}:2"
+    assert started(pipeline, first)["id"] != started(pipeline, second)["id"]
+
+
+def test_key_function_ignores_update_and_the_latest_update_runs(pipeline: Pipeline) -> None:
+    user = tag()
+    calls = [pipeline.submit(notify_update, user, 3, update=f"edit-{i}") for i in range(3)]
+    assert {c.result(timeout=RESULT_TIMEOUT) for c in calls} == {f"{user}:3:edit-2"}
+    assert pipeline.events.one(calls[0].id, "deferred")["defer_key"] == f"#{user}:#3"
+    pipeline.events.one(calls[-1].id, "succeeded")
+    assert [bool(pipeline.events.of(c.id, "started")) for c in calls] == [False, False, True]
+
+
+def test_quiet_period_restarts_with_each_call(pipeline: Pipeline) -> None:
+    user = tag()
+    t0 = time.monotonic()
+    calls = []
+    for at in (0, 0.8 * D, 1.6 * D):
+        time.sleep(max(0.0, t0 + at - time.monotonic()))
+        calls.append(pipeline.submit(notify, user, 1))
+    calls[-1].result(timeout=RESULT_TIMEOUT)
+    first = submitted_ms(pipeline, calls[0])
+    start = started(pipeline, calls[-1])["ts_ms"]
+    # It fires a delay after the last call (about 2.6 d after the first), not a delay after the
+    # first (d): each call restarted the quiet period.
+    assert start - first >= 2.6 * D_MS - 50
+    assert start - submitted_ms(pipeline, calls[-1]) >= D_MS
+    assert start - first <= 2.6 * D_MS + LATE_MS
+    pipeline.events.one(calls[-1].id, "succeeded")
+    assert sum(bool(pipeline.events.of(c.id, "started")) for c in calls) == 1
+
+
+def test_a_break_longer_than_the_delay_gives_two_executions(pipeline: Pipeline) -> None:
+    user = tag()
+    first = pipeline.submit(notify, user, 1)
+    first.result(timeout=RESULT_TIMEOUT)
+    second = pipeline.submit(notify, user, 1)
+    assert second.result(timeout=RESULT_TIMEOUT) == f"{user}:1"
+    assert started(pipeline, first)["id"] != started(pipeline, second)["id"]
+    assert submitted_ms(pipeline, second) - submitted_ms(pipeline, first) > D_MS
+
+
+def test_max_wait_caps_how_long_a_stream_of_calls_postpones_a_run(pipeline: Pipeline) -> None:
+    d = 0.8
+    capped = dataclasses.replace(notify, delay_ms=int(d * 1000), max_wait_ms=int(2 * d * 1000))
+    user = tag()
+    t0 = time.monotonic()
+    calls = []
+    for i in range(10):  # every 0.5 d for 5 d
+        time.sleep(max(0.0, t0 + i * 0.5 * d - time.monotonic()))
+        calls.append(pipeline.submit(capped, user, 9))
+    ids = {c.id for c in calls}
+    first_start = pipeline.events.wait_for(
+        lambda e: e["type"] == "started" and e["id"] in ids, timeout=RESULT_TIMEOUT)[0]
+    first_submit = submitted_ms(pipeline, calls[0])
+    assert first_start["due_ms"] == first_submit + 1600
+    assert first_start["ts_ms"] - first_submit <= 1600 + LATE_MS
+    for c in calls:
+        assert c.result(timeout=RESULT_TIMEOUT) == f"{user}:9"
+
+
+def test_failure_reaches_the_waiter_and_the_waiters_of_replaced_calls(
+        pipeline: Pipeline) -> None:
+    name = tag()
+    calls = [pipeline.submit(explode, name, attempt) for attempt in range(3)]
+    for call in calls:
+        with pytest.raises(cf.ExecutionFailed) as info:
+            call.result(timeout=RESULT_TIMEOUT)
+        assert info.value.error_type == "ValueError"
+        assert info.value.message == f"boom {name} attempt 2"
+        assert "raise ValueError" in info.value.traceback
+        assert info.value.execution_id == calls[-1].id
+
+
+def test_async_task_and_rich_argument_types(pipeline: Pipeline) -> None:
+    import datetime as dt
+    import decimal
+
+    value = {"when": dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.UTC), "amount":
+             decimal.Decimal("12.50"), "id": uuid.uuid4(), "raw": b"\x00\x01"}
+    assert pipeline.submit(async_echo, value).result(timeout=RESULT_TIMEOUT) == value
+
+
+def test_submit_by_name_and_wait_from_another_process(pipeline: Pipeline) -> None:
+    import subprocess
+    import sys
+
+    value = tag()
+    execution = pipeline.client.submit("pipeline_tasks:after_seconds", [value], delay=0.2)
+    code = (
+        "import cfstream as cf, sys;"
+        f"cf.configure(cf.Settings(bootstrap_servers={pipeline.settings.bootstrap_servers!r},"
+        f"topic_prefix={pipeline.settings.topic_prefix!r}));"
+        f"print(cf.Execution({execution.id!r}).result(timeout=30))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == value
+
+
+def test_unregistered_task_fails_clearly_and_the_worker_keeps_going(pipeline: Pipeline) -> None:
+    execution = pipeline.client.submit("nowhere:missing", [1])
+    with pytest.raises(cf.ExecutionFailed) as info:
+        execution.result(timeout=RESULT_TIMEOUT)
+    assert info.value.error_type == "TaskNotRegistered"
+    assert "cfstream worker MODULE" in info.value.message
+    value = tag()
+    assert pipeline.submit(after_seconds.with_delay(0), value).result(timeout=RESULT_TIMEOUT) \
+        == value
