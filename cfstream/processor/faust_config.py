@@ -68,5 +68,8 @@ def app_options(settings: Settings, partitions: int) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         # Commit often: after a crash, fewer calls are replayed (and recognised as replays).
         "broker_commit_interval": 1.0,
+        # A killed replica's partitions move after this long (faust's default is 60 s).
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 1.0,
         "producer_linger": 0.001,
     }
