@@ -9,7 +9,7 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient
 from conftest import PipelineFactory
-from pipeline_tasks import after_seconds, notify
+from pipeline_tasks import after_seconds, notify_update
 
 pytestmark = pytest.mark.kafka
 
@@ -36,9 +36,10 @@ def test_two_replicas_split_the_partitions_and_still_debounce(
     assert held[0] | held[1] == set(range(pipeline.settings.partitions))
 
     users = [uuid.uuid4().hex[:8] for _ in range(12)]  # spread over every partition
-    calls = {u: [pipeline.submit(notify, u, n) for n in range(3)] for u in users}
+    calls = {u: [pipeline.submit(notify_update, u, 1, f"edit-{n}") for n in range(3)]
+             for u in users}
     for user, made in calls.items():
-        assert {c.result(timeout=60) for c in made} == {f"{user}:2"}
+        assert {c.result(timeout=60) for c in made} == {f"{user}:1:edit-2"}
     for made in calls.values():
         pipeline.events.one(made[-1].id, "succeeded")
         assert [bool(pipeline.events.of(c.id, "started")) for c in made] == [False, False, True]
