@@ -68,6 +68,20 @@ def events(
                        highlight=False, soft_wrap=True)
 
 
+@app.command()
+def demo(
+    producer_only: Annotated[bool, typer.Option(
+        "--producer-only", help="Only submit the calls (a processor and worker run elsewhere).",
+    )] = False,
+) -> None:
+    """The seed page's notification example: a burst of calls collapsing into one execution."""
+    from cfstream.demo import run
+
+    settings = get_settings()
+    configure_logging("WARNING", settings.log_format)
+    run(settings, producer_only=producer_only)
+
+
 @topics_app.command("create")
 def topics_create() -> None:
     """Create the calls, executions, events and dead-letter topics if missing."""

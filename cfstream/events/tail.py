@@ -14,18 +14,32 @@ from cfstream.kafka.retry import settled
 from cfstream.settings import Settings
 
 
-def tail(settings: Settings, *, follow: bool = False, from_beginning: bool = True,
+def tail(settings: Settings, *, follow: bool = False, since_ms: int | None = None,
          stop: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
-    """Events as they are read. Without ``follow``, stops at the end of the topic as of now."""
+    """Events as they are read, from ``since_ms`` (default: the beginning). Without ``follow``,
+    stops at the end of the topic as it was when reading began."""
     topic = settings.events_topic
     consumer = Consumer(consumer_config(settings, None))
     try:
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-        consumer.assign([TopicPartition(topic, p, start) for p in partitions])
-        ends = {p: settled(lambda p=p: consumer.get_watermark_offsets(  # type: ignore[misc]
-                    TopicPartition(topic, p), timeout=30))[1] for p in partitions}
-        remaining = {p for p, high in ends.items() if high > 0 and from_beginning}
+        if since_ms is None:
+            starts = {p: OFFSET_BEGINNING for p in partitions}
+        else:
+            found = settled(lambda: consumer.offsets_for_times(
+                [TopicPartition(topic, p, since_ms) for p in partitions], timeout=30))
+            starts = {tp.partition: tp.offset if tp.offset >= 0 else OFFSET_END for tp in found}
+        consumer.assign([TopicPartition(topic, p, start) for p, start in starts.items()])
+
+        def watermarks(partition: int) -> tuple[int, int]:
+            return settled(lambda: consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=30))
+
+        ends, remaining = {}, set()
+        for p in partitions:
+            low, ends[p] = watermarks(p)
+            first = low if starts[p] == OFFSET_BEGINNING else starts[p]
+            if 0 <= first < ends[p]:
+                remaining.add(p)
         while follow or remaining:
             if stop():
                 return
@@ -64,7 +78,7 @@ def describe(event: dict[str, Any], origin_ms: int | None = None) -> str:
         due = event.get("due_ms")
         detail = f"due in {(due - ts) / 1000:.3f}s" if isinstance(due, int) else ""
     elif kind == "deferred":
-        detail = f"-> {str(event.get('successor'))[:13]}… ({event.get('reason', '')})"
+        detail = f"-> {short_id(event.get('successor'))} ({event.get('reason', '')})"
     elif kind == "started":
         due = event.get("due_ms")
         detail = f"{(ts - due) / 1000:.3f}s after due" if isinstance(due, int) else ""
@@ -76,5 +90,11 @@ def describe(event: dict[str, Any], origin_ms: int | None = None) -> str:
     elif kind in ("cancelled", "invalid"):
         detail = str(event.get("reason", ""))
     key = event.get("defer_key")
-    return (f"{when}  {kind:<9} {str(event.get('id'))[:13]}…  {event.get('task', '')}"
+    task = str(event.get("task", "")).rsplit(":", 1)[-1]
+    return (f"{when}  {kind:<9} {short_id(event.get('id'))}  {task}"
             + (f" [{key}]" if key else "") + (f"  {detail}" if detail else ""))
+
+
+def short_id(execution_id: object) -> str:
+    """The random tail of an id: enough to tell executions apart in a timeline."""
+    return str(execution_id)[-8:]
