@@ -1,0 +1,41 @@
+# The README's two commands: `make demo` and `make test`. Everything they need is installed here.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The demo's broker: a real single-node Kafka from Maven Central jars, on 127.0.0.1.
+KAFKA_PORT ?= 9092
+KAFKA_DIR ?= .cfstream/kafka
+
+.PHONY: setup demo test lint check-deploy kafka-start kafka-stop clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+kafka-start: setup
+	$(BIN)/cfstream kafka start --port $(KAFKA_PORT) --data-dir $(KAFKA_DIR)
+
+kafka-stop: setup
+	$(BIN)/cfstream kafka stop --data-dir $(KAFKA_DIR)
+
+demo: kafka-start
+	CFSTREAM_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) $(BIN)/cfstream demo
+	@echo "The broker keeps running for more: 'make kafka-stop' stops it."
+
+lint: setup
+	$(BIN)/ruff check cfstream tests
+	$(BIN)/mypy
+
+check-deploy: setup
+	bash scripts/install-helm.sh
+	PYTHON=$(BIN)/python bash scripts/check-deploy.sh
+
+test: lint check-deploy
+	$(BIN)/pytest
+
+clean:
+	rm -rf .cfstream .pytest_cache .mypy_cache .ruff_cache
