@@ -34,9 +34,14 @@ TERMINAL_EVENTS = ("succeeded", "failed", "cancelled")
 
 
 class InvalidRecord(CfStreamError):
-    """A record on a cfstream topic does not follow the wire format; ``reason`` says how."""
+    """A record on a cfstream topic does not follow the wire format.
 
-    def __init__(self, reason: str) -> None:
+    ``code`` is a short label for metrics (``not_json``, ``missing_field``…); ``reason`` says
+    what exactly is wrong, for people.
+    """
+
+    def __init__(self, code: str, reason: str) -> None:
+        self.code = code
         self.reason = reason
         super().__init__(reason)
 
@@ -95,18 +100,18 @@ class Control:
 
 def parse_json(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
     if raw is None:
-        raise InvalidRecord("empty record (no value)")
+        raise InvalidRecord("empty", "empty record (no value)")
     if len(raw) > max_bytes:
-        raise InvalidRecord(f"record of {len(raw)} bytes exceeds the limit of {max_bytes}")
+        raise InvalidRecord("too_large", f"record of {len(raw)} bytes exceeds the limit of {max_bytes}")
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRecord(f"not valid JSON: {exc}") from None
+        raise InvalidRecord("not_json", f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise InvalidRecord(f"expected a JSON object, got {type(data).__name__}")
+        raise InvalidRecord("not_object", f"expected a JSON object, got {type(data).__name__}")
     version = data.get("v")
     if version != SCHEMA_VERSION:
-        raise InvalidRecord(f"unknown schema version {version!r}; this cfstream reads v1")
+        raise InvalidRecord("unknown_version", f"unknown schema version {version!r}; this cfstream reads v1")
     return data
 
 
@@ -114,13 +119,15 @@ def _field(data: dict[str, Any], name: str, kinds: type | tuple[type, ...],
            required: bool = True) -> Any:
     if name not in data or data[name] is None:
         if required:
-            raise InvalidRecord(f"missing field {name!r}")
+            raise InvalidRecord("missing_field", f"missing field {name!r}")
         return None
     value = data[name]
     if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
-        raise InvalidRecord(f"field {name!r} must be {_kind_names(kinds)}, got a boolean")
+        raise InvalidRecord("wrong_type",
+                            f"field {name!r} must be {_kind_names(kinds)}, got a boolean")
     if not isinstance(value, kinds):
         raise InvalidRecord(
+            "wrong_type",
             f"field {name!r} must be {_kind_names(kinds)}, got {type(value).__name__}"
         )
     return value
@@ -138,7 +145,7 @@ def _duration(data: dict[str, Any], name: str, required: bool) -> int | None:
     if value is None:
         return None
     if math.isnan(value) or value < 0 or value > MAX_DELAY_MS:
-        raise InvalidRecord(f"field {name!r} must be between 0 and {MAX_DELAY_MS} ms, got {value}")
+        raise InvalidRecord("bad_duration", f"field {name!r} must be between 0 and {MAX_DELAY_MS} ms, got {value}")
     return int(value)
 
 
@@ -146,20 +153,21 @@ def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
     """A validated :class:`Call`; ``now_ms`` turns on the clock-skew check."""
     call_id = _field(data, "id", str)
     if not call_id:
-        raise InvalidRecord("field 'id' must not be empty")
+        raise InvalidRecord("wrong_type", "field 'id' must not be empty")
     task = _field(data, "task", str)
     if not task or KEY_SEPARATOR in task:
-        raise InvalidRecord(f"field 'task' must be a non-empty name without {KEY_SEPARATOR!r}")
+        raise InvalidRecord("wrong_type", f"field 'task' must be a non-empty name without {KEY_SEPARATOR!r}")
     submitted = _field(data, "submitted_ms", int)
     if now_ms is not None and abs(submitted - now_ms) > MAX_CLOCK_SKEW_MS:
         raise InvalidRecord(
+            "clock_skew",
             f"submitted_ms {submitted} is more than {MAX_CLOCK_SKEW_MS // 86_400_000} days from "
             f"the processor's clock ({now_ms}); is it in milliseconds since the epoch?"
         )
     max_wait = _duration(data, "max_wait_ms", required=False)
     defer_key = _field(data, "defer_key", str, required=False)
     if max_wait is not None and defer_key is None:
-        raise InvalidRecord("max_wait_ms needs a defer_key")
+        raise InvalidRecord("missing_field", "max_wait_ms needs a defer_key")
     return Call(
         id=call_id,
         task=task,
@@ -183,7 +191,7 @@ def execution_from_dict(data: dict[str, Any]) -> Execution:
 def control_from_dict(data: dict[str, Any]) -> Control:
     kind = data.get("kind")
     if kind not in ("tick", "cancel"):
-        raise InvalidRecord(f"unknown record kind {kind!r}; expected 'call', 'tick' or 'cancel'")
+        raise InvalidRecord("unknown_kind", f"unknown record kind {kind!r}; expected 'call', 'tick' or 'cancel'")
     return Control(kind=kind, id=_field(data, "id", str),
                    reason=_field(data, "reason", str, required=False) or "")
 

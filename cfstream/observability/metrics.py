@@ -31,7 +31,7 @@ def new_registry(process_metrics: bool = True) -> CollectorRegistry:
 
 
 class _CommonMetrics:
-    """Series both services export: what they gave up on and how far behind they read."""
+    """Series both services export: merges, what they gave up on, how far behind they read."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else new_registry()
@@ -39,6 +39,12 @@ class _CommonMetrics:
         self.dead_letters = Counter(
             "dead_letters", "Records sent to the dead-letter topic, by reason.",
             ["reason"], namespace=NAMESPACE, registry=r,
+        )
+        self.deferrals = Counter(
+            "deferrals",
+            "Calls that replaced a pending call with the same defer key (debounced), by task and "
+            "where the replacement happened (processor table or backlog).",
+            ["task", "where"], namespace=NAMESPACE, registry=r,
         )
         self.consumer_lag = Gauge(
             "consumer_lag", "Records between the committed offset and the end of the partition.",
@@ -58,12 +64,6 @@ class ProcessorMetrics(_CommonMetrics):
         self.calls_received = Counter(
             "calls_received", "Calls read from the calls topic, by task.",
             ["task"], namespace=NAMESPACE, registry=r,
-        )
-        self.deferrals = Counter(
-            "deferrals",
-            "Calls that replaced a pending call with the same defer key (debounced), by task and "
-            "where the replacement happened (processor table or backlog).",
-            ["task", "where"], namespace=NAMESPACE, registry=r,
         )
         self.pending_keys = Gauge(
             "pending_keys", "Calls waiting for their time, per calls-topic partition.",

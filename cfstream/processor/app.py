@@ -8,6 +8,7 @@ time again. A lost, duplicated or forged tick therefore changes nothing it shoul
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -17,6 +18,7 @@ import faust
 from faust.types import TP
 
 from cfstream.codec import dumps
+from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import state
 from cfstream.processor.faust_config import app_options
 from cfstream.scheduling import rules
@@ -32,6 +34,8 @@ FIRED_RETENTION_MS = 15 * 60 * 1000
 TICK_RETRY_MS = 5_000
 # Ticks in flight at once; bounds memory and the burst a replica sends after a long outage.
 MAX_INFLIGHT_TICKS = 10_000
+# Seconds between updates of the pending-keys and lag gauges.
+GAUGE_INTERVAL = 5.0
 
 
 def now_ms() -> int:
@@ -39,9 +43,14 @@ def now_ms() -> int:
 
 
 class Processor:
-    def __init__(self, settings: Settings, partitions: int) -> None:
+    def __init__(self, settings: Settings, partitions: int,
+                 metrics: ProcessorMetrics | None = None) -> None:
         self.settings = settings
         self.partitions = partitions
+        self.metrics = metrics or ProcessorMetrics()
+        # Pending calls per partition, counted from the table once per assignment, then kept.
+        self.pending: dict[int, int] = {}
+        self.processed: dict[int, int] = {}  # partition -> next offset to process
         self.app = faust.App(**app_options(settings, partitions))
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                "value_serializer": "raw"}
@@ -54,6 +63,14 @@ class Processor:
         self.inflight: dict[tuple[int, bytes, str], int] = {}
         self.app.agent(self.calls, name="cfstream.scheduler")(self._process)
         self.app.timer(settings.tick_interval, name="cfstream.timer")(self._scan)
+        self.app.timer(GAUGE_INTERVAL, name="cfstream.gauges")(self._update_gauges)
+
+    def ready(self) -> bool:
+        """Joined the group, not rebalancing, tables restored."""
+        app = self.app
+        recovery = app.tables.recovery  # type: ignore[attr-defined]  # faust TableManager
+        return bool(not app.rebalancing and not app.in_recovery
+                    and recovery.completed.is_set())
 
     # -- agent: every state change happens here ---------------------------------------------
 
@@ -63,7 +80,8 @@ class Processor:
             try:
                 await self._apply(message.key or b"", message.value, message.partition)
             except InvalidRecord as exc:
-                await self._dead_letter(message, exc.reason)
+                await self._dead_letter(message, exc)
+            self.processed[message.partition] = message.offset + 1
 
     async def _apply(self, key: bytes, raw: bytes | None, partition: int) -> None:
         now = now_ms()
@@ -74,10 +92,12 @@ class Processor:
             call = call_from_dict(data, now_ms=now)
             if call.key.encode() != key:
                 raise InvalidRecord(
+                    "key_mismatch",
                     f"record key {key!r} does not match the call's key {call.key!r} "
                     "(the defer key scoped by task, or the execution id)"
                 )
             decision = rules.accept(slot, call, now, FIRED_RETENTION_MS)
+            self.metrics.calls_received.labels(task=call.task).inc()
         else:
             control = control_from_dict(data)
             if control.kind == "tick":
@@ -87,13 +107,22 @@ class Processor:
                 decision = rules.cancel(slot, control.id, now, FIRED_RETENTION_MS,
                                         control.reason)
         if decision.changed:
-            self._store(key, slot, decision.slot)
+            self._store(key, slot, decision.slot, partition)
         for execution in decision.executions:
             await self.executions.send(key=key, value=dumps(execution.to_dict()))
+            self.metrics.fires.inc()
+            self.metrics.fire_lateness.observe((execution.fired_ms - execution.due_ms) / 1000)
         for item in decision.events:
             await self.events.send(key=item["id"].encode(), value=dumps(item))
+            if item["type"] == "deferred":
+                self.metrics.deferrals.labels(task=item["task"], where="processor").inc()
 
-    def _store(self, key: bytes, old: rules.Slot | None, new: rules.Slot | None) -> None:
+    def _store(self, key: bytes, old: rules.Slot | None, new: rules.Slot | None,
+               partition: int) -> None:
+        was = old is not None and old.call is not None
+        now = new is not None and new.call is not None
+        if partition in self.pending and was != now:
+            self.pending[partition] += 1 if now else -1
         if old is not None:
             self.table.pop(state.due_key(old.due_ms, key), None)
         if new is None:
@@ -102,7 +131,9 @@ class Processor:
         self.table[state.slot_key(key)] = state.encode_slot(new)
         self.table[state.due_key(new.due_ms, key)] = new.timer_id.encode()
 
-    async def _dead_letter(self, message: Any, reason: str) -> None:
+    async def _dead_letter(self, message: Any, error: InvalidRecord) -> None:
+        reason = error.reason
+        self.metrics.dead_letters.labels(reason=error.code).inc()
         logger.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition,
                        message.offset, reason)
         await self.dead_letters.send(
@@ -116,17 +147,34 @@ class Processor:
                  "offset": message.offset, "ts_ms": now_ms()}
         await self.events.send(key=(event["id"] or "invalid").encode(), value=dumps(event))
 
-    # -- timer: finds due keys, changes nothing ---------------------------------------------
+    # -- timers: find due keys and measure, change nothing -----------------------------------
+
+    async def _update_gauges(self, *_: Any) -> None:
+        actives = self._active_dbs()
+        for partition in list(self.pending):
+            if partition not in actives:
+                del self.pending[partition]
+        for partition, db in actives.items():
+            if partition not in self.pending:
+                self.pending[partition] = await _count_pending(db)
+            self.metrics.set_pending(partition, self.pending[partition])
+            tp = TP(self.settings.calls_topic, partition)
+            high = self.app.consumer.highwater(tp) if self.app.consumer else None
+            if high is not None and partition in self.processed:
+                self.metrics.set_lag(tp.topic, partition, high - self.processed[partition])
+
+    def _active_dbs(self) -> dict[int, Any]:
+        """The RocksDB of each table partition this replica owns (not standbys)."""
+        actives = self.app.assignor.assigned_actives()
+        dbs = self.table.data._dbs  # type: ignore[attr-defined]  # faust RocksDB store
+        return {p: db for p, db in list(dbs.items())
+                if TP(self.settings.calls_topic, p) in actives}
 
     async def _scan(self, *_: Any) -> None:
         if self.app.rebalancing:
             return
         now = now_ms()
-        actives = self.app.assignor.assigned_actives()
-        dbs = self.table.data._dbs  # type: ignore[attr-defined]  # faust RocksDB store
-        for partition, db in list(dbs.items()):
-            if TP(self.settings.calls_topic, partition) not in actives:
-                continue
+        for partition, db in self._active_dbs().items():
             for due, key, timer_id in _due_entries(db, now):
                 if len(self.inflight) >= MAX_INFLIGHT_TICKS:
                     return
@@ -154,6 +202,20 @@ def _due_entries(db: Any, now: int) -> list[tuple[int, bytes, str]]:
         found.append((due, key, it.value().decode()))
         it.next()
     return found
+
+
+async def _count_pending(db: Any) -> int:
+    """Slots holding a pending call, counted in chunks so the event loop keeps running."""
+    count = seen = 0
+    it = db.iter()
+    it.seek(state.SLOT_PREFIX)
+    while it.valid() and it.key().startswith(state.SLOT_PREFIX):
+        count += b'"call"' in it.value()
+        seen += 1
+        it.next()
+        if seen % 10_000 == 0:
+            await asyncio.sleep(0)
+    return count
 
 
 def _guess_id(raw: bytes | None) -> str | None:

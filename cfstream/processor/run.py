@@ -6,6 +6,7 @@ from confluent_kafka.admin import AdminClient
 
 from cfstream.kafka.config import admin_config
 from cfstream.kafka.topics import ADMIN_TIMEOUT, ensure_topics
+from cfstream.observability.http import serve
 from cfstream.processor.app import Processor
 from cfstream.settings import Settings
 
@@ -24,6 +25,11 @@ def run(settings: Settings) -> None:
 
     processor = Processor(settings, calls_partitions(settings))
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    server = serve(settings.http_port, processor.metrics.registry, processor.ready)
     worker = faust.Worker(processor.app, loglevel=settings.log_level.lower(),
                           redirect_stdouts=False)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if server is not None:
+            server.close()

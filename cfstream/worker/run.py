@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
+from cfstream.observability.http import serve
 from cfstream.settings import Settings
 from cfstream.worker.runner import Worker, import_tasks
 
@@ -18,4 +19,9 @@ def run(settings: Settings, modules: list[str]) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    worker.run()
+    server = serve(settings.http_port, worker.metrics.registry, worker.ready)
+    try:
+        worker.run()
+    finally:
+        if server is not None:
+            server.close()

@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from cfstream.codec import dumps
 from cfstream.kafka.config import consumer_config, producer_config
 from cfstream.kafka.topics import ensure_topics
+from cfstream.observability.metrics import WorkerMetrics
 from cfstream.scheduling.backlog import Backlog
 from cfstream.settings import Settings
 from cfstream.task import Task, registry
@@ -40,6 +41,8 @@ MAX_BACKLOG = 1_000
 # Ids remembered as done, so a redelivered execution is not run again by this worker.
 REMEMBERED_IDS = 100_000
 COMMIT_INTERVAL = 1.0
+# Seconds between updates of the consumer-lag gauge.
+GAUGE_INTERVAL = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +73,12 @@ def import_tasks(modules: list[str]) -> dict[str, Task[Any, Any]]:
 
 class Worker:
     def __init__(self, settings: Settings, tasks: dict[str, Task[Any, Any]],
-                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 metrics: WorkerMetrics | None = None) -> None:
         self.settings = settings
         self.tasks = tasks
+        self.metrics = metrics or WorkerMetrics()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.on_event = on_event
+        self.running_loop = threading.Event()
         self.backlog: Backlog[Job] = Backlog()
         self.offsets = OffsetTracker()
         self.running: dict[str, Job] = {}
@@ -102,7 +106,8 @@ class Worker:
         self.consumer.subscribe([self.settings.executions_topic], on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         logger.info("worker %s running tasks: %s", self.name, ", ".join(sorted(self.tasks)))
-        last_commit = time.monotonic()
+        last_commit = last_gauges = time.monotonic()
+        self.running_loop.set()
         try:
             while not self.stopping.is_set():
                 wait = 0.0 if self.outcomes.qsize() else 0.05
@@ -115,12 +120,29 @@ class Worker:
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL:
                     self._commit()
                     last_commit = time.monotonic()
+                if time.monotonic() - last_gauges >= GAUGE_INTERVAL:
+                    self._update_lag()
+                    last_gauges = time.monotonic()
         finally:
+            self.running_loop.clear()
             self._shutdown()
             self.loop.call_soon_threadsafe(self.loop.stop)
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def ready(self) -> bool:
+        return self.running_loop.is_set() and not self.stopping.is_set()
+
+    def _update_lag(self) -> None:
+        assert self.consumer is not None  # noqa: S101
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return
+        for tp in self.consumer.position(assigned):
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                self.metrics.set_lag(tp.topic, tp.partition, high - tp.offset)
 
     def _shutdown(self) -> None:
         """Finish what runs (within the shutdown timeout), report it, commit, leave the group."""
@@ -149,9 +171,7 @@ class Worker:
             data = parse_json(message.value(), self.settings.max_payload_bytes)
             job = Job(execution_from_dict(data), partition, offset)
         except InvalidRecord as exc:
-            logger.error("skipping invalid execution record %s@%s: %s", partition, offset,
-                         exc.reason)
-            self.offsets.finish(partition, offset)
+            self._dead_letter(message, exc)
             return
         if job.id in self.done_ids or job.id in self.running:
             self.offsets.finish(partition, offset)  # redelivered: it ran or runs here
@@ -163,6 +183,7 @@ class Worker:
             self.offsets.finish(merge.loser.partition, merge.loser.offset)
             return
         loser, winner = merge.loser, merge.winner
+        self.metrics.deferrals.labels(task=loser.execution.call.task, where="backlog").inc()
         self._emit(event("deferred", loser.execution.call, _now_ms(), successor=winner.id,
                          reason="backlog"), done=loser)
         self._remember(loser.id)
@@ -185,6 +206,7 @@ class Worker:
                 return
             call = job.execution.call
             self.running[job.id] = job
+            self.metrics.executions_started.labels(task=call.task).inc()
             self._emit(event("started", call, _now_ms(), worker=self.name,
                              due_ms=job.execution.due_ms, fired_ms=job.execution.fired_ms))
             target, ready = execute.prepare(self.tasks.get(call.task), call)
@@ -217,6 +239,9 @@ class Worker:
         while True:
             self.running.pop(job.id, None)
             self._remember(job.id)
+            counter = (self.metrics.executions_succeeded if outcome.type == "succeeded"
+                       else self.metrics.executions_failed)
+            counter.labels(task=job.execution.call.task).inc()
             self._emit(event(outcome.type, job.execution.call, _now_ms(), worker=self.name,
                              **outcome.fields), done=job)
             try:
@@ -226,10 +251,30 @@ class Worker:
 
     # -- reporting and committing ---------------------------------------------------------------
 
+    def _dead_letter(self, message: Message, error: InvalidRecord) -> None:
+        """Park an unreadable execution record and say why; its offset is then done."""
+        assert self.producer is not None  # noqa: S101
+        partition, offset = message.partition(), message.offset()
+        logger.error("dead-lettering execution record %s@%s: %s", partition, offset,
+                     error.reason)
+        self.metrics.dead_letters.labels(reason=error.code).inc()
+        source = f"{message.topic()}:{partition}:{offset}"
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is None and partition is not None and offset is not None:
+                self.offsets.finish(partition, offset)
+
+        self.producer.produce(
+            self.settings.dead_letter_topic, key=message.key(), value=message.value(),
+            headers=[("cfstream-reason", error.reason.encode()),
+                     ("cfstream-source", source.encode())], on_delivery=delivered)
+        payload = {"v": 1, "type": "invalid", "id": None, "reason": error.reason,
+                   "topic": message.topic(), "partition": partition, "offset": offset,
+                   "ts_ms": _now_ms()}
+        self.producer.produce(self.settings.events_topic, key=b"invalid", value=dumps(payload))
+
     def _emit(self, payload: dict[str, Any], done: Job | None = None) -> None:
         assert self.producer is not None  # noqa: S101
-        if self.on_event is not None:
-            self.on_event(payload)
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
