@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from cfstream.dev.cli import kafka_app
-from cfstream.errors import CfStreamError
+from cfstream.errors import CfStreamError, ExecutionCancelled
 from cfstream.logs import configure_logging
 from cfstream.settings import get_settings
 
@@ -66,6 +66,73 @@ def events(
         if matches(item, task=task, key=key, execution_id=execution, types=type_):
             _out.print(json.dumps(item) if as_json else describe(item), markup=False,
                        highlight=False, soft_wrap=True)
+
+
+@app.command()
+def pending(
+    task: Annotated[str | None, typer.Option(help="Only this task (module:function).")] = None,
+    key: Annotated[str | None, typer.Option(help="Only this defer key.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """What waits for its due time, soonest first (read from the processors' changelog)."""
+    import json
+
+    from rich.table import Table
+
+    from cfstream.processor.inspect import pending_calls, seconds_until
+
+    with _err.status("reading the processors' changelog…") as status:
+        found = pending_calls(get_settings(), task=task, key=key,
+                              progress=lambda n: status.update(f"read {n} changelog records…"))
+    if as_json:
+        for item in found:
+            _out.print(json.dumps({**item.call.to_dict(), "due_ms": item.due_ms}),
+                       markup=False, highlight=False, soft_wrap=True)
+        return
+    table = Table("execution", "task", "defer key", "due in", title=f"{len(found)} pending")
+    for item in found:
+        table.add_row(item.call.id, item.call.task, item.call.defer_key or "",
+                      f"{seconds_until(item.due_ms):.1f}s")
+    _out.print(table)
+
+
+@app.command()
+def cancel(
+    execution_id: Annotated[str | None, typer.Argument(help="The pending execution.")] = None,
+    task: Annotated[str | None, typer.Option(help="With --key: the pending call of a key.")] = None,
+    key: Annotated[str | None, typer.Option(help="The defer key (with --task).")] = None,
+    reason: Annotated[str, typer.Option(help="Shown to waiters.")] = "cancelled by operator",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the cancelled event.")] = 30.0,
+) -> None:
+    """Cancel a pending call: it will not run and its waiters get cf.ExecutionCancelled."""
+    from cfstream.client import Client
+    from cfstream.execution import Execution
+    from cfstream.processor.inspect import cancel as cancel_pending
+    from cfstream.processor.inspect import pending_calls
+
+    if (execution_id is None) == (task is None or key is None):
+        _err.print("give an EXECUTION_ID, or --task and --key", style="red")
+        raise typer.Exit(RET_USAGE)
+    settings = get_settings()
+    found = pending_calls(settings, task=task, key=key, execution_id=execution_id)
+    if not found:
+        what = execution_id or f"{task} key {key!r}"
+        _err.print(f"nothing pending for {what}: it ran, was replaced, or never existed "
+                   "(`cfstream events --id ID` tells which)", style="red", markup=False)
+        raise typer.Exit(RET_ERROR)
+    target = found[0]
+    cancel_pending(settings, target, reason)
+    try:
+        Execution(target.call.id, client=Client(settings)).result(timeout=wait)
+    except ExecutionCancelled:
+        _out.print(f"cancelled {target.call.id} ({target.call.task})", markup=False)
+        return
+    except TimeoutError:
+        _err.print(f"no cancelled event for {target.call.id} within {wait}s; is a processor "
+                   "running?", style="red", markup=False)
+        raise typer.Exit(RET_ERROR) from None
+    _err.print(f"{target.call.id} ran before the cancel arrived", style="red", markup=False)
+    raise typer.Exit(RET_ERROR)
 
 
 @app.command()

@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from cfstream.errors import ConfigurationError, KafkaUnavailable
 from cfstream.kafka.config import admin_config
+from cfstream.processor.state import changelog_topic
 from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -22,14 +23,18 @@ _ensured: set[tuple[str, str]] = set()
 _lock = threading.Lock()
 
 
-def topic_specs(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Name -> (partitions, config) of every topic cfstream reads or writes."""
-    n = settings.partitions
+def topic_specs(settings: Settings, partitions: int | None = None) -> dict[str, dict[str, Any]]:
+    """Name -> (partitions, config) of every topic cfstream reads or writes; ``partitions``
+    (the calls topic's count, if it exists) wins over the setting."""
+    n = partitions or settings.partitions
     return {
         settings.calls_topic: {"partitions": n, "config": {}},
         settings.executions_topic: {"partitions": n, "config": {}},
         settings.events_topic: {"partitions": n, "config": {}},
         settings.dead_letter_topic: {"partitions": 1, "config": {}},
+        # The processors' table changelog: faust would create it too, but compacted from the
+        # start and with the calls topic's partition count is what a restore relies on.
+        changelog_topic(settings): {"partitions": n, "config": {"cleanup.policy": "compact"}},
     }
 
 
@@ -43,7 +48,6 @@ def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> list[
         if marker in _ensured:
             return []
         admin = admin or AdminClient(admin_config(settings))
-        specs = topic_specs(settings)
         try:
             existing = admin.list_topics(timeout=ADMIN_TIMEOUT).topics
         except KafkaException as exc:
@@ -51,6 +55,8 @@ def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> list[
                 f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}. Start one with "
                 "`cfstream kafka start` or set CFSTREAM_BOOTSTRAP_SERVERS"
             ) from exc
+        calls = existing.get(settings.calls_topic)
+        specs = topic_specs(settings, len(calls.partitions) if calls is not None else None)
         missing = [
             NewTopic(name, num_partitions=spec["partitions"],
                      replication_factor=settings.replication_factor, config=spec["config"])

@@ -21,6 +21,7 @@ from cfstream.codec import dumps
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import state
 from cfstream.processor.faust_config import app_options
+from cfstream.processor.state import TABLE
 from cfstream.scheduling import rules
 from cfstream.settings import Settings
 from cfstream.wire import InvalidRecord, call_from_dict, control_from_dict, parse_json
@@ -58,7 +59,7 @@ class Processor:
         self.executions = self.app.topic(settings.executions_topic, partitions=partitions, **raw)
         self.events = self.app.topic(settings.events_topic, **raw)
         self.dead_letters = self.app.topic(settings.dead_letter_topic, **raw)
-        self.table = self.app.Table("pending", partitions=partitions, key_type=bytes,
+        self.table = self.app.Table(TABLE, partitions=partitions, key_type=bytes,
                                     value_type=bytes)
         self.inflight: dict[tuple[int, bytes, str], int] = {}
         self.app.agent(self.calls, name="cfstream.scheduler")(self._process)

@@ -8,6 +8,7 @@ from typing import Any
 import faust
 
 from cfstream.errors import ConfigurationError
+from cfstream.processor.state import app_id
 from cfstream.settings import Settings
 
 # RocksDB per table partition: faust's defaults (2 GiB block cache, 64 MiB x 3 write buffers)
@@ -51,7 +52,7 @@ def credentials(settings: Settings) -> Any:
 def app_options(settings: Settings, partitions: int) -> dict[str, Any]:
     brokers = [f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")]
     return {
-        "id": f"{settings.topic_prefix}.processor",
+        "id": app_id(settings),
         "broker": brokers,
         "broker_credentials": credentials(settings),
         # Tables take the app's serializers: we store bytes we encoded ourselves.

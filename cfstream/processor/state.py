@@ -14,11 +14,24 @@ import struct
 from typing import Any
 
 from cfstream.scheduling.rules import Slot
+from cfstream.settings import Settings
 from cfstream.wire import call_from_dict
 
+# The processor's one table: pending calls and the due index.
+TABLE = "pending"
 SLOT_PREFIX = b"k:"
 DUE_PREFIX = b"d:"
 _DUE = struct.Struct(">Q")
+
+
+def app_id(settings: Settings) -> str:
+    """The faust app id, which is also the processors' consumer group."""
+    return f"{settings.topic_prefix}.processor"
+
+
+def changelog_topic(settings: Settings) -> str:
+    """faust names a table's changelog ``<app id>-<table>-changelog``."""
+    return f"{app_id(settings)}-{TABLE}-changelog"
 
 
 def slot_key(key: bytes) -> bytes:

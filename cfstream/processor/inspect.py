@@ -1,0 +1,93 @@
+"""What the processors hold, read from outside: the table's changelog topic is the truth.
+
+``cfstream pending`` replays the compacted changelog (latest value per key wins, tombstones
+delete) instead of asking replicas, so it works with any number of replicas, or none running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, TopicPartition
+
+from cfstream.codec import dumps
+from cfstream.errors import CfStreamError
+from cfstream.kafka.config import consumer_config, producer_config
+from cfstream.kafka.retry import settled
+from cfstream.processor import state
+from cfstream.settings import Settings
+from cfstream.wire import Call, Control
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    call: Call
+    due_ms: int
+    first_ms: int
+
+
+def pending_calls(settings: Settings, *, task: str | None = None, key: str | None = None,
+                  execution_id: str | None = None,
+                  progress: Callable[[int], None] | None = None) -> list[Pending]:
+    """Calls waiting for their due time, soonest first, optionally filtered."""
+    topic = state.changelog_topic(settings)
+    consumer = Consumer(consumer_config(settings, None))
+    slots: dict[bytes, bytes] = {}
+    try:
+        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return []  # no processor has run yet
+        ends: dict[int, int] = {}
+        for p in metadata.partitions:
+            low, high = settled(lambda p=p: consumer.get_watermark_offsets(  # type: ignore[misc]
+                TopicPartition(topic, p), timeout=30))
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        read = 0
+        while ends:
+            for message in consumer.consume(1000, 1.0):
+                if message.error() is not None:
+                    continue
+                raw_key = message.key() or b""
+                if raw_key.startswith(state.SLOT_PREFIX):
+                    value = message.value()
+                    if value is None:
+                        slots.pop(raw_key, None)
+                    else:
+                        slots[raw_key] = value
+                read += 1
+                offset, partition = message.offset(), message.partition()
+                if partition in ends and offset is not None and offset + 1 >= ends[partition]:
+                    del ends[partition]
+            if progress is not None:
+                progress(read)
+    finally:
+        consumer.close()
+    found = []
+    for value in slots.values():
+        slot = state.decode_slot(value)
+        if slot is None or slot.call is None:
+            continue
+        call = slot.call
+        if ((task is None or call.task == task) and (key is None or call.defer_key == key)
+                and (execution_id is None or call.id == execution_id)):
+            found.append(Pending(call, slot.due_ms, slot.first_ms))
+    return sorted(found, key=lambda p: p.due_ms)
+
+
+def cancel(settings: Settings, target: Pending, reason: str = "cancelled by operator") -> None:
+    """Ask the processor owning ``target``'s key to drop it; waiters then see cancelled."""
+    from confluent_kafka import Producer
+
+    producer = Producer(producer_config(settings))
+    record = Control(kind="cancel", id=target.call.id, reason=reason).to_dict()
+    producer.produce(settings.calls_topic, key=target.call.key.encode(), value=dumps(record))
+    if producer.flush(30):
+        raise CfStreamError(f"could not publish the cancel for {target.call.id} within 30 s")
+
+
+def seconds_until(due_ms: int) -> float:
+    return (due_ms - time.time() * 1000) / 1000
