@@ -19,7 +19,7 @@ from cfstream.errors import (
     KafkaUnavailable,
     SubmitError,
 )
-from cfstream.execution import Execution
+from cfstream.execution import Execution, current_execution
 from cfstream.settings import Settings
 from cfstream.task import Defer, Task, task
 
@@ -37,6 +37,7 @@ __all__ = [
     "SubmitError",
     "Task",
     "configure",
+    "current_execution",
     "submit",
     "task",
 ]

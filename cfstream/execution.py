@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from cfstream.codec import from_json_value
@@ -10,6 +11,9 @@ from cfstream.errors import ExecutionCancelled, ExecutionFailed, SubmitError
 
 if TYPE_CHECKING:
     from cfstream.client import Client
+
+# The execution a worker is running in this thread or coroutine.
+CURRENT: ContextVar[Execution | None] = ContextVar("cfstream_current_execution", default=None)
 
 # Longest deferral chain followed before giving up: a loop would be a bug, not a long debounce.
 MAX_CHAIN = 100_000
@@ -88,3 +92,9 @@ class Execution:
         if event is None or event["type"] != "deferred":
             return None
         return Execution(event["successor"], task=self.task, client=self._client)
+
+
+def current_execution() -> Execution | None:
+    """Inside a task on a worker: the execution being run (its ``.id`` is stable across retries
+    of delivery, so it makes a good idempotency key). Elsewhere: None."""
+    return CURRENT.get()

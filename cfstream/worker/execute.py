@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cfstream.codec import from_json_value, to_json_value
+from cfstream.execution import CURRENT, Execution
 from cfstream.task import Task
 from cfstream.wire import Call
 
@@ -34,9 +35,23 @@ def prepare(task: Task[Any, Any] | None, call: Call) -> tuple[Any, Outcome | Non
         task.signature.bind(*args, **kwargs)
     except (TypeError, ValueError) as exc:
         return None, failure("InvalidArguments", f"arguments do not fit {call.task}: {exc}")
+    handle = Execution(call.id, task=call.task)
     if inspect.iscoroutinefunction(task.fn):
-        return task.fn(*args, **kwargs), None
-    return lambda: task.fn(*args, **kwargs), None
+        return _async_as(handle, task.fn, args, kwargs), None
+
+    def run() -> Any:
+        token = CURRENT.set(handle)
+        try:
+            return task.fn(*args, **kwargs)
+        finally:
+            CURRENT.reset(token)
+
+    return run, None
+
+
+async def _async_as(handle: Execution, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    CURRENT.set(handle)  # this coroutine runs in a task of its own: the context is its own
+    return await fn(*args, **kwargs)
 
 
 def success(value: Any, task_name: str) -> Outcome:

@@ -51,3 +51,9 @@ def slow(seconds: float) -> float:
 async def async_echo(value: dict) -> dict:
     await asyncio.sleep(0.01)
     return value
+
+
+@cf.task
+def whoami() -> str | None:
+    execution = cf.current_execution()
+    return execution.id if execution else None

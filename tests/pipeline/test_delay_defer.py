@@ -190,3 +190,11 @@ def test_unregistered_task_fails_clearly_and_the_worker_keeps_going(pipeline: Pi
     value = tag()
     assert pipeline.submit(after_seconds.with_delay(0), value).result(timeout=RESULT_TIMEOUT) \
         == value
+
+
+def test_a_task_knows_its_execution(pipeline: Pipeline) -> None:
+    from pipeline_tasks import whoami
+
+    execution = pipeline.submit(whoami)
+    assert execution.result(timeout=RESULT_TIMEOUT) == execution.id
+    assert cf.current_execution() is None
