@@ -33,6 +33,19 @@ class Pipeline:
     def submit(self, task: cf.Task, *args: object, **kwargs: object) -> cf.Execution:
         return self.client.submit_task(task, args, kwargs)
 
+    def result(self, execution: cf.Execution, timeout: float = 60) -> object:
+        """``execution.result()``, and on a timeout the events seen for it and its successors."""
+        try:
+            return execution.result(timeout=timeout)
+        except TimeoutError:
+            chain, current = [], execution.id
+            while current and len(chain) < 50:
+                events = self.events.of(current)
+                chain.append((current, [(e["type"], e.get("ts_ms"), e.get("successor"))
+                                        for e in events]))
+                current = next((e["successor"] for e in events if e["type"] == "deferred"), None)
+            raise AssertionError(f"no result for {execution.id}; events: {chain}") from None
+
     def wait_ready(self) -> None:
         import pipeline_tasks
 

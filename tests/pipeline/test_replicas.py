@@ -39,7 +39,7 @@ def test_two_replicas_split_the_partitions_and_still_debounce(
     calls = {u: [pipeline.submit(notify_update, u, 1, f"edit-{n}") for n in range(3)]
              for u in users}
     for user, made in calls.items():
-        assert {c.result(timeout=60) for c in made} == {f"{user}:1:edit-2"}
+        assert {pipeline.result(c) for c in made} == {f"{user}:1:edit-2"}
     for made in calls.values():
         pipeline.events.one(made[-1].id, "succeeded")
         assert [bool(pipeline.events.of(c.id, "started")) for c in made] == [False, False, True]
