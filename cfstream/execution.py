@@ -78,6 +78,9 @@ class Execution:
                 )
             elif kind == "cancelled":
                 raise ExecutionCancelled(current, event.get("reason", ""))
+            elif kind == "invalid":
+                raise SubmitError(f"the processor rejected call {current}: "
+                                  f"{event.get('reason', '')}")
         raise RuntimeError(f"execution {self.id}: deferral chain longer than {MAX_CHAIN}")
 
     def status(self, timeout: float = 5.0) -> str:

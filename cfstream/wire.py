@@ -12,7 +12,6 @@ Events topic (key: execution id): {"v": 1, "type", "id", "task", "defer_key", "t
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -102,16 +101,20 @@ def parse_json(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
     if raw is None:
         raise InvalidRecord("empty", "empty record (no value)")
     if len(raw) > max_bytes:
-        raise InvalidRecord("too_large", f"record of {len(raw)} bytes exceeds the limit of {max_bytes}")
+        raise InvalidRecord("too_large",
+                            f"record of {len(raw)} bytes exceeds the limit of {max_bytes}")
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRecord("not_json", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRecord("not_json", "JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidRecord("not_object", f"expected a JSON object, got {type(data).__name__}")
     version = data.get("v")
-    if version != SCHEMA_VERSION:
-        raise InvalidRecord("unknown_version", f"unknown schema version {version!r}; this cfstream reads v1")
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
+        raise InvalidRecord("unknown_version",
+                            f"unknown schema version {version!r}; this cfstream reads v1")
     return data
 
 
@@ -140,13 +143,32 @@ def _kind_names(kinds: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in seq)
 
 
+def _optional_ms(data: dict[str, Any], name: str, required: bool = False) -> int | None:
+    """Whole milliseconds; 5.0 counts (as in JSON Schema: some encoders write integers so)."""
+    if data.get(name) is None:
+        return _field(data, name, int, required)  # says it is missing, if required
+    value = data[name]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = value if isinstance(value, float) else type(value).__name__
+        raise InvalidRecord("wrong_type",
+                            f"field {name!r} must be whole milliseconds (an integer), got {shown}")
+    return value
+
+
+def _ms(data: dict[str, Any], name: str) -> int:
+    value = _optional_ms(data, name, required=True)
+    assert value is not None  # noqa: S101 - required above
+    return value
+
+
 def _duration(data: dict[str, Any], name: str, required: bool) -> int | None:
-    value = _field(data, name, (int, float), required)
-    if value is None:
-        return None
-    if math.isnan(value) or value < 0 or value > MAX_DELAY_MS:
-        raise InvalidRecord("bad_duration", f"field {name!r} must be between 0 and {MAX_DELAY_MS} ms, got {value}")
-    return int(value)
+    value = _optional_ms(data, name, required)
+    if value is not None and not 0 <= value <= MAX_DELAY_MS:
+        raise InvalidRecord("bad_duration",
+                            f"field {name!r} must be between 0 and {MAX_DELAY_MS} ms, got {value}")
+    return value
 
 
 def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
@@ -157,7 +179,7 @@ def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
     task = _field(data, "task", str)
     if not task or KEY_SEPARATOR in task:
         raise InvalidRecord("wrong_type", f"field 'task' must be a non-empty name without {KEY_SEPARATOR!r}")
-    submitted = _field(data, "submitted_ms", int)
+    submitted = _ms(data, "submitted_ms")
     if now_ms is not None and abs(submitted - now_ms) > MAX_CLOCK_SKEW_MS:
         raise InvalidRecord(
             "clock_skew",
@@ -183,8 +205,8 @@ def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
 def execution_from_dict(data: dict[str, Any]) -> Execution:
     return Execution(
         call=call_from_dict(data),
-        due_ms=_field(data, "due_ms", int),
-        fired_ms=_field(data, "fired_ms", int),
+        due_ms=_ms(data, "due_ms"),
+        fired_ms=_ms(data, "fired_ms"),
     )
 
 

@@ -3,8 +3,8 @@
 Records come from the code itself: Call/Execution/Control objects, the client's call building,
 the scheduling rules, a processor and a worker driven with in-memory stand-ins for Kafka. The
 calls-topic schema must accept a record iff the processor does (apart from the clock-skew check,
-the record key and the size limit); the few places where the two differ are listed in
-``without_known_differences`` and pinned by the xfail tests at the end.
+the record key and the size limit). The tests at the end pin the places where they once
+differed.
 """
 
 from __future__ import annotations
@@ -682,23 +682,10 @@ def worker_accepts(raw: bytes) -> bool:
 
 
 def without_known_differences(data: Any, execution: bool = False) -> Any:
-    """``data`` with the values on which code and schema knowingly differ made unambiguous:
-    ``v: true`` (the code compares with ==), fractional durations (the code truncates them),
-    integral floats in the integer fields (JSON Schema counts 5.0 as an integer, the code does
-    not) and, for executions, ``kind`` (the worker does not look at it)."""
+    """``data`` with ``kind`` set for executions (the worker does not look at it)."""
     if not isinstance(data, dict):
         return data
     out = dict(data)
-    if out.get("v") is True:
-        out["v"] = 1
-    for name in ("delay_ms", "max_wait_ms"):
-        value = out.get(name)
-        if isinstance(value, float) and 0 <= value <= MAX_DELAY_MS:
-            out[name] = int(value)
-    for name in ("submitted_ms", "due_ms", "fired_ms"):
-        value = out.get(name)
-        if isinstance(value, float) and value.is_integer():
-            out[name] = int(value)
     if execution:
         out["kind"] = "execution"
     return out
@@ -962,48 +949,35 @@ def test_the_documented_murmur2_is_the_one_the_client_uses(key: bytes, partition
     assert (java_murmur2(key) & 0x7FFFFFFF) % partitions == murmur2(key, partitions)
 
 
-# -- known differences and bugs (report, don't hide): each states the intended behaviour -------
+# -- once differences between code and schema (fixed): each states the intended behaviour ----
 
 
-@pytest.mark.xfail(strict=True, reason="parse_json checks `v != 1`, and True == 1 in Python")
 def test_a_boolean_version_is_rejected() -> None:
     assert not processor_accepts(json.dumps({**BASE, "v": True}).encode())
 
 
-@pytest.mark.xfail(strict=True, reason="_duration accepts floats and truncates them; the schema "
-                                       "says integer milliseconds")
 @pytest.mark.parametrize("name", ["delay_ms", "max_wait_ms"])
 def test_a_fractional_duration_is_read_like_the_schema_reads_it(name: str) -> None:
     record = {**FULL, name: 1.5}
     assert processor_accepts(json.dumps(record).encode()) == validator("call").is_valid(record)
 
 
-@pytest.mark.xfail(strict=True, reason="JSON Schema counts 1700000000000.0 as an integer; "
-                                       "_field(..., int) rejects a float, as Jackson's 1.7E12")
 def test_an_integral_float_time_is_read_like_the_schema_reads_it() -> None:
     record = {**BASE, "submitted_ms": float(NOW)}
     assert processor_accepts(json.dumps(record).encode()) == validator("call").is_valid(record)
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="_duration calls math.isnan on an int too large for a float; the "
-                          "processor only catches InvalidRecord")
 def test_a_huge_integer_duration_is_an_invalid_record() -> None:
     with pytest.raises(InvalidRecord):
         call_from_dict({**BASE, "delay_ms": 10**400})
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="parse_json does not catch RecursionError from deeply nested JSON")
 def test_deeply_nested_json_is_an_invalid_record() -> None:
     deep = b'{"v": 1, "args": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with pytest.raises(InvalidRecord):
         parse_json(deep, BIG)
 
 
-@pytest.mark.xfail(strict=True, raises=(ArithmeticError, AttributeError),
-                   reason="execute.prepare catches only TypeError and ValueError while decoding; "
-                          "the exception escapes into the worker's main loop")
 @pytest.mark.parametrize("value", [{"$decimal": "abc"}, {"$uuid": 5}, {"$dict": [1]}])
 def test_a_malformed_tagged_argument_fails_the_execution(value: Any) -> None:
     call = Call(id=ID, task="tests.schemas:ok", args=[value, value], kwargs={},

@@ -82,6 +82,11 @@ class Processor:
                 await self._apply(message.key or b"", message.value, message.partition)
             except InvalidRecord as exc:
                 await self._dead_letter(message, exc)
+            except Exception as exc:  # a bug must park the record, not stop the replica
+                logger.exception("failed to process %s[%d]@%d", message.topic, message.partition,
+                                 message.offset)
+                await self._dead_letter(message, InvalidRecord("internal", f"internal error: "
+                                                               f"{type(exc).__name__}: {exc}"))
             self.processed[message.partition] = message.offset + 1
 
     async def _apply(self, key: bytes, raw: bytes | None, partition: int) -> None:

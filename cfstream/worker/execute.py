@@ -33,8 +33,9 @@ def prepare(task: Task[Any, Any] | None, call: Call) -> tuple[Any, Outcome | Non
         args = from_json_value(call.args)
         kwargs = from_json_value(call.kwargs)
         task.signature.bind(*args, **kwargs)
-    except (TypeError, ValueError) as exc:
-        return None, failure("InvalidArguments", f"arguments do not fit {call.task}: {exc}")
+    except Exception as exc:  # malformed tagged values raise all sorts; none may stop a worker
+        return None, failure("InvalidArguments", f"arguments do not fit {call.task}: "
+                                                 f"{type(exc).__name__}: {exc}")
     handle = Execution(call.id, task=call.task)
     if inspect.iscoroutinefunction(task.fn):
         return _async_as(handle, task.fn, args, kwargs), None
