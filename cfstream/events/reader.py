@@ -40,8 +40,15 @@ _RANK = {"scheduled": 0, "started": 1, "deferred": 2, "invalid": 3,
 
 
 class EventReader:
-    def __init__(self, settings: Settings) -> None:
+    """``fields`` keeps only those fields of each event (and its id and type), to remember more
+    executions in less memory."""
+
+    def __init__(self, settings: Settings, *, max_remembered: int = MAX_REMEMBERED,
+                 fields: tuple[str, ...] | None = None) -> None:
         self.settings = settings
+        self.max_remembered = max_remembered
+        self.fields = None if fields is None else ("id", "type", *fields)
+        self._next: dict[int, int] = {}  # partition -> next offset to read
         self._cond = threading.Condition()
         self._latest: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._from_ms: int | None = None  # events since then are read or being read
@@ -66,12 +73,40 @@ class EventReader:
                     return None
                 self._cond.wait(min(remaining, WAKE_INTERVAL))
 
+    def known(self, execution_id: str) -> dict[str, Any] | None:
+        """The most advanced event read so far for the execution, without waiting."""
+        with self._cond:
+            return self._latest.get(execution_id)
+
     def latest(self, execution_id: str, timeout: float) -> dict[str, Any] | None:
         """The most advanced event known for the execution, once the reader has caught up."""
         self._need(execution_id)
         self._caught_up.wait(timeout)
         with self._cond:
             return self._latest.get(execution_id)
+
+    def read_since(self, since_ms: int) -> None:
+        """Make sure events from ``since_ms`` on are (being) read."""
+        self._need_from(since_ms)
+
+    def sync(self, timeout: float) -> bool:
+        """Wait until every event published before this call has been read."""
+        topic = self.settings.events_topic
+        probe = Consumer(consumer_config(self.settings, None))
+        try:
+            partitions = probe.list_topics(topic, timeout=30).topics[topic].partitions
+            ends = {p: settled(lambda p=p: probe.get_watermark_offsets(  # type: ignore[misc]
+                TopicPartition(topic, p), timeout=30))[1] for p in partitions}
+        finally:
+            probe.close()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while any(self._next.get(p, -1) < end for p, end in ends.items() if end > 0):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, WAKE_INTERVAL))
+        return True
 
     def close(self) -> None:
         with self._cond:
@@ -82,7 +117,10 @@ class EventReader:
 
     def _need(self, execution_id: str) -> None:
         since = submitted_ms(execution_id) or int(time.time() * 1000) - DEFAULT_LOOKBACK_MS
-        start = since - CLOCK_MARGIN_MS
+        self._need_from(since)
+
+    def _need_from(self, since_ms: int) -> None:
+        start = since_ms - CLOCK_MARGIN_MS
         with self._cond:
             if self._from_ms is None or start < self._from_ms:
                 self._from_ms = start
@@ -119,7 +157,7 @@ class EventReader:
                     targets = self._seek(consumer, topic, partitions, rewind)
                 for message in consumer.consume(500, 0.1):
                     if message.error() is None:
-                        self._remember(message.value())
+                        self._remember(message.value(), message.partition(), message.offset())
                 if not self._caught_up.is_set():
                     positions = consumer.position([TopicPartition(topic, p) for p in targets])
                     if all(tp.offset >= targets[tp.partition] for tp in positions):
@@ -138,24 +176,31 @@ class EventReader:
         for tp in found:
             _, high = settled(lambda tp=tp: consumer.get_watermark_offsets(  # type: ignore[misc]
                 TopicPartition(topic, tp.partition), timeout=30))
+            with self._cond:
+                self._next[tp.partition] = tp.offset if tp.offset >= 0 else high
             if 0 <= tp.offset < high:
                 targets[tp.partition] = high
         if not targets:
             self._caught_up.set()
         return targets
 
-    def _remember(self, raw: bytes | None) -> None:
+    def _remember(self, raw: bytes | None, partition: int | None, offset: int | None) -> None:
         try:
             event = json.loads(raw or b"")
             execution_id, kind = event["id"], event["type"]
             rank = _RANK[kind]
         except (ValueError, KeyError, TypeError):
-            return  # not an event of ours; the events topic is not validated here
+            event = None  # not an event of ours; the events topic is not validated here
         with self._cond:
-            known = self._latest.get(execution_id)
-            if known is None or rank >= _RANK[known["type"]]:
-                self._latest[execution_id] = event
-                self._latest.move_to_end(execution_id)
-                if len(self._latest) > MAX_REMEMBERED:
-                    self._latest.popitem(last=False)
-                self._cond.notify_all()
+            if partition is not None and offset is not None:
+                self._next[partition] = max(self._next.get(partition, 0), offset + 1)
+            if event is not None:
+                known = self._latest.get(execution_id)
+                if known is None or rank >= _RANK[known["type"]]:
+                    if self.fields is not None:
+                        event = {k: event[k] for k in self.fields if k in event}
+                    self._latest[execution_id] = event
+                    self._latest.move_to_end(execution_id)
+                    if len(self._latest) > self.max_remembered:
+                        self._latest.popitem(last=False)
+            self._cond.notify_all()

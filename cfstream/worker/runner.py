@@ -24,6 +24,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from cfstream.codec import dumps
+from cfstream.events.reader import EventReader
 from cfstream.kafka.config import consumer_config, producer_config
 from cfstream.kafka.topics import ensure_topics
 from cfstream.observability.metrics import WorkerMetrics
@@ -41,6 +42,10 @@ MAX_BACKLOG = 1_000
 # Ids remembered as done, so a redelivered execution is not run again by this worker.
 REMEMBERED_IDS = 100_000
 COMMIT_INTERVAL = 1.0
+# Executions remembered from the events topic (id, type, worker: about 200 bytes each).
+SEEN_IDS = 500_000
+# Longest wait for the events topic to be read up to date after an assignment.
+SYNC_TIMEOUT = 60.0
 # Seconds between updates of the consumer-lag gauge.
 GAUGE_INTERVAL = 5.0
 
@@ -89,6 +94,9 @@ class Worker:
         self.loop = asyncio.new_event_loop()
         self.stopping = threading.Event()
         self.paused = False
+        # Which executions other workers already began or finished, from the events topic.
+        self.seen = EventReader(settings, max_remembered=SEEN_IDS, fields=("worker",))
+        self.fresh: set[int] = set()  # assigned partitions not yet checked against events
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
 
@@ -103,8 +111,8 @@ class Worker:
         self.consumer = Consumer(consumer_config(
             self.settings, f"{self.settings.topic_prefix}.workers",
             **{"partition.assignment.strategy": "cooperative-sticky"}))
-        self.consumer.subscribe([self.settings.executions_topic], on_revoke=self._on_revoke,
-                                on_lost=self._on_revoke)
+        self.consumer.subscribe([self.settings.executions_topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
         logger.info("worker %s running tasks: %s", self.name, ", ".join(sorted(self.tasks)))
         last_commit = last_gauges = time.monotonic()
         self.running_loop.set()
@@ -156,6 +164,7 @@ class Worker:
         self.producer.flush(self.settings.shutdown_timeout)
         self._commit()
         self.consumer.close()
+        self.seen.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     # -- taking executions in -----------------------------------------------------------------
@@ -167,6 +176,7 @@ class Worker:
         partition, offset = message.partition(), message.offset()
         assert partition is not None and offset is not None  # noqa: S101 - set on fetched records
         self.offsets.take(partition, offset)
+        self._sync_events(message)
         try:
             data = parse_json(message.value(), self.settings.max_payload_bytes)
             job = Job(execution_from_dict(data), partition, offset)
@@ -200,15 +210,26 @@ class Worker:
     # -- running --------------------------------------------------------------------------------
 
     def _start_ready(self) -> None:
+        starting = []
         while len(self.running) < self.settings.worker_concurrency:
             job = self.backlog.pop()
             if job is None:
-                return
+                break
+            if self._handled_elsewhere(job):
+                continue
             call = job.execution.call
             self.running[job.id] = job
             self.metrics.executions_started.labels(task=call.task).inc()
             self._emit(event("started", call, _now_ms(), worker=self.name,
                              due_ms=job.execution.due_ms, fired_ms=job.execution.fired_ms))
+            starting.append(job)
+        if not starting:
+            return
+        # `started` must be on Kafka before the task runs: if this process dies mid-run, the
+        # next owner sees it and does not run the task a second time.
+        self._flush_until_delivered()
+        for job in starting:
+            call = job.execution.call
             target, ready = execute.prepare(self.tasks.get(call.task), call)
             if ready is not None:
                 self.outcomes.put((job, ready))
@@ -217,6 +238,44 @@ class Worker:
                 future.add_done_callback(self._collect(job))
             else:
                 self.pool.submit(target).add_done_callback(self._collect(job))
+
+    def _handled_elsewhere(self, job: Job) -> bool:
+        """Whether another worker already ran, merged or began this execution (redelivered after
+        a crash or a rebalance); if it began and never reported, report it as lost."""
+        known = self.seen.known(job.id)
+        if known is None or known["type"] == "scheduled":
+            return False
+        if known["type"] == "started":
+            self.metrics.executions_failed.labels(task=job.execution.call.task).inc()
+            self._emit(event("failed", job.execution.call, _now_ms(), worker=self.name,
+                             **execute.failure(
+                                 "WorkerLost",
+                                 f"worker {known.get('worker')} stopped while running this "
+                                 "execution, before reporting its outcome; it is not run again "
+                                 "so that it never runs twice; submit it again if it must run",
+                             ).fields), done=job)
+        else:
+            self.offsets.finish(job.partition, job.offset)
+        self._remember(job.id)
+        return True
+
+    def _flush_until_delivered(self) -> None:
+        assert self.producer is not None  # noqa: S101
+        while self.producer.flush(1.0) and not self.stopping.is_set():
+            logger.warning("waiting for Kafka to take the started events")
+
+    def _sync_events(self, message: Message) -> None:
+        """On the first record of a newly assigned partition: read every event since that
+        record was fired, so redelivered executions are recognised."""
+        partition = message.partition()
+        if partition not in self.fresh:
+            return
+        self.fresh.discard(partition)
+        _, fired = message.timestamp()
+        self.seen.read_since(fired if fired > 0 else _now_ms())
+        if not self.seen.sync(SYNC_TIMEOUT):
+            logger.warning("events not read up to date within %ss; a redelivered execution "
+                           "might run again", SYNC_TIMEOUT)
 
     def _collect(self, job: Job) -> Callable[[concurrent.futures.Future[Any]], None]:
         def done(future: concurrent.futures.Future[Any]) -> None:
@@ -309,6 +368,9 @@ class Worker:
         except Exception as exc:  # a rebalance in progress; the next commit catches up
             logger.warning("commit failed: %s", exc)
 
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.fresh.update(tp.partition for tp in partitions)
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Hand the partitions back cleanly: finish what runs from them, commit, drop the rest."""
         revoked = {tp.partition for tp in partitions}
@@ -322,6 +384,7 @@ class Worker:
         self.backlog.drop(lambda job: job.partition not in revoked)
         for partition in revoked:
             self.offsets.forget(partition)
+            self.fresh.discard(partition)
 
 
 def _now_ms() -> int:
