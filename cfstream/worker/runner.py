@@ -110,7 +110,9 @@ class Worker:
         self.producer = Producer(producer_config(self.settings))
         self.consumer = Consumer(consumer_config(
             self.settings, f"{self.settings.topic_prefix}.workers",
-            **{"partition.assignment.strategy": "cooperative-sticky"}))
+            **{"partition.assignment.strategy": "cooperative-sticky",
+               # A killed worker's partitions move after this long (librdkafka's default: 45 s).
+               "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}))
         self.consumer.subscribe([self.settings.executions_topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
         logger.info("worker %s running tasks: %s", self.name, ", ".join(sorted(self.tasks)))

@@ -57,3 +57,15 @@ async def async_echo(value: dict) -> dict:
 def whoami() -> str | None:
     execution = cf.current_execution()
     return execution.id if execution else None
+
+
+@cf.task
+def recorded(seconds: float) -> float:
+    """Notes each run in $RUN_LOG (one line per run), then sleeps."""
+    import os
+
+    execution = cf.current_execution()
+    with open(os.environ["RUN_LOG"], "a") as log:
+        log.write(f"{execution.id if execution else None}\n")
+    time.sleep(seconds)
+    return seconds
