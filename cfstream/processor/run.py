@@ -6,6 +6,7 @@ from confluent_kafka.admin import AdminClient
 
 from cfstream.kafka.config import admin_config
 from cfstream.kafka.topics import ADMIN_TIMEOUT, ensure_topics
+from cfstream.logs import logging_config
 from cfstream.observability.http import serve
 from cfstream.processor.app import Processor
 from cfstream.settings import Settings
@@ -27,7 +28,8 @@ def run(settings: Settings) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     server = serve(settings.http_port, processor.metrics.registry, processor.ready)
     worker = faust.Worker(processor.app, loglevel=settings.log_level.lower(),
-                          redirect_stdouts=False)
+                          redirect_stdouts=False,
+                          logging_config=logging_config(settings.log_level, settings.log_format))
     try:
         worker.execute_from_commandline()
     finally:
