@@ -8,6 +8,8 @@ from typing import Any
 from cfstream.settings import Settings
 
 logger = logging.getLogger("cfstream.kafka")
+# librdkafka's own log lines go through Python logging (and so CFSTREAM_LOG_FORMAT), not stderr.
+librdkafka_logger = logging.getLogger("cfstream.kafka.librdkafka")
 
 # Java clients, aiokafka and so faust place keys with murmur2; librdkafka's default is CRC32.
 PARTITIONER = "murmur2_random"
@@ -24,6 +26,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     config.setdefault("enable.idempotence", True)  # retries never duplicate or reorder
     config.setdefault("linger.ms", 5)  # batches bursts; adds at most 5 ms
     config.setdefault("error_cb", log_error)
+    config.setdefault("logger", librdkafka_logger)
     config.update(overrides)
     return config
 
@@ -37,6 +40,7 @@ def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) 
     config.setdefault("enable.auto.commit", False)  # we commit after the work is done
     config.setdefault("auto.offset.reset", "earliest")
     config.setdefault("error_cb", log_error)
+    config.setdefault("logger", librdkafka_logger)
     config.update(overrides)
     return config
 
@@ -44,4 +48,5 @@ def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) 
 def admin_config(settings: Settings) -> dict[str, Any]:
     config = settings.librdkafka_config()
     config.setdefault("error_cb", log_error)
+    config.setdefault("logger", librdkafka_logger)
     return config
