@@ -61,7 +61,9 @@ class Processor:
         self.dead_letters = self.app.topic(settings.dead_letter_topic, **raw)
         self.table = self.app.Table(TABLE, partitions=partitions, key_type=bytes,
                                     value_type=bytes)
-        self.inflight: dict[tuple[int, bytes, str], int] = {}
+        self.inflight: dict[tuple[int, bytes, str], int] = {}  # tick -> when sent
+        self.cursor: dict[int, bytes] = {}  # partition -> where the next due scan starts
+        self.rescan_at = 0
         self.app.agent(self.calls, name="cfstream.scheduler")(self._process)
         self.app.timer(settings.tick_interval, name="cfstream.timer")(self._scan)
         self.app.timer(GAUGE_INTERVAL, name="cfstream.gauges")(self._update_gauges)
@@ -180,24 +182,32 @@ class Processor:
         if self.app.rebalancing:
             return
         now = now_ms()
+        if now >= self.rescan_at:
+            # Start again from the earliest due entry: ticks sent to a replica that died before
+            # acting on them get sent again.
+            self.cursor.clear()
+            self.inflight = {t: sent for t, sent in self.inflight.items()
+                             if now - sent < TICK_RETRY_MS}
+            self.rescan_at = now + TICK_RETRY_MS
         for partition, db in self._active_dbs().items():
-            for due, key, timer_id in _due_entries(db, now):
+            start = self.cursor.get(partition, state.DUE_PREFIX)
+            for raw, due, key, timer_id in _due_entries(db, now, start):
                 if len(self.inflight) >= MAX_INFLIGHT_TICKS:
                     return
+                self.cursor[partition] = raw + b"\x00"  # the next scan starts after it
                 token = (partition, key, timer_id)
-                sent = self.inflight.get(token)
-                if sent is not None and now - sent < TICK_RETRY_MS:
+                if token in self.inflight:
                     continue
                 self.inflight[token] = now
                 tick = {"v": 1, "kind": "tick", "id": timer_id, "due_ms": due}
                 await self.calls.send(key=key, value=dumps(tick), partition=partition)
 
 
-def _due_entries(db: Any, now: int) -> list[tuple[int, bytes, str]]:
-    """(due, key, timer id) of the entries due by ``now``, in due order."""
-    found: list[tuple[int, bytes, str]] = []
+def _due_entries(db: Any, now: int, start: bytes) -> list[tuple[bytes, int, bytes, str]]:
+    """(raw key, due, key, timer id) of the entries from ``start`` that are due by ``now``."""
+    found: list[tuple[bytes, int, bytes, str]] = []
     it = db.iter()
-    it.seek(state.DUE_PREFIX)
+    it.seek(start)
     while it.valid():
         raw = it.key()
         if not raw.startswith(state.DUE_PREFIX):
@@ -205,7 +215,7 @@ def _due_entries(db: Any, now: int) -> list[tuple[int, bytes, str]]:
         due, key = state.parse_due_key(raw)
         if due > now or len(found) >= MAX_INFLIGHT_TICKS:
             break
-        found.append((due, key, it.value().decode()))
+        found.append((raw, due, key, it.value().decode()))
         it.next()
     return found
 
