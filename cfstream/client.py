@@ -44,21 +44,12 @@ class Client:
                     kwargs: dict[str, Any]) -> Execution:
         bound = task.bind(args, kwargs)
         defer_key = task.defer_key(bound)
-        now = int(time.time() * 1000)
-        call = Call(
-            id=new_execution_id(now),
-            task=task.name,
-            args=[to_json_value(v, f"{task.name}: argument {name!r}")
-                  for name, v in zip(task.positional_names(len(bound.args)), bound.args,
-                                     strict=True)],
-            kwargs={k: to_json_value(v, f"{task.name}: argument {k!r}")
-                    for k, v in bound.kwargs.items()},
-            submitted_ms=now,
-            delay_ms=task.delay_ms,
-            defer_key=defer_key,
+        names = task.positional_names(len(bound.args))
+        return self.publish(new_call(
+            task.name, dict(zip(names, bound.args, strict=True)), bound.kwargs,
+            delay_ms=task.delay_ms, defer_key=defer_key,
             max_wait_ms=task.max_wait_ms if defer_key is not None else None,
-        )
-        return self.publish(call)
+        ))
 
     def submit(self, task: str, args: list[Any] | tuple[Any, ...] = (),
                kwargs: dict[str, Any] | None = None, *,
@@ -73,19 +64,9 @@ class Client:
             raise SubmitError("max_wait needs a defer_key and must be greater than delay")
         if defer_key is not None and not isinstance(defer_key, str):
             raise SubmitError(f"defer_key must be a string, got {type(defer_key).__name__}")
-        now = int(time.time() * 1000)
-        call = Call(
-            id=new_execution_id(now),
-            task=task,
-            args=to_json_value(list(args), f"{task} positional argument"),
-            kwargs={k: to_json_value(v, f"{task} argument {k!r}")
-                    for k, v in (kwargs or {}).items()},
-            submitted_ms=now,
-            delay_ms=delay_ms,
-            defer_key=defer_key,
-            max_wait_ms=max_wait_ms,
-        )
-        return self.publish(call)
+        positional = {f"#{i}": value for i, value in enumerate(args)}
+        return self.publish(new_call(task, positional, kwargs or {}, delay_ms=delay_ms,
+                                     defer_key=defer_key, max_wait_ms=max_wait_ms))
 
     def publish(self, call: Call) -> Execution:
         """Put ``call`` on the calls topic; delivery errors surface in ``result()``."""
@@ -146,6 +127,23 @@ class Client:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+
+def new_call(task: str, args: dict[str, Any], kwargs: dict[str, Any], *, delay_ms: int,
+             defer_key: str | None, max_wait_ms: int | None) -> Call:
+    """A call stamped now. ``args`` maps a name for each positional argument (used in errors)
+    to its value, in order."""
+    now = int(time.time() * 1000)
+    return Call(
+        id=new_execution_id(now),
+        task=task,
+        args=[to_json_value(v, f"{task}: argument {name!r}") for name, v in args.items()],
+        kwargs={k: to_json_value(v, f"{task}: argument {k!r}") for k, v in kwargs.items()},
+        submitted_ms=now,
+        delay_ms=delay_ms,
+        defer_key=defer_key,
+        max_wait_ms=max_wait_ms,
+    )
 
 
 _current: Client | None = None
