@@ -1,0 +1,595 @@
+"""One chaos run: start everything, submit at a steady rate while killing things, drain, reconcile.
+
+Timeline (every phase has a deadline inside ``duration_limit``):
+  broker + topics -> 3 processor replicas, 2 workers -> ready (groups settled, probes ran)
+  -> submit N calls at R/s while the chaos thread SIGKILLs processors and workers and restarts
+  the broker -> drain (every call deferred or terminal) -> stop the services -> reconcile the
+  workers' records with the events topic (and the executions topic, for diagnosis).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from bench.chaos import tasks
+from bench.chaos.cluster import (
+    Cluster,
+    describe_errors,
+    describe_group,
+    group_settled,
+    log,
+    member_ids,
+    now_ms,
+)
+from bench.chaos.reconcile import (
+    Disruption,
+    IdEvents,
+    Submitted,
+    read_records,
+    reconcile,
+    summarize_rejoins,
+)
+from cfstream.client import Client
+from cfstream.dev import procs
+from cfstream.dev.broker import LocalBroker
+from cfstream.events.tail import tail
+from cfstream.kafka.config import consumer_config
+from cfstream.kafka.topics import ensure_topics
+from cfstream.settings import Settings
+
+PROCESSORS = 3
+WORKERS = 2
+PARTITIONS = 6
+# Share of calls that are delay-only; the rest are deferred (half per deferred task).
+DELAY_ONLY_SHARE = 0.2
+# Half of the deferred calls go to the hottest 2% of the keys, so keys get calls within one
+# debounce window (deferrals) as well as calls far apart (several runs of one key).
+HOT_SHARE = 0.5
+HOT_FRACTION = 0.02
+READY_TIMEOUT = 240.0
+REJOIN_TIMEOUT = 180.0
+# Kept free at the end of the time budget for stopping, reading the topics and reconciling.
+TEARDOWN_RESERVE = 150.0
+MIN_DRAIN = 60.0
+# The drain gives up once no call has resolved for this long: a SIGKILLed worker's partitions
+# wait out its consumer session (librdkafka's default, 45 s) before moving.
+DRAIN_STALL = 120.0
+# After the drain: time for a late duplicate to show up before counting.
+SETTLE = 5.0
+
+
+@dataclass
+class Config:
+    calls: int = 100_000
+    keys: int = 10_000
+    rate: float = 150.0
+    duration_limit: float = 1200.0
+    processor_kills: int = 10
+    worker_kills: int = 2
+    broker_restart: bool = True
+    seed: int | None = None
+    workdir: Path | None = None
+    keep_workdir: bool = False
+    json_out: Path | None = None
+    # DEVLOG=1 in the processors: faust then logs the messages it skips or drops.
+    devlog: bool = False
+
+
+@dataclass
+class RunState:
+    calls: list[Submitted] = field(default_factory=list)
+    disruptions: list[Disruption] = field(default_factory=list)
+    rejoins: list[float | None] = field(default_factory=list)
+    worker_rejoins: list[float | None] = field(default_factory=list)
+    actions_done: Counter[str] = field(default_factory=Counter)
+    chaos_errors: list[str] = field(default_factory=list)
+
+
+class EventFollower:
+    """The events topic, followed in the background: tells when the run has drained."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.events: dict[str, IdEvents] = {}
+        self.count = 0
+        self.lock = threading.Lock()
+        self.stopped = False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(settings,), daemon=True,
+                                       name="chaos-events")
+        self.thread.start()
+
+    def _run(self, settings: Settings) -> None:
+        try:
+            for event in tail(settings, follow=True, stop=lambda: self.stopped):
+                execution_id = event.get("id")
+                if not isinstance(execution_id, str):
+                    continue
+                with self.lock:
+                    self.events.setdefault(execution_id, IdEvents()).add(event)
+                    self.count += 1
+        except BaseException as exc:  # noqa: BLE001 - reported, the final read does not need it
+            self.error = exc
+            log(f"event follower stopped: {exc!r}")
+
+    def resolved(self, execution_id: str) -> bool:
+        with self.lock:
+            info = self.events.get(execution_id)
+            return info is not None and info.resolved
+
+    def unresolved(self, ids: list[str]) -> list[str]:
+        with self.lock:
+            return [i for i in ids if not (i in self.events and self.events[i].resolved)]
+
+    def close(self) -> None:
+        self.stopped = True
+        self.thread.join(timeout=10)
+
+
+def read_events(settings: Settings) -> dict[str, IdEvents]:
+    """The whole events topic, from the beginning to its end now."""
+    events: dict[str, IdEvents] = {}
+    for event in tail(settings):
+        execution_id = event.get("id")
+        if isinstance(execution_id, str):
+            events.setdefault(execution_id, IdEvents()).add(event)
+    return events
+
+
+def count_ids(settings: Settings, topic: str, timeout: float = 180.0) -> Counter[str]:
+    """How many records of ``topic`` name each id (the executions topic: fires per id)."""
+    consumer = Consumer(consumer_config(settings, None))
+    counts: Counter[str] = Counter()
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is not None:
+                    continue
+                p, offset = message.partition(), message.offset()
+                try:
+                    counts[json.loads(message.value() or b"")["id"]] += 1
+                except (ValueError, KeyError, TypeError):
+                    pass
+                if p in ends and offset is not None and offset + 1 >= ends[p]:
+                    del ends[p]
+        if ends:
+            log(f"reading {topic}: partitions {sorted(ends)} not read to the end in {timeout}s")
+    finally:
+        consumer.close()
+    return counts
+
+
+class Chaos:
+    """Runs the planned kills and restarts, one at a time, at their offsets from ``start``."""
+
+    def __init__(self, cluster: Cluster, state: RunState, rng: random.Random,
+                 plan: list[tuple[float, str]], start: float, stop_at: float) -> None:
+        self.cluster = cluster
+        self.state = state
+        self.rng = rng
+        self.plan = plan
+        self.start = start
+        self.stop_at = stop_at
+        self.halt = threading.Event()
+        self.monitors: list[threading.Thread] = []
+        self.thread = threading.Thread(target=self._run, daemon=True, name="chaos-actions")
+        self.supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                           name="chaos-supervisor")
+
+    def begin(self) -> None:
+        self.thread.start()
+        self.supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self.halt.wait(1.0):
+            self.cluster.supervise()
+
+    def _run(self) -> None:
+        for offset, action in self.plan:
+            wait = self.start + offset - time.monotonic()
+            if wait > 0 and self.halt.wait(wait):
+                return
+            if self.halt.is_set() or time.monotonic() > self.stop_at:
+                self.state.chaos_errors.append(f"{action} at +{offset:.0f}s skipped: no time left")
+                continue
+            try:
+                getattr(self, f"_{action}")()
+                self.state.actions_done[action] += 1
+            except Exception as exc:  # noqa: BLE001 - a failed action is reported, run goes on
+                self.state.chaos_errors.append(f"{action} at +{offset:.0f}s: {exc!r}")
+                log(f"chaos action {action} failed: {exc!r}")
+
+    def _kill_processor(self) -> None:
+        name = f"processor-{self.rng.randrange(PROCESSORS)}"
+        group = f"{self.cluster.settings.topic_prefix}.processor"
+        admin = self.cluster.admin()
+        before = member_ids(describe_group(admin, group))
+        killed = now_ms()
+        self.cluster.kill(name)
+        time.sleep(self.rng.uniform(0.5, 3.0))
+        self.cluster.start(name)
+        back = now_ms()
+        log(f"SIGKILLed {name}, restarted after {(back - killed) / 1000:.1f}s")
+        self.state.disruptions.append(Disruption("processor", name, killed, back))
+        index = len(self.state.rejoins)
+        self.state.rejoins.append(None)
+        monitor = threading.Thread(
+            target=self._watch_rejoin,
+            args=(group, self.cluster.settings.calls_topic, PROCESSORS, before, index,
+                  self.state.rejoins, name),
+            daemon=True, name=f"chaos-rejoin-{index}")
+        monitor.start()
+        self.monitors.append(monitor)
+
+    def _kill_worker(self) -> None:
+        name = f"worker-{self.rng.randrange(WORKERS)}"
+        group = f"{self.cluster.settings.topic_prefix}.workers"
+        before = member_ids(describe_group(self.cluster.admin(), group))
+        killed = now_ms()
+        self.cluster.kill(name)
+        time.sleep(1.0)
+        self.cluster.start(name)
+        back = now_ms()
+        log(f"SIGKILLed {name}, restarted after {(back - killed) / 1000:.1f}s")
+        self.state.disruptions.append(Disruption("worker", name, killed, back))
+        index = len(self.state.worker_rejoins)
+        self.state.worker_rejoins.append(None)
+        monitor = threading.Thread(
+            target=self._watch_rejoin,
+            args=(group, self.cluster.settings.executions_topic, WORKERS, before, index,
+                  self.state.worker_rejoins, name),
+            daemon=True, name=f"chaos-worker-rejoin-{index}")
+        monitor.start()
+        self.monitors.append(monitor)
+
+    def _restart_broker(self) -> None:
+        log("restarting the broker")
+        stopped, back = self.cluster.restart_broker()
+        log(f"broker back after {(back - stopped) / 1000:.1f}s")
+        self.state.disruptions.append(Disruption("broker", "broker", stopped, back))
+
+    def _watch_rejoin(self, group: str, topic: str, members: int, before: set[str], index: int,
+                      into: list[float | None], name: str) -> None:
+        """Seconds from the restart until the group is stable with every member (a new one
+        among them) holding partitions of ``topic``."""
+        started = time.monotonic()
+        admin = self.cluster.admin()
+        while time.monotonic() - started < REJOIN_TIMEOUT and not self.halt.is_set():
+            if group_settled(describe_group(admin, group), members, topic, before):
+                into[index] = time.monotonic() - started
+                log(f"{name} back in service: group {group} settled "
+                    f"{into[index]:.1f}s after its restart")
+                return
+            time.sleep(0.5)
+        last = describe_group(admin, group)
+        seen = describe_errors.get(group, "?") if last is None else (
+            f"state {last.state}, members "
+            + "; ".join(f"{m.member_id[-12:]}: "
+                        f"{sorted((tp.topic, tp.partition) for tp in m.assignment.topic_partitions) if m.assignment else None}"
+                        for m in last.members))
+        log(f"{name}: group {group} did not settle within {REJOIN_TIMEOUT:.0f}s; last seen: "
+            f"{seen}; members before the kill: {sorted(x[-12:] for x in before)}")
+
+    def actions_done(self, timeout: float) -> None:
+        """Wait for the planned actions (the rejoin monitors keep watching)."""
+        self.thread.join(max(0.0, timeout))
+
+    def finish(self, timeout: float) -> None:
+        """Wait for the rejoin monitors (bounded), then stop everything of the chaos side."""
+        deadline = time.monotonic() + timeout
+        for monitor in self.monitors:
+            monitor.join(max(0.0, deadline - time.monotonic()))
+        self.halt.set()
+        self.thread.join(5)
+        self.supervisor.join(5)
+
+
+def plan_chaos(config: Config, duration: float, rng: random.Random) -> list[tuple[float, str]]:
+    """Processor kills evenly over the submit phase; the broker restart and worker kills in the
+    gaps between them, so each disruption's effect can be told apart."""
+    kills = config.processor_kills
+    spacing = duration / (kills + 1)
+    plan = [(spacing * (j + 1), "kill_processor") for j in range(kills)]
+    gaps = [spacing * (j + 0.5) for j in range(1, kills + 1)] or [duration / 2]
+    middle = len(gaps) // 2
+    if config.broker_restart:
+        plan.append((gaps[middle], "restart_broker"))
+        others = gaps[:middle] + gaps[middle + 1:]
+    else:
+        others = gaps
+    others = sorted(others, key=lambda g: abs(g - duration / 2))  # spread from the middle out
+    for w in range(config.worker_kills):
+        if w < len(others):
+            plan.append((others[w] + rng.uniform(-0.1, 0.1) * spacing, "kill_worker"))
+        else:
+            plan.append((duration * (w + 1) / (config.worker_kills + 1) + spacing * 0.25,
+                         "kill_worker"))
+    return sorted(plan)
+
+
+def wait_ready(cluster: Cluster, client: Client, follower: EventFollower,
+               deadline: float) -> float:
+    """Until both groups are settled and probes through every partition have run."""
+    started = time.monotonic()
+    admin = cluster.admin()
+    settings = cluster.settings
+    groups = [(f"{settings.topic_prefix}.processor", settings.calls_topic, PROCESSORS),
+              (f"{settings.topic_prefix}.workers", settings.executions_topic, WORKERS)]
+    pending = list(groups)
+    while pending and time.monotonic() < deadline:
+        cluster.supervise()
+        pending = [g for g in pending if not group_settled(describe_group(admin, g[0]), g[2],
+                                                           g[1])]
+        time.sleep(0.5)
+    if pending:
+        raise TimeoutError(f"groups not settled before the deadline: {[g[0] for g in pending]}")
+    probes = [client.submit_task(tasks.probe, (n,), {}).id for n in range(4 * PARTITIONS)]
+    client.flush(30)
+    while time.monotonic() < deadline:
+        cluster.supervise()
+        if not follower.unresolved(probes):
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise TimeoutError(f"{len(follower.unresolved(probes))} probes did not run before the deadline")
+
+
+def produce(config: Config, client: Client, state: RunState, rng: random.Random,
+            follower: EventFollower, start: float, cutoff: float) -> None:
+    delayed = {d: tasks.delayed.with_delay(d) for d in tasks.DELAYS}
+    hot = max(1, int(config.keys * HOT_FRACTION))
+    last_log = time.monotonic()
+    for i in range(config.calls):
+        target = start + i / config.rate
+        now = time.monotonic()
+        if now >= cutoff:
+            log(f"submit phase cut off by the time limit after {i} calls")
+            break
+        if target > now:
+            time.sleep(target - now)
+        if rng.random() < DELAY_ONLY_SHARE:
+            kind, key = "delay", f"d{i}"
+            execution = client.submit_task(delayed[rng.choice(tasks.DELAYS)], (key, i), {})
+        else:
+            index = rng.randrange(hot) if rng.random() < HOT_SHARE else rng.randrange(config.keys)
+            key = f"k{index}"
+            if index % 2 == 0:
+                kind = "all"
+                execution = client.submit_task(tasks.debounce_all, (key,), {})
+            else:
+                kind = "key"
+                execution = client.submit_task(tasks.debounce_key, (key, i), {})
+        state.calls.append(Submitted(i, execution.id, kind, key, i, now_ms()))
+        if time.monotonic() - last_log >= 15:
+            last_log = time.monotonic()
+            behind = max(0.0, time.monotonic() - target)
+            log(f"submitted {i + 1}/{config.calls} ({behind:.1f}s behind schedule), "
+                f"{follower.count} events read")
+
+
+def run(config: Config) -> dict[str, Any]:
+    t0 = time.monotonic()
+    hard_deadline = t0 + config.duration_limit
+    seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
+    rng = random.Random(seed)
+    workdir = Path(config.workdir or tempfile.mkdtemp(prefix="cfstream-chaos-")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    record_dir = workdir / "records"
+    record_dir.mkdir(exist_ok=True)
+    log(f"seed {seed}, workdir {workdir}")
+
+    port = procs.free_port()
+    broker = LocalBroker(port=port, data_dir=workdir / "kafka")
+    cluster: Cluster | None = None
+    follower: EventFollower | None = None
+    finished = threading.Event()
+    watchdog = threading.Thread(target=_watchdog, args=(hard_deadline + 90, finished,
+                                                        lambda: cluster, broker),
+                                daemon=True, name="chaos-watchdog")
+    watchdog.start()
+    state = RunState()
+    summary: dict[str, Any] = {}
+    ok = False
+    try:
+        broker.start()
+        log(f"broker on {broker.bootstrap_servers}")
+        # The harness's own clients stay quiet while the broker restarts (log_level 2: only
+        # critical); the services get none of this, their settings come from CFSTREAM_* alone.
+        settings = Settings(bootstrap_servers=broker.bootstrap_servers,
+                            topic_prefix=f"chaos-{uuid.uuid4().hex[:8]}", partitions=PARTITIONS,
+                            kafka_config={"log_level": 2})
+        logging.getLogger("cfstream.kafka").setLevel(logging.ERROR)
+        ensure_topics(settings)
+        cluster = Cluster(settings, workdir, broker,
+                          processor_env={"DEVLOG": "1"} if config.devlog else {})
+        for n in range(PROCESSORS):
+            cluster.add_processor(f"processor-{n}")
+        for n in range(WORKERS):
+            cluster.add_worker(f"worker-{n}", record_dir)
+        follower = EventFollower(settings)
+        client = Client(settings)
+        ready_s = wait_ready(cluster, client, follower, min(hard_deadline, t0 + READY_TIMEOUT))
+        log(f"ready after {ready_s:.1f}s (since start {time.monotonic() - t0:.1f}s)")
+
+        submit_start = time.monotonic()
+        duration = config.calls / config.rate
+        cutoff = hard_deadline - TEARDOWN_RESERVE - MIN_DRAIN
+        if submit_start + duration > cutoff:
+            log(f"WARNING: {config.calls} calls at {config.rate}/s take {duration:.0f}s, more "
+                f"than the {cutoff - submit_start:.0f}s the time limit leaves")
+        plan = plan_chaos(config, min(duration, cutoff - submit_start), rng)
+        log("chaos plan: " + ", ".join(f"+{o:.0f}s {a}" for o, a in plan))
+        chaos = Chaos(cluster, state, rng, plan, submit_start, cutoff)
+        chaos.begin()
+        produce(config, client, state, rng, follower, submit_start, cutoff)
+        left = client.flush(60)
+        submit_s = time.monotonic() - submit_start
+        log(f"submitted {len(state.calls)} calls in {submit_s:.0f}s"
+            + (f"; {left} still queued" if left else ""))
+        chaos.actions_done(timeout=hard_deadline - TEARDOWN_RESERVE - time.monotonic())
+
+        drain_start = time.monotonic()
+        drain_deadline = hard_deadline - TEARDOWN_RESERVE
+        waiting = [c.id for c in state.calls]
+        last_progress = time.monotonic()
+        while time.monotonic() < drain_deadline:
+            cluster.supervise()
+            still = follower.unresolved(waiting)
+            if len(still) < len(waiting):
+                last_progress = time.monotonic()
+            waiting = still
+            if not waiting:
+                break
+            if time.monotonic() - last_progress > DRAIN_STALL:
+                log(f"drain: no call resolved for {DRAIN_STALL:.0f}s; giving up on "
+                    f"{len(waiting)}")
+                break
+            time.sleep(1.0)
+        log(f"drain: {len(waiting)} calls unresolved after "
+            f"{time.monotonic() - drain_start:.0f}s")
+        time.sleep(SETTLE)
+        run_end = now_ms()
+        chaos.finish(timeout=min(REJOIN_TIMEOUT, drain_deadline - time.monotonic()))
+
+        cluster.stop_all()
+        undelivered = {c.id for c in state.calls if client.delivery_error(c.id) is not None}
+        client.close()
+        follower.close()
+        log("reading the events and executions topics")
+        events = read_events(settings)
+        fired = count_ids(settings, settings.executions_topic)
+        records, bad_lines = read_records(record_dir)
+        disruptions = state.disruptions + [
+            Disruption("crash", c.name, c.ts_ms, c.ts_ms) for c in cluster.crashes]
+        summary = reconcile(state.calls, records, events, fired, disruptions, undelivered,
+                            run_end)
+        summary.update({
+            "seed": seed,
+            "config": {k: str(v) if isinstance(v, Path) else v
+                       for k, v in asdict(config).items()},
+            "workdir": str(workdir),
+            "ready_s": round(ready_s, 1),
+            "submit_s": round(submit_s, 1),
+            "drain_s": round(time.monotonic() - drain_start, 1),
+            "unresolved_at_drain_end": len(waiting),
+            "bad_record_lines": bad_lines,
+            "actions": dict(state.actions_done),
+            "chaos_errors": state.chaos_errors,
+            "rejoin": summarize_rejoins(state.rejoins),
+            "worker_rejoin": summarize_rejoins(state.worker_rejoins),
+            "crashes": [{"name": c.name, "returncode": c.returncode, "ts_ms": c.ts_ms,
+                         "log_tail": c.log_tail} for c in cluster.crashes],
+            "follower_error": repr(follower.error) if follower.error else None,
+            "total_s": round(time.monotonic() - t0, 1),
+        })
+        ok = summary["lost"] == 0 and summary["duplicated"] == 0 \
+            and summary["superseded_ran"] == 0
+        summary["ok"] = ok
+        return summary
+    finally:
+        if follower is not None:
+            follower.close()
+        if cluster is not None:
+            cluster.stop_all()
+        broker.stop(remove_data=False)
+        finished.set()
+        if config.json_out is not None and summary:
+            config.json_out.write_text(json.dumps(summary, indent=1, default=str))
+        if ok and not config.keep_workdir and config.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"logs and records kept in {workdir}")
+
+
+def _watchdog(deadline: float, finished: threading.Event, cluster: Any,
+              broker: LocalBroker) -> None:
+    """The run's last resort: past the deadline, kill everything and exit."""
+    if finished.wait(max(0.0, deadline - time.monotonic())):
+        return
+    log("WATCHDOG: the run overran its time limit; killing everything")
+    running = cluster()
+    if running is not None:
+        running.kill_all_now()
+    try:
+        broker.stop(remove_data=False)
+    finally:
+        os._exit(3)
+
+
+def install_signal_handlers() -> None:
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def report(summary: dict[str, Any]) -> str:
+    """The figures, for people."""
+    lines = []
+    lat = summary["lateness_s"]
+    windows = summary["windows"]
+
+    def worst(kind: str) -> str:
+        chosen = [w for w in windows if w["kind"] == kind]
+        if not chosen:
+            return "n/a"
+        extra = max(w["worst_extra_delay_s"] for w in chosen)
+        until = max(w["late_until_s"] for w in chosen)
+        return f"{extra:.2f}s (lateness > 1s until {until:.1f}s after the kill, worst case)"
+
+    rejoin = summary["rejoin"]
+    lines += [
+        f"seed                {summary['seed']}",
+        f"submitted           {summary['submitted']} (undelivered by the client: "
+        f"{summary['undelivered']})",
+        f"executed            {summary['executed']} distinct ids, {summary['record_lines']} "
+        f"record lines (must run: {summary['must_run']})",
+        f"deferred            {summary['deferred']} {summary['deferred_by_reason']}",
+        f"lost                {summary['lost']} (never fired: "
+        f"{summary['diagnosis']['lost_never_fired']}, unresolved at the end: "
+        f"{summary['diagnosis']['lost_unresolved']})",
+        f"duplicated          {summary['duplicated']} (fired twice by processors: "
+        f"{summary['diagnosis']['duplicated_fired_twice']}, fired once: "
+        f"{summary['diagnosis']['duplicated_fired_once']})",
+        f"superseded that ran {summary['superseded_ran']} (deferred before it started); "
+        f"deferred after it ran: {summary['deferred_after_start']}; latest call deferred: "
+        f"{summary['latest_deferred']}; wrong value: {summary['wrong_value']}",
+        f"lateness            p50 {lat['p50']:.3f}s  p99 {lat['p99']:.3f}s  max {lat['max']:.3f}s",
+        f"worst extra delay   after a processor kill: {worst('processor')}",
+        f"                    after a worker kill: {worst('worker')}",
+        f"                    after the broker restart: {worst('broker')}",
+        f"replica back        group rejoin after restart: median {rejoin['median_s']} s, "
+        f"max {rejoin['max_s']} s, timed out {rejoin['timed_out']} ({rejoin['all_s']})",
+        f"worker back         {summary['worker_rejoin']['all_s']} s",
+        f"chaos               {summary['actions']}; errors: {summary['chaos_errors']}",
+        f"crashes             {len(summary['crashes'])} "
+        f"{[c['name'] for c in summary['crashes']]}",
+        f"timing              ready {summary['ready_s']}s, submit {summary['submit_s']}s, "
+        f"drain {summary['drain_s']}s, total {summary['total_s']}s",
+    ]
+    for what in ("lost", "duplicated", "superseded_ran", "deferred_after_start", "most_late"):
+        for item in summary["diagnosis"][what][:5]:
+            lines.append(f"  {what}: {json.dumps(item, default=str)}")
+    lines.append("RESULT: " + ("OK" if summary["ok"] else "FAILED"))
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""The chaos harness, short: 3000 calls over 300 keys in ~100 s while 3 processor replicas are
+SIGKILLed, a worker is SIGKILLed and the broker restarts. Nothing may be lost or run twice.
+
+Runs ``python -m bench.chaos`` as a subprocess (it starts its own broker, processes and
+producer), with a time limit the harness enforces itself; the summary comes back as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kafka
+
+REPO = Path(__file__).resolve().parents[2]
+# The harness stops itself within this; the test allows a little more for the subprocess.
+DURATION_LIMIT = 480
+ARGS = ["--calls", "3000", "--keys", "300", "--rate", "30", "--processor-kills", "3",
+        "--worker-kills", "1", "--broker-restart", "--duration-limit", str(DURATION_LIMIT)]
+
+
+@pytest.mark.timeout(DURATION_LIMIT + 180)
+def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    summary_path = tmp_path / "summary.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CFSTREAM_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
+    log = (tmp_path / "harness.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.chaos", *ARGS, "--workdir", str(tmp_path / "run"),
+         "--json-out", str(summary_path)],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        code = proc.wait(DURATION_LIMIT + 150)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # the harness tears everything down on SIGTERM
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    finally:
+        log.close()
+    output = (tmp_path / "harness.log").read_text(errors="replace")
+    assert summary_path.exists(), f"the harness wrote no summary (exit {code}):\n{output[-4000:]}"
+    summary = json.loads(summary_path.read_text())
+    report = output[-6000:]
+
+    assert summary["submitted"] == 3000, report
+    assert summary["undelivered"] == 0, report
+    assert summary["actions"].get("kill_processor") == 3, report
+    assert summary["actions"].get("kill_worker") == 1, report
+    assert summary["actions"].get("restart_broker") == 1, report
+    assert summary["lost"] == 0, report
+    assert summary["duplicated"] == 0, report
+    assert summary["superseded_ran"] == 0, report
+    assert code == 0, report
