@@ -10,7 +10,7 @@ from rich.console import Console
 
 from cfstream.dev import broker
 from cfstream.dev.jars import KAFKA_VERSION
-from cfstream.errors import KafkaUnavailable
+from cfstream.errors import ConfigurationError, KafkaUnavailable
 
 # LSB's "program is not running" status code, so scripts can do `status || start`.
 RET_NOT_RUNNING = 3
@@ -26,7 +26,7 @@ DataDir = Annotated[
 ]
 
 
-def _fail(exc: KafkaUnavailable) -> typer.Exit:
+def _fail(exc: KafkaUnavailable | ConfigurationError) -> typer.Exit:
     _err.print(str(exc), style="red", markup=False, highlight=False)
     return typer.Exit(1)
 
@@ -40,21 +40,45 @@ def start(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = (
         broker.START_TIMEOUT_S
     ),
+    sasl: Annotated[bool, typer.Option(
+        "--sasl", help="Also open a SASL_PLAINTEXT listener (mechanism PLAIN) on --sasl-port.",
+    )] = False,
+    sasl_port: Annotated[int, typer.Option(
+        help="SASL_PLAINTEXT port on 127.0.0.1 (0: any free port); implies --sasl.",
+    )] = 0,
+    sasl_user: Annotated[list[str] | None, typer.Option(
+        "--sasl-user", metavar="NAME=PASSWORD",
+        help="A user of the SASL listener (repeatable); implies --sasl. Default: "
+             + ", ".join(f"{n}={p}" for n, p in broker.DEFAULT_SASL_USERS.items()) + ".",
+    )] = None,
 ) -> None:
-    """Start the broker in the background and print its bootstrap address."""
+    """Start the broker in the background and print its (PLAINTEXT) bootstrap address."""
+    users: dict[str, str] | None = None
+    for item in sasl_user or []:
+        name, sep, password = item.partition("=")
+        if not sep:
+            _err.print(f"--sasl-user {item!r}: expected NAME=PASSWORD", style="red",
+                       markup=False, highlight=False)
+            raise typer.Exit(2)
+        users = {**(users or {}), name: password}
     before = broker.status(data_dir)
     try:
         started = broker.start(
-            port, data_dir, timeout=timeout,
+            port, data_dir, sasl=sasl, sasl_port=sasl_port or None, sasl_users=users,
+            timeout=timeout,
             notify=lambda msg: _err.print(msg, markup=False, highlight=False),
         )
-    except KafkaUnavailable as exc:
+    except (KafkaUnavailable, ConfigurationError) as exc:
         raise _fail(exc) from exc
     if before.running:
         _err.print(f"Already running (pid {started.pid}, data dir {started.data_dir}).")
     else:
         _err.print(f"Kafka broker started (pid {started.pid}, data dir {started.data_dir}, "
                    f"log {started.data_dir / 'broker.log'}).", highlight=False)
+    if started.sasl_bootstrap_servers:
+        names = "" if before.running else " for " + ", ".join(users or broker.DEFAULT_SASL_USERS)
+        _err.print(f"SASL_PLAINTEXT (PLAIN) listener on {started.sasl_bootstrap_servers}{names}.",
+                   markup=False, highlight=False)
     # stdout carries only the address: `export CFSTREAM_BOOTSTRAP_SERVERS=$(cfstream kafka start)`.
     typer.echo(started.bootstrap_servers)
 
@@ -81,5 +105,7 @@ def status(data_dir: DataDir = broker.DEFAULT_DATA_DIR) -> None:
     if not current.running:
         typer.echo(f"not running (data dir {current.data_dir})")
         raise typer.Exit(RET_NOT_RUNNING)
-    typer.echo(f"running: bootstrap {current.bootstrap_servers}, pid {current.pid}, "
+    sasl = (f", SASL_PLAINTEXT {current.sasl_bootstrap_servers}"
+            if current.sasl_bootstrap_servers else "")
+    typer.echo(f"running: bootstrap {current.bootstrap_servers}{sasl}, pid {current.pid}, "
                f"data dir {current.data_dir}")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from cfstream.cli import app
 from cfstream.dev import broker, jars, jvm, procs
-from cfstream.errors import KafkaUnavailable
+from cfstream.errors import ConfigurationError, KafkaUnavailable
 
 
 def _script(directory: Path, name: str, body: str) -> Path:
@@ -53,6 +53,61 @@ def test_server_properties(tmp_path: Path) -> None:
         assert props[key] == "1", key
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert props["auto.create.topics.enable"] == "true"
+
+
+def _props(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and line[0] != "#")
+
+
+def test_server_properties_with_a_sasl_listener(tmp_path: Path) -> None:
+    props = _props(broker.server_properties(
+        19092, 19093, tmp_path, sasl_port=19094, sasl_users={"alice": "a-secret", "bob": "b!"}))
+    assert props["listeners"] == ("PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093,"
+                                  "SASL_PLAINTEXT://127.0.0.1:19094")
+    assert props["advertised.listeners"] == ("PLAINTEXT://127.0.0.1:19092,"
+                                             "SASL_PLAINTEXT://127.0.0.1:19094")
+    assert props["listener.security.protocol.map"] == (
+        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT")
+    # Brokers and the controller keep talking PLAINTEXT: only clients log in.
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["controller.listener.names"] == "CONTROLLER"
+    assert props["sasl.enabled.mechanisms"] == "PLAIN"
+    assert props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] == "PLAIN"
+    assert props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] == (
+        'org.apache.kafka.common.security.plain.PlainLoginModule required '
+        'user_alice="a-secret" user_bob="b!";')
+    default = _props(broker.server_properties(19092, 19093, tmp_path, sasl_port=19094))
+    assert 'user_cfstream="cfstream-secret";' in (
+        default["listener.name.sasl_plaintext.plain.sasl.jaas.config"])
+    plain = broker.server_properties(19092, 19093, tmp_path)
+    assert "SASL" not in plain and "sasl" not in plain
+
+
+@pytest.mark.parametrize("users", [
+    {}, {"a b": "x"}, {"al|ce": "x"}, {"alice": ""}, {"alice": 'say "hi"'},
+    {"alice": "back\\slash"}, {"alice": "new\nline"}, {"alice": "pässword"},
+])
+def test_sasl_users_must_fit_the_jaas_config(users: dict[str, str], tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError):
+        broker.check_sasl_users(users)
+    with pytest.raises(ConfigurationError):  # before anything is started or written
+        broker.start(None, tmp_path / "data", sasl_users=users)
+    assert not (tmp_path / "data").exists()
+
+
+def test_sasl_port_is_read_back_from_the_config(tmp_path: Path) -> None:
+    assert broker.sasl_port_of(tmp_path) is None
+    (tmp_path / "server.properties").write_text(
+        broker.server_properties(1, 2, tmp_path, sasl_port=3))
+    assert broker.sasl_port_of(tmp_path) == 3
+    (tmp_path / "server.properties").write_text(broker.server_properties(1, 2, tmp_path))
+    assert broker.sasl_port_of(tmp_path) is None
+
+
+def test_cli_refuses_a_sasl_user_without_a_password(tmp_path: Path) -> None:
+    done = CliRunner().invoke(app, ["kafka", "start", "--data-dir", str(tmp_path),
+                                    "--sasl-user", "alice"])
+    assert done.exit_code == 2 and "NAME=PASSWORD" in done.output
 
 
 @pytest.mark.parametrize(("text", "version"), [
@@ -224,3 +279,37 @@ def test_restart_keeps_storage_and_data(tmp_path: Path) -> None:
     with broker.LocalBroker(data_dir=tmp_path) as second:
         assert _consume_one(second.bootstrap_servers, topic) == b"before restart"
     assert (tmp_path / "logs" / "meta.properties").read_text() == meta  # not reformatted
+
+
+@pytest.mark.kafka
+def test_cli_start_with_sasl(tmp_path: Path) -> None:
+    runner = CliRunner()
+    data_dir = str(tmp_path / "sasl")
+    port, sasl_port = procs.free_port(), procs.free_port()
+    started = runner.invoke(app, ["kafka", "start", "--port", str(port), "--data-dir", data_dir,
+                                  "--sasl-port", str(sasl_port), "--sasl-user", "bob=bob-pw"])
+    try:
+        assert started.exit_code == 0, started.output
+        assert started.stdout.strip() == f"127.0.0.1:{port}"  # stdout: PLAINTEXT only
+        assert f"SASL_PLAINTEXT (PLAIN) listener on 127.0.0.1:{sasl_port} for bob" in (
+            started.output)
+        shown = runner.invoke(app, ["kafka", "status", "--data-dir", data_dir])
+        assert f"SASL_PLAINTEXT 127.0.0.1:{sasl_port}" in shown.stdout
+        login = {"bootstrap.servers": f"127.0.0.1:{sasl_port}",
+                 "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                 "sasl.username": "bob", "sasl.password": "bob-pw"}
+        assert AdminClient(login).list_topics(timeout=10).brokers
+        # Asking for SASL from a broker already running with it is fine; a port change is not.
+        again = runner.invoke(app, ["kafka", "start", "--port", str(port), "--data-dir",
+                                    data_dir, "--sasl"])
+        assert again.exit_code == 0 and "Already running" in again.output
+        moved = runner.invoke(app, ["kafka", "start", "--port", str(port), "--data-dir",
+                                    data_dir, "--sasl-port", str(procs.free_port())])
+        assert moved.exit_code == 1 and "SASL listener on port" in moved.output
+    finally:
+        runner.invoke(app, ["kafka", "stop", "--data-dir", data_dir])
+    # Started again without --sasl, the same data dir has no SASL listener.
+    with broker.LocalBroker(data_dir=data_dir) as plain:
+        assert plain.status is not None and plain.status.sasl_port is None
+        with pytest.raises(KafkaUnavailable, match="no SASL listener"):
+            broker.start(None, data_dir, sasl=True)
