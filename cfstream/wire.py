@@ -12,6 +12,7 @@ Events topic (key: execution id): {"v": 1, "type", "id", "task", "defer_key", "t
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +26,9 @@ MAX_CLOCK_SKEW_MS = 7 * 24 * 3600 * 1000
 MAX_DELAY_MS = 10 * 365 * 24 * 3600 * 1000
 # Separates the task name from the defer key in a record key; task names never contain it.
 KEY_SEPARATOR = "|"
+
+# A \uD800-\uDFFF escape: paired it is fine, alone it makes a str that cannot be UTF-8.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 EVENT_TYPES = (
     "scheduled", "deferred", "started", "succeeded", "failed", "cancelled", "invalid",
@@ -104,8 +108,10 @@ def parse_json(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
         raise InvalidRecord("too_large",
                             f"record of {len(raw)} bytes exceeds the limit of {max_bytes}")
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(raw.decode("utf-8"))  # RFC 8259: UTF-8 (so no UTF-16, no BOM)
+        if _SURROGATE_ESCAPE.search(raw):
+            json.dumps(data, ensure_ascii=False).encode("utf-8")  # a lone surrogate raises
+    except ValueError as exc:  # also UnicodeError, and ints over Python's digit limit
         raise InvalidRecord("not_json", f"not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidRecord("not_json", "JSON nested too deeply") from None

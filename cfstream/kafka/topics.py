@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cfstream.errors import ConfigurationError, KafkaUnavailable
@@ -47,14 +47,18 @@ def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> list[
     with _lock:
         if marker in _ensured:
             return []
-        admin = admin or AdminClient(admin_config(settings))
-        try:
-            existing = admin.list_topics(timeout=ADMIN_TIMEOUT).topics
-        except KafkaException as exc:
-            raise KafkaUnavailable(
-                f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}. Start one with "
-                "`cfstream kafka start` or set CFSTREAM_BOOTSTRAP_SERVERS"
-            ) from exc
+        errors: list[KafkaError] = []
+        if admin is None:
+            config = admin_config(settings)
+            log = config["error_cb"]
+
+            def remember(error: KafkaError) -> None:
+                errors.append(error)
+                log(error)
+
+            config["error_cb"] = remember
+            admin = AdminClient(config)
+        existing = _metadata(admin, settings, errors)
         calls = existing.get(settings.calls_topic)
         specs = topic_specs(settings, len(calls.partitions) if calls is not None else None)
         missing = [
@@ -82,6 +86,31 @@ def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> list[
             )
         _ensured.add(marker)
         return created
+
+
+def _metadata(admin: AdminClient, settings: Settings, errors: list[KafkaError]) -> Any:
+    """Topic metadata; KafkaUnavailable at once if the broker refused the login, else after
+    ADMIN_TIMEOUT. librdkafka reports SASL failures only to error_cb, served by poll()."""
+    deadline = time.monotonic() + ADMIN_TIMEOUT
+    while True:
+        try:
+            return admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic()))
+                                     ).topics
+        except KafkaException as exc:
+            admin.poll(0)
+            refused = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+            if refused:
+                raise KafkaUnavailable(
+                    f"Kafka at {settings.bootstrap_servers} refused the login "
+                    f"(authentication failed: {refused[-1].str()}); check "
+                    "CFSTREAM_SECURITY_PROTOCOL, CFSTREAM_SASL_MECHANISM, "
+                    "CFSTREAM_SASL_USERNAME and CFSTREAM_SASL_PASSWORD"
+                ) from exc
+            if time.monotonic() >= deadline:
+                raise KafkaUnavailable(
+                    f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}. Start one with "
+                    "`cfstream kafka start` or set CFSTREAM_BOOTSTRAP_SERVERS"
+                ) from exc
 
 
 def _wait_for_leaders(admin: AdminClient, names: list[str]) -> dict[str, Any]:

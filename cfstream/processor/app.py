@@ -127,25 +127,29 @@ class Processor:
 
     def _store(self, key: bytes, old: rules.Slot | None, new: rules.Slot | None,
                partition: int) -> None:
+        encoded = state.encode_slot(new) if new is not None else None  # may raise: change nothing
         was = old is not None and old.call is not None
         now = new is not None and new.call is not None
         if partition in self.pending and was != now:
             self.pending[partition] += 1 if now else -1
         if old is not None:
             self.table.pop(state.due_key(old.due_ms, key), None)
-        if new is None:
+        if new is None or encoded is None:
             self.table.pop(state.slot_key(key), None)
             return
-        self.table[state.slot_key(key)] = state.encode_slot(new)
+        self.table[state.slot_key(key)] = encoded
         self.table[state.due_key(new.due_ms, key)] = new.timer_id.encode()
 
     async def _dead_letter(self, message: Any, error: InvalidRecord) -> None:
-        reason = error.reason
+        # A lone surrogate (from the record) cannot be UTF-8: escape it.
+        reason = error.reason.encode("utf-8", "backslashreplace").decode("utf-8")
         self.metrics.dead_letters.labels(reason=error.code).inc()
         logger.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition,
                        message.offset, reason)
         await self.dead_letters.send(
-            key=message.key, value=message.value,
+            # Kafka clients refuse a record with neither key nor value.
+            key=b"" if message.key is None and message.value is None else message.key,
+            value=message.value,
             headers=[("cfstream-reason", reason.encode()),
                      ("cfstream-source", f"{message.topic}:{message.partition}:"
                                          f"{message.offset}".encode())],
@@ -236,7 +240,10 @@ async def _count_pending(db: Any) -> int:
 
 def _guess_id(raw: bytes | None) -> str | None:
     try:
-        value = json.loads(raw or b"")
-        return value["id"] if isinstance(value.get("id"), str) else None
-    except (ValueError, AttributeError, TypeError):
+        ident = json.loads(raw or b"").get("id")
+        if isinstance(ident, str):
+            ident.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError, a ValueError
+            return ident
+        return None
+    except (ValueError, AttributeError, TypeError, RecursionError):
         return None

@@ -14,8 +14,8 @@ from cfstream.settings import Settings
 
 def calls_partitions(settings: Settings) -> int:
     """The calls topic's real partition count: the table must match it, whatever settings say."""
+    ensure_topics(settings)  # with its own admin client, which reports a refused login at once
     admin = AdminClient(admin_config(settings))
-    ensure_topics(settings, admin)
     topic = settings.calls_topic
     return len(admin.list_topics(topic, timeout=ADMIN_TIMEOUT).topics[topic].partitions)
 

@@ -158,11 +158,6 @@ def test_a_wrong_password_fails_instead_of_hanging(bad_login: BadLogin) -> None:
         assert bootstrap in log, log[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ensure_topics waits all of ADMIN_TIMEOUT (30 s), then says 'cannot reach Kafka ... Broker "
-    "transport failure. Start one with `cfstream kafka start`': librdkafka reports the SASL "
-    "failure only to error_cb and the logger, served by poll(), which nothing calls on the "
-    "admin client, so no log line mentions authentication either"))
 def test_a_wrong_password_is_reported_as_such_and_at_once(bad_login: BadLogin) -> None:
     assert "authentication" in str(bad_login.error).lower()
     assert bad_login.seconds < 10
