@@ -1,0 +1,1 @@
+"""Benchmarks of cfstream beside raw Kafka: ``python -m bench --help``, see bench/README.md."""

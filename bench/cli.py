@@ -1,0 +1,184 @@
+"""Runs the benchmarks, prints the markdown table, writes ``<out>/<run>.json`` and ``.md``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import e2e, env, scale, submit, throughput, timers
+
+Bench = Callable[[str, Path, bool, bool, dict[str, Any]], env.Result]
+
+# Run order matters: throughput measures the ingest rate timers budgets its lead time with, and
+# recovery reuses the states pending built.
+BENCHMARKS: dict[str, Bench] = {
+    "submit": submit.run,
+    "throughput": throughput.run,
+    "timers": timers.run,
+    "pending": scale.run_pending,
+    "recovery": scale.run_recovery,
+    "e2e": e2e.run,
+}
+DEFAULT_OUT = Path(__file__).parent / "results"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="cfstream beside raw Kafka: every figure is a ratio against a raw "
+                    "confluent-kafka baseline measured in the same run.")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes (CI smoke run, about 3 minutes)")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help=f"run only these (repeat or comma-separate): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="where to write the JSON and markdown (default: bench/results)")
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
+                        help="py-spy the processor during the throughput run (default: on for "
+                             "the full run, off for --quick)")
+    parser.add_argument("--huge", action="store_true",
+                        help="full run only: also measure the tick scan with 10M keys in process "
+                             "(about 3 more minutes)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work dir (service logs, state dirs) for a look afterwards")
+    args = parser.parse_args(argv)
+    names = [n.strip() for item in args.only or [] for n in item.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    args.names = [n for n in BENCHMARKS if n in names] if names else list(BENCHMARKS)
+    if args.profile is None:
+        args.profile = not args.quick
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    mode = "quick" if args.quick else "full"
+    run_name = mode if args.names == list(BENCHMARKS) else f"{mode}-{'-'.join(args.names)}"
+    started = time.monotonic()
+    results: list[env.Result] = []
+    errors: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    shared: dict[str, Any] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="cfstream-bench-"))
+    try:
+        with env.kafka() as bootstrap:
+            for name in args.names:
+                env.log(f"{name}: start")
+                t = time.monotonic()
+                try:
+                    bench_dir = workdir / name
+                    bench_dir.mkdir(exist_ok=True)
+                    shared["huge"] = args.huge and not args.quick
+                    results.append(BENCHMARKS[name](bootstrap, bench_dir, args.quick,
+                                                    args.profile, shared))
+                except Exception as exc:
+                    errors[name] = f"{type(exc).__name__}: {exc}"
+                    env.log(f"{name}: FAILED\n{traceback.format_exc()}")
+                seconds[name] = round(time.monotonic() - t, 1)
+                env.log(f"{name}: {seconds[name]}s")
+        profile_file = workdir / "throughput" / "processor.pyspy.txt"
+        args.out.mkdir(parents=True, exist_ok=True)
+        if profile_file.exists():
+            shutil.copy(profile_file, args.out / f"{run_name}-processor.pyspy.txt")
+    finally:
+        if args.keep:
+            env.log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report = {"run": run_name, "mode": mode, "machine": machine(),
+              "seconds_total": round(time.monotonic() - started, 1), "seconds": seconds,
+              "results": [r.__dict__ for r in results], "errors": errors}
+    text = markdown(report)
+    print(text)
+    (args.out / f"{run_name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (args.out / f"{run_name}.md").write_text(text)
+    env.log(f"wrote {args.out / run_name}.json and .md in {report['seconds_total']}s")
+    return 1 if errors else 0
+
+
+def machine() -> dict[str, Any]:
+    import confluent_kafka
+    import faust
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
+                                capture_output=True,
+                                text=True, cwd=env.REPO, timeout=10).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"when": time.strftime("%Y-%m-%d %H:%M:%S %z"), "commit": commit,
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "confluent_kafka": confluent_kafka.__version__,
+            "librdkafka": confluent_kafka.libversion()[0], "faust": faust.__version__,
+            "load_avg_at_end": os.getloadavg(),
+            "kafka": os.environ.get("CFSTREAM_BOOTSTRAP_SERVERS") or "LocalBroker (own)"}
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if unit in ("calls/s",):
+        return f"{value:,.0f}/s"
+    if unit == "us":
+        return f"{value:,.1f} µs"
+    if unit == "ms":
+        return f"{value:,.1f} ms"
+    if unit == "s":
+        return f"{value:,.2f} s"
+    if unit == "MiB":
+        return f"{value:,.1f} MiB"
+    return f"{value:,.2f} {unit}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [f"## cfstream beside raw Kafka ({report['mode']} run, {m['when']})", "",
+             f"commit {m['commit']}, {m['cpus']} CPUs, Python {m['python']}, confluent-kafka "
+             f"{m['confluent_kafka']} (librdkafka {m['librdkafka']}), faust {m['faust']}, "
+             f"broker: {m['kafka']}; {report['seconds_total']:.0f} s in all.", "",
+             "| benchmark | metric | cfstream | raw Kafka | cfstream / raw | target |",
+             "|---|---|---:|---:|---:|---|"]
+    for result in report["results"]:
+        for row in result["rows"]:
+            ratio = row["ratio"]
+            ratio = f"{ratio:.2f}x" if ratio is not None and not math.isnan(ratio) else ""
+            lines.append(f"| {result['name']} | {row['metric']} | "
+                         f"{fmt(row['cfstream'], row['unit'])} | {fmt(row['raw'], row['unit'])} | "
+                         f"{ratio} | {row['target']} |")
+    notes = [n for r in report["results"] for n in r["notes"]]
+    notes += [f"**{name} failed**: {error}" for name, error in report["errors"].items()]
+    if notes:
+        lines += ["", *[f"- {n}" for n in notes]]
+    for result in report["results"]:
+        profile = result["details"].get("profile")
+        if not profile:
+            continue
+        lines += ["", "### Processor profile (py-spy, during the throughput run)", ""]
+        if "error" in profile:
+            lines.append(f"not available: {profile['error']}")
+            continue
+        lines += [f"{profile['samples']} samples. Top frames by total time (on the stack), "
+                  "then by self time:", "", "| % total | frame | | % self | frame |",
+                  "|---:|---|---|---:|---|"]
+        for (tf, tp), (sf, sp) in zip(profile["total_pct"], profile["self_pct"], strict=False):
+            lines.append(f"| {tp} | `{tf}` | | {sp} | `{sf}` |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""6. End-to-end latency with delay=0: ``submit()`` to the worker's ``started`` event.
+
+One processor replica and one worker run as subprocesses; calls of a no-op task (no delay, no
+defer) are submitted at a steady rate; latency = the ``started`` event's ``ts_ms`` (stamped by
+the worker as it starts the task) minus the wall time just before ``submit()``. The path crosses
+Kafka twice (calls -> processor -> executions -> worker). Baseline: one raw produce -> consume
+hop at the same rate, with the client's producer settings.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import bench_tasks, env
+from bench.timers import raw_latency
+from cfstream.client import Client
+
+
+def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
+        shared: dict[str, Any]) -> env.Result:
+    rate, seconds = (50.0, 4.0) if quick else (200.0, 10.0)
+    total = int(rate * seconds)
+    result = env.Result("e2e")
+    settings = env.new_settings(bootstrap, "e2e")
+    services = env.Services(settings, workdir)
+    client = Client(settings)
+    events = env.LatencyReader(settings, settings.events_topic)
+    try:
+        processor = services.processor()
+        worker = services.worker()
+        processor.wait_ready()
+        worker.wait_ready()
+        warm = client.submit_task(bench_tasks.noop, (-1,), {})
+        warm.result(timeout=120)  # both joined their groups and run
+        submitted: dict[str, float] = {}
+
+        def send(i: int) -> None:
+            at = time.time() * 1000
+            submitted[client.submit_task(bench_tasks.noop, (i,), {}).id] = at
+
+        env.paced(total, rate, send)
+        client.flush(30)
+        events.wait_count(total + 1, 60, lambda e: e.get("type") == "started")
+    finally:
+        events.close()
+        client.close()
+        services.close()
+    started = {e["id"]: e["ts_ms"] for _, _, e in events.records
+               if e.get("type") == "started" and e.get("id") in submitted}
+    latencies = [started[i] - submitted[i] for i in started]
+    ours = env.summary(latencies)
+    raw = raw_latency(settings, rate, seconds)
+    for q in ("p50", "p99"):
+        result.row(f"submit -> started {q}, delay=0 @ {rate:.0f}/s", ours[q], raw[q], "ms",
+                   higher_is_better=False)
+    result.details.update(rate=rate, seconds=seconds, calls=total, started=len(started),
+                          latency_ms=ours, raw_produce_to_consume_ms=raw)
+    if len(started) < total:
+        result.notes.append(f"e2e: {len(started)} of {total} calls started within the wait")
+    return result

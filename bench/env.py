@@ -1,0 +1,395 @@
+"""What every benchmark needs: a broker, topic prefixes, cfstream processes, raw Kafka clients,
+offsets, memory and disk readings, percentiles.
+
+Nothing here changes cfstream: the processor and worker run as the real ``python -m cfstream``
+subprocesses, configured only through ``CFSTREAM_*`` variables, the way a deployment runs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cfstream.kafka.config import admin_config, consumer_config, producer_config
+from cfstream.kafka.retry import settled
+from cfstream.kafka.topics import ensure_topics
+from cfstream.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+CFSTREAM = [sys.executable, "-m", "cfstream"]
+# Partitions of the calls/executions topics in every benchmark: the pipeline tests' count. Four
+# RocksDB stores are what a 2-core box handles without the benchmark measuring store juggling.
+PARTITIONS = 4
+# A cold processor joins the group and creates its changelog before it is ready.
+READY_TIMEOUT = 180.0
+# A processor whose /readyz is probed before faust has started its table manager never becomes
+# ready (Processor.ready() makes faust create its Recovery service from the HTTP thread, before
+# the app's event loop has): the benchmarks probe only once faust logged this line.
+PROBE_AFTER = "Recovery]: Starting"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100), nearest rank; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return float(ordered[rank])
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99),
+            "max": max(values) if values else float("nan")}
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += (Path(root) / name).stat().st_size
+    return total
+
+
+def proc_status_kib(pid: int, field_name: str) -> int | None:
+    """A ``VmRSS``/``VmHWM``-style line of /proc/PID/status, in KiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+# -- the broker and one prefix per benchmark ------------------------------------------------------
+
+@contextlib.contextmanager
+def kafka() -> Iterator[str]:
+    """``$CFSTREAM_BOOTSTRAP_SERVERS`` if set, else a LocalBroker of our own on a free port."""
+    external = os.environ.get("CFSTREAM_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    from cfstream.dev.broker import LocalBroker
+
+    with tempfile.TemporaryDirectory(prefix="cfstream-bench-kafka-") as tmp:
+        started = time.monotonic()
+        with LocalBroker(port=None, data_dir=Path(tmp)) as broker:
+            log(f"broker {broker.bootstrap_servers} up in {time.monotonic() - started:.1f}s")
+            yield broker.bootstrap_servers
+
+
+def new_settings(bootstrap: str, name: str, partitions: int = PARTITIONS) -> Settings:
+    prefix = f"bench-{name}-{uuid.uuid4().hex[:6]}"
+    settings = Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=partitions,
+                        http_port=0)
+    ensure_topics(settings)
+    return settings
+
+
+def create_topic(settings: Settings, name: str, partitions: int = PARTITIONS) -> str:
+    admin = AdminClient(admin_config(settings))
+    for future in admin.create_topics([NewTopic(name, num_partitions=partitions,
+                                                replication_factor=1)]).values():
+        future.result(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(name, timeout=10).topics.get(name)
+        if topic and topic.partitions and all(p.leader >= 0 for p in topic.partitions.values()):
+            break
+        time.sleep(0.05)
+    return name
+
+
+# -- offsets ----------------------------------------------------------------------------------------
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = Consumer(consumer_config(settings, None))
+    try:
+        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        return {p: settled(lambda p=p: consumer.get_watermark_offsets(  # type: ignore[misc]
+                    TopicPartition(topic, p), timeout=30))[1] for p in parts}
+    finally:
+        consumer.close()
+
+
+class GroupOffsets:
+    """Committed offsets of a consumer group on one topic, polled through the admin API."""
+
+    def __init__(self, settings: Settings, group: str, topic: str, partitions: list[int]) -> None:
+        self.admin = AdminClient(admin_config(settings))
+        self.group, self.topic, self.partitions = group, topic, partitions
+
+    def committed(self) -> dict[int, int]:
+        request = ConsumerGroupTopicPartitions(
+            self.group, [TopicPartition(self.topic, p) for p in self.partitions])
+        try:
+            result = self.admin.list_consumer_group_offsets([request])[self.group].result(10)
+        except Exception:  # group not known yet
+            return {}
+        return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+
+    def total(self) -> int:
+        return sum(self.committed().values())
+
+
+# -- cfstream processes -----------------------------------------------------------------------------
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen[bytes]
+    http_port: int
+    log_path: Path
+    state_dir: Path | None = None
+    # A log line after which /readyz may be probed (see PROBE_AFTER); None: from the start.
+    probe_after: str | None = None
+    _probe_ok: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def probe_ok(self) -> bool:
+        if not self._probe_ok:
+            self._probe_ok = self.probe_after is None or self.probe_after in self.tail(10_000)
+        return self._probe_ok
+
+    def readyz(self) -> int | None:
+        """/readyz's status; None while it cannot be probed or does not answer."""
+        if not self.probe_ok():
+            return None
+        url = f"http://127.0.0.1:{self.http_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except (OSError, ValueError):
+            return None
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> float:
+        """Seconds until /readyz answered 200; RuntimeError if the process died or timed out."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: "
+                                   f"{self.tail()}")
+            if self.readyz() == 200:
+                return time.monotonic() - started
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready within {timeout}s: {self.tail()}")
+
+    def rss_kib(self) -> int | None:
+        return proc_status_kib(self.pid, "VmRSS")
+
+    def hwm_kib(self) -> int | None:
+        return proc_status_kib(self.pid, "VmHWM")
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+
+class Services:
+    """cfstream subprocesses for one prefix; all stopped by :meth:`close`."""
+
+    def __init__(self, settings: Settings, workdir: Path) -> None:
+        self.settings = settings
+        self.workdir = workdir
+        self.running: list[Service] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "CFSTREAM_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
+            "CFSTREAM_TOPIC_PREFIX": self.settings.topic_prefix,
+            "CFSTREAM_PARTITIONS": str(self.settings.partitions),
+            "CFSTREAM_SHUTDOWN_TIMEOUT": "10",
+            "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p),
+        })
+        env.update(extra)
+        return env
+
+    def start(self, name: str, args: list[str], state_dir: Path | None = None,
+              **extra: str) -> Service:
+        port = free_port()
+        log_path = self.workdir / f"{name}.log"
+        env = self.env(CFSTREAM_HTTP_PORT=str(port), **extra)
+        if state_dir is not None:
+            env["CFSTREAM_STATE_DIR"] = str(state_dir)
+        with log_path.open("ab") as out:
+            proc = subprocess.Popen(CFSTREAM + args, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=self.workdir)
+        service = Service(name, proc, port, log_path, state_dir,
+                          probe_after=PROBE_AFTER if args[0] == "processor" else None)
+        self.running.append(service)
+        return service
+
+    def processor(self, name: str = "processor", state_dir: Path | None = None,
+                  **extra: str) -> Service:
+        return self.start(name, ["processor"], state_dir or self.workdir / f"state-{name}",
+                          **extra)
+
+    def worker(self, name: str = "worker", **extra: str) -> Service:
+        return self.start(name, ["worker", "bench.bench_tasks"], None, **extra)
+
+    def stop(self, service: Service) -> None:
+        service.stop()
+        if service in self.running:
+            self.running.remove(service)
+
+    def close(self) -> None:
+        for service in list(self.running):
+            self.stop(service)
+
+
+# -- raw Kafka --------------------------------------------------------------------------------------
+
+def raw_producer(settings: Settings, warm_topic: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> Producer:
+    """The producer cfstream's client uses (murmur2_random, idempotence, same linger).
+
+    With ``warm_topic``, one record goes there first and is waited for: an idempotent producer's
+    first records otherwise wait for its producer id, which is no part of a latency."""
+    producer = Producer(producer_config(settings, **(overrides or {})))
+    if warm_topic is not None:
+        producer.produce(warm_topic, key=b"bench-warm-up", value=b"")
+        producer.flush(30)
+    return producer
+
+
+def raw_consumer(settings: Settings, topic: str, **overrides: Any) -> Consumer:
+    """A consumer assigned to every partition of ``topic`` from the beginning."""
+    consumer = Consumer(consumer_config(settings, f"bench-raw-{uuid.uuid4().hex[:6]}",
+                                        **overrides))
+    parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    return consumer
+
+
+class LatencyReader:
+    """Reads a topic in a thread from its current end; stamps each record with the time read."""
+
+    def __init__(self, settings: Settings, topic: str, *,
+                 decode: Callable[[bytes], Any] = json.loads) -> None:
+        self.records: list[tuple[float, int, Any]] = []  # (read at ms, record timestamp, value)
+        self._stop = threading.Event()
+        self._consumer = Consumer(consumer_config(settings, f"bench-lat-{uuid.uuid4().hex[:6]}",
+                                                  **{"fetch.wait.max.ms": 10}))
+        parts = self._consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = end_offsets(settings, topic)
+        self._consumer.assign([TopicPartition(topic, p, ends[p]) for p in parts])
+        self._decode = decode
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+
+    def _run(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            # poll() returns at the first record; consume(n, timeout) would wait out its timeout
+            # for n records and add that wait to every latency.
+            message = self._consumer.poll(0.05)
+            if first:
+                self._ready.set()
+                first = False
+            if message is None:
+                continue
+            read_ms = time.time() * 1000
+            batch = [message, *self._consumer.consume(1000, 0)]
+            for message in batch:
+                if message.error() is not None:
+                    continue
+                _kind, ts = message.timestamp()
+                self.records.append((read_ms, ts, self._decode(message.value() or b"")))
+
+    def wait_count(self, count: int, timeout: float,
+                   predicate: Callable[[Any], bool] = lambda _v: True) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = sum(1 for r in list(self.records) if predicate(r[2]))
+            if found >= count:
+                return found
+            time.sleep(0.1)
+        return sum(1 for r in list(self.records) if predicate(r[2]))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+
+def paced(total: int, rate: float, send: Callable[[int], None]) -> float:
+    """Call ``send(i)`` for i in range(total) at ``rate`` per second; returns the seconds taken."""
+    started = time.monotonic()
+    i = 0
+    while i < total:
+        due = min(total, int((time.monotonic() - started) * rate) + 1)
+        while i < due:
+            send(i)
+            i += 1
+        time.sleep(0.001)
+    return time.monotonic() - started
+
+
+@dataclass
+class Result:
+    """One benchmark's outcome: table rows plus whatever detail is worth keeping in the JSON."""
+
+    name: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def row(self, metric: str, cfstream: float | None, raw: float | None, unit: str,
+            target: str = "", higher_is_better: bool = True) -> None:
+        ratio = (cfstream / raw) if cfstream is not None and raw else None
+        self.rows.append({"metric": metric, "cfstream": cfstream, "raw": raw, "unit": unit,
+                          "ratio": ratio, "target": target,
+                          "higher_is_better": higher_is_better})

@@ -1,0 +1,109 @@
+"""Sampling a running cfstream process with py-spy (``pip install py-spy``), if it is installed.
+
+py-spy attaches from outside (no change to the process) and writes collapsed stacks; the report
+keeps the frames where the samples are spent: by self time (the innermost frame) and by total
+time (every function on the stack, once per sample).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench import env
+
+
+def py_spy() -> str | None:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+class Profiler:
+    def __init__(self, output: Path, rate: int = 100) -> None:
+        self.output = output
+        self.rate = rate
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.error: str | None = None
+        self.binary = py_spy()
+        if self.binary is None:
+            self.error = "py-spy not installed (pip install py-spy)"
+
+    def start(self, pid: int) -> None:
+        if self.binary is None:
+            return
+        self.proc = subprocess.Popen(
+            [self.binary, "record", "--pid", str(pid), "--format", "raw", "--nolineno",
+             "--rate", str(self.rate), "--nonblocking", "--output", str(self.output)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        if not self.output.exists():
+            self.error = f"py-spy wrote nothing: {err.decode(errors='replace')[-300:]}"
+
+    def report(self, top: int = 15) -> dict[str, Any]:
+        if self.error is not None or not self.output.exists():
+            return {"error": self.error or "not run"}
+        return summarize(self.output.read_text(errors="replace"), top)
+
+
+def _short(frame: str) -> str:
+    """``func (/long/path/site-packages/pkg/mod.py)`` -> ``func (pkg/mod.py)``."""
+    if " (" not in frame:
+        return frame
+    func, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+            break
+    return f"{func} ({where})"
+
+
+# Frames every sample of the main thread passes through (entry points, the event loop itself):
+# they say nothing about where the time goes, so the "total" list leaves them out.
+_PLUMBING = ("(<frozen runpy>)", "(typer/", "(asyncio/base_events.py)", "(mode/worker.py)",
+             "(asyncio/events.py)", "(mode/services.py)",
+             "(cfstream/cli.py)", "(cfstream/__main__.py)", "(threading.py)",
+             "(cfstream/processor/run.py)")
+
+
+def summarize(collapsed: str, top: int = 15) -> dict[str, Any]:
+    self_time: Counter[str] = Counter()
+    total_time: Counter[str] = Counter()
+    samples = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short(f) for f in stack.split(";")]
+        # The first frame is the thread ("process 123:..." / "thread (0x..)"): not code.
+        code = [f for f in frames if " (" in f and not f.startswith(("process ", "thread "))]
+        if not code:
+            continue
+        samples += count
+        self_time[code[-1]] += count
+        for frame in set(code):
+            if not any(marker in frame for marker in _PLUMBING):
+                total_time[frame] += count
+    if not samples:
+        return {"error": "no samples"}
+
+    def share(counter: Counter[str]) -> list[list[Any]]:
+        return [[frame, round(100 * n / samples, 1)] for frame, n in counter.most_common(top)]
+
+    env.log(f"profile: {samples} samples")
+    return {"samples": samples, "self_pct": share(self_time), "total_pct": share(total_time)}

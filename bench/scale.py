@@ -1,0 +1,374 @@
+"""3. Pending-key scale and 4. recovery, measured on the same states.
+
+The state of ``n`` pending calls (distinct keys, due in an hour) is written straight to the
+replica's changelog topic, record for record what the replica writes when it takes the calls in
+(``cfstream.processor.state`` encodes them; partition = murmur2 of the call key, as the calls
+topic places them). Taking 1M calls in through the calls topic would take ~10 minutes at the
+measured ingest rate (benchmark 1), so the state is built this way; the replica then restores it
+like any replica that lost its disk.
+
+At each size:
+- **recovery, fresh**: a replica with an empty state dir, from launch to /readyz 200 (it joins
+  the group and restores the whole changelog first);
+- **recovery, resume**: the same replica restarted on its state dir (restores only the changelog
+  tail past the offset RocksDB remembers);
+- **memory and disk**: VmRSS of the replica once ready, size of its state dir;
+- baseline: one raw consumer reading the same changelog into a RocksDB opened with the replica's
+  options (the least a restore has to do).
+
+The cost of one timer tick is measured in this process on the real code path:
+``cfstream.processor.app._due_entries`` against a RocksDB opened as faust opens it (same options),
+filled with ``n`` keys' "k:" and "d:" entries; then again after part of them fired (their "d:"
+entries deleted, as the replica does) and after a compaction.
+"""
+
+from __future__ import annotations
+
+import inspect
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer, murmur2
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench import calls, env
+from cfstream.kafka.config import admin_config
+from cfstream.processor import state
+from cfstream.processor.app import _due_entries
+from cfstream.processor.faust_config import ROCKSDB_OPTIONS
+from cfstream.scheduling.rules import Slot
+from cfstream.settings import Settings
+
+QUICK_SIZES = [0, 10_000, 100_000]
+FULL_SIZES = [0, 10_000, 100_000, 1_000_000]
+QUICK_TICK_SIZES = [10_000, 100_000]
+FULL_TICK_SIZES = [10_000, 100_000, 1_000_000]
+HUGE_TICK_SIZE = 10_000_000
+SKIPPED_10M = ("10M pending keys in a replica: skipped. The state is 20M changelog records; at "
+               "the restore rate measured at 1M that takes ~40 min, beyond the full run's "
+               "15 min budget. The 10M tick scan is measured in process with --huge.")
+
+
+def open_store(path: Path) -> Any:
+    """A RocksDB opened exactly as the replica's faust store opens one (rocksdict, same options)."""
+    from faust.stores.rocksdb import RocksDBOptions
+
+    return RocksDBOptions(**ROCKSDB_OPTIONS).open(path)  # type: ignore[arg-type]
+
+
+def changelog_topic(settings: Settings) -> str:
+    named = getattr(state, "changelog_topic", None)
+    return named(settings) if named else f"{settings.topic_prefix}.processor-pending-changelog"
+
+
+# The timer's scan takes a start key since the processor resumes where the last scan stopped
+# (and rescans from the start of the "d:" range every few seconds).
+SCAN_TAKES_START = len(inspect.signature(_due_entries).parameters) >= 3
+
+
+def scan(db: Any, now: int, start: bytes = state.DUE_PREFIX) -> list[Any]:
+    """One tick's scan of one partition's DB: the processor's ``_due_entries``."""
+    if SCAN_TAKES_START:
+        return _due_entries(db, now, start)
+    return _due_entries(db, now)  # type: ignore[call-arg]
+
+
+def pending_records(i: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The call key of pending call ``i`` and the two table entries the replica keeps for it."""
+    c = calls.call(i, defer_key=f"k{i}")
+    key = c.key.encode()
+    slot = Slot(call=c, first_ms=c.submitted_ms, due_ms=c.submitted_ms + c.delay_ms)
+    return key, [(state.slot_key(key), state.encode_slot(slot)),
+                 (state.due_key(slot.due_ms, key), slot.timer_id.encode())]
+
+
+def write_changelog(settings: Settings, producer: Producer, start: int, stop: int) -> None:
+    topic = changelog_topic(settings)
+    for i in range(start, stop):
+        key, entries = pending_records(i)
+        partition = murmur2(key, settings.partitions)
+        for k, v in entries:
+            while True:
+                try:
+                    producer.produce(topic, key=k, value=v, partition=partition)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        if i % 1000 == 0:
+            producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError("changelog records still queued after 120 s")
+
+
+def raw_restore(settings: Settings, workdir: Path, records: int) -> float:
+    """Seconds for one raw consumer to read the changelog into a RocksDB (batched writes)."""
+    from rocksdict import WriteBatch
+
+    path = workdir / f"raw-restore-{records}"
+    db = open_store(path)
+    consumer = env.raw_consumer(settings, changelog_topic(settings),
+                                **{"fetch.max.bytes": 52428800})
+    started = time.monotonic()
+    seen = 0
+    deadline = started + 600
+    while seen < records and time.monotonic() < deadline:
+        batch = WriteBatch(raw_mode=True)
+        for message in consumer.consume(5000, 1.0):
+            if message.error() is None:
+                batch.put(message.key() or b"", message.value() or b"")
+                seen += 1
+        db.write(batch)
+    elapsed = time.monotonic() - started
+    consumer.close()
+    db.close()
+    if seen < records:
+        raise RuntimeError(f"raw restore read {seen} of {records} records")
+    return elapsed
+
+
+def pending_gauge(service: env.Service) -> float | None:
+    """The replica's own count of pending calls (cfstream_pending_keys summed), if exported."""
+    url = f"http://127.0.0.1:{service.http_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+            text = response.read().decode()
+    except OSError:
+        return None
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("cfstream_pending_keys{")]
+    return sum(values) if values else None
+
+
+def replica_steps(bootstrap: str, workdir: Path, sizes: list[int]) -> list[dict[str, Any]]:
+    settings = env.new_settings(bootstrap, "scale")
+    admin = AdminClient(admin_config(settings))
+    topic = changelog_topic(settings)
+    if topic not in admin.list_topics(timeout=30).topics:  # cfstream may create it itself
+        for future in admin.create_topics([NewTopic(
+                topic, num_partitions=settings.partitions, replication_factor=1,
+                config={"cleanup.policy": "compact"})]).values():
+            future.result(timeout=30)
+    producer = env.raw_producer(settings, overrides={"linger.ms": 20})
+    services = env.Services(settings, workdir)
+    steps = []
+    written = 0
+    try:
+        for size in sizes:
+            started = time.monotonic()
+            write_changelog(settings, producer, written, size)
+            written = size
+            env.log(f"scale: {size:,} keys written to the changelog in "
+                    f"{time.monotonic() - started:.1f}s")
+            state_dir = workdir / f"state-{size}"
+            timeout = 180 + size / 2_000
+            fresh = services.processor(f"fresh-{size}", state_dir=state_dir)
+            restore_s = fresh.wait_ready(timeout)
+            rss_fresh, hwm_fresh = fresh.rss_kib(), fresh.hwm_kib()
+            services.stop(fresh)
+            disk = env.dir_bytes(state_dir)
+            resumed = services.processor(f"resume-{size}", state_dir=state_dir)
+            resume_s = resumed.wait_ready(timeout)
+            rss_resume = resumed.rss_kib()
+            gauge = None
+            if size == sizes[-1]:  # the replica's own count: the state restored is what we wrote
+                deadline = time.monotonic() + 20
+                while gauge is None or gauge < size:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
+                    gauge = pending_gauge(resumed)
+            services.stop(resumed)
+            raw_s = raw_restore(settings, workdir, 2 * size) if size else None
+            step = {"keys": size, "changelog_records": 2 * size, "restore_fresh_s": restore_s,
+                    "resume_s": resume_s, "raw_restore_s": raw_s,
+                    "rss_fresh_kib": rss_fresh, "hwm_fresh_kib": hwm_fresh,
+                    "rss_resume_kib": rss_resume, "state_dir_bytes": disk,
+                    "pending_gauge": gauge}
+            env.log(f"scale: {size:,} keys: restore {restore_s:.1f}s (raw "
+                    f"{raw_s or 0:.1f}s), resume {resume_s:.1f}s, RSS {rss_fresh} KiB, "
+                    f"disk {disk / 1e6:.1f} MB, gauge {gauge}")
+            steps.append(step)
+    finally:
+        services.close()
+    return steps
+
+
+def tick_costs(workdir: Path, sizes: list[int]) -> list[dict[str, Any]]:
+    """Microseconds one tick's scan of one partition's DB takes, in these states:
+
+    - ``idle``: ``n`` pending keys, none due (the usual tick);
+    - ``due_100``: 100 of them due (the scan reads and decodes 100 entries);
+    - ``after_replaced``: then ``m`` of the earliest keys were called again (a deferred call
+      replaces the pending one: its "d:" entry is deleted and a later one written), none due:
+      the scan now steps over ``m`` delete tombstones at the front of the due range;
+    - ``after_fired``: then ``m`` other keys fired (their "d:" entries deleted), none due; from
+      the start of the range (a rescan) and from where the last scan stopped (cursor);
+    - ``after_compaction``: the same after a manual compaction of the whole DB.
+    """
+    from rocksdict import WriteBatch
+
+    out = []
+    for size in sizes:
+        path = Path(tempfile.mkdtemp(prefix=f"tick-{size}-", dir=workdir))
+        db = open_store(path)
+        now = env.now_ms()
+        base = now + calls.HOUR_MS
+        started = time.monotonic()
+        _key, (slot_entry, _due) = pending_records(0)
+        slot_value = slot_entry[1]
+        timer_id = b"0190e0f4-0000-7000-8000-000000000000"
+
+        def key_of(i: int) -> bytes:
+            return f"{calls.PARKED}|k{i}".encode()
+
+        batch = WriteBatch(raw_mode=True)
+        for i in range(size):
+            batch.put(state.slot_key(key_of(i)), slot_value)
+            batch.put(state.due_key(base + i, key_of(i)), timer_id)
+            if i % 50_000 == 49_999:
+                db.write(batch)
+                batch = WriteBatch(raw_mode=True)
+        db.write(batch)
+        fill_s = time.monotonic() - started
+
+        def tick_us(at: int, start: bytes = state.DUE_PREFIX, repeat: int = 30) -> float:
+            return statistics.median(_timed(lambda: scan(db, at, start), repeat))  # noqa: B023
+
+        idle = tick_us(now)
+        due_100 = tick_us(base + 99)
+        moved = min(size // 4, 100_000)
+        for i in range(moved):  # keys 0..moved called again: their due entry moves to the back
+            db.delete(state.due_key(base + i, key_of(i)))
+            db.put(state.due_key(base + size + i, key_of(i)), timer_id)
+        after_replaced = tick_us(now, repeat=5 if moved > 10_000 else 20)
+        for i in range(moved, 2 * moved):  # the next keys fire: the replica drops their entries
+            db.delete(state.due_key(base + i, key_of(i)))
+        last_fired = base + 2 * moved - 1
+        after_fired = tick_us(last_fired, repeat=5 if moved > 10_000 else 20)
+        cursor = state.due_key(last_fired, key_of(2 * moved - 1)) + b"\x00"
+        if SCAN_TAKES_START:
+            from_cursor = tick_us(last_fired, cursor)
+        else:
+            from_cursor = statistics.median(_timed(
+                lambda: _due_entries_from(db, last_fired, last_fired + 1), 30))  # noqa: B023
+        db.compact_range(None, None)
+        after_compaction = tick_us(last_fired)
+        db.close()
+        disk = env.dir_bytes(path)
+        row = {"keys": size, "fill_s": fill_s, "idle_tick_us": idle, "tick_100_due_us": due_100,
+               "replaced": moved, "idle_tick_after_replaced_us": after_replaced,
+               "fired": moved, "idle_tick_after_fired_us": after_fired,
+               "idle_tick_after_fired_from_cursor_us": from_cursor,
+               "idle_tick_after_compaction_us": after_compaction, "db_bytes": disk}
+        env.log(f"tick: {size:,} keys: idle {idle:.1f}us, 100 due {due_100:.0f}us, after "
+                f"{moved:,} replaced {after_replaced:,.0f}us, after {moved:,} fired "
+                f"{after_fired:,.0f}us (from cursor {from_cursor:.1f}us), compacted "
+                f"{after_compaction:.1f}us")
+        out.append(row)
+        _rmtree(path)
+    return out
+
+
+def _timed(fn: Any, repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e6)
+    return times
+
+
+def _due_entries_from(db: Any, now: int, low: int) -> list[tuple[int, bytes, str]]:
+    """NOT cfstream code: ``_due_entries`` with the seek moved from the start of the "d:" range
+    to a low-water mark below which everything already fired, the change this benchmark
+    suggests. It skips the delete tombstones fired entries leave at the front of the range."""
+    found: list[tuple[int, bytes, str]] = []
+    it = db.iter()
+    it.seek(state.due_key(low, b""))
+    while it.valid():
+        raw = it.key()
+        if not raw.startswith(state.DUE_PREFIX):
+            break
+        due, key = state.parse_due_key(raw)
+        if due > now:
+            break
+        found.append((due, key, it.value().decode()))
+        it.next()
+    return found
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def measure(bootstrap: str, workdir: Path, quick: bool, shared: dict[str, Any]) -> dict[str, Any]:
+    """Runs once for both benchmarks (a failure is not retried by the second)."""
+    if "scale" not in shared:
+        shared["scale"] = None
+        shared["scale"] = {
+            "steps": replica_steps(bootstrap, workdir, QUICK_SIZES if quick else FULL_SIZES),
+            "ticks": tick_costs(workdir, QUICK_TICK_SIZES if quick else
+                                FULL_TICK_SIZES + ([HUGE_TICK_SIZE] if shared.get("huge") else [])),
+        }
+    if shared["scale"] is None:
+        raise RuntimeError("the pending-key states could not be built (see pending)")
+    return shared["scale"]
+
+
+def run_pending(bootstrap: str, workdir: Path, quick: bool, profile: bool,
+                shared: dict[str, Any]) -> env.Result:
+    data = measure(bootstrap, workdir, quick, shared)
+    result = env.Result("pending")
+    for step in data["steps"]:
+        n = f"{step['keys']:,}"
+        result.row(f"replica RSS, {n} pending keys", step["rss_fresh_kib"] / 1024, None, "MiB")
+        if not step["keys"]:
+            continue
+        result.row(f"state dir on disk, {n} pending keys", step["state_dir_bytes"] / 2**20,
+                   None, "MiB")
+    for tick in data["ticks"]:
+        n = f"{tick['keys']:,}"
+        m = f"{tick['replaced']:,}"
+        cursor = ("from cfstream's cursor" if SCAN_TAKES_START
+                  else "from a low-water mark (suggested, not in cfstream)")
+        for metric, value in (
+                (f"tick scan, {n} keys in one partition's DB, none due", tick["idle_tick_us"]),
+                (f"tick scan, {n} keys, none due, after {m} deferred (replaced)",
+                 tick["idle_tick_after_replaced_us"]),
+                (f"tick scan, {n} keys, none due, after {m} replaced + {m} fired (rescan)",
+                 tick["idle_tick_after_fired_us"]),
+                (f"same, {cursor}", tick["idle_tick_after_fired_from_cursor_us"])):
+            result.row(metric, value, None, "us", higher_is_better=False)
+    result.details.update(data)
+    result.details["empty_replica_rss_kib"] = next(
+        (s["rss_fresh_kib"] for s in data["steps"] if not s["keys"]), None)
+    if not quick:
+        result.notes.append(SKIPPED_10M)
+    last = data["steps"][-1]
+    if last["keys"] and last["pending_gauge"] is not None and last["pending_gauge"] < last["keys"]:
+        result.notes.append(f"the replica counted {last['pending_gauge']} pending keys of "
+                            f"{last['keys']} written")
+    return result
+
+
+def run_recovery(bootstrap: str, workdir: Path, quick: bool, profile: bool,
+                 shared: dict[str, Any]) -> env.Result:
+    data = measure(bootstrap, workdir, quick, shared)
+    result = env.Result("recovery")
+    for step in data["steps"]:
+        n = f"{step['keys']:,}"
+        result.row(f"fresh replica -> /readyz, {n} keys", step["restore_fresh_s"],
+                   step["raw_restore_s"], "s", higher_is_better=False)
+        result.row(f"restart on its state dir -> /readyz, {n} keys", step["resume_s"], None,
+                   "s", higher_is_better=False)
+    result.details["steps"] = data["steps"]
+    result.notes.append("recovery baseline: one raw consumer reading the same changelog into a "
+                        "RocksDB with the replica's options; the replica's time also includes "
+                        "process start and joining the group (the 0-key row)")
+    return result

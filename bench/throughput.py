@@ -1,0 +1,137 @@
+"""1. Processor throughput: calls/s one replica consumes from a pre-filled calls topic.
+
+The calls topic is filled before the replica starts: ``n`` calls over ``n/2`` defer keys (half of
+them replace a pending call), delay 1 h so nothing fires. The replica's progress is its consumer
+group's committed offsets (faust commits every second), timed from the first commit that moves
+to the one that reaches the end. Baseline, in the same run and on the same topic: one thread of
+confluent-kafka consume + json decode + produce one record per input to another topic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import calls, env
+from bench.profiling import Profiler
+from cfstream.client import Client
+from cfstream.settings import Settings
+
+TARGET_RATE = 50_000
+TARGET_RATIO = 0.5
+
+
+def raw_relay(settings: Settings, topic: str, total: int, run: int) -> float:
+    """calls/s of consume + json.loads + produce, one thread, from the first record read to the
+    last one delivered."""
+    out = env.create_topic(settings, f"{settings.topic_prefix}.raw-relay-{run}")
+    producer = env.raw_producer(settings, warm_topic=out)
+    consumer = env.raw_consumer(settings, topic)
+    seen = 0
+    started = None
+    deadline = time.monotonic() + 300
+    while seen < total and time.monotonic() < deadline:
+        batch = consumer.consume(1000, 1.0)
+        if batch and started is None:
+            started = time.monotonic()
+        for message in batch:
+            if message.error() is not None:
+                continue
+            value = message.value()
+            json.loads(value or b"")
+            while True:
+                try:
+                    producer.produce(out, key=message.key(), value=value)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            seen += 1
+        producer.poll(0)
+    producer.flush(60)
+    elapsed = time.monotonic() - (started or time.monotonic())
+    consumer.close()
+    if seen < total:
+        raise RuntimeError(f"raw relay read only {seen} of {total} records")
+    return total / elapsed
+
+
+def processor_rate(settings: Settings, services: env.Services, total: int,
+                   profiler: Profiler | None) -> dict[str, Any]:
+    """Start one replica; calls/s from the first committed-offset movement to the end."""
+    ends = env.end_offsets(settings, settings.calls_topic)
+    end = sum(ends.values())
+    group = env.GroupOffsets(settings, f"{settings.topic_prefix}.processor", settings.calls_topic,
+                             list(ends))
+    launched = time.monotonic()
+    proc = services.processor()
+    first: tuple[float, int] | None = None
+    ready_s = None
+    last = 0
+    deadline = launched + 120 + total / 200
+    while True:
+        now = time.monotonic()
+        if now > deadline:
+            raise RuntimeError(f"processor stuck at {last} of {end} offsets: {proc.tail()}")
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"processor exited: {proc.tail()}")
+        if ready_s is None and proc.readyz() == 200:
+            ready_s = now - launched
+            if profiler is not None:
+                profiler.start(proc.pid)
+        committed = group.total()
+        if committed != last:
+            last = committed
+            if first is None:
+                first = (now, committed)
+        if committed >= end:
+            break
+        time.sleep(0.05)
+    finished = time.monotonic()
+    rss = proc.rss_kib()
+    if profiler is not None:
+        profiler.stop()
+    services.stop(proc)
+    assert first is not None  # noqa: S101 - the loop only ends after a commit
+    measured = end - first[1]
+    return {"calls_per_s": measured / max(finished - first[0], 1e-9),
+            "measured_calls": measured, "seconds": finished - first[0],
+            "cold_start_ready_s": ready_s, "rss_kib": rss}
+
+
+def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
+        shared: dict[str, Any]) -> env.Result:
+    total = 15_000 if quick else 100_000
+    result = env.Result("throughput")
+    settings = env.new_settings(bootstrap, "tput")
+    client = Client(settings)
+    started = time.monotonic()
+    calls.publish(client, calls.colliding(total))
+    client.close()
+    env.log(f"throughput: filled {total} calls in {time.monotonic() - started:.1f}s")
+
+    # Short and noisy: three runs (each a new group from the start of the topic), the median.
+    raws = sorted(raw_relay(settings, settings.calls_topic, total, run) for run in range(3))
+    raw = raws[1]
+    env.log(f"throughput: raw relay {', '.join(f'{r:,.0f}' for r in raws)}/s")
+    services = env.Services(settings, workdir)
+    profiler = Profiler(workdir / "processor.pyspy.txt") if profile else None
+    try:
+        measured = processor_rate(settings, services, total, profiler)
+    finally:
+        services.close()
+    rate = measured["calls_per_s"]
+    env.log(f"throughput: processor {rate:,.0f}/s")
+    shared["processor_rate"] = rate
+    shared["cold_start_ready_s"] = measured["cold_start_ready_s"]
+    result.row("processor calls/s (50% key collisions)", rate, raw, "calls/s",
+               f">= {TARGET_RATE:,}/s and >= {TARGET_RATIO}x")
+    result.details.update(measured, calls=total, distinct_keys=total // 2, raw_relay_runs_per_s=raws,
+                          target_met=rate >= TARGET_RATE and rate / raw >= TARGET_RATIO)
+    if profiler is not None:
+        result.details["profile"] = profiler.report()
+    if rate < TARGET_RATE:
+        result.notes.append(f"processor at {rate:,.0f} calls/s misses the {TARGET_RATE:,}/s "
+                            "target")
+    return result

@@ -1,0 +1,133 @@
+"""2. Timer precision: how late calls fire when ``rate`` of them come due each second.
+
+All calls are submitted up front (distinct keys) with delays that make them come due at
+``rate``/s for ``seconds`` s, starting far enough ahead that the replica has read them all
+first. Lateness of each execution record = its Kafka timestamp (and, separately, its
+``fired_ms``) minus its ``due_ms``. Baseline: records produced at the same rate by a raw
+producer, latency = time a raw consumer reads them minus their timestamp.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import calls, env
+from cfstream.client import Client
+from cfstream.settings import Settings
+from cfstream.wire import Call
+
+# Until the replica has read the calls, what is measured is ingest, not timers: the first call
+# comes due LEAD_MIN_S + calls / ASSUMED_INGEST seconds after submitting (the replica read 50k
+# distinct-key calls at ~1.5k/s on a 2-core box; the throughput benchmark's rate is no guide, its
+# deferred calls cost more, see README).
+LEAD_MIN_S = 4.0
+ASSUMED_INGEST = 1_000.0
+
+
+def raw_latency(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
+    topic = env.create_topic(settings, f"{settings.topic_prefix}.raw-latency")
+    producer = env.raw_producer(settings, warm_topic=topic)
+    reader = env.LatencyReader(settings, topic, decode=lambda v: v)
+    total = int(rate * seconds)
+    payload = b"x" * 300
+
+    def send(i: int) -> None:
+        while True:
+            try:
+                producer.produce(topic, key=f"k{i}".encode(), value=payload)
+                break
+            except BufferError:
+                producer.poll(0.001)
+        producer.poll(0)
+
+    env.paced(total, rate, send)
+    producer.flush(30)
+    reader.wait_count(total, 30)
+    reader.close()
+    return env.summary([read - ts for read, ts, _ in reader.records])
+
+
+def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
+        shared: dict[str, Any]) -> env.Result:
+    rate = 1_000 if quick else 10_000
+    seconds = 5.0
+    total = int(rate * seconds)
+    result = env.Result("timers")
+    settings = env.new_settings(bootstrap, "timer")
+    services = env.Services(settings, workdir)
+    client = Client(settings)
+    try:
+        proc = services.processor()
+        proc.wait_ready()
+        executions = env.LatencyReader(settings, settings.executions_topic)
+        lead_s = LEAD_MIN_S + total / ASSUMED_INGEST
+        now = env.now_ms()
+        first_due = now + int(lead_s * 1000)
+        pending: list[Call] = [
+            calls.call(i, task=calls.NOOP, defer_key=f"t{i}",
+                       delay_ms=first_due + int(i * 1000 / rate) - now, now=now)
+            for i in range(total)
+        ]
+        calls.publish(client, pending)
+        ends = env.end_offsets(settings, settings.calls_topic)
+        group = env.GroupOffsets(settings, f"{settings.topic_prefix}.processor",
+                                 settings.calls_topic, list(ends))
+        end = sum(ends.values())
+        read_all_ms = None
+        while env.now_ms() < first_due + seconds * 1000 + 60_000:
+            if group.total() >= end:
+                read_all_ms = env.now_ms()
+                break
+            time.sleep(0.1)
+        ingested_in_time = read_all_ms is not None and read_all_ms <= first_due
+        env.log(f"timers: {total} calls read {(read_all_ms or 0) - first_due:+d} ms from the "
+                "first due time")
+        count = executions.wait_count(total, seconds + 30 + total / ASSUMED_INGEST)
+        executions.close()
+        rss = proc.rss_kib()
+    finally:
+        client.close()
+        services.close()
+
+    records = executions.records
+    seen: set[str] = set()
+    by_ts, by_fired, delivered, fired_at = [], [], [], []
+    duplicates = 0
+    for read_ms, ts, value in records:
+        if value["id"] in seen:
+            duplicates += 1
+            continue
+        seen.add(value["id"])
+        by_ts.append(ts - value["due_ms"])
+        by_fired.append(value["fired_ms"] - value["due_ms"])
+        fired_at.append(value["fired_ms"])
+        delivered.append(read_ms - value["due_ms"])
+    # Fires per second the replica sustained while calls came due (first to last fire).
+    span_s = (max(fired_at) - min(fired_at)) / 1000 if len(fired_at) > 1 else 0.0
+    sustained = len(fired_at) / span_s if span_s else None
+    raw = raw_latency(settings, rate, seconds)
+    ts_s, fired_s, delivered_s = (env.summary(by_ts), env.summary(by_fired),
+                                  env.summary(delivered))
+    for q in ("p50", "p99"):
+        result.row(f"fire lateness {q} @ {rate:,}/s (execution record ts - due)", ts_s[q],
+                   raw[q], "ms", higher_is_better=False)
+    for q in ("p50", "p99"):
+        result.row(f"due -> execution read by a consumer {q} @ {rate:,}/s", delivered_s[q],
+                   raw[q], "ms", higher_is_better=False)
+    result.details.update(rate=rate, seconds=seconds, calls=total, executions=count,
+                          duplicates=duplicates, ingested_before_first_due=ingested_in_time,
+                          sustained_fires_per_s=sustained,
+                          lead_s=lead_s, lateness_record_ts_ms=ts_s,
+                          lateness_fired_ms=fired_s, lateness_read_by_consumer_ms=delivered_s,
+                          raw_produce_to_consume_ms=raw, processor_rss_kib=rss)
+    if sustained is not None and sustained < 0.9 * rate:
+        result.notes.append(f"timers: the replica fired {sustained:,.0f}/s while {rate:,}/s came "
+                            "due, so lateness grows through the run")
+    if count < total:
+        result.notes.append(f"timers: only {count} of {total} executions within the wait")
+    if not ingested_in_time:
+        result.notes.append("timers: the replica had not read every call by the first due "
+                            "time, so lateness includes ingest backlog")
+    return result
