@@ -63,7 +63,6 @@ class Processor:
                                     value_type=bytes)
         self.inflight: dict[tuple[int, bytes, str], int] = {}  # tick -> when sent
         self.cursor: dict[int, bytes] = {}  # partition -> where the next due scan starts
-        self.rescan_at = 0
         self.app.agent(self.calls, name="cfstream.scheduler")(self._process)
         self.app.timer(settings.tick_interval, name="cfstream.timer")(self._scan)
         self.app.timer(GAUGE_INTERVAL, name="cfstream.gauges")(self._update_gauges)
@@ -186,25 +185,30 @@ class Processor:
         if self.app.rebalancing:
             return
         now = now_ms()
-        if now >= self.rescan_at:
-            # Start again from the earliest due entry: ticks sent to a replica that died before
-            # acting on them get sent again.
-            self.cursor.clear()
-            self.inflight = {t: sent for t, sent in self.inflight.items()
-                             if now - sent < TICK_RETRY_MS}
-            self.rescan_at = now + TICK_RETRY_MS
-        for partition, db in self._active_dbs().items():
+        actives = self._active_dbs()
+        for token, sent in list(self.inflight.items()):
+            if now - sent >= TICK_RETRY_MS:  # the replica it went to may have died: send again
+                del self.inflight[token]
+                if token[0] in actives:
+                    await self._send_tick(token, now)
+        for partition in list(self.cursor):
+            if partition not in actives:
+                del self.cursor[partition]  # revoked: a later owner starts from the beginning
+        for partition, db in actives.items():
+            # Resume after the last entry ticked: deleted entries before it (tombstones until
+            # RocksDB compacts them) would make every seek from the start slower.
             start = self.cursor.get(partition, state.DUE_PREFIX)
-            for raw, due, key, timer_id in _due_entries(db, now, start):
+            for raw, _due, key, timer_id in _due_entries(db, now, start):
                 if len(self.inflight) >= MAX_INFLIGHT_TICKS:
                     return
-                self.cursor[partition] = raw + b"\x00"  # the next scan starts after it
-                token = (partition, key, timer_id)
-                if token in self.inflight:
-                    continue
-                self.inflight[token] = now
-                tick = {"v": 1, "kind": "tick", "id": timer_id, "due_ms": due}
-                await self.calls.send(key=key, value=dumps(tick), partition=partition)
+                self.cursor[partition] = raw + b"\x00"
+                await self._send_tick((partition, key, timer_id), now)
+
+    async def _send_tick(self, token: tuple[int, bytes, str], now: int) -> None:
+        partition, key, timer_id = token
+        self.inflight[token] = now
+        tick = {"v": 1, "kind": "tick", "id": timer_id}
+        await self.calls.send(key=key, value=dumps(tick), partition=partition)
 
 
 def _due_entries(db: Any, now: int, start: bytes) -> list[tuple[bytes, int, bytes, str]]:
