@@ -68,11 +68,14 @@ class Processor:
         self.app.timer(GAUGE_INTERVAL, name="cfstream.gauges")(self._update_gauges)
 
     def ready(self) -> bool:
-        """Joined the group, not rebalancing, tables restored."""
+        """Joined the group, not rebalancing, tables restored. Called from the HTTP thread, so
+        it only reads: ``app.tables`` is built on first access, and must be built by faust."""
         app = self.app
-        recovery = app.tables.recovery  # type: ignore[attr-defined]  # faust TableManager
+        tables = app.__dict__.get("tables")  # faust's cached_property, once faust made it
+        if tables is None:
+            return False
         return bool(not app.rebalancing and not app.in_recovery
-                    and recovery.completed.is_set())
+                    and tables.recovery.completed.is_set())
 
     # -- agent: every state change happens here ---------------------------------------------
 

@@ -55,8 +55,9 @@ def test_metrics_health_and_dead_letters_after_a_known_scenario(
     pipeline.services.worker("worker-0", CFSTREAM_HTTP_PORT=str(w_port))
     processor, worker = f"http://127.0.0.1:{p_port}", f"http://127.0.0.1:{w_port}"
     assert wait_until(lambda: get(f"{processor}/healthz")[0] == 200)
+    # Probed from the very start (as Kubernetes does), the replica still becomes ready.
+    assert wait_until(lambda: get(f"{processor}/readyz")[0] == 200, timeout=120)
     pipeline.wait_ready()
-    assert get(f"{processor}/readyz")[0] == 200
     assert get(f"{worker}/healthz")[0] == 200 and get(f"{worker}/readyz")[0] == 200
 
     user = uuid.uuid4().hex[:8]
