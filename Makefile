@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KAFKA_PORT ?= 9092
 KAFKA_DIR ?= .cfstream/kafka
 
-.PHONY: setup demo test lint check-deploy kafka-start kafka-stop clean
+.PHONY: setup demo test lint check-deploy bench chaos kafka-start kafka-stop clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ check-deploy: setup
 
 test: lint check-deploy
 	$(BIN)/pytest
+
+# Benchmarks beside raw Kafka (~15 min; `--quick` runs in the test suite). Results: bench/results.
+bench: setup
+	$(BIN)/python -m bench
+
+# Kill processors, workers and the broker under load; reconcile (100k calls, ~15 min).
+chaos: setup
+	$(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf .cfstream .pytest_cache .mypy_cache .ruff_cache
