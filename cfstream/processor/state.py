@@ -15,7 +15,7 @@ from typing import Any
 
 from cfstream.scheduling.rules import Slot
 from cfstream.settings import Settings
-from cfstream.wire import call_from_dict
+from cfstream.wire import call_from_dict, execution_from_dict
 
 # The processor's one table: pending calls and the due index.
 TABLE = "pending"
@@ -56,6 +56,8 @@ def encode_slot(slot: Slot) -> bytes:
     if slot.fired_id is not None:
         data["fired_id"] = slot.fired_id
         data["fired_submitted_ms"] = slot.fired_submitted_ms
+    if slot.execution is not None:
+        data["execution"] = slot.execution.to_dict()
     return json.dumps(data, separators=(",", ":")).encode()
 
 
@@ -70,4 +72,5 @@ def decode_slot(raw: bytes | None) -> Slot | None:
         due_ms=data["due_ms"],
         fired_id=data.get("fired_id"),
         fired_submitted_ms=data.get("fired_submitted_ms"),
+        execution=execution_from_dict(data["execution"]) if "execution" in data else None,
     )

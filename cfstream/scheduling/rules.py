@@ -9,7 +9,8 @@ A key (the task-scoped defer key, or the execution id of a call that is not defe
 - a newer call replaces the pending one, which becomes ``deferred`` to it;
 - an older call (out of order) is itself deferred to the pending or last fired one (calls of the
   same millisecond are ordered by id);
-- a tick fires the pending call if it is due; a later tick forgets the marker.
+- a tick fires the pending call if it is due; a later tick forgets the marker;
+- a replayed call or tick of a fired call sends its execution again (workers skip known ids).
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ class Slot:
     call: Call | None
     first_ms: int
     due_ms: int
-    fired_id: str | None = None
+    fired_id: str | None = None  # the call that left last (fired or cancelled)
     fired_submitted_ms: int | None = None
+    # What firing it emitted, emitted again if the call or its tick is replayed: a replica killed
+    # after writing its state may never have sent the execution (RocksDB is ahead of Kafka).
+    execution: Execution | None = None
 
     @property
     def timer_id(self) -> str:
@@ -59,7 +63,7 @@ def due_ms(call: Call, first_ms: int) -> int:
 def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int) -> Decision:
     """Take in a new call for this key."""
     if slot is not None and call.id in (slot.fired_id, slot.call.id if slot.call else None):
-        return Decision(slot, changed=False)  # redelivered: already here or already fired
+        return _replayed(slot, call.id)  # redelivered: already here or already fired
 
     pending = slot.call if slot is not None else None
     latest = (pending.id, pending.submitted_ms) if pending is not None else _fired_stub(slot)
@@ -82,6 +86,7 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int) -> Dec
         due_ms=due_ms(call, first),
         fired_id=slot.fired_id if slot is not None else None,
         fired_submitted_ms=slot.fired_submitted_ms if slot is not None else None,
+        execution=slot.execution if slot is not None else None,
     )
     events.append(event("scheduled", call, now_ms, due_ms=new.due_ms,
                         submitted_ms=call.submitted_ms))
@@ -95,13 +100,22 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int) -> Dec
 def tick(slot: Slot | None, timer_id: str, now_ms: int, retention_ms: int) -> Decision:
     """The timer says ``timer_id`` may be due: fire the pending call, or forget the marker."""
     if slot is None or slot.timer_id != timer_id or slot.due_ms > now_ms:
-        return Decision(slot, changed=False)  # stale or early: a newer call took over
+        return _replayed(slot, timer_id)  # stale, early, or the tick that fired it read again
     if slot.call is None:
         return Decision(None, changed=True)
     call = slot.call
     execution = Execution(call=call, due_ms=slot.due_ms, fired_ms=now_ms)
-    return Decision(_marker(slot, call, now_ms, retention_ms), changed=True,
+    return Decision(_marker(slot, call, now_ms, retention_ms, execution), changed=True,
                     executions=[execution])
+
+
+def _replayed(slot: Slot | None, call_id: str) -> Decision:
+    """A call or tick read again after a crash: send its execution again if it fired (workers
+    drop an execution id they have seen), change nothing."""
+    again = slot.execution if slot is not None else None
+    if again is not None and again.call.id == call_id:
+        return Decision(slot, changed=False, executions=[again])
+    return Decision(slot, changed=False)
 
 
 def cancel(slot: Slot | None, call_id: str, now_ms: int, retention_ms: int,
@@ -114,11 +128,12 @@ def cancel(slot: Slot | None, call_id: str, now_ms: int, retention_ms: int,
                     events=[event("cancelled", call, now_ms, reason=reason or "cancelled")])
 
 
-def _marker(slot: Slot, call: Call, now_ms: int, retention_ms: int) -> Slot | None:
+def _marker(slot: Slot, call: Call, now_ms: int, retention_ms: int,
+            execution: Execution | None = None) -> Slot | None:
     if retention_ms <= 0:
         return None
     return Slot(call=None, first_ms=slot.first_ms, due_ms=now_ms + retention_ms,
-                fired_id=call.id, fired_submitted_ms=call.submitted_ms)
+                fired_id=call.id, fired_submitted_ms=call.submitted_ms, execution=execution)
 
 
 def _fired_stub(slot: Slot | None) -> tuple[str, int] | None:
