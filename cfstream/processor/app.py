@@ -63,6 +63,11 @@ class Processor:
                                     value_type=bytes)
         self.inflight: dict[tuple[int, bytes, str], int] = {}  # tick -> when sent
         self.cursor: dict[int, bytes] = {}  # partition -> where the next due scan starts
+        # partition -> next offset this replica must see; faust can drop a record after a
+        # rebalance ("getmany called while flow not active") and then commit past it.
+        self.expected: dict[int, int] = {}
+        self.app.on_partitions_assigned.connect(self._forget_positions)
+        self.app.on_partitions_revoked.connect(self._forget_positions)
         self.app.agent(self.calls, name="cfstream.scheduler")(self._process)
         self.app.timer(settings.tick_interval, name="cfstream.timer")(self._scan)
         self.app.timer(GAUGE_INTERVAL, name="cfstream.gauges")(self._update_gauges)
@@ -79,9 +84,22 @@ class Processor:
 
     # -- agent: every state change happens here ---------------------------------------------
 
+    async def _forget_positions(self, sender: Any, /, *args: Any, **_: Any) -> None:
+        for tp in args[0] if args else ():
+            if tp.topic == self.settings.calls_topic:
+                self.expected.pop(tp.partition, None)
+
     async def _process(self, stream: Any) -> None:
         async for event in stream.events():
             message = event.message
+            expected = self.expected.get(message.partition)
+            if expected is not None and message.offset > expected:
+                logger.warning("%s[%d]: offsets %d..%d were skipped by the consumer; reading "
+                               "them again", message.topic, message.partition, expected,
+                               message.offset - 1)
+                await self.app.consumer.seek(message.tp, expected)
+                continue
+            self.expected[message.partition] = message.offset + 1
             try:
                 await self._apply(message.key or b"", message.value, message.partition)
             except InvalidRecord as exc:
@@ -120,8 +138,10 @@ class Processor:
             self._store(key, slot, decision.slot, partition)
         for execution in decision.executions:
             await self.executions.send(key=key, value=dumps(execution.to_dict()))
-            self.metrics.fires.inc()
-            self.metrics.fire_lateness.observe((execution.fired_ms - execution.due_ms) / 1000)
+            if decision.changed:  # not a replay's second send
+                self.metrics.fires.inc()
+                self.metrics.fire_lateness.observe(
+                    (execution.fired_ms - execution.due_ms) / 1000)
         for item in decision.events:
             await self.events.send(key=item["id"].encode(), value=dumps(item))
             if item["type"] == "deferred":
