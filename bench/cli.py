@@ -114,12 +114,16 @@ def machine() -> dict[str, Any]:
     import confluent_kafka
     import faust
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
-                                capture_output=True,
-                                text=True, cwd=env.REPO, timeout=10).stdout.strip()
-    except OSError:
-        commit = ""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True,  # noqa: S607
+                                  text=True, cwd=env.REPO, timeout=10).stdout.strip()
+        except OSError:
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if git("status", "--porcelain", "--", "cfstream"):
+        commit += " + uncommitted changes in cfstream/"
     return {"when": time.strftime("%Y-%m-%d %H:%M:%S %z"), "commit": commit,
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "confluent_kafka": confluent_kafka.__version__,

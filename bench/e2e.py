@@ -27,6 +27,7 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     services = env.Services(settings, workdir)
     client = Client(settings)
     events = env.LatencyReader(settings, settings.events_topic)
+    executions = env.LatencyReader(settings, settings.executions_topic)
     try:
         processor = services.processor()
         worker = services.worker()
@@ -44,6 +45,7 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
         client.flush(30)
         events.wait_count(total + 1, 60, lambda e: e.get("type") == "started")
     finally:
+        executions.close()
         events.close()
         client.close()
         services.close()
@@ -51,12 +53,21 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
                if e.get("type") == "started" and e.get("id") in submitted}
     latencies = [started[i] - submitted[i] for i in started]
     ours = env.summary(latencies)
+    # Where the time goes: submit -> the processor fires (fired_ms), fired -> the worker starts.
+    fired = {e["id"]: e["fired_ms"] for _, _, e in executions.records if e.get("id") in submitted}
+    to_fire = env.summary([fired[i] - submitted[i] for i in fired])
+    to_start = env.summary([started[i] - fired[i] for i in started if i in fired])
     raw = raw_latency(settings, rate, seconds)
     for q in ("p50", "p99"):
         result.row(f"submit -> started {q}, delay=0 @ {rate:.0f}/s", ours[q], raw[q], "ms",
                    higher_is_better=False)
+    result.row(f"of which submit -> fired (processor) p50 @ {rate:.0f}/s", to_fire["p50"], raw["p50"],
+               "ms", higher_is_better=False)
+    result.row(f"of which fired -> started (worker) p50 @ {rate:.0f}/s", to_start["p50"], raw["p50"],
+               "ms", higher_is_better=False)
     result.details.update(rate=rate, seconds=seconds, calls=total, started=len(started),
-                          latency_ms=ours, raw_produce_to_consume_ms=raw)
+                          latency_ms=ours, submit_to_fired_ms=to_fire,
+                          fired_to_started_ms=to_start, raw_produce_to_consume_ms=raw)
     if len(started) < total:
         result.notes.append(f"e2e: {len(started)} of {total} calls started within the wait")
     return result
