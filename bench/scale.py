@@ -24,7 +24,6 @@ entries deleted, as the replica does) and after a compaction.
 
 from __future__ import annotations
 
-import inspect
 import statistics
 import tempfile
 import time
@@ -65,16 +64,10 @@ def changelog_topic(settings: Settings) -> str:
     return named(settings) if named else f"{settings.topic_prefix}.processor-pending-changelog"
 
 
-# The timer's scan takes a start key since the processor resumes where the last scan stopped
-# (and rescans from the start of the "d:" range every few seconds).
-SCAN_TAKES_START = len(inspect.signature(_due_entries).parameters) >= 3
-
-
-def scan(db: Any, now: int, start: bytes = state.DUE_PREFIX) -> list[Any]:
-    """One tick's scan of one partition's DB: the processor's ``_due_entries``."""
-    if SCAN_TAKES_START:
-        return _due_entries(db, now, start)
-    return _due_entries(db, now)  # type: ignore[call-arg]
+def scan(db: Any, now: int, start: bytes = state.DUE_PREFIX) -> Any:
+    """One tick's scan of one partition's DB: the processor's ``_due_entries`` (from ``start``:
+    the processor resumes where its last scan stopped)."""
+    return _due_entries(db, now, start)
 
 
 def pending_records(i: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -250,11 +243,7 @@ def tick_costs(workdir: Path, sizes: list[int]) -> list[dict[str, Any]]:
         last_fired = base + 2 * moved - 1
         after_fired = tick_us(last_fired, repeat=5 if moved > 10_000 else 20)
         cursor = state.due_key(last_fired, key_of(2 * moved - 1)) + b"\x00"
-        if SCAN_TAKES_START:
-            from_cursor = tick_us(last_fired, cursor)
-        else:
-            from_cursor = statistics.median(_timed(
-                lambda: _due_entries_from(db, last_fired, last_fired + 1), 30))  # noqa: B023
+        from_cursor = tick_us(last_fired, cursor)
         db.compact_range(None, None)
         after_compaction = tick_us(last_fired)
         db.close()
@@ -280,25 +269,6 @@ def _timed(fn: Any, repeat: int) -> list[float]:
         fn()
         times.append((time.perf_counter() - t) * 1e6)
     return times
-
-
-def _due_entries_from(db: Any, now: int, low: int) -> list[tuple[int, bytes, str]]:
-    """NOT cfstream code: ``_due_entries`` with the seek moved from the start of the "d:" range
-    to a low-water mark below which everything already fired, the change this benchmark
-    suggests. It skips the delete tombstones fired entries leave at the front of the range."""
-    found: list[tuple[int, bytes, str]] = []
-    it = db.iter()
-    it.seek(state.due_key(low, b""))
-    while it.valid():
-        raw = it.key()
-        if not raw.startswith(state.DUE_PREFIX):
-            break
-        due, key = state.parse_due_key(raw)
-        if due > now:
-            break
-        found.append((due, key, it.value().decode()))
-        it.next()
-    return found
 
 
 def _rmtree(path: Path) -> None:
@@ -335,8 +305,7 @@ def run_pending(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     for tick in data["ticks"]:
         n = f"{tick['keys']:,}"
         m = f"{tick['replaced']:,}"
-        cursor = ("from cfstream's cursor" if SCAN_TAKES_START
-                  else "from a low-water mark (suggested, not in cfstream)")
+        cursor = "from cfstream's cursor"
         for metric, value in (
                 (f"tick scan, {n} keys in one partition's DB, none due", tick["idle_tick_us"]),
                 (f"tick scan, {n} keys, none due, after {m} deferred (replaced)",

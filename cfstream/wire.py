@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from cfstream.errors import CfStreamError
@@ -70,7 +70,11 @@ class Call:
         return f"{self.task}{KEY_SEPARATOR}{self.defer_key}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": SCHEMA_VERSION, "kind": "call", **asdict(self)}
+        # By hand: dataclasses.asdict deep-copies the arguments (a third of submit's time).
+        return {"v": SCHEMA_VERSION, "kind": "call", "id": self.id, "task": self.task,
+                "args": self.args, "kwargs": self.kwargs, "submitted_ms": self.submitted_ms,
+                "delay_ms": self.delay_ms, "defer_key": self.defer_key,
+                "max_wait_ms": self.max_wait_ms}
 
 
 @dataclass(frozen=True, slots=True)

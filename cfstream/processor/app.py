@@ -15,9 +15,11 @@ import time
 from typing import Any
 
 import faust
+from confluent_kafka import Consumer, TopicPartition
 from faust.types import TP
 
 from cfstream.codec import dumps
+from cfstream.kafka.config import consumer_config
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import state
 from cfstream.processor.faust_config import app_options
@@ -37,6 +39,9 @@ TICK_RETRY_MS = 5_000
 MAX_INFLIGHT_TICKS = 10_000
 # Seconds between updates of the pending-keys and lag gauges.
 GAUGE_INTERVAL = 5.0
+# Longest time spent reading records the consumer skipped.
+MISSED_READ_TIMEOUT = 10.0
+NEVER = 2**63 - 1
 
 
 def now_ms() -> int:
@@ -63,6 +68,7 @@ class Processor:
                                     value_type=bytes)
         self.inflight: dict[tuple[int, bytes, str], int] = {}  # tick -> when sent
         self.cursor: dict[int, bytes] = {}  # partition -> where the next due scan starts
+        self.next_due: dict[int, int] = {}  # partition -> earliest due time not yet ticked
         # partition -> next offset this replica must see; faust can drop a record after a
         # rebalance ("getmany called while flow not active") and then commit past it.
         self.expected: dict[int, int] = {}
@@ -88,6 +94,8 @@ class Processor:
         for tp in args[0] if args else ():
             if tp.topic == self.settings.calls_topic:
                 self.expected.pop(tp.partition, None)
+                self.next_due.pop(tp.partition, None)
+                self.cursor.pop(tp.partition, None)
 
     async def _process(self, stream: Any) -> None:
         async for event in stream.events():
@@ -95,21 +103,46 @@ class Processor:
             expected = self.expected.get(message.partition)
             if expected is not None and message.offset > expected:
                 logger.warning("%s[%d]: offsets %d..%d were skipped by the consumer; reading "
-                               "them again", message.topic, message.partition, expected,
+                               "them directly", message.topic, message.partition, expected,
                                message.offset - 1)
-                await self.app.consumer.seek(message.tp, expected)
-                continue
+                for key, value, offset in self._read_missed(message.partition, expected,
+                                                            message.offset):
+                    await self._apply_or_park(message, key, value, offset)
             self.expected[message.partition] = message.offset + 1
-            try:
-                await self._apply(message.key or b"", message.value, message.partition)
-            except InvalidRecord as exc:
-                await self._dead_letter(message, exc)
-            except Exception as exc:  # a bug must park the record, not stop the replica
-                logger.exception("failed to process %s[%d]@%d", message.topic, message.partition,
-                                 message.offset)
-                await self._dead_letter(message, InvalidRecord("internal", f"internal error: "
-                                                               f"{type(exc).__name__}: {exc}"))
-            self.processed[message.partition] = message.offset + 1
+            await self._apply_or_park(message, message.key, message.value, message.offset)
+
+    def _read_missed(self, partition: int, start: int, end: int) -> list[tuple[Any, Any, int]]:
+        """Records [start, end) of a calls partition, read past faust's consumer."""
+        consumer = Consumer(consumer_config(self.settings, None))
+        found: list[tuple[Any, Any, int]] = []
+        try:
+            consumer.assign([TopicPartition(self.settings.calls_topic, partition, start)])
+            deadline = time.monotonic() + MISSED_READ_TIMEOUT
+            while len(found) < end - start and time.monotonic() < deadline:
+                for record in consumer.consume(end - start - len(found), 1.0):
+                    offset = record.offset()
+                    if record.error() is None and offset is not None and offset < end:
+                        found.append((record.key(), record.value(), offset))
+        finally:
+            consumer.close()
+        if len(found) < end - start:
+            logger.error("%s[%d]: read only %d of the %d skipped records",
+                         self.settings.calls_topic, partition, len(found), end - start)
+        return found
+
+    async def _apply_or_park(self, message: Any, key: bytes | None, value: bytes | None,
+                             offset: int) -> None:
+        try:
+            await self._apply(key or b"", value, message.partition)
+        except InvalidRecord as exc:
+            await self._dead_letter(message, exc, key, value, offset)
+        except Exception as exc:  # a bug must park the record, not stop the replica
+            logger.exception("failed to process %s[%d]@%d", message.topic, message.partition,
+                             offset)
+            await self._dead_letter(message, InvalidRecord("internal", f"internal error: "
+                                                           f"{type(exc).__name__}: {exc}"),
+                                    key, value, offset)
+        self.processed[message.partition] = offset + 1
 
     async def _apply(self, key: bytes, raw: bytes | None, partition: int) -> None:
         now = now_ms()
@@ -161,24 +194,27 @@ class Processor:
             return
         self.table[state.slot_key(key)] = encoded
         self.table[state.due_key(new.due_ms, key)] = new.timer_id.encode()
+        if partition in self.next_due:
+            self.next_due[partition] = min(self.next_due[partition], new.due_ms)
 
-    async def _dead_letter(self, message: Any, error: InvalidRecord) -> None:
+    async def _dead_letter(self, message: Any, error: InvalidRecord, key: bytes | None,
+                           value: bytes | None, offset: int) -> None:
         # A lone surrogate (from the record) cannot be UTF-8: escape it.
         reason = error.reason.encode("utf-8", "backslashreplace").decode("utf-8")
         self.metrics.dead_letters.labels(reason=error.code).inc()
         logger.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition,
-                       message.offset, reason)
+                       offset, reason)
         await self.dead_letters.send(
             # Kafka clients refuse a record with neither key nor value.
-            key=b"" if message.key is None and message.value is None else message.key,
-            value=message.value,
+            key=b"" if key is None and value is None else key,
+            value=value,
             headers=[("cfstream-reason", reason.encode()),
                      ("cfstream-source", f"{message.topic}:{message.partition}:"
-                                         f"{message.offset}".encode())],
+                                         f"{offset}".encode())],
         )
-        event = {"v": 1, "type": "invalid", "id": _guess_id(message.value), "reason": reason,
+        event = {"v": 1, "type": "invalid", "id": _guess_id(value), "reason": reason,
                  "topic": message.topic, "partition": message.partition,
-                 "offset": message.offset, "ts_ms": now_ms()}
+                 "offset": offset, "ts_ms": now_ms()}
         await self.events.send(key=(event["id"] or "invalid").encode(), value=dumps(event))
 
     # -- timers: find due keys and measure, change nothing -----------------------------------
@@ -211,18 +247,23 @@ class Processor:
         actives = self._active_dbs()
         for token, sent in list(self.inflight.items()):
             if now - sent >= TICK_RETRY_MS:  # the replica it went to may have died: send again
-                del self.inflight[token]
-                if token[0] in actives:
+                # The agent may have taken it off meanwhile (this loop awaits sends).
+                if self.inflight.pop(token, None) is not None and token[0] in actives:
                     await self._send_tick(token, now)
         for partition in list(self.cursor):
             if partition not in actives:
                 del self.cursor[partition]  # revoked: a later owner starts from the beginning
         for partition, db in actives.items():
+            if self.next_due.get(partition, 0) > now:
+                continue  # nothing due yet: skip the seek (deleted entries make it slow)
             # Resume after the last entry ticked: deleted entries before it (tombstones until
             # RocksDB compacts them) would make every seek from the start slower.
             start = self.cursor.get(partition, state.DUE_PREFIX)
-            for raw, _due, key, timer_id in _due_entries(db, now, start):
+            due, next_due = _due_entries(db, now, start)
+            self.next_due[partition] = next_due
+            for raw, key, timer_id in due:
                 if len(self.inflight) >= MAX_INFLIGHT_TICKS:
+                    self.next_due.pop(partition, None)  # not all sent: look again next tick
                     return
                 self.cursor[partition] = raw + b"\x00"
                 await self._send_tick((partition, key, timer_id), now)
@@ -234,9 +275,10 @@ class Processor:
         await self.calls.send(key=key, value=dumps(tick), partition=partition)
 
 
-def _due_entries(db: Any, now: int, start: bytes) -> list[tuple[bytes, int, bytes, str]]:
-    """(raw key, due, key, timer id) of the entries from ``start`` that are due by ``now``."""
-    found: list[tuple[bytes, int, bytes, str]] = []
+def _due_entries(db: Any, now: int, start: bytes) -> tuple[list[tuple[bytes, bytes, str]], int]:
+    """(raw key, key, timer id) of the entries from ``start`` that are due by ``now``, and the
+    due time of the first entry that is not (or a far future if there is none)."""
+    found: list[tuple[bytes, bytes, str]] = []
     it = db.iter()
     it.seek(start)
     while it.valid():
@@ -244,11 +286,13 @@ def _due_entries(db: Any, now: int, start: bytes) -> list[tuple[bytes, int, byte
         if not raw.startswith(state.DUE_PREFIX):
             break
         due, key = state.parse_due_key(raw)
-        if due > now or len(found) >= MAX_INFLIGHT_TICKS:
-            break
-        found.append((raw, due, key, it.value().decode()))
+        if due > now:
+            return found, due
+        if len(found) >= MAX_INFLIGHT_TICKS:
+            return found, now
+        found.append((raw, key, it.value().decode()))
         it.next()
-    return found
+    return found, NEVER
 
 
 async def _count_pending(db: Any) -> int:

@@ -42,6 +42,8 @@ MAX_BACKLOG = 1_000
 # Ids remembered as done, so a redelivered execution is not run again by this worker.
 REMEMBERED_IDS = 100_000
 COMMIT_INTERVAL = 1.0
+# Longest wait for a record when idle; outcomes are reported between waits.
+POLL_WAIT = 0.05
 # Executions remembered from the events topic (id, type, worker: about 200 bytes each).
 SEEN_IDS = 500_000
 # Longest wait for the events topic to be read up to date after an assignment.
@@ -120,9 +122,13 @@ class Worker:
         self.running_loop.set()
         try:
             while not self.stopping.is_set():
-                wait = 0.0 if self.outcomes.qsize() else 0.05
-                for message in self.consumer.consume(500, wait):
-                    self._take(message)
+                # poll() returns as soon as a record is there; consume(n, t) would wait out t
+                # unless n records came.
+                first = self.consumer.poll(0.0 if self.outcomes.qsize() else POLL_WAIT)
+                if first is not None:
+                    self._take(first)
+                    for message in self.consumer.consume(500, 0):
+                        self._take(message)
                 self._start_ready()
                 self._report_outcomes()
                 self.producer.poll(0)
