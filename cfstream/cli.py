@@ -145,7 +145,8 @@ def demo(
     from cfstream.demo import run
 
     settings = get_settings()
-    configure_logging("WARNING", settings.log_format)
+    # A fresh broker's transient warnings (coordinator still loading) would clutter the timeline.
+    configure_logging("ERROR", settings.log_format)
     run(settings, producer_only=producer_only)
 
 
