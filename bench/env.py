@@ -246,9 +246,7 @@ class Services:
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
-            "CFSTREAM_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
-            "CFSTREAM_TOPIC_PREFIX": self.settings.topic_prefix,
-            "CFSTREAM_PARTITIONS": str(self.settings.partitions),
+            **self.settings.to_env(),
             "CFSTREAM_SHUTDOWN_TIMEOUT": "10",
             "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p),
         })

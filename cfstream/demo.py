@@ -34,9 +34,8 @@ EDIT_INTERVAL = 0.3  # seconds between edits: well inside the 2 s quiet period
 def services(settings: cf.Settings, workdir: Path, console: Console) -> Iterator[None]:
     """A processor and a worker in child processes, stopped (SIGTERM) on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CFSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-           "CFSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-           "CFSTREAM_STATE_DIR": str(workdir / "state"), "CFSTREAM_HTTP_PORT": "0"}
+    env = {**os.environ, **settings.to_env(), "CFSTREAM_STATE_DIR": str(workdir / "state"),
+           "CFSTREAM_HTTP_PORT": "0"}
     commands = {"processor": ["processor"],
                 "worker": ["worker", "cfstream.examples.notifications"]}
     procs = []

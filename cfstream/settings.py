@@ -98,6 +98,23 @@ class Settings(BaseSettings):
     def dead_letter_topic(self) -> str:
         return self.topic("dead-letter")
 
+    def to_env(self) -> dict[str, str]:
+        """The connection settings as ``CFSTREAM_*`` variables, for child processes (a processor
+        or worker started by the demo, the tests or the benchmarks) to read the same way."""
+        values: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers, "topic_prefix": self.topic_prefix,
+            "partitions": self.partitions, "replication_factor": self.replication_factor,
+            "security_protocol": self.security_protocol, "sasl_mechanism": self.sasl_mechanism,
+            "sasl_username": self.sasl_username,
+            "sasl_password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl_ca_location": self.ssl_ca_location,
+            "ssl_certificate_location": self.ssl_certificate_location,
+            "ssl_key_location": self.ssl_key_location,
+            "kafka_config": json.dumps(self.kafka_config) if self.kafka_config else None,
+        }
+        return {f"CFSTREAM_{name.upper()}": str(value) for name, value in values.items()
+                if value is not None}
+
     def librdkafka_config(self) -> dict[str, Any]:
         """Connection options for confluent-kafka clients: pass-through first, explicit settings win."""
         config: dict[str, Any] = dict(self.kafka_config)

@@ -70,9 +70,7 @@ class Cluster:
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CFSTREAM_")}
         env.update({
-            "CFSTREAM_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
-            "CFSTREAM_TOPIC_PREFIX": self.settings.topic_prefix,
-            "CFSTREAM_PARTITIONS": str(self.settings.partitions),
+            **self.settings.to_env(),
             "CFSTREAM_HTTP_PORT": "0",
             "CFSTREAM_SHUTDOWN_TIMEOUT": "10",
             "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p),

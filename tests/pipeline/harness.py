@@ -31,9 +31,7 @@ class Services:
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
-            "CFSTREAM_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
-            "CFSTREAM_TOPIC_PREFIX": self.settings.topic_prefix,
-            "CFSTREAM_PARTITIONS": str(self.settings.partitions),
+            **self.settings.to_env(),
             "CFSTREAM_HTTP_PORT": "0",
             "CFSTREAM_SHUTDOWN_TIMEOUT": "10",
             "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
