@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 from confluent_kafka.admin import AdminClient
-from conftest import PipelineFactory
+from conftest import Pipeline, PipelineFactory
 from pipeline_tasks import after_seconds, notify_update
 
 pytestmark = pytest.mark.kafka
@@ -21,16 +21,21 @@ def assignment(admin: AdminClient, group: str, topic: str) -> list[set[int]]:
             for m in description.members]
 
 
-def test_two_replicas_split_the_partitions_and_still_debounce(
-        pipeline_factory: PipelineFactory, admin: AdminClient) -> None:
-    pipeline = pipeline_factory(processors=2)
+def settled_assignment(pipeline: Pipeline, admin: AdminClient, members: int) -> list[set[int]]:
+    """The calls partitions each processor holds, once ``members`` replicas hold some."""
     group, topic = f"{pipeline.settings.topic_prefix}.processor", pipeline.settings.calls_topic
     deadline = time.monotonic() + 60
     while True:
         held = assignment(admin, group, topic)
-        if len(held) == 2 and all(held) or time.monotonic() > deadline:
-            break
+        if len(held) == members and all(held) or time.monotonic() > deadline:
+            return held
         time.sleep(0.5)
+
+
+def test_two_replicas_split_the_partitions_and_still_debounce(
+        pipeline_factory: PipelineFactory, admin: AdminClient) -> None:
+    pipeline = pipeline_factory(processors=2)
+    held = settled_assignment(pipeline, admin, members=2)
     assert len(held) == 2 and all(held), held
     assert held[0].isdisjoint(held[1])
     assert held[0] | held[1] == set(range(pipeline.settings.partitions))
@@ -47,12 +52,14 @@ def test_two_replicas_split_the_partitions_and_still_debounce(
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_a_replica_killed_mid_window_fires_the_pending_calls_once(
-        pipeline_factory: PipelineFactory, replicas: int) -> None:
+        pipeline_factory: PipelineFactory, admin: AdminClient, replicas: int) -> None:
     pipeline = pipeline_factory(processors=replicas)
+    # Submit once the replicas have split the partitions, not during the rebalance.
+    assert all(settled_assignment(pipeline, admin, members=replicas))
     delayed = after_seconds.with_delay(6)
     calls = [pipeline.submit(delayed, f"v{i}") for i in range(8)]
     for call in calls:
-        pipeline.events.one(call.id, "scheduled")
+        pipeline.events.one(call.id, "scheduled", timeout=60)
     pipeline.services.stop("processor-0", sig=signal.SIGKILL)
     pipeline.services.processor("processor-0")
 
