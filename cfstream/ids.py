@@ -8,6 +8,7 @@ millisecond the last one made is the latest.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -15,31 +16,69 @@ import uuid
 
 _COUNTER_BITS = 42  # rand_a (12 bits) and the top 30 bits of rand_b
 _RANDOM_BITS = 32  # the rest of rand_b
+# Random words fetched from the OS per system call: one call per id cost a fifth of a submit.
+_POOL_WORDS = 1024  # a power of two
+
+# No lock per id: next() on an itertools.count is atomic, and the lock is taken only to start a
+# new millisecond (a lock per id cost as much as the rest of the id).
 _lock = threading.Lock()
-_last = (-1, 0)  # (ms, counter)
+_millisecond: tuple[int, str, itertools.count[int]] = (-1, "", itertools.count())  # text, counter
+_middle = (-1, "")  # (counter >> 16, its text "7ccc-cccc-"): changes every 65536 ids
+_pool = memoryview(os.urandom(4 * _POOL_WORDS)).cast("I")
+_taken = itertools.count()  # the word of _pool an id takes; the one that takes word 0 refills
 
 
 def new_execution_id(now_ms: int | None = None) -> str:
     """A fresh UUIDv7: 48-bit Unix milliseconds, a counter seeded at random each millisecond,
     then random bits."""
-    global _last
     ms = int(time.time() * 1000) if now_ms is None else now_ms
+    millisecond = _millisecond
+    if millisecond[0] != ms:
+        millisecond = _start_millisecond(ms)
+    counter = next(millisecond[2])
+    middle = _middle
+    if middle[0] != counter >> 16:
+        middle = _middle_text(counter >> 16)
+    index = next(_taken) & (_POOL_WORDS - 1)
+    if index == 0:
+        _refill_pool()
+    rand = _pool[index]
+    return f"{millisecond[1]}{middle[1]}{(counter & 0xFFFF) << _RANDOM_BITS | rand:012x}"
+
+
+def _start_millisecond(ms: int) -> tuple[int, str, itertools.count[int]]:
+    global _millisecond
     with _lock:
-        last_ms, last_counter = _last
-        if ms == last_ms:
-            counter = last_counter + 1
-        else:
+        if _millisecond[0] != ms:
             # Seeded below half the range so a burst within one millisecond cannot overflow it.
-            counter = int.from_bytes(os.urandom(6), "big") >> (48 - _COUNTER_BITS + 1)
-        _last = (ms, counter)
-    rand = int.from_bytes(os.urandom(4), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76  # version 7
-    value |= (counter >> 30) << 64  # rand_a: the counter's top 12 bits
-    value |= 0b10 << 62  # RFC 4122 variant
-    value |= (counter & ((1 << 30) - 1)) << _RANDOM_BITS
-    value |= rand
-    return str(uuid.UUID(int=value))
+            seed = int.from_bytes(os.urandom(6), "big") >> (48 - _COUNTER_BITS + 1)
+            text = "%08x-%04x-" % ((ms >> 16) & 0xFFFFFFFF, ms & 0xFFFF)
+            _millisecond = (ms, text, itertools.count(seed))
+        return _millisecond
+
+
+def _middle_text(high: int) -> tuple[int, str]:
+    """Version 7 and the counter's top 12 bits (rand_a), then the RFC 4122 variant and the next
+    14 bits of the counter."""
+    global _middle
+    _middle = (high, "%04x-%04x-" % (0x7000 | high >> 14, 0x8000 | high & 0x3FFF))
+    return _middle
+
+
+def _refill_pool() -> None:
+    global _pool
+    _pool = memoryview(os.urandom(4 * _POOL_WORDS)).cast("I")
+
+
+def _forget_after_fork() -> None:
+    """A forked child must not reuse its parent's random words or counter."""
+    global _lock, _millisecond, _taken
+    _lock = threading.Lock()
+    _millisecond = (-1, "", itertools.count())
+    _taken = itertools.count()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def submitted_ms(execution_id: str) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -60,3 +61,20 @@ def test_ids_made_in_one_millisecond_increase_in_the_order_made() -> None:
     ids = [new_execution_id(1_000) for _ in range(5_000)]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    new_execution_id(2_000)  # parent and child go on in the same millisecond
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, ",".join(new_execution_id(2_000) for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 1_000).decode().split(",")
+    os.close(read)
+    parent = [new_execution_id(2_000) for _ in range(3)]
+    assert len(child) == 3
+    assert not set(child) & set(parent)
