@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import json
 import logging
 import threading
 import time
@@ -37,19 +38,20 @@ class Client:
         self._reader: EventReader | None = None
         self._lock = threading.Lock()
         self._delivery_errors: dict[str, str] = {}
+        # Read once: submit is hot, and a settings property formats the topic name on each read.
+        self._calls_topic = self.settings.calls_topic
+        self._max_payload_bytes = self.settings.max_payload_bytes
 
     # -- submitting -------------------------------------------------------------------------
 
     def submit_task(self, task: Task[Any, Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Execution:
-        bound = task.bind(args, kwargs)
-        defer_key = task.defer_key(bound)
-        names = task.positional_names(len(bound.args))
-        return self.publish(new_call(
-            task.name, dict(zip(names, bound.args, strict=True)), bound.kwargs,
-            delay_ms=task.delay_ms, defer_key=defer_key,
-            max_wait_ms=task.max_wait_ms if defer_key is not None else None,
-        ))
+        args_json, kwargs_json, defer_key = task.encode_call(args, kwargs)
+        now = int(time.time() * 1000)
+        call_id = new_execution_id(now)
+        key, value = task.records.record(call_id, args_json, kwargs_json, now, defer_key)
+        self.send(task.name, key, value)
+        return Execution(call_id, task=task.name, client=self)
 
     def submit(self, task: str, args: list[Any] | tuple[Any, ...] = (),
                kwargs: dict[str, Any] | None = None, *,
@@ -70,35 +72,40 @@ class Client:
 
     def publish(self, call: Call) -> Execution:
         """Put ``call`` on the calls topic; delivery errors surface in ``result()``."""
-        value = dumps(call.to_dict())
-        if len(value) > self.settings.max_payload_bytes:
+        self.send(call.task, call.key.encode(), dumps(call.to_dict()))
+        return Execution(call.id, task=call.task, client=self)
+
+    def send(self, task: str, key: bytes, value: bytes) -> None:
+        """Put one call record on the calls topic; delivery errors surface in ``result()``."""
+        if len(value) > self._max_payload_bytes:
             raise SubmitError(
-                f"call to {call.task} is {len(value)} bytes, over the limit of "
-                f"{self.settings.max_payload_bytes} (CFSTREAM_MAX_PAYLOAD_BYTES); pass ids "
+                f"call to {task} is {len(value)} bytes, over the limit of "
+                f"{self._max_payload_bytes} (CFSTREAM_MAX_PAYLOAD_BYTES); pass ids "
                 "and load large data inside the task"
             )
-        producer = self.producer()
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                self._delivery_errors[call.id] = str(err)
-                logger.error("call %s to %s was not delivered: %s", call.id, call.task, err)
-
+        producer = self._producer or self.producer()
         while True:
             try:
-                producer.produce(self.settings.calls_topic, key=call.key.encode(), value=value,
-                                 on_delivery=delivered)
+                producer.produce(self._calls_topic, value, key)
                 break
             except BufferError:
                 producer.poll(0.05)  # local queue full: let deliveries drain, then retry
         producer.poll(0)
-        return Execution(call.id, task=call.task, client=self)
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            return
+        # One callback serves every call: the call's id is in the record.
+        call = json.loads(msg.value() or b"{}")
+        self._delivery_errors[call.get("id", "")] = str(err)
+        logger.error("call %s to %s was not delivered: %s", call.get("id"), call.get("task"), err)
 
     def producer(self) -> Producer:
         with self._lock:
             if self._producer is None:
                 ensure_topics(self.settings)
-                self._producer = Producer(producer_config(self.settings))
+                self._producer = Producer(producer_config(self.settings,
+                                                          on_delivery=self._delivered))
             return self._producer
 
     def delivery_error(self, execution_id: str) -> str | None:
@@ -153,6 +160,9 @@ _current_lock = threading.Lock()
 def current_client() -> Client:
     """The process's client, built from the environment unless :func:`configure` set one."""
     global _current
+    current = _current  # no lock on the submit path: reading a global is atomic
+    if current is not None:
+        return current
     with _current_lock:
         if _current is None:
             _current = Client()

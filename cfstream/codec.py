@@ -21,6 +21,7 @@ import decimal
 import json
 import uuid
 from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import Any
 
 _DECODERS: dict[str, Callable[[Any], Any]] = {
@@ -87,7 +88,32 @@ def from_json_value(value: Any) -> Any:
 
 def dumps(data: Any) -> bytes:
     """Compact JSON bytes of already-encoded data."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json_text(data).encode("utf-8")
+
+
+def json_text(data: Any) -> str:
+    """Compact JSON text of already-encoded data (:func:`dumps` before the UTF-8)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _finite_float_text(value: float) -> str:
+    if value != value or value in (_INF, -_INF):
+        raise ValueError("not finite")  # to_json_value names the argument
+    return float.__repr__(value)
+
+
+_INF = float("inf")
+
+# The JSON text json_text() writes for each plain scalar type (exact types: subclasses and every
+# other type go through to_json_value). A lookup miss (KeyError) or a ValueError means "use
+# to_json_value", which encodes the value or raises the TypeError naming it. Submit's fast path.
+SCALAR_TEXT: dict[type, Callable[[Any], str]] = {
+    str: encode_basestring,
+    int: int.__repr__,
+    float: _finite_float_text,
+    bool: lambda value: "true" if value else "false",
+    type(None): lambda _value: "null",
+}
 
 
 def canonical(data: Any) -> str:

@@ -9,13 +9,15 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
-from cfstream.codec import canonical, to_json_value
+from cfstream.codec import SCALAR_TEXT, canonical, json_text, to_json_value
 from cfstream.errors import ConfigurationError, DeferKeyError
-from cfstream.wire import KEY_SEPARATOR, MAX_DELAY_MS
+from cfstream.wire import KEY_SEPARATOR, MAX_DELAY_MS, CallRecords
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from cfstream.execution import Execution
 
 P = ParamSpec("P")
@@ -36,6 +38,25 @@ class Defer:
 
 
 DeferOption = bool | Callable[..., str] | Defer | None
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+# cfstream.client imports this module: Task.submit looks it up once, on first use (an import
+# statement in submit() cost a fifth of a microsecond-scale call).
+_client_module: ModuleType | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Positional:
+    """A signature of positional parameters only, as submit's fast path needs it: calls with
+    ``least`` to ``most`` positional arguments and no keywords bind to those arguments as given."""
+
+    least: int
+    most: int
+    # JSON text of each parameter's default ("": no default, or not a plain scalar).
+    defaults: tuple[str, ...]
+    # The defer key from the arguments' texts, as canonical() writes it (sorted names; plain
+    # scalars write the same either way): '{{"a":{1},"b":{0}}}'. None: not keyed by parameters.
+    key_format: str | None
 
 
 def to_ms(value: dt.timedelta | float | int | None, what: str) -> int | None:
@@ -99,9 +120,8 @@ class Task(Generic[P, R]):
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Execution:
         """Publish a call and return its Execution without waiting."""
-        from cfstream.client import current_client
-
-        return current_client().submit_task(self, args, kwargs)
+        client = _client_module or _import_client()
+        return client.current_client().submit_task(self, args, kwargs)
 
     def with_delay(self, delay: dt.timedelta | float | int) -> Task[P, R]:
         return replace(self, delay_ms=to_ms(delay, "delay") or 0)
@@ -130,6 +150,62 @@ class Task(Generic[P, R]):
             raise TypeError(f"{self.name}: {exc}") from None
         return bound
 
+    def encode_call(self, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> tuple[str, str, str | None]:
+        """A call's positional and keyword arguments as JSON text, and its defer key.
+
+        Raises TypeError naming a bad argument, or DeferKeyError."""
+        shape = self._positional
+        if shape is not None and not kwargs and shape.least <= len(args) <= shape.most:
+            try:
+                texts = [SCALAR_TEXT[type(value)](value) for value in args]
+            except (KeyError, ValueError):
+                pass  # not a plain scalar: to_json_value encodes it or names it below
+            else:
+                args_json = f"[{','.join(texts)}]"
+                if shape.key_format is None:
+                    if self.defer is None or self.defer is False:
+                        return args_json, "{}", None
+                    return args_json, "{}", self._key_from_function(args, {})
+                if len(texts) < shape.most:
+                    texts += shape.defaults[len(texts):]
+                if "" not in texts:
+                    key = shape.key_format.format(*texts)
+                    return args_json, "{}", key if len(key) <= MAX_READABLE_KEY else _hashed(key)
+        bound = self.bind(args, kwargs)
+        defer_key = self.defer_key(bound)
+        names = self.positional_names(len(bound.args))
+        return (
+            json_text([to_json_value(v, f"{self.name}: argument {name!r}")
+                       for name, v in zip(names, bound.args, strict=True)]),
+            json_text({k: to_json_value(v, f"{self.name}: argument {k!r}")
+                       for k, v in bound.kwargs.items()}),
+            defer_key,
+        )
+
+    @cached_property
+    def records(self) -> CallRecords:
+        """Writes this task's calls-topic records."""
+        return CallRecords(self.name, self.delay_ms, self.max_wait_ms)
+
+    @cached_property
+    def _positional(self) -> _Positional | None:
+        params = list(self.signature.parameters.values())
+        if any(p.kind not in _POSITIONAL for p in params):
+            return None
+        defaults = tuple(_scalar_text(p.default) for p in params)
+        key_format = None
+        if self.defer is True or isinstance(self.defer, Defer):
+            chosen = {p.name for p in params} if self.defer is True else set(self.defer.params)
+            fields = [json_text(p.name).replace("{", "{{").replace("}", "}}") + f":{{{i}}}"
+                      for i, p in sorted(enumerate(params), key=lambda item: item[1].name)
+                      if p.name in chosen]
+            key_format = "{{" + ",".join(fields) + "}}"
+        return _Positional(
+            least=sum(p.default is p.empty for p in params), most=len(params),
+            defaults=defaults, key_format=key_format,
+        )
+
     def defer_key(self, bound: inspect.BoundArguments) -> str | None:
         """The user-level defer key for these arguments (None: not deferred)."""
         if self.defer is None or self.defer is False:
@@ -137,12 +213,14 @@ class Task(Generic[P, R]):
         if self.defer is True or isinstance(self.defer, Defer):
             full = _with_defaults(bound)
             chosen = full if self.defer is True else {p: full[p] for p in self.defer.params}
-            text = canonical(to_json_value(chosen, f"{self.name} defer key"))
-            if len(text) > MAX_READABLE_KEY:
-                return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-            return text
+            key = canonical(to_json_value(chosen, f"{self.name} defer key"))
+            return key if len(key) <= MAX_READABLE_KEY else _hashed(key)
+        return self._key_from_function(bound.args, bound.kwargs)
+
+    def _key_from_function(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        key_function = cast(Callable[..., Any], self.defer)  # not None, a bool or a Defer
         try:
-            key = self.defer(*bound.args, **bound.kwargs)
+            key = key_function(*args, **kwargs)
         except Exception as exc:
             raise DeferKeyError(
                 f"{self.name}: the defer key function raised {type(exc).__name__}: {exc}; "
@@ -154,6 +232,25 @@ class Task(Generic[P, R]):
                 f"({key!r}); it must return a string"
             )
         return key
+
+
+def _hashed(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _scalar_text(value: Any) -> str:
+    try:
+        return SCALAR_TEXT[type(value)](value)
+    except (KeyError, ValueError):
+        return ""
+
+
+def _import_client() -> ModuleType:
+    global _client_module
+    from cfstream import client
+
+    _client_module = client
+    return client
 
 
 def _with_defaults(bound: inspect.BoundArguments) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from jsonschema import Draft202012Validator
 
 from cfstream.client import Client
 from cfstream.codec import dumps, to_json_value
-from cfstream.execution import Execution as Handle
 from cfstream.ids import new_execution_id
 from cfstream.processor import state
 from cfstream.processor.app import Processor
@@ -128,15 +127,20 @@ def test_schema_bounds_are_the_code_constants() -> None:
 
 
 class CapturingClient(Client):
-    """The real client's call building, with publishing replaced by keeping the call."""
+    """The real client's call building and encoding, with producing replaced by keeping the
+    record (read back as a Call)."""
 
     def __init__(self) -> None:
         super().__init__(Settings())
         self.calls: list[Call] = []
 
-    def publish(self, call: Call) -> Handle:
+    def send(self, task: str, key: bytes, value: bytes) -> None:
+        call = call_from_dict(json.loads(value))
+        # The record is the one encoding of the call, under the call's key.
+        assert value == dumps(call.to_dict())
+        assert key == call.key.encode()
+        assert call.task == task
         self.calls.append(call)
-        return Handle(call.id, task=call.task, client=self)
 
 
 def notify(user_id: int, when: dt.datetime, *, amount: decimal.Decimal = decimal.Decimal("1.50"),

@@ -6,8 +6,11 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cfstream as cf
+from cfstream.codec import json_text, to_json_value
 from cfstream.task import registered
 
 
@@ -308,3 +311,64 @@ def test_positional_names_for_error_messages() -> None:
     task = cf.task(notify)
     assert task.positional_names(2) == ["user_id", "document_id"]
     assert task.positional_names(5) == ["user_id", "document_id", "update", "*3", "*4"]
+
+
+# -- encode_call ----------------------------------------------------------------------------
+
+
+def general_encoding(task: cf.Task[..., Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> tuple[str, str, str | None]:
+    """What encode_call returns, the long way: bind, defer_key, to_json_value, JSON text."""
+    bound = task.bind(args, kwargs)
+    key = task.defer_key(bound)
+    return (json_text([to_json_value(v) for v in bound.args]),
+            json_text({k: to_json_value(v) for k, v in bound.kwargs.items()}), key)
+
+
+def outcome(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except (TypeError, ValueError, cf.DeferKeyError) as exc:
+        return type(exc)
+
+
+def scored(user_id: Any, score: Any = 1.5, label: Any = "x", flag: Any = None) -> None:
+    """Defaults of every scalar type; parameter names not in alphabetical order."""
+
+
+def with_date(when: Any, at: Any = dt.date(2026, 1, 1)) -> None:
+    """A default that is no plain scalar."""
+
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(),
+                    st.dates(), st.lists(st.integers(), max_size=2),
+                    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+ENCODED_TASKS = [
+    cf.Task(fn=scored, name="t:scored"),
+    cf.Task(fn=scored, name="t:scored", defer=True),
+    cf.Task(fn=scored, name="t:scored", defer=cf.Defer(params=["label", "user_id", "label"])),
+    cf.Task(fn=scored, name="t:scored", defer=lambda *a: repr(a)),
+    cf.Task(fn=scored, name="t:scored", defer=lambda *a: a),  # not a string: DeferKeyError
+    cf.Task(fn=with_date, name="t:with_date", defer=True),
+    cf.Task(fn=notify, name="t:notify", defer=True),
+]
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(ENCODED_TASKS), st.lists(SCALARS, max_size=5),
+       st.dictionaries(st.sampled_from(["score", "label", "at", "colour"]), SCALARS, max_size=2))
+def test_encode_call_writes_what_the_general_encoding_writes(
+        task: cf.Task[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
+    assert outcome(task.encode_call, tuple(args), kwargs) == \
+        outcome(general_encoding, task, tuple(args), kwargs)
+
+
+def test_encode_call_names_a_bad_argument() -> None:
+    task = cf.Task(fn=scored, name="t:scored")
+    with pytest.raises(TypeError, match=r"^t:scored: argument 'score': nan has no JSON"):
+        task.encode_call((1, float("nan")), {})
+    with pytest.raises(TypeError, match=r"^t:scored: argument 'flag': set cannot be sent"):
+        task.encode_call((1, 2, "x", {1}), {})
+    keyed = cf.Task(fn=scored, name="t:scored", defer=True)
+    with pytest.raises(TypeError, match=r"^t:scored defer key\['user_id'\]: object cannot"):
+        keyed.encode_call((object(),), {})
