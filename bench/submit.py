@@ -1,9 +1,9 @@
 """5. Submit: ``task.submit()`` calls/s beside raw confluent-kafka produce of equal payloads.
 
 Both sides use the producer settings cfstream's client uses (murmur2_random, idempotence on,
-linger 5 ms), produce one record per call with ``poll(0)`` after each (as the client does), and
-include the final ``flush()`` in the time. The raw side produces the exact bytes the client
-produced (same keys, same JSON). Rounds alternate raw and cfstream; the median round counts.
+linger 5 ms, delivery reports for failures only), produce one record per call with ``poll(0)``
+after each (as the client does), and include the final ``flush()`` in the time. The raw side
+produces the exact bytes the client produced (same keys, same JSON). Rounds alternate raw and cfstream; the median round counts.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import bench_tasks, env
-from cfstream.client import configure
+from cfstream.client import PRODUCER_OVERRIDES, configure
 from cfstream.codec import dumps
 from cfstream.settings import Settings
 from cfstream.task import Task
@@ -38,7 +38,7 @@ def cfstream_round(task: Task[Any, Any], n: int, offset: int) -> float:
 
 
 def raw_round(settings: Settings, records: list[tuple[bytes, bytes]]) -> float:
-    producer = env.raw_producer(settings)
+    producer = env.raw_producer(settings, overrides=PRODUCER_OVERRIDES)
     topic = settings.calls_topic
     producer.produce(topic, key=b"warm-up", value=b"{}")
     producer.flush(30)
