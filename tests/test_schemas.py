@@ -424,8 +424,14 @@ def processor(tmp_path: Path) -> Processor:
         FakeTopic(), FakeTopic(), FakeTopic(), FakeTopic())
     proc.table = FakeTable()
     assigned = {TP(settings.calls_topic, 0)}
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, 0)
+
+    consumer = SimpleNamespace(_committed_offset={}, earliest_offsets=earliest_offsets)
     proc.app = SimpleNamespace(rebalancing=False,  # type: ignore[assignment]
-                               assignor=SimpleNamespace(assigned_actives=lambda: assigned))
+                               assignor=SimpleNamespace(assigned_actives=lambda: assigned),
+                               consumer=consumer)
     return proc
 
 
@@ -433,7 +439,7 @@ async def feed(proc: Processor, records: list[tuple[bytes, Any]]) -> None:
     """Run the processor's agent over ``records`` (key, value: a dict, or raw bytes)."""
 
     async def stream_events() -> AsyncIterator[Any]:
-        for offset, (key, value) in enumerate(records):
+        for offset, (key, value) in enumerate(records, start=proc.expected.get(0, 0)):
             raw = value if isinstance(value, bytes) or value is None else dumps(value)
             yield SimpleNamespace(message=SimpleNamespace(
                 key=key, value=raw, partition=0, offset=offset, topic=proc.settings.calls_topic))

@@ -77,6 +77,10 @@ class ProcessorMetrics(_CommonMetrics):
             "fire_lateness_seconds", "Seconds between a call's due time and its fire.",
             namespace=NAMESPACE, registry=r, buckets=LATENESS_BUCKETS,
         )
+        self.stalls = Counter(
+            "partition_stalls", "Times a calls partition sat idle with records waiting and was "
+            "sought back to them.", namespace=NAMESPACE, registry=r,
+        )
 
     def set_pending(self, partition: int, count: int) -> None:
         self.pending_keys.labels(partition=str(partition)).set(count)

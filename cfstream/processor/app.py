@@ -23,6 +23,7 @@ from cfstream.kafka.config import consumer_config
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import state
 from cfstream.processor.faust_config import app_options
+from cfstream.processor.stalls import StallWatch, describe
 from cfstream.processor.state import TABLE
 from cfstream.scheduling import rules
 from cfstream.settings import Settings
@@ -41,6 +42,9 @@ MAX_INFLIGHT_TICKS = 10_000
 GAUGE_INTERVAL = 5.0
 # Longest time spent reading records the consumer skipped.
 MISSED_READ_TIMEOUT = 10.0
+# A partition with records waiting and no progress for this long is stalled (faust #629).
+STALL_AFTER = 8.0
+STALL_CHECK_INTERVAL = 2.0
 NEVER = 2**63 - 1
 
 
@@ -72,11 +76,13 @@ class Processor:
         # partition -> next offset this replica must see; faust can drop a record after a
         # rebalance ("getmany called while flow not active") and then commit past it.
         self.expected: dict[int, int] = {}
+        self.stalls = StallWatch(STALL_AFTER)
         self.app.on_partitions_assigned.connect(self._forget_positions)
         self.app.on_partitions_revoked.connect(self._forget_positions)
         self.app.agent(self.calls, name="cfstream.scheduler")(self._process)
         self.app.timer(settings.tick_interval, name="cfstream.timer")(self._scan)
         self.app.timer(GAUGE_INTERVAL, name="cfstream.gauges")(self._update_gauges)
+        self.app.timer(STALL_CHECK_INTERVAL, name="cfstream.stalls")(self._check_stalls)
 
     def ready(self) -> bool:
         """Joined the group, not rebalancing, tables restored. Called from the HTTP thread, so
@@ -94,6 +100,7 @@ class Processor:
         for tp in args[0] if args else ():
             if tp.topic == self.settings.calls_topic:
                 self.expected.pop(tp.partition, None)
+                self.stalls.forget(set())
                 self.next_due.pop(tp.partition, None)
                 self.cursor.pop(tp.partition, None)
 
@@ -101,7 +108,11 @@ class Processor:
         async for event in stream.events():
             message = event.message
             expected = self.expected.get(message.partition)
-            if expected is not None and message.offset > expected:
+            if expected is None:  # first record since the assignment: faust seeked to ...
+                expected = await self._start_offset(message.partition)
+            if message.offset < expected:
+                continue  # seen already: delivered again after a seek back
+            if message.offset > expected:
                 logger.warning("%s[%d]: offsets %d..%d were skipped by the consumer; reading "
                                "them directly", message.topic, message.partition, expected,
                                message.offset - 1)
@@ -110,6 +121,17 @@ class Processor:
                     await self._apply_or_park(message, key, value, offset)
             self.expected[message.partition] = message.offset + 1
             await self._apply_or_park(message, message.key, message.value, message.offset)
+
+    async def _start_offset(self, partition: int) -> int:
+        """Where faust's consumer started reading ``partition`` after the assignment: the
+        committed offset, else the partition's first offset."""
+        tp = TP(self.settings.calls_topic, partition)
+        consumer: Any = self.app.consumer
+        committed = consumer._committed_offset.get(tp)
+        if committed:
+            return int(committed)
+        earliest = await consumer.earliest_offsets(tp)
+        return int(earliest.get(tp) or 0)
 
     def _read_missed(self, partition: int, start: int, end: int) -> list[tuple[Any, Any, int]]:
         """Records [start, end) of a calls partition, read past faust's consumer."""
@@ -232,6 +254,43 @@ class Processor:
             high = self.app.consumer.highwater(tp) if self.app.consumer else None
             if high is not None and partition in self.processed:
                 self.metrics.set_lag(tp.topic, partition, high - self.processed[partition])
+
+    async def _check_stalls(self, *_: Any) -> None:
+        """Seek a stalled calls partition back to the next record this replica needs.
+
+        faust drops records it fetched when a rebalance interrupts delivery, then seeks back to
+        the committed offset, except where nothing was committed yet (aiokafka seeks only to
+        positive offsets): such a partition sits idle with its records unread.
+        """
+        consumer = self.app.consumer
+        if self.app.rebalancing or consumer is None:
+            return
+        topic = self.settings.calls_topic
+        tps = {tp for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+        self.stalls.forget({tp.partition for tp in tps})
+        if not tps:
+            return
+        try:
+            ends = await consumer.highwaters(*tps)
+        except Exception as exc:  # the broker may be away: look again next time
+            logger.debug("no high watermarks for the stall check: %s", exc)
+            return
+        now = time.monotonic()
+        for tp in tps:
+            end = ends.get(tp)
+            position = self.expected.get(tp.partition)
+            if end is None or self.app.rebalancing:
+                continue
+            if position is None:
+                position = await self._start_offset(tp.partition)
+            if self.stalls.observe(tp.partition, position, end, now):
+                logger.warning("%s[%d]: %d records waiting at offset %d and no progress for "
+                               "%.0fs; seeking back to it (consumer state: %s)", topic,
+                               tp.partition, end - position, position, STALL_AFTER,
+                               describe(consumer, tp))
+                self.metrics.stalls.inc()
+                await consumer.seek(tp, position)
+                self.stalls.reset(tp.partition, now)
 
     def _active_dbs(self) -> dict[int, Any]:
         """The RocksDB of each table partition this replica owns (not standbys)."""
