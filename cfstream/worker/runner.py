@@ -42,8 +42,11 @@ MAX_BACKLOG = 1_000
 # Ids remembered as done, so a redelivered execution is not run again by this worker.
 REMEMBERED_IDS = 100_000
 COMMIT_INTERVAL = 1.0
-# Longest wait for a record when idle; outcomes are reported between waits.
+# Longest wait for a record when no task runs.
 POLL_WAIT = 0.05
+# ... and while tasks run: a finished task is reported, and its slot refilled, only between
+# waits (a poll cannot be woken from the task's thread).
+BUSY_POLL_WAIT = 0.002
 # Executions remembered from the events topic (id, type, worker: about 200 bytes each).
 SEEN_IDS = 500_000
 # Longest wait for the events topic to be read up to date after an assignment.
@@ -124,7 +127,7 @@ class Worker:
             while not self.stopping.is_set():
                 # poll() returns as soon as a record is there; consume(n, t) would wait out t
                 # unless n records came.
-                first = self.consumer.poll(0.0 if self.outcomes.qsize() else POLL_WAIT)
+                first = self.consumer.poll(self._poll_wait())
                 if first is not None:
                     self._take(first)
                     for message in self.consumer.consume(500, 0):
@@ -143,6 +146,14 @@ class Worker:
             self.running_loop.clear()
             self._shutdown()
             self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def _poll_wait(self) -> float:
+        """No wait while there is something to do: waiting out POLL_WAIT before each round of
+        ``worker_concurrency`` tasks held a backlog to a few hundred tasks a second."""
+        if self.outcomes.qsize() or (self.backlog and len(self.running) <
+                                     self.settings.worker_concurrency):
+            return 0.0
+        return BUSY_POLL_WAIT if self.running else POLL_WAIT
 
     def stop(self) -> None:
         self.stopping.set()
