@@ -35,6 +35,8 @@ DEFAULT_LOOKBACK_MS = 3_600_000
 MAX_REMEMBERED = 100_000
 # How long a waiter sleeps before it rechecks its deadline.
 WAKE_INTERVAL = 0.5
+# Longest wait for an event before the reader looks for a rewind or close request.
+POLL_WAIT = 0.1
 _RANK = {"scheduled": 0, "started": 1, "deferred": 2, "invalid": 3,
          **{name: 3 for name in TERMINAL_EVENTS}}
 
@@ -85,9 +87,10 @@ class EventReader:
         with self._cond:
             return self._latest.get(execution_id)
 
-    def read_since(self, since_ms: int) -> None:
-        """Make sure events from ``since_ms`` on are (being) read."""
-        self._need_from(since_ms)
+    def read_since(self, since_ms: int) -> bool:
+        """Make sure events from ``since_ms`` on are (being) read; True if that meant reading
+        further back than before (a :meth:`sync` done earlier does not cover them)."""
+        return self._need_from(since_ms)
 
     def sync(self, timeout: float) -> bool:
         """Wait until every event published before this call has been read."""
@@ -119,10 +122,11 @@ class EventReader:
         since = submitted_ms(execution_id) or int(time.time() * 1000) - DEFAULT_LOOKBACK_MS
         self._need_from(since)
 
-    def _need_from(self, since_ms: int) -> None:
+    def _need_from(self, since_ms: int) -> bool:
         start = since_ms - CLOCK_MARGIN_MS
         with self._cond:
-            if self._from_ms is None or start < self._from_ms:
+            rewind = self._from_ms is None or start < self._from_ms
+            if rewind:
                 self._from_ms = start
                 self._rewind_to = start
                 self._caught_up.clear()
@@ -130,6 +134,7 @@ class EventReader:
                 self._thread = threading.Thread(target=self._run, name="cfstream-events",
                                                 daemon=True)
                 self._thread.start()
+            return rewind
 
     def _run(self) -> None:
         while not self._closed:
@@ -155,7 +160,10 @@ class EventReader:
                     rewind, self._rewind_to = self._rewind_to, None
                 if rewind is not None:
                     targets = self._seek(consumer, topic, partitions, rewind)
-                for message in consumer.consume(500, 0.1):
+                # poll() returns at the first event; consume(n, t) would hold every event back
+                # until n came or t passed, and so every waiter and sync() with it.
+                first = consumer.poll(POLL_WAIT)
+                for message in [] if first is None else [first, *consumer.consume(500, 0)]:
                     if message.error() is None:
                         self._remember(message.value(), message.partition(), message.offset())
                 if not self._caught_up.is_set():

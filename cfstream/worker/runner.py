@@ -101,7 +101,9 @@ class Worker:
         self.paused = False
         # Which executions other workers already began or finished, from the events topic.
         self.seen = EventReader(settings, max_remembered=SEEN_IDS, fields=("worker",))
-        self.fresh: set[int] = set()  # assigned partitions not yet checked against events
+        # Assigned partitions not yet checked against events -> when assigned (monotonic).
+        self.fresh: dict[int, float] = {}
+        self.synced_at = float("-inf")  # when the last sync() that succeeded began
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
 
@@ -120,6 +122,8 @@ class Worker:
                "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}))
         self.consumer.subscribe([self.settings.executions_topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        # Start reading events now, not on the first execution: that one would wait for it.
+        self.seen.read_since(_now_ms())
         logger.info("worker %s running tasks: %s", self.name, ", ".join(sorted(self.tasks)))
         last_commit = last_gauges = time.monotonic()
         self.running_loop.set()
@@ -285,14 +289,24 @@ class Worker:
 
     def _sync_events(self, message: Message) -> None:
         """On the first record of a newly assigned partition: read every event since that
-        record was fired, so redelivered executions are recognised."""
+        record was fired, so redelivered executions are recognised.
+
+        The events that matter are the earlier owners', published before the assignment (a
+        worker flushes them before it hands a partition back), so a sync begun after the
+        assignment covers them if it read from early enough: partitions assigned together
+        share one sync instead of stalling the loop once each."""
         partition = message.partition()
-        if partition not in self.fresh:
+        assigned = self.fresh.pop(partition, None) if partition is not None else None
+        if assigned is None:
             return
-        self.fresh.discard(partition)
         _, fired = message.timestamp()
-        self.seen.read_since(fired if fired > 0 else _now_ms())
-        if not self.seen.sync(SYNC_TIMEOUT):
+        rewound = self.seen.read_since(fired if fired > 0 else _now_ms())
+        if not rewound and self.synced_at >= assigned:
+            return
+        began = time.monotonic()
+        if self.seen.sync(SYNC_TIMEOUT):
+            self.synced_at = began
+        else:
             logger.warning("events not read up to date within %ss; a redelivered execution "
                            "might run again", SYNC_TIMEOUT)
 
@@ -388,7 +402,8 @@ class Worker:
             logger.warning("commit failed: %s", exc)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.fresh.update(tp.partition for tp in partitions)
+        now = time.monotonic()
+        self.fresh.update((tp.partition, now) for tp in partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Hand the partitions back cleanly: finish what runs from them, commit, drop the rest."""
@@ -403,7 +418,7 @@ class Worker:
         self.backlog.drop(lambda job: job.partition not in revoked)
         for partition in revoked:
             self.offsets.forget(partition)
-            self.fresh.discard(partition)
+            self.fresh.pop(partition, None)
 
 
 def _now_ms() -> int:
