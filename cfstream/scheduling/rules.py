@@ -6,7 +6,9 @@ A key (the task-scoped defer key, or the execution id of a call that is not defe
 
 - due = latest call's submit time + its delay, capped at the window's first call + max_wait
   (event time: a processor that lags does not stretch the quiet period);
-- a newer call replaces the pending one, which becomes ``deferred`` to it;
+- a newer call replaces the pending one, which becomes ``deferred`` to it; but when both are
+  read late and the pending one was due before the newer one was made (:func:`due_before`),
+  the reader fires it first;
 - an older call (out of order) is itself deferred to the pending or last fired one (calls of the
   same millisecond are ordered by id);
 - a tick fires the pending call if it is due; a later tick forgets the marker;
@@ -60,8 +62,14 @@ def due_ms(call: Call, first_ms: int) -> int:
     return due
 
 
-def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int) -> Decision:
-    """Take in a new call for this key."""
+def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
+           fire_due: bool = True) -> Decision:
+    """Take in a new call for this key.
+
+    A call already due fires at once, unless ``fire_due`` is False: then the caller fires it
+    with :func:`fire_if_due` once it has read the calls that arrived with it, so that of a burst
+    read late (a lagging or restarting replica) only the latest call runs, as event time says.
+    """
     if slot is not None and call.id in (slot.fired_id, slot.call.id if slot.call else None):
         return _replayed(slot, call.id)  # redelivered: already here or already fired
 
@@ -90,7 +98,7 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int) -> Dec
     )
     events.append(event("scheduled", call, now_ms, due_ms=new.due_ms,
                         submitted_ms=call.submitted_ms))
-    if new.due_ms <= now_ms:
+    if fire_due and new.due_ms <= now_ms:
         fired = tick(new, call.id, now_ms, retention_ms)
         fired.events[:0] = events
         return fired
@@ -107,6 +115,20 @@ def tick(slot: Slot | None, timer_id: str, now_ms: int, retention_ms: int) -> De
     execution = Execution(call=call, due_ms=slot.due_ms, fired_ms=now_ms)
     return Decision(_marker(slot, call, now_ms, retention_ms, execution), changed=True,
                     executions=[execution])
+
+
+def due_before(slot: Slot | None, call: Call, now_ms: int) -> bool:
+    """Whether the pending call was due (by ``now_ms``) before ``call`` was made: in event time
+    it ran before ``call`` existed, so ``call`` must not replace it."""
+    return (slot is not None and slot.call is not None and slot.call.id != call.id
+            and slot.due_ms <= min(call.submitted_ms, now_ms))
+
+
+def fire_if_due(slot: Slot | None, now_ms: int, retention_ms: int) -> Decision:
+    """Fire the pending call if it is due by ``now_ms``; change nothing otherwise."""
+    if slot is None or slot.call is None or slot.due_ms > now_ms:
+        return Decision(slot, changed=False)
+    return tick(slot, slot.call.id, now_ms, retention_ms)
 
 
 def _replayed(slot: Slot | None, call_id: str) -> Decision:

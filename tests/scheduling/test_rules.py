@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cfstream.scheduling import rules
-from cfstream.scheduling.rules import Slot, accept, cancel, tick
+from cfstream.scheduling.rules import Slot, accept, cancel, due_before, fire_if_due, tick
 from cfstream.wire import Call, Execution
 
 DELAY = 1_000
@@ -47,6 +47,45 @@ def test_due_time_follows_submit_time_not_processing_time() -> None:
     # A processor that lags must not stretch the quiet period.
     decision = accept(None, make_call("a", 0), now_ms=900, retention_ms=RETENTION)
     assert decision.slot is not None and decision.slot.due_ms == DELAY
+
+
+def test_a_burst_read_late_fires_only_its_latest_call() -> None:
+    # A replica that reads three calls after their due time: accepting them without firing,
+    # then firing what is due, runs the latest only, with the others deferred to it.
+    calls = [make_call(name, 10 * i) for i, name in enumerate("abc")]
+    slot, events = None, []
+    for call in calls:
+        decision = accept(slot, call, now_ms=5_000, retention_ms=RETENTION, fire_due=False)
+        assert decision.executions == []
+        slot, events = decision.slot, events + decision.events
+    fired = fire_if_due(slot, now_ms=5_000, retention_ms=RETENTION)
+    assert [e.call.id for e in fired.executions] == ["c"]
+    assert fired.executions[0].due_ms == 20 + DELAY
+    assert [(e["type"], e["id"], e.get("successor")) for e in events
+            if e["type"] == "deferred"] == [("deferred", "a", "b"), ("deferred", "b", "c")]
+    # Fired: nothing is left to fire, and a call not yet due waits for its tick.
+    assert fire_if_due(fired.slot, 5_000, RETENTION).executions == []
+    waiting = accept(None, make_call("d", 5_000), 5_000, RETENTION, fire_due=False).slot
+    assert not fire_if_due(waiting, 5_999, RETENTION).changed
+    assert [e.call.id for e in fire_if_due(waiting, 6_000, RETENTION).executions] == ["d"]
+
+
+def test_a_call_due_before_the_next_was_made_fires_even_when_both_are_read_late() -> None:
+    # delay 0: "a" was due at 0, "b" made at 10. Read together at 5000, both run (in order);
+    # merging same-key calls without a delay is the workers' backlog's job.
+    a, b = make_call("a", 0, delay_ms=0), make_call("b", 10, delay_ms=0)
+    slot = accept(None, a, 5_000, RETENTION, fire_due=False).slot
+    assert due_before(slot, b, now_ms=5_000)
+    assert not due_before(slot, b, now_ms=-1)  # not due yet by the clock: no
+    assert due_before(slot, make_call("c", 0, delay_ms=0), 5_000)  # made as a came due
+    first = fire_if_due(slot, 5_000, RETENTION)
+    assert [e.call.id for e in first.executions] == ["a"]
+    decision = accept(first.slot, b, 5_000, RETENTION, fire_due=False)
+    assert not [e for e in decision.events if e["type"] == "deferred"]
+    assert [e.call.id for e in fire_if_due(decision.slot, 5_000, RETENTION).executions] == ["b"]
+    # With a delay, the burst's first call was not due when the second was made: replaced.
+    slot = accept(None, make_call("a", 0), 5_000, RETENTION, fire_due=False).slot
+    assert not due_before(slot, make_call("b", 10), 5_000)
 
 
 def test_newer_call_replaces_pending_one() -> None:
