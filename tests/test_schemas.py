@@ -25,6 +25,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import rocksdict
 from confluent_kafka import murmur2
 from faust.types import TP
 from hypothesis import HealthCheck, given, settings
@@ -374,81 +375,78 @@ def test_failed_events_need_the_whole_error() -> None:
 # -- a processor, driven in memory ----------------------------------------------------------------
 
 
-class FakeTopic:
+class FakeOutputs:
+    """What the processor produces, by topic."""
+
+    changelog_topic = "changelog"
+
     def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
+        self.sent: dict[str, list[dict[str, Any]]] = {}
+        self.producer = SimpleNamespace(poll=lambda _timeout: 0)
 
-    async def send(self, **kwargs: Any) -> None:
-        self.sent.append(kwargs)
+    def produce(self, topic: str, key: bytes | None, value: bytes | None,
+                partition: int = -1,
+                headers: list[tuple[str, bytes]] | None = None) -> None:
+        self.sent.setdefault(topic, []).append(
+            {"key": key, "value": value, "partition": partition, "headers": headers})
 
-    def values(self) -> list[dict[str, Any]]:
-        return [json.loads(item["value"]) for item in self.sent]
+    async def flush(self) -> None:
+        return None
 
+    def take_persisted(self) -> Iterator[tuple[int, int]]:
+        return iter(())
 
-class FakeRocksIterator:
-    def __init__(self, items: dict[bytes, bytes]) -> None:
-        self.items = sorted(items.items())
-        self.position = 0
+    def take_errors(self) -> list[str]:
+        return []
 
-    def seek(self, prefix: bytes) -> None:
-        self.position = next((i for i, (k, _) in enumerate(self.items) if k >= prefix),
-                             len(self.items))
+    def of(self, topic: str) -> list[dict[str, Any]]:
+        return self.sent.get(topic, [])
 
-    def valid(self) -> bool:
-        return self.position < len(self.items)
-
-    def key(self) -> bytes:
-        return self.items[self.position][0]
-
-    def value(self) -> bytes:
-        return self.items[self.position][1]
-
-    def next(self) -> None:
-        self.position += 1
-
-
-class FakeTable(dict):  # type: ignore[type-arg]
-    """The processor's table as a dict; ``data._dbs`` shows it as partition 0's RocksDB."""
-
-    @property
-    def data(self) -> Any:
-        db = SimpleNamespace(iter=lambda: FakeRocksIterator(dict(self)))
-        return SimpleNamespace(_dbs={0: db})
+    def values(self, topic: str) -> list[Any]:
+        return [json.loads(item["value"]) for item in self.of(topic)]
 
 
 @pytest.fixture
-def processor(tmp_path: Path) -> Processor:
+def processor(tmp_path: Path) -> Iterator[Processor]:
     settings = Settings(state_dir=tmp_path / "state", topic_prefix="schemas")
     proc = Processor(settings, partitions=1)
-    proc.calls, proc.executions, proc.events, proc.dead_letters = (
-        FakeTopic(), FakeTopic(), FakeTopic(), FakeTopic())
-    proc.table = FakeTable()
+    proc.outputs = FakeOutputs()  # type: ignore[assignment]
+    db = rocksdict.Rdict(str(tmp_path / "pending-0.db"), rocksdict.Options(raw_mode=True))
+    proc.table = SimpleNamespace(  # type: ignore[assignment]
+        data=SimpleNamespace(_dbs={0: db}, _db_for_partition=lambda _partition: db))
     assigned = {TP(settings.calls_topic, 0)}
 
     async def earliest_offsets(*tps: TP) -> dict[TP, int]:
         return dict.fromkeys(tps, 0)
 
     consumer = SimpleNamespace(_committed_offset={}, earliest_offsets=earliest_offsets)
+    recovery = SimpleNamespace(completed=SimpleNamespace(is_set=lambda: True))
     proc.app = SimpleNamespace(rebalancing=False,  # type: ignore[assignment]
+                               in_recovery=False, tables=SimpleNamespace(recovery=recovery),
                                assignor=SimpleNamespace(assigned_actives=lambda: assigned),
                                consumer=consumer)
-    return proc
+    yield proc
+    db.close()
 
 
 async def feed(proc: Processor, records: list[tuple[bytes, Any]]) -> None:
     """Run the processor's agent over ``records`` (key, value: a dict, or raw bytes)."""
 
-    async def stream_events() -> AsyncIterator[Any]:
-        for offset, (key, value) in enumerate(records, start=proc.expected.get(0, 0)):
-            raw = value if isinstance(value, bytes) or value is None else dumps(value)
-            yield SimpleNamespace(message=SimpleNamespace(
-                key=key, value=raw, partition=0, offset=offset, topic=proc.settings.calls_topic))
+    events = []
+    for offset, (key, value) in enumerate(records, start=proc.expected.get(0, 0)):
+        raw = value if isinstance(value, bytes) or value is None else dumps(value)
+        events.append(SimpleNamespace(message=SimpleNamespace(
+            key=key, value=raw, partition=0, offset=offset, topic=proc.settings.calls_topic)))
 
-    await proc._process(SimpleNamespace(events=stream_events))
+    async def take_events(_max: int, _within: float) -> AsyncIterator[list[Any]]:
+        yield events
+
+    await proc._process(SimpleNamespace(take_events=take_events))
 
 
 def test_processor_records_match_the_schemas(processor: Processor) -> None:
     now = int(time.time() * 1000)
+    outputs: FakeOutputs = processor.outputs  # type: ignore[assignment]
 
     def make(submitted: int, delay: int = 30, key: str | None = "k") -> Call:
         return Call(id=new_execution_id(submitted), task="tests.schemas:notify",
@@ -464,10 +462,15 @@ def test_processor_records_match_the_schemas(processor: Processor) -> None:
                                for c in (first, second, old, at_once, to_cancel)])
         await feed(processor, [(to_cancel.key.encode(), cancel.to_dict())])
         await asyncio.sleep(0.05)
-        await processor._scan()
-        ticks = [(item["key"], json.loads(item["value"])) for item in processor.calls.sent]
+        assert not processor.ready()
+        await processor._scan()  # rebuilds the due index of the new partition, then scans
+        assert processor.indexed == {0}
+        calls = processor.settings.calls_topic
+        ticks = [(item["key"], json.loads(item["value"])) for item in outputs.of(calls)]
         assert [tick["id"] for _, tick in ticks] == [second.id]
         await feed(processor, ticks)
+        await processor._scan()
+        assert processor.ready()
         bad = [
             (b"x", b"{not json"),
             (b"x", b"[1, 2]"),
@@ -481,17 +484,18 @@ def test_processor_records_match_the_schemas(processor: Processor) -> None:
 
     asyncio.run(scenario())
 
-    for _key, tick in [(i["key"], json.loads(i["value"])) for i in processor.calls.sent]:
+    conf = processor.settings
+    for tick in outputs.values(conf.calls_topic):
         assert_valid("call", tick)
         assert_valid("call", tick, "control")
         assert control_from_dict(tick).kind == "tick"
-    executions = processor.executions.values()
+    executions = outputs.values(conf.executions_topic)
     assert [e["id"] for e in executions] == [at_once.id, second.id]
-    for item, record in zip(processor.executions.sent, executions, strict=True):
+    for item, record in zip(outputs.of(conf.executions_topic), executions, strict=True):
         assert_valid("execution", record)
         assert item["key"] == execution_from_dict(record).call.key.encode()
-    events = processor.events.values()
-    for item, record in zip(processor.events.sent, events, strict=True):
+    events = outputs.values(conf.events_topic)
+    for item, record in zip(outputs.of(conf.events_topic), events, strict=True):
         check_event(record)
         assert item["key"] == (record["id"] or "invalid").encode()
     types = [(e["type"], e.get("reason")) for e in events]
@@ -502,13 +506,18 @@ def test_processor_records_match_the_schemas(processor: Processor) -> None:
     invalid = [e for e in events if e["type"] == "invalid"]
     assert len(invalid) == 7
     assert {e["id"] for e in invalid} == {None, "x", "y", "z"}
-    assert len(processor.dead_letters.sent) == 7
-    for sent in processor.dead_letters.sent:
+    assert len(outputs.of(conf.dead_letter_topic)) == 7
+    for sent in outputs.of(conf.dead_letter_topic):
         headers = dict(sent["headers"])
         assert set(headers) == {"cfstream-reason", "cfstream-source"}
         assert re.fullmatch(rb"schemas\.calls:0:\d+", headers["cfstream-source"])
-    assert {state.slot_key(c.key.encode()) for c in (first, at_once, to_cancel)} <= set(
-        processor.table)
+    db = processor.table.data._dbs[0]  # type: ignore[attr-defined]
+    slots = {state.slot_key(c.key.encode()) for c in (first, at_once, to_cancel)}
+    assert slots <= set(db.keys())
+    # Every slot write, and only those, went to the changelog; the due index stays local.
+    changelog = outputs.of("changelog")
+    assert slots <= {item["key"] for item in changelog}
+    assert all(item["key"].startswith(state.SLOT_PREFIX) for item in changelog)
 
 
 # -- a worker, driven in memory -------------------------------------------------------------------

@@ -6,6 +6,8 @@ such as the test suite, run several processors and workers without name clashes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -77,10 +79,25 @@ class ProcessorMetrics(_CommonMetrics):
             "fire_lateness_seconds", "Seconds between a call's due time and its fire.",
             namespace=NAMESPACE, registry=r, buckets=LATENESS_BUCKETS,
         )
+        self._received: dict[str, Any] = {}
+        self._deferred: dict[str, Any] = {}
         self.stalls = Counter(
             "partition_stalls", "Times a calls partition sat idle with records waiting and was "
             "sought back to them.", namespace=NAMESPACE, registry=r,
         )
+
+    def received(self, task: str) -> None:
+        """One more call of ``task`` read (the labelled child cached: this runs per call)."""
+        child = self._received.get(task)
+        if child is None:
+            child = self._received[task] = self.calls_received.labels(task=task)
+        child.inc()
+
+    def deferred(self, task: str) -> None:
+        child = self._deferred.get(task)
+        if child is None:
+            child = self._deferred[task] = self.deferrals.labels(task=task, where="processor")
+        child.inc()
 
     def set_pending(self, partition: int, count: int) -> None:
         self.pending_keys.labels(partition=str(partition)).set(count)

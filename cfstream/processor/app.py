@@ -1,9 +1,13 @@
 """One processor replica: a faust app whose agent applies the scheduling rules to each record.
 
-The timer cannot write tables (faust only allows writes inside stream iteration), so it only
-finds what is due and puts a ``tick`` record on the calls topic, in the partition of the key;
-the agent then applies :func:`cfstream.scheduling.rules.tick`, which checks the id and the due
-time again. A lost, duplicated or forged tick therefore changes nothing it should not.
+The timer changes no state (all of it is written by the agent, in the partition's order), so
+it only finds what is due and puts a ``tick`` record on the calls topic, in the partition of the
+key; the agent then applies :func:`cfstream.scheduling.rules.tick`, which checks the id and the
+due time again. A lost, duplicated or forged tick therefore changes nothing it should not.
+
+The agent takes records in batches and writes through :mod:`cfstream.processor.store`: RocksDB
+directly, and every record it produces (changelog, executions, events) through one librdkafka
+producer, flushed before faust may commit the batch.
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ from cfstream.processor import state
 from cfstream.processor.faust_config import app_options
 from cfstream.processor.stalls import StallWatch, describe
 from cfstream.processor.state import TABLE
+from cfstream.processor.store import (
+    FAUST_OFFSET_KEY,
+    OutputError,
+    Outputs,
+    Writes,
+    rebuild_due_index,
+)
 from cfstream.scheduling import rules
 from cfstream.settings import Settings
 from cfstream.wire import InvalidRecord, call_from_dict, control_from_dict, parse_json
@@ -40,11 +51,14 @@ TICK_RETRY_MS = 5_000
 MAX_INFLIGHT_TICKS = 10_000
 # Seconds between updates of the pending-keys and lag gauges.
 GAUGE_INTERVAL = 5.0
+# The agent takes up to BATCH_MAX records, waiting at most BATCH_WITHIN seconds for more.
+BATCH_MAX = 2_000
+BATCH_WITHIN = 0.005
 # Longest time spent reading records the consumer skipped.
 MISSED_READ_TIMEOUT = 10.0
 # A partition with records waiting and no progress for this long is stalled (faust #629).
-STALL_AFTER = 8.0
-STALL_CHECK_INTERVAL = 2.0
+STALL_AFTER = 10.0
+STALL_CHECK_INTERVAL = 5.0
 NEVER = 2**63 - 1
 
 
@@ -65,11 +79,13 @@ class Processor:
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                "value_serializer": "raw"}
         self.calls = self.app.topic(settings.calls_topic, partitions=partitions, **raw)
-        self.executions = self.app.topic(settings.executions_topic, partitions=partitions, **raw)
-        self.events = self.app.topic(settings.events_topic, **raw)
-        self.dead_letters = self.app.topic(settings.dead_letter_topic, **raw)
         self.table = self.app.Table(TABLE, partitions=partitions, key_type=bytes,
                                     value_type=bytes)
+        self.outputs = Outputs(settings, state.changelog_topic(settings))
+        self.writes = Writes()
+        self.indexed: set[int] = set()  # partitions whose due index was rebuilt since assigned
+        self.due_now: set[tuple[int, bytes]] = set()  # (partition, key) to fire after the batch
+        self._ready = False
         self.inflight: dict[tuple[int, bytes, str], int] = {}  # tick -> when sent
         self.cursor: dict[int, bytes] = {}  # partition -> where the next due scan starts
         self.next_due: dict[int, int] = {}  # partition -> earliest due time not yet ticked
@@ -85,14 +101,22 @@ class Processor:
         self.app.timer(STALL_CHECK_INTERVAL, name="cfstream.stalls")(self._check_stalls)
 
     def ready(self) -> bool:
-        """Joined the group, not rebalancing, tables restored. Called from the HTTP thread, so
-        it only reads: ``app.tables`` is built on first access, and must be built by faust."""
+        """Joined the group, not rebalancing, tables restored, due index rebuilt.
+
+        Called from the HTTP thread, so it reads a flag the timer keeps: faust builds some of
+        its services on first access (``app.tables.recovery``), and one built from another
+        thread races faust's own and left a replica stuck in recovery.
+        """
+        return self._ready
+
+    def _readiness(self) -> bool:
         app = self.app
-        tables = app.__dict__.get("tables")  # faust's cached_property, once faust made it
-        if tables is None:
+        recovery = app.tables.recovery  # type: ignore[attr-defined]  # faust's TableManager
+        if app.rebalancing or app.in_recovery or not recovery.completed.is_set():
             return False
-        return bool(not app.rebalancing and not app.in_recovery
-                    and tables.recovery.completed.is_set())
+        actives = {tp.partition for tp in app.assignor.assigned_actives()
+                   if tp.topic == self.settings.calls_topic}
+        return actives <= self.indexed
 
     # -- agent: every state change happens here ---------------------------------------------
 
@@ -103,24 +127,52 @@ class Processor:
                 self.stalls.forget(set())
                 self.next_due.pop(tp.partition, None)
                 self.cursor.pop(tp.partition, None)
+                self.indexed.discard(tp.partition)
 
     async def _process(self, stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            expected = self.expected.get(message.partition)
-            if expected is None:  # first record since the assignment: faust seeked to ...
-                expected = await self._start_offset(message.partition)
-            if message.offset < expected:
-                continue  # seen already: delivered again after a seek back
-            if message.offset > expected:
-                logger.warning("%s[%d]: offsets %d..%d were skipped by the consumer; reading "
-                               "them directly", message.topic, message.partition, expected,
-                               message.offset - 1)
-                for key, value, offset in self._read_missed(message.partition, expected,
-                                                            message.offset):
-                    await self._apply_or_park(message, key, value, offset)
-            self.expected[message.partition] = message.offset + 1
-            await self._apply_or_park(message, message.key, message.value, message.offset)
+        async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN):
+            actives = self.app.assignor.assigned_actives()
+            for event in events:
+                message = event.message
+                if TP(message.topic, message.partition) in actives:
+                    await self._take(message)
+            self._fire_due()
+            if not await self._settle():  # faust acknowledges the batch after this
+                return
+
+    async def _take(self, message: Any) -> None:
+        expected = self.expected.get(message.partition)
+        if expected is None:  # first record since the assignment: faust seeked to ...
+            expected = await self._start_offset(message.partition)
+        if message.offset < expected:
+            return  # seen already: delivered again after a seek back
+        if message.offset > expected:
+            logger.warning("%s[%d]: offsets %d..%d were skipped by the consumer; reading "
+                           "them directly", message.topic, message.partition, expected,
+                           message.offset - 1)
+            for key, value, offset in self._read_missed(message.partition, expected,
+                                                        message.offset):
+                self._apply_or_park(message, key, value, offset)
+        self.expected[message.partition] = message.offset + 1
+        self._apply_or_park(message, message.key, message.value, message.offset)
+
+    async def _settle(self) -> bool:
+        """Wait until what the batch produced is on the broker, then record the changelog
+        offsets where faust's restore looks for them. False if Kafka refused some of it."""
+        dbs = self.table.data._dbs  # type: ignore[attr-defined]  # faust RocksDB store
+        self.writes.apply(dbs)
+        await self.outputs.flush()
+        for partition, offset in self.outputs.take_persisted():
+            db = dbs.get(partition)
+            if db is not None:
+                db.put(FAUST_OFFSET_KEY, str(offset).encode())
+        errors = self.outputs.take_errors()
+        if errors:  # never acknowledge records whose effects were refused: stop, and replay
+            await self.app.crash(OutputError(
+                f"{len(errors)} records refused by Kafka, stopping so the calls are replayed "
+                f"from the last commit: {'; '.join(errors[:5])}"))
+            return False
+        return True
 
     async def _start_offset(self, partition: int) -> int:
         """Where faust's consumer started reading ``partition`` after the assignment: the
@@ -152,25 +204,26 @@ class Processor:
                          self.settings.calls_topic, partition, len(found), end - start)
         return found
 
-    async def _apply_or_park(self, message: Any, key: bytes | None, value: bytes | None,
-                             offset: int) -> None:
+    def _apply_or_park(self, message: Any, key: bytes | None, value: bytes | None,
+                       offset: int) -> None:
         try:
-            await self._apply(key or b"", value, message.partition)
+            self._apply(key or b"", value, message.partition)
         except InvalidRecord as exc:
-            await self._dead_letter(message, exc, key, value, offset)
+            self._dead_letter(message, exc, key, value, offset)
         except Exception as exc:  # a bug must park the record, not stop the replica
             logger.exception("failed to process %s[%d]@%d", message.topic, message.partition,
                              offset)
-            await self._dead_letter(message, InvalidRecord("internal", f"internal error: "
-                                                           f"{type(exc).__name__}: {exc}"),
-                                    key, value, offset)
+            self._dead_letter(message, InvalidRecord("internal", f"internal error: "
+                                                     f"{type(exc).__name__}: {exc}"),
+                              key, value, offset)
         self.processed[message.partition] = offset + 1
 
-    async def _apply(self, key: bytes, raw: bytes | None, partition: int) -> None:
+    def _apply(self, key: bytes, raw: bytes | None, partition: int) -> None:
         now = now_ms()
         data = parse_json(raw, self.settings.max_payload_bytes)
         kind = data.get("kind", "call")
-        slot = state.decode_slot(self.table.get(state.slot_key(key)))
+        db = self.table.data._db_for_partition(partition)  # type: ignore[attr-defined]
+        slot = state.decode_slot(self.writes.get(db, partition, state.slot_key(key)))
         if kind == "call":
             call = call_from_dict(data, now_ms=now)
             if call.key.encode() != key:
@@ -179,8 +232,15 @@ class Processor:
                     f"record key {key!r} does not match the call's key {call.key!r} "
                     "(the defer key scoped by task, or the execution id)"
                 )
-            decision = rules.accept(slot, call, now, FIRED_RETENTION_MS)
-            self.metrics.calls_received.labels(task=call.task).inc()
+            if rules.due_before(slot, call, now):  # both read late: the pending one runs
+                fired = rules.fire_if_due(slot, now, FIRED_RETENTION_MS)
+                self._enact(key, slot, fired, partition)
+                slot = fired.slot
+            # Due already (read late): fired at the end of the batch, after any newer call.
+            decision = rules.accept(slot, call, now, FIRED_RETENTION_MS, fire_due=False)
+            if decision.slot is not None and decision.slot.due_ms <= now:
+                self.due_now.add((partition, key))
+            self.metrics.received(call.task)
         else:
             control = control_from_dict(data)
             if control.kind == "tick":
@@ -189,18 +249,37 @@ class Processor:
             else:
                 decision = rules.cancel(slot, control.id, now, FIRED_RETENTION_MS,
                                         control.reason)
+        self._enact(key, slot, decision, partition)
+
+    def _fire_due(self) -> None:
+        """Fire the calls of this batch that were due when read (the latest call of each key)."""
+        now = now_ms()
+        for partition, key in self.due_now:
+            try:
+                db = self.table.data._db_for_partition(partition)  # type: ignore[attr-defined]
+                slot = state.decode_slot(self.writes.get(db, partition, state.slot_key(key)))
+                self._enact(key, slot, rules.fire_if_due(slot, now, FIRED_RETENTION_MS),
+                            partition)
+            except Exception:  # its tick fires it later: log, keep the batch going
+                logger.exception("failed to fire %r of %s[%d]", key, TABLE, partition)
+        self.due_now.clear()
+
+    def _enact(self, key: bytes, slot: rules.Slot | None, decision: rules.Decision,
+               partition: int) -> None:
+        """Store the decision's slot and produce its executions and events."""
         if decision.changed:
             self._store(key, slot, decision.slot, partition)
         for execution in decision.executions:
-            await self.executions.send(key=key, value=dumps(execution.to_dict()))
+            self.outputs.produce(self.settings.executions_topic, key,
+                                 dumps(execution.to_dict()))
             if decision.changed:  # not a replay's second send
                 self.metrics.fires.inc()
                 self.metrics.fire_lateness.observe(
                     (execution.fired_ms - execution.due_ms) / 1000)
         for item in decision.events:
-            await self.events.send(key=item["id"].encode(), value=dumps(item))
+            self.outputs.produce(self.settings.events_topic, item["id"].encode(), dumps(item))
             if item["type"] == "deferred":
-                self.metrics.deferrals.labels(task=item["task"], where="processor").inc()
+                self.metrics.deferred(item["task"])
 
     def _store(self, key: bytes, old: rules.Slot | None, new: rules.Slot | None,
                partition: int) -> None:
@@ -209,24 +288,26 @@ class Processor:
         now = new is not None and new.call is not None
         if partition in self.pending and was != now:
             self.pending[partition] += 1 if now else -1
+        writes, changelog = self.writes, self.outputs.changelog_topic
         if old is not None:
-            self.table.pop(state.due_key(old.due_ms, key), None)
-        if new is None or encoded is None:
-            self.table.pop(state.slot_key(key), None)
+            writes.set(partition, state.due_key(old.due_ms, key), None)  # local: no changelog
+        writes.set(partition, state.slot_key(key), encoded)
+        self.outputs.produce(changelog, state.slot_key(key), encoded, partition)
+        if new is None:
             return
-        self.table[state.slot_key(key)] = encoded
-        self.table[state.due_key(new.due_ms, key)] = new.timer_id.encode()
+        writes.set(partition, state.due_key(new.due_ms, key), new.timer_id.encode())
         if partition in self.next_due:
             self.next_due[partition] = min(self.next_due[partition], new.due_ms)
 
-    async def _dead_letter(self, message: Any, error: InvalidRecord, key: bytes | None,
-                           value: bytes | None, offset: int) -> None:
+    def _dead_letter(self, message: Any, error: InvalidRecord, key: bytes | None,
+                     value: bytes | None, offset: int) -> None:
         # A lone surrogate (from the record) cannot be UTF-8: escape it.
         reason = error.reason.encode("utf-8", "backslashreplace").decode("utf-8")
         self.metrics.dead_letters.labels(reason=error.code).inc()
         logger.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition,
                        offset, reason)
-        await self.dead_letters.send(
+        self.outputs.produce(
+            self.settings.dead_letter_topic,
             # Kafka clients refuse a record with neither key nor value.
             key=b"" if key is None and value is None else key,
             value=value,
@@ -237,7 +318,8 @@ class Processor:
         event = {"v": 1, "type": "invalid", "id": _guess_id(value), "reason": reason,
                  "topic": message.topic, "partition": message.partition,
                  "offset": offset, "ts_ms": now_ms()}
-        await self.events.send(key=(event["id"] or "invalid").encode(), value=dumps(event))
+        self.outputs.produce(self.settings.events_topic, (event["id"] or "invalid").encode(),
+                             dumps(event))
 
     # -- timers: find due keys and measure, change nothing -----------------------------------
 
@@ -300,15 +382,19 @@ class Processor:
                 if TP(self.settings.calls_topic, p) in actives}
 
     async def _scan(self, *_: Any) -> None:
+        self._ready = self._readiness()
         if self.app.rebalancing:
             return
-        now = now_ms()
+        self.outputs.producer.poll(0)  # serve delivery reports while no batch flushes
         actives = self._active_dbs()
+        for partition in actives.keys() - self.indexed:
+            if not await self._rebuild_index(partition):
+                return  # a rebalance began: the next assignment starts again
+        now = now_ms()
         for token, sent in list(self.inflight.items()):
-            if now - sent >= TICK_RETRY_MS:  # the replica it went to may have died: send again
-                # The agent may have taken it off meanwhile (this loop awaits sends).
-                if self.inflight.pop(token, None) is not None and token[0] in actives:
-                    await self._send_tick(token, now)
+            if now - sent >= TICK_RETRY_MS and token[0] in actives:
+                # Not acted on: the replica it went to may have died. Send again.
+                self._send_tick(token, now)
         for partition in list(self.cursor):
             if partition not in actives:
                 del self.cursor[partition]  # revoked: a later owner starts from the beginning
@@ -325,13 +411,30 @@ class Processor:
                     self.next_due.pop(partition, None)  # not all sent: look again next tick
                     return
                 self.cursor[partition] = raw + b"\x00"
-                await self._send_tick((partition, key, timer_id), now)
+                self._send_tick((partition, key, timer_id), now)
 
-    async def _send_tick(self, token: tuple[int, bytes, str], now: int) -> None:
+    def _send_tick(self, token: tuple[int, bytes, str], now: int) -> None:
         partition, key, timer_id = token
         self.inflight[token] = now
         tick = {"v": 1, "kind": "tick", "id": timer_id}
-        await self.calls.send(key=key, value=dumps(tick), partition=partition)
+        self.outputs.produce(self.settings.calls_topic, key, dumps(tick), partition)
+
+    async def _rebuild_index(self, partition: int) -> bool:
+        """Rebuild a newly active partition's due index from its slots; False if a rebalance
+        began meanwhile (the partition may have moved: leave it to the next assignment)."""
+        started = time.monotonic()
+        count = 0
+        for done in rebuild_due_index(self._active_dbs()[partition]):
+            count = done
+            await asyncio.sleep(0)
+            if self.app.rebalancing or partition not in self._active_dbs():
+                return False
+        self.indexed.add(partition)
+        self.next_due.pop(partition, None)
+        self.cursor.pop(partition, None)
+        logger.info("%s[%d]: due index rebuilt from %d slots in %.2fs", TABLE, partition,
+                    count, time.monotonic() - started)
+        return True
 
 
 def _due_entries(db: Any, now: int, start: bytes) -> tuple[list[tuple[bytes, bytes, str]], int]:

@@ -33,5 +33,6 @@ def run(settings: Settings) -> None:
     try:
         worker.execute_from_commandline()
     finally:
+        processor.outputs.close()
         if server is not None:
             server.close()
