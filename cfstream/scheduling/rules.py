@@ -124,6 +124,14 @@ def due_before(slot: Slot | None, call: Call, now_ms: int) -> bool:
             and slot.due_ms <= min(call.submitted_ms, now_ms))
 
 
+def fires_when_read(slot: Slot | None) -> bool:
+    """Whether a due call may fire as soon as it is read: only when it had no quiet period to
+    wait (no delay, or max_wait already passed when it was made). One whose quiet period passed
+    while it waited unread fires through a tick instead, which the calls topic orders after
+    every call already in it: a newer call made before its due time then replaces it."""
+    return slot is not None and slot.call is not None and slot.due_ms <= slot.call.submitted_ms
+
+
 def fire_if_due(slot: Slot | None, now_ms: int, retention_ms: int) -> Decision:
     """Fire the pending call if it is due by ``now_ms``; change nothing otherwise."""
     if slot is None or slot.call is None or slot.due_ms > now_ms:

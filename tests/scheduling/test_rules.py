@@ -8,7 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cfstream.scheduling import rules
-from cfstream.scheduling.rules import Slot, accept, cancel, due_before, fire_if_due, tick
+from cfstream.scheduling.rules import (
+    Slot,
+    accept,
+    cancel,
+    due_before,
+    fire_if_due,
+    fires_when_read,
+    tick,
+)
 from cfstream.wire import Call, Execution
 
 DELAY = 1_000
@@ -86,6 +94,20 @@ def test_a_call_due_before_the_next_was_made_fires_even_when_both_are_read_late(
     # With a delay, the burst's first call was not due when the second was made: replaced.
     slot = accept(None, make_call("a", 0), 5_000, RETENTION, fire_due=False).slot
     assert not due_before(slot, make_call("b", 10), 5_000)
+
+
+def test_only_a_call_without_a_quiet_period_fires_as_soon_as_it_is_read() -> None:
+    assert fires_when_read(
+        accept(None, make_call("a", 0, delay_ms=0), 0, RETENTION, fire_due=False).slot)
+    # Its quiet period passed while unread: a newer call may be right behind it.
+    late = accept(None, make_call("a", 0), 5_000, RETENTION, fire_due=False).slot
+    assert late is not None and late.due_ms <= 5_000 and not fires_when_read(late)
+    # max_wait passed before the call was made: nothing to wait for.
+    slot = accept(None, make_call("a", 0, max_wait_ms=2_000), 0, RETENTION).slot
+    capped = accept(slot, make_call("b", 3_000, max_wait_ms=2_000), 3_000, RETENTION,
+                    fire_due=False).slot
+    assert capped is not None and capped.due_ms == 2_000 and fires_when_read(capped)
+    assert not fires_when_read(None)
 
 
 def test_newer_call_replaces_pending_one() -> None:
