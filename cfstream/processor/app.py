@@ -25,7 +25,7 @@ from faust.types import TP
 from cfstream.codec import dumps
 from cfstream.kafka.config import consumer_config
 from cfstream.observability.metrics import ProcessorMetrics
-from cfstream.processor import state
+from cfstream.processor import restore, state
 from cfstream.processor.faust_config import app_options
 from cfstream.processor.stalls import StallWatch, describe
 from cfstream.processor.state import TABLE
@@ -75,6 +75,7 @@ class Processor:
         # Pending calls per partition, counted from the table once per assignment, then kept.
         self.pending: dict[int, int] = {}
         self.processed: dict[int, int] = {}  # partition -> next offset to process
+        restore.configure(settings)
         self.app = faust.App(**app_options(settings, partitions))
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                "value_serializer": "raw"}
@@ -252,12 +253,16 @@ class Processor:
         self._enact(key, slot, decision, partition)
 
     def _fire_due(self) -> None:
-        """Fire the calls of this batch that were due when read (the latest call of each key)."""
+        """Fire the calls of this batch that were due when read (the latest call of each key),
+        or tick them when a newer call may still be behind them in the partition."""
         now = now_ms()
         for partition, key in self.due_now:
             try:
                 db = self.table.data._db_for_partition(partition)  # type: ignore[attr-defined]
                 slot = state.decode_slot(self.writes.get(db, partition, state.slot_key(key)))
+                if slot is not None and slot.call is not None and not rules.fires_when_read(slot):
+                    self._send_tick((partition, key, slot.timer_id), now)
+                    continue
                 self._enact(key, slot, rules.fire_if_due(slot, now, FIRED_RETENTION_MS),
                             partition)
             except Exception:  # its tick fires it later: log, keep the batch going

@@ -8,6 +8,7 @@ from typing import Any
 import faust
 
 from cfstream.errors import ConfigurationError
+from cfstream.processor import restore
 from cfstream.processor.state import app_id
 from cfstream.settings import Settings
 
@@ -58,7 +59,8 @@ def app_options(settings: Settings, partitions: int) -> dict[str, Any]:
         # Tables take the app's serializers: we store bytes we encoded ourselves.
         "key_serializer": "raw",
         "value_serializer": "raw",
-        "store": "rocksdb://",
+        # faust's RocksDB store, restoring newly active partitions with librdkafka first.
+        "store": f"{restore.SCHEME}://",
         "rocksdb_options": ROCKSDB_OPTIONS,
         "datadir": str(settings.state_dir),
         "table_standby_replicas": settings.standby_replicas,

@@ -13,6 +13,7 @@ from cfstream.processor.state import (
     encode_slot,
     parse_due_key,
     slot_key,
+    slot_timer,
 )
 from cfstream.scheduling.rules import Slot
 from cfstream.wire import Call
@@ -93,3 +94,12 @@ def test_marker_slot_round_trips() -> None:
 
 def test_missing_slot_decodes_to_none() -> None:
     assert decode_slot(None) is None
+
+
+def test_slot_timer_reads_what_the_decoded_slot_says() -> None:
+    call = Call(id="c1", task="t:f", args=[1], kwargs={}, submitted_ms=5, delay_ms=10,
+                defer_key="k", max_wait_ms=None)
+    pending = Slot(call=call, first_ms=5, due_ms=15)
+    marker = Slot(call=None, first_ms=5, due_ms=900, fired_id="c0", fired_submitted_ms=1)
+    for slot in (pending, marker):
+        assert slot_timer(encode_slot(slot)) == (slot.due_ms, slot.timer_id)
