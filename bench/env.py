@@ -40,10 +40,6 @@ CFSTREAM = [sys.executable, "-m", "cfstream"]
 PARTITIONS = 4
 # A cold processor joins the group and creates its changelog before it is ready.
 READY_TIMEOUT = 180.0
-# A processor whose /readyz is probed before faust has started its table manager never becomes
-# ready (Processor.ready() makes faust create its Recovery service from the HTTP thread, before
-# the app's event loop has): the benchmarks probe only once faust logged this line.
-PROBE_AFTER = "Recovery]: Starting"
 
 
 def log(message: str) -> None:
@@ -175,23 +171,13 @@ class Service:
     http_port: int
     log_path: Path
     state_dir: Path | None = None
-    # A log line after which /readyz may be probed (see PROBE_AFTER); None: from the start.
-    probe_after: str | None = None
-    _probe_ok: bool = False
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def probe_ok(self) -> bool:
-        if not self._probe_ok:
-            self._probe_ok = self.probe_after is None or self.probe_after in self.tail(10_000)
-        return self._probe_ok
-
     def readyz(self) -> int | None:
-        """/readyz's status; None while it cannot be probed or does not answer."""
-        if not self.probe_ok():
-            return None
+        """/readyz's status; None while it does not answer."""
         url = f"http://127.0.0.1:{self.http_port}/readyz"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
@@ -263,8 +249,7 @@ class Services:
         with log_path.open("ab") as out:
             proc = subprocess.Popen(CFSTREAM + args, env=env, stdout=out,
                                     stderr=subprocess.STDOUT, cwd=self.workdir)
-        service = Service(name, proc, port, log_path, state_dir,
-                          probe_after=PROBE_AFTER if args[0] == "processor" else None)
+        service = Service(name, proc, port, log_path, state_dir)
         self.running.append(service)
         return service
 
