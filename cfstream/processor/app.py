@@ -397,9 +397,12 @@ class Processor:
                 return  # a rebalance began: the next assignment starts again
         now = now_ms()
         for token, sent in list(self.inflight.items()):
-            if now - sent >= TICK_RETRY_MS and token[0] in actives:
-                # Not acted on: the replica it went to may have died. Send again.
-                self._send_tick(token, now)
+            if now - sent >= TICK_RETRY_MS:
+                # Not acted on: the replica it went to may have died. Send again if the
+                # partition is still ours; its new owner ticks it otherwise.
+                del self.inflight[token]
+                if token[0] in actives:
+                    self._send_tick(token, now)
         for partition in list(self.cursor):
             if partition not in actives:
                 del self.cursor[partition]  # revoked: a later owner starts from the beginning
