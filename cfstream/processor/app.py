@@ -30,11 +30,12 @@ from cfstream.processor.faust_config import app_options
 from cfstream.processor.stalls import StallWatch, describe
 from cfstream.processor.state import TABLE
 from cfstream.processor.store import (
-    FAUST_OFFSET_KEY,
     OutputError,
     Outputs,
     Writes,
+    index_current,
     rebuild_due_index,
+    record_offset,
 )
 from cfstream.scheduling import rules
 from cfstream.settings import Settings
@@ -166,7 +167,7 @@ class Processor:
         for partition, offset in self.outputs.take_persisted():
             db = dbs.get(partition)
             if db is not None:
-                db.put(FAUST_OFFSET_KEY, str(offset).encode())
+                record_offset(db, offset, indexed=partition in self.indexed)
         errors = self.outputs.take_errors()
         if errors:  # never acknowledge records whose effects were refused: stop, and replay
             await self.app.crash(OutputError(
@@ -431,8 +432,14 @@ class Processor:
         """Rebuild a newly active partition's due index from its slots; False if a rebalance
         began meanwhile (the partition may have moved: leave it to the next assignment)."""
         started = time.monotonic()
+        db = self._active_dbs()[partition]
+        if index_current(db):  # a restart on its own state, nothing restored: keep it
+            self.indexed.add(partition)
+            self.next_due.pop(partition, None)
+            self.cursor.pop(partition, None)
+            return True
         count = 0
-        for done in rebuild_due_index(self._active_dbs()[partition]):
+        for done in rebuild_due_index(db):
             count = done
             await asyncio.sleep(0)
             if self.app.rebalancing or partition not in self._active_dbs():

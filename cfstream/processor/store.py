@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 # Where faust keeps a partition's last changelog offset inside its RocksDB (faust.stores.rocksdb).
 FAUST_OFFSET_KEY = b"__faust\0offset__"
+# The changelog offset the partition's due index matches, beside it: equal to faust's offset,
+# nothing was restored around the index since, and a restart need not rebuild it.
+INDEX_OFFSET_KEY = b"__cfstream\0indexed__"
 
 
 class OutputError(CfStreamError):
@@ -144,11 +147,28 @@ class Writes:
         self.changes.clear()
 
 
+def index_current(db: Any) -> bool:
+    """Whether the due index matches the slots (nothing was restored since it was last)."""
+    held = db.get(INDEX_OFFSET_KEY)
+    return held is not None and held == db.get(FAUST_OFFSET_KEY)
+
+
+def record_offset(db: Any, offset: int, indexed: bool) -> None:
+    """Store the changelog offset the partition holds, and with ``indexed`` that its due index
+    matches it (the processor's own writes keep the index)."""
+    batch = rocksdict.WriteBatch(raw_mode=True)
+    batch.put(FAUST_OFFSET_KEY, str(offset).encode())
+    if indexed:
+        batch.put(INDEX_OFFSET_KEY, str(offset).encode())
+    db.write(batch)
+
+
 def rebuild_due_index(db: Any) -> Iterator[int]:
     """Replace the ``d:`` keys of a partition with ones made from its slots.
 
     A generator that yields after each chunk, so the caller can give the event loop a turn.
     """
+    db.delete(INDEX_OFFSET_KEY)  # a rebuild cut short leaves no claim behind
     # Every "d:" key, as one range deletion: the byte after ":" is ";".
     db.delete_range(state.DUE_PREFIX, state.DUE_PREFIX[:-1] + b";")
     yield 0
@@ -165,5 +185,8 @@ def rebuild_due_index(db: Any) -> Iterator[int]:
             batch = rocksdict.WriteBatch(raw_mode=True)
             yield count
         it.next()
+    held = db.get(FAUST_OFFSET_KEY)
+    if held is not None:  # the processor's writes since the start keep the index: it matches
+        batch.put(INDEX_OFFSET_KEY, held)
     db.write(batch)
     yield count
