@@ -55,20 +55,3 @@ def configure_logging(
     root.setLevel(level.upper() if isinstance(level, str) else level)
     logging.captureWarnings(True)
     return handler
-
-
-def logging_config(level: str | int = "INFO", fmt: str = "text") -> dict[str, Any]:
-    """The same set-up as :func:`configure_logging`, as a dictConfig for frameworks that
-    configure logging themselves (faust's worker does, at start)."""
-    formatter: dict[str, Any] = (
-        {"()": f"{__name__}.JsonFormatter"} if fmt == "json" else {"format": TEXT_FORMAT}
-    )
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"cfstream": formatter},
-        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "cfstream",
-                                 "stream": "ext://sys.stderr"}},
-        "root": {"level": level.upper() if isinstance(level, str) else level,
-                 "handlers": ["default"]},
-    }

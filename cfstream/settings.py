@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     partitions: int = Field(DEFAULT_PARTITIONS, ge=1)
     replication_factor: int = Field(1, ge=1)
 
-    # Security settings for every client (producer, consumer, admin, faust's aiokafka).
+    # Security settings for every client (producer, consumer, admin).
     security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
     sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
     sasl_username: str | None = None

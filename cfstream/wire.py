@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
 
+import orjson
+
 from cfstream.errors import CfStreamError
 
 SCHEMA_VERSION = 1
@@ -140,6 +142,22 @@ def parse_json(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
         raise InvalidRecord("too_large",
                             f"record of {len(raw)} bytes exceeds the limit of {max_bytes}")
     try:
+        # orjson is strict (UTF-8, no lone surrogates, no NaN) and ~4x faster; the standard
+        # library then decides what orjson refused, so it accepts and rejects as before.
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = _parse_json_slowly(raw)
+    if not isinstance(data, dict):
+        raise InvalidRecord("not_object", f"expected a JSON object, got {type(data).__name__}")
+    version = data.get("v")
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
+        raise InvalidRecord("unknown_version",
+                            f"unknown schema version {version!r}; this cfstream reads v1")
+    return data
+
+
+def _parse_json_slowly(raw: bytes) -> Any:
+    try:
         data = json.loads(raw.decode("utf-8"))  # RFC 8259: UTF-8 (so no UTF-16, no BOM)
         if _SURROGATE_ESCAPE.search(raw):
             json.dumps(data, ensure_ascii=False).encode("utf-8")  # a lone surrogate raises
@@ -147,12 +165,6 @@ def parse_json(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
         raise InvalidRecord("not_json", f"not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidRecord("not_json", "JSON nested too deeply") from None
-    if not isinstance(data, dict):
-        raise InvalidRecord("not_object", f"expected a JSON object, got {type(data).__name__}")
-    version = data.get("v")
-    if isinstance(version, bool) or version != SCHEMA_VERSION:
-        raise InvalidRecord("unknown_version",
-                            f"unknown schema version {version!r}; this cfstream reads v1")
     return data
 
 

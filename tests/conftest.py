@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,3 +113,52 @@ def create_topics(admin: AdminClient) -> Iterator[CreateTopics]:
                 future.result(timeout=10)
             except Exception:  # noqa: S110 - cleanup must not fail the test
                 pass
+
+
+# -- a processor partition, driven in memory ------------------------------------------------------
+
+
+class FakeOutputs:
+    """What a processor produces, by topic (the producer of unit tests)."""
+
+    changelog_topic = "changelog"
+
+    def __init__(self) -> None:
+        self.sent: dict[str, list[dict[str, Any]]] = {}
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None,
+                partition: int = -1, headers: list[tuple[str, Any]] | None = None) -> None:
+        self.sent.setdefault(topic, []).append(
+            {"key": key, "value": value, "partition": partition, "headers": headers})
+
+    def of(self, topic: str) -> list[dict[str, Any]]:
+        return self.sent.get(topic, [])
+
+    def values(self, topic: str) -> list[Any]:
+        import json
+
+        return [json.loads(item["value"]) for item in self.of(topic)]
+
+
+@pytest.fixture
+def partition_task(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``partition_task(topic_prefix="unit")``: a PartitionTask of partition 0 on a real RocksDB in a
+    temp dir, producing into a FakeOutputs (``task.outputs``)."""
+    import rocksdict
+
+    from cfstream.observability.metrics import ProcessorMetrics
+    from cfstream.processor.db import Databases
+    from cfstream.processor.partition import PartitionTask
+
+    opened: list[rocksdict.Rdict] = []
+
+    def make(topic_prefix: str = "unit") -> PartitionTask:
+        settings = Settings(topic_prefix=topic_prefix, state_dir=tmp_path / f"state-{len(opened)}")
+        db = Databases(settings.state_dir, settings.calls_topic).open(0)
+        opened.append(db)
+        return PartitionTask(settings, 0, db, FakeOutputs(), ProcessorMetrics(),  # type: ignore[arg-type]
+                             position=0)
+
+    yield make
+    for db in opened:
+        db.close()

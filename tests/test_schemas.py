@@ -18,16 +18,13 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import rocksdict
 from confluent_kafka import murmur2
-from faust.types import TP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
@@ -36,7 +33,7 @@ from cfstream.client import Client
 from cfstream.codec import dumps, to_json_value
 from cfstream.ids import new_execution_id
 from cfstream.processor import state
-from cfstream.processor.app import Processor
+from cfstream.processor.partition import PartitionTask
 from cfstream.scheduling import rules
 from cfstream.settings import Settings
 from cfstream.task import Defer, Task
@@ -372,81 +369,13 @@ def test_failed_events_need_the_whole_error() -> None:
     assert_invalid("event", {k: v for k, v in base.items() if k != "worker"})
 
 
-# -- a processor, driven in memory ----------------------------------------------------------------
+# -- a processor partition, driven in memory -------------------------------------------------------
 
 
-class FakeOutputs:
-    """What the processor produces, by topic."""
-
-    changelog_topic = "changelog"
-
-    def __init__(self) -> None:
-        self.sent: dict[str, list[dict[str, Any]]] = {}
-        self.producer = SimpleNamespace(poll=lambda _timeout: 0)
-
-    def produce(self, topic: str, key: bytes | None, value: bytes | None,
-                partition: int = -1,
-                headers: list[tuple[str, bytes]] | None = None) -> None:
-        self.sent.setdefault(topic, []).append(
-            {"key": key, "value": value, "partition": partition, "headers": headers})
-
-    async def flush(self) -> None:
-        return None
-
-    def take_persisted(self) -> Iterator[tuple[int, int]]:
-        return iter(())
-
-    def take_errors(self) -> list[str]:
-        return []
-
-    def of(self, topic: str) -> list[dict[str, Any]]:
-        return self.sent.get(topic, [])
-
-    def values(self, topic: str) -> list[Any]:
-        return [json.loads(item["value"]) for item in self.of(topic)]
-
-
-@pytest.fixture
-def processor(tmp_path: Path) -> Iterator[Processor]:
-    settings = Settings(state_dir=tmp_path / "state", topic_prefix="schemas")
-    proc = Processor(settings, partitions=1)
-    proc.outputs = FakeOutputs()  # type: ignore[assignment]
-    db = rocksdict.Rdict(str(tmp_path / "pending-0.db"), rocksdict.Options(raw_mode=True))
-    proc.table = SimpleNamespace(  # type: ignore[assignment]
-        data=SimpleNamespace(_dbs={0: db}, _db_for_partition=lambda _partition: db))
-    assigned = {TP(settings.calls_topic, 0)}
-
-    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
-        return dict.fromkeys(tps, 0)
-
-    consumer = SimpleNamespace(_committed_offset={}, earliest_offsets=earliest_offsets)
-    recovery = SimpleNamespace(completed=SimpleNamespace(is_set=lambda: True))
-    proc.app = SimpleNamespace(rebalancing=False,  # type: ignore[assignment]
-                               in_recovery=False, tables=SimpleNamespace(recovery=recovery),
-                               assignor=SimpleNamespace(assigned_actives=lambda: assigned),
-                               consumer=consumer)
-    yield proc
-    db.close()
-
-
-async def feed(proc: Processor, records: list[tuple[bytes, Any]]) -> None:
-    """Run the processor's agent over ``records`` (key, value: a dict, or raw bytes)."""
-
-    events = []
-    for offset, (key, value) in enumerate(records, start=proc.expected.get(0, 0)):
-        raw = value if isinstance(value, bytes) or value is None else dumps(value)
-        events.append(SimpleNamespace(message=SimpleNamespace(
-            key=key, value=raw, partition=0, offset=offset, topic=proc.settings.calls_topic)))
-
-    async def take_events(_max: int, _within: float) -> AsyncIterator[list[Any]]:
-        yield events
-
-    await proc._process(SimpleNamespace(take_events=take_events))
-
-
-def test_processor_records_match_the_schemas(processor: Processor) -> None:
+def test_processor_records_match_the_schemas(partition_task: Any) -> None:
+    task: PartitionTask = partition_task("schemas")
+    outputs = task.outputs
     now = int(time.time() * 1000)
-    outputs: FakeOutputs = processor.outputs  # type: ignore[assignment]
 
     def make(submitted: int, delay: int = 30, key: str | None = "k") -> Call:
         return Call(id=new_execution_id(submitted), task="tests.schemas:notify",
@@ -457,38 +386,31 @@ def test_processor_records_match_the_schemas(processor: Processor) -> None:
     at_once, to_cancel = make(now, delay=0, key=None), make(now, delay=60_000, key="other")
     cancel = Control("cancel", to_cancel.id, reason="user left")
 
-    async def scenario() -> None:
-        await feed(processor, [(c.key.encode(), c.to_dict())
-                               for c in (first, second, old, at_once, to_cancel)])
-        await feed(processor, [(to_cancel.key.encode(), cancel.to_dict())])
-        await asyncio.sleep(0.05)
-        assert not processor.ready()
-        await processor._scan()  # rebuilds the due index of the new partition, then scans
-        assert processor.indexed == {0}
-        calls = processor.settings.calls_topic
-        ticks = [(item["key"], json.loads(item["value"])) for item in outputs.of(calls)]
-        assert [tick["id"] for _, tick in ticks] == [second.id]
-        await feed(processor, ticks)
-        await processor._scan()
-        assert processor.ready()
-        bad = [
-            (b"x", b"{not json"),
-            (b"x", b"[1, 2]"),
-            (b"x", {"v": 2, "id": "x"}),
-            (b"x", {**first.to_dict(), "id": "x", "task": "a|b"}),
-            (b"wrong", {**first.to_dict(), "id": "y"}),
-            (b"x", {"v": 1, "kind": "pause", "id": "z"}),
-            (b"x", None),
-        ]
-        await feed(processor, bad)
+    def turn(records: list[tuple[bytes, Any]], at: int) -> None:
+        for key, value in records:
+            raw = value if isinstance(value, bytes) or value is None else dumps(value)
+            task.process(key, raw, task.position, None, at)
+        task.horizon_ms = at
+        task.fire_read(at)
+        task.fire_due(at)
+        task.stage()
+        task.write(task.position)
 
-    asyncio.run(scenario())
+    turn([(c.key.encode(), c.to_dict()) for c in (first, second, old, at_once, to_cancel)], now)
+    turn([(to_cancel.key.encode(), cancel.to_dict())], now)
+    turn([], now + 100)  # second is due
+    bad = [
+        (b"x", b"{not json"),
+        (b"x", b"[1, 2]"),
+        (b"x", {"v": 2, "id": "x"}),
+        (b"x", {**first.to_dict(), "id": "x", "task": "a|b"}),
+        (b"wrong", {**first.to_dict(), "id": "y"}),
+        (b"x", {"v": 1, "kind": "pause", "id": "z"}),
+        (b"x", None),
+    ]
+    turn(bad, now + 100)
 
-    conf = processor.settings
-    for tick in outputs.values(conf.calls_topic):
-        assert_valid("call", tick)
-        assert_valid("call", tick, "control")
-        assert control_from_dict(tick).kind == "tick"
+    conf = task.settings
     executions = outputs.values(conf.executions_topic)
     assert [e["id"] for e in executions] == [at_once.id, second.id]
     for item, record in zip(outputs.of(conf.executions_topic), executions, strict=True):
@@ -511,9 +433,8 @@ def test_processor_records_match_the_schemas(processor: Processor) -> None:
         headers = dict(sent["headers"])
         assert set(headers) == {"cfstream-reason", "cfstream-source"}
         assert re.fullmatch(rb"schemas\.calls:0:\d+", headers["cfstream-source"])
-    db = processor.table.data._dbs[0]  # type: ignore[attr-defined]
     slots = {state.slot_key(c.key.encode()) for c in (first, at_once, to_cancel)}
-    assert slots <= set(db.keys())
+    assert slots <= set(task.db.keys())
     # Every slot write, and only those, went to the changelog; the due index stays local.
     changelog = outputs.of("changelog")
     assert slots <= {item["key"] for item in changelog}

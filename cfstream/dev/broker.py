@@ -135,7 +135,7 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 # Tests join groups constantly; Kafka's 3 s default only adds waiting on one node.
 group.initial.rebalance.delay.ms=0
-# Kafka's default, kept: faust and plain consumers may subscribe before a topic exists.
+# Kafka's default, kept: consumers may subscribe before a topic exists.
 # cfstream creates its own topics explicitly with the partition count it needs.
 auto.create.topics.enable=true
 # The cleaner's 128 MiB default buffer is heap the dev broker doesn't need.

@@ -11,7 +11,7 @@ logger = logging.getLogger("cfstream.kafka")
 # librdkafka's own log lines go through Python logging (and so CFSTREAM_LOG_FORMAT), not stderr.
 librdkafka_logger = logging.getLogger("cfstream.kafka.librdkafka")
 
-# Java clients, aiokafka and so faust place keys with murmur2; librdkafka's default is CRC32.
+# Java clients, aiokafka and faust place keys with murmur2; librdkafka's default is CRC32.
 PARTITIONER = "murmur2_random"
 
 

@@ -28,12 +28,13 @@ def topic_specs(settings: Settings, partitions: int | None = None) -> dict[str, 
     (the calls topic's count, if it exists) wins over the setting."""
     n = partitions or settings.partitions
     return {
-        settings.calls_topic: {"partitions": n, "config": {}},
+        # The broker's append time on calls tells the processor how far it has read in time.
+        settings.calls_topic: {"partitions": n,
+                               "config": {"message.timestamp.type": "LogAppendTime"}},
         settings.executions_topic: {"partitions": n, "config": {}},
         settings.events_topic: {"partitions": n, "config": {}},
         settings.dead_letter_topic: {"partitions": 1, "config": {}},
-        # The processors' table changelog: faust would create it too, but compacted from the
-        # start and with the calls topic's partition count is what a restore relies on.
+        # The processors' table changelog: compacted, co-partitioned with calls.
         changelog_topic(settings): {"partitions": n, "config": {"cleanup.policy": "compact"}},
     }
 

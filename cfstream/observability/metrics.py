@@ -79,19 +79,31 @@ class ProcessorMetrics(_CommonMetrics):
             "fire_lateness_seconds", "Seconds between a call's due time and its fire.",
             namespace=NAMESPACE, registry=r, buckets=LATENESS_BUCKETS,
         )
+        self.restore_remaining = Gauge(
+            "restore_remaining_records", "Changelog records a newly assigned partition has yet "
+            "to restore before it processes calls.", ["partition"], namespace=NAMESPACE,
+            registry=r,
+        )
         self._received: dict[str, Any] = {}
         self._deferred: dict[str, Any] = {}
-        self.stalls = Counter(
-            "partition_stalls", "Times a calls partition sat idle with records waiting and was "
-            "sought back to them.", namespace=NAMESPACE, registry=r,
-        )
 
-    def received(self, task: str) -> None:
-        """One more call of ``task`` read (the labelled child cached: this runs per call)."""
+    def received(self, task: str, count: int = 1) -> None:
+        """``count`` more calls of ``task`` read (the labelled child cached)."""
         child = self._received.get(task)
         if child is None:
             child = self._received[task] = self.calls_received.labels(task=task)
-        child.inc()
+        child.inc(count)
+
+    def set_restore_remaining(self, partition: int, records: int) -> None:
+        self.restore_remaining.labels(partition=str(partition)).set(records)
+
+    def forget_partition(self, partition: int) -> None:
+        """Drop the series of a partition that moved to another replica."""
+        for gauge in (self.pending_keys, self.restore_remaining):
+            try:
+                gauge.remove(str(partition))
+            except KeyError:
+                pass
 
     def deferred(self, task: str) -> None:
         child = self._deferred.get(task)

@@ -1,132 +1,259 @@
-"""Restoring a newly active table partition from its changelog with librdkafka, before faust does.
+"""Bringing a newly assigned partition's DB up to its changelog, in a thread of its own.
 
-faust restores a table partition record by record through its stream machinery, about 10k
-records/s here: a fresh replica took minutes for 1M pending keys. This store, faust's RocksDB
-store otherwise, reads a newly assigned active partition's changelog from the offset its RocksDB
-holds to the end with a confluent consumer, writes it in WriteBatches, and records the offset
-where faust's recovery reads it; faust then finds nothing (or only what arrived meanwhile) left
-to read. Standby partitions keep faust's own restore, which runs in the background.
+The loop keeps processing the partitions it already runs while this thread opens a new one's
+DB, reads the changelog from the offset the DB holds to the end, and writes it in WriteBatches
+(the due index entries too, from each slot: stale ones are dropped by the timer later). Then
+it hands the DB to the loop, and counts its pending calls on a snapshot for the gauge.
+
+A DB that claims changelog records the topic does not have (the topic was recreated), or that
+is older than the changelog's tombstones are kept (a deletion may have been compacted away), is
+wiped and restored from the start.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import queue
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import rocksdict
 from confluent_kafka import Consumer, KafkaError, TopicPartition
-from faust.stores import STORES
-from faust.stores.rocksdb import Store as RocksDBStore
 
 from cfstream.kafka.config import consumer_config
-from cfstream.processor.store import FAUST_OFFSET_KEY
+from cfstream.kafka.retry import settled
+from cfstream.processor import state
+from cfstream.processor.db import (
+    CHANGELOG_OFFSET_KEY,
+    WRITTEN_MS_KEY,
+    Databases,
+    changelog_offset,
+    written_ms,
+)
+from cfstream.processor.partition import now_ms
 from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# The store URL scheme the processor's faust app uses (see faust_config.app_options).
-SCHEME = "cfstream"
-STORES.aliases[SCHEME] = f"{__name__}:Store"
-BATCH_RECORDS = 5_000
-POLL_TIMEOUT = 1.0
-# Give up (and leave the rest to faust's restore) if the changelog stops answering this long.
-STALL_TIMEOUT = 30.0
-
-_settings: Settings | None = None
+BATCH_RECORDS = 10_000
+POLL_TIMEOUT = 0.5
+PROGRESS_INTERVAL = 5.0
+# Kafka's default delete.retention.ms is a day: a DB last written longer ago than half of that
+# may miss a tombstone that compaction has removed since, so it starts over.
+MAX_DB_AGE_MS = 12 * 3600 * 1000
+COUNT_CHUNK = 50_000
 
 
-def configure(settings: Settings) -> None:
-    """The connection settings the store reads changelogs with (set by the processor)."""
-    global _settings
-    _settings = settings
+class Cancelled(Exception):
+    """The partition was revoked while its job ran."""
 
 
-class Store(RocksDBStore):
-    async def assign_partitions(self, table: Any, tps: set[Any], generation_id: int = 0) -> None:
-        await super().assign_partitions(table, tps, generation_id)
-        if _settings is None or generation_id != self.app.consumer_generation_id:
-            return
-        standbys = self.app.assignor.assigned_standbys()
-        dbs = {tp.partition: self._dbs[tp.partition] for tp in tps
-               if tp.topic in table.changelog_topic.topics and tp not in standbys
-               and tp.partition in self._dbs}
-        if dbs:
-            await asyncio.get_running_loop().run_in_executor(
-                None, restore_partitions, _settings, dbs, table.changelog_topic.get_topic_name())
+@dataclass
+class Job:
+    partition: int
+    kind: str  # "restore" or "count"
+    snapshot: Any = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
 
 
-def restore_partitions(settings: Settings, dbs: dict[int, Any], topic: str) -> int:
-    """Apply each partition of ``topic`` to its DB in ``dbs``, from the offset after the one the
-    DB holds to the end; the number of records applied."""
-    consumer = Consumer(consumer_config(settings, None, **{
-        "enable.partition.eof": True,
-        "queued.max.messages.kbytes": 16_384,  # the prefetch stays small beside the DBs
-    }))
-    started, applied = time.monotonic(), 0
-    try:
-        ends: dict[int, int] = {}
-        starts: list[TopicPartition] = []
-        for partition, db in dbs.items():
-            held = db.get(FAUST_OFFSET_KEY)
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                       timeout=10)
-            start = max(int(held) + 1 if held is not None else 0, low)
-            if start < high:
-                ends[partition] = high
-                starts.append(TopicPartition(topic, partition, start))
-        if not starts:
-            return 0
-        consumer.assign(starts)
-        applied = _apply_until(consumer, dbs, ends)
-    finally:
-        consumer.close()
-    logger.info("%s: restored %d changelog records to partitions %s in %.1fs", topic, applied,
-                sorted(dbs), time.monotonic() - started)
-    return applied
+@dataclass(frozen=True, slots=True)
+class Restored:
+    partition: int
+    db: rocksdict.Rdict | None  # None: the job failed or was cancelled
+    records: int
 
 
-def _apply_until(consumer: Consumer, dbs: dict[int, Any], ends: dict[int, int]) -> int:
-    """Consume until every partition in ``ends`` reached its end offset (or went silent)."""
-    applied, quiet_since = 0, time.monotonic()
-    left = set(ends)
-    while left:
-        records = consumer.consume(BATCH_RECORDS, POLL_TIMEOUT)
-        if not records:
-            if time.monotonic() - quiet_since > STALL_TIMEOUT:
-                logger.warning("changelog partitions %s silent for %.0fs; faust's restore "
-                               "reads the rest", sorted(left), STALL_TIMEOUT)
+@dataclass(frozen=True, slots=True)
+class Counted:
+    partition: int
+    pending: int
+
+
+class Restorer:
+    """One thread running restore and count jobs in order; results go to ``results``."""
+
+    def __init__(self, settings: Settings, databases: Databases,
+                 progress: Callable[[int, int], None]) -> None:
+        self.settings = settings
+        self.databases = databases
+        self.topic = state.changelog_topic(settings)
+        self.progress = progress  # (partition, records left) for the gauge
+        self.results: queue.Queue[Restored | Counted] = queue.Queue()
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.active: dict[int, Job] = {}
+        self._consumer: Consumer | None = None
+        self._thread = threading.Thread(target=self._run, name="cfstream-restore", daemon=True)
+        self._thread.start()
+
+    def restore(self, partition: int) -> None:
+        self._submit(Job(partition, "restore"))
+
+    def count(self, partition: int, snapshot: Any) -> None:
+        self._submit(Job(partition, "count", snapshot=snapshot))
+
+    def cancel(self, partition: int) -> None:
+        """Stop the partition's job and wait until it no longer touches its DB."""
+        job = self.active.pop(partition, None)
+        if job is not None:
+            job.cancelled.set()
+            job.done.wait()
+
+    def close(self) -> None:
+        for partition in list(self.active):
+            self.cancel(partition)
+        self.jobs.put(None)
+        self._thread.join(timeout=30)
+
+    def _submit(self, job: Job) -> None:
+        self.cancel(job.partition)
+        self.active[job.partition] = job
+        self.jobs.put(job)
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            try:
+                if not job.cancelled.is_set():
+                    if job.kind == "restore":
+                        self._restore(job)
+                    else:
+                        self._count(job)
+            except Cancelled:
+                pass
+            except Exception:
+                logger.exception("%s[%d]: %s failed", self.topic, job.partition, job.kind)
+                if job.kind == "restore":
+                    self.results.put(Restored(job.partition, None, 0))
+            finally:
+                job.snapshot = None
+                job.done.set()
+        if self._consumer is not None:
+            self._consumer.close()
+
+    def _count(self, job: Job) -> None:
+        it = job.snapshot.iter()
+        it.seek(state.SLOT_PREFIX)
+        pending = seen = 0
+        while it.valid():
+            key = it.key()
+            if not key.startswith(state.SLOT_PREFIX):
                 break
-            continue
-        quiet_since = time.monotonic()
-        batches: dict[int, Any] = {}
-        last: dict[int, int] = {}
-        for record in records:
-            partition = record.partition()
-            if partition is None or partition not in left:
-                continue
-            error = record.error()
-            if error is not None:  # the end of the partition, or an error it retries
-                if error.code() == KafkaError._PARTITION_EOF:
-                    left.discard(partition)
-                continue
-            batch = batches.get(partition)
-            if batch is None:
-                batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
-            key, value = record.key() or b"", record.value()
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-            offset = record.offset()
-            if offset is not None:
-                last[partition] = offset
-                if offset >= ends[partition] - 1:
-                    left.discard(partition)
-            applied += 1
-        for partition, batch in batches.items():
-            if partition in last:
-                batch.put(FAUST_OFFSET_KEY, str(last[partition]).encode())
-            dbs[partition].write(batch)
-    return applied
+            pending += b'"call"' in it.value()
+            seen += 1
+            if seen % COUNT_CHUNK == 0 and job.cancelled.is_set():
+                raise Cancelled
+            it.next()
+        del it
+        self.results.put(Counted(job.partition, pending))
+
+    def _restore(self, job: Job) -> None:
+        partition = job.partition
+        db = self.databases.open(partition)
+        try:
+            records = self._catch_up(db, job)
+        except BaseException:
+            db.close()
+            raise
+        self.results.put(Restored(partition, db, records))
+
+    def _catch_up(self, db: rocksdict.Rdict, job: Job) -> int:
+        partition = job.partition
+        consumer = self._consumer_for_restores()
+        tp = TopicPartition(self.topic, partition)
+        low, high = settled(lambda: consumer.get_watermark_offsets(tp, timeout=10))
+        held = changelog_offset(db)
+        written = written_ms(db)
+        reason = None
+        if held is not None and held >= high:
+            reason = f"it holds changelog offset {held} and the changelog ends at {high}"
+        elif held is not None and written is not None and now_ms() - written > MAX_DB_AGE_MS:
+            reason = "it was last written over 12 h ago (tombstones may be gone)"
+        if reason is not None:
+            logger.warning("%s[%d]: starting the local state over: %s", self.topic, partition,
+                           reason)
+            _clear(db)
+            held = None
+        start = max(held + 1 if held is not None else 0, low)
+        if start >= high:
+            return 0
+        total = high - start
+        logger.info("%s[%d]: restoring %d changelog records (offsets %d..%d)", self.topic,
+                    partition, total, start, high - 1)
+        consumer.assign([TopicPartition(self.topic, partition, start)])
+        try:
+            applied = self._apply(consumer, db, job, start, high)
+        finally:
+            consumer.unassign()
+        self.progress(partition, 0)
+        return applied
+
+    def _apply(self, consumer: Consumer, db: rocksdict.Rdict, job: Job, start: int,
+               high: int) -> int:
+        partition, total = job.partition, high - start
+        began = last_report = time.monotonic()
+        applied, position = 0, start
+        while position < high:
+            if job.cancelled.is_set():
+                raise Cancelled
+            records = consumer.consume(BATCH_RECORDS, POLL_TIMEOUT)
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            last = None
+            for record in records:
+                error = record.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        logger.warning("%s[%d]: %s", self.topic, partition, error)
+                    continue
+                offset = record.offset()
+                key, value = record.key() or b"", record.value()
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+                    if key.startswith(state.SLOT_PREFIX):
+                        due, timer_id = state.slot_timer(value)
+                        batch.put(state.due_key(due, key[len(state.SLOT_PREFIX):]),
+                                  timer_id.encode())
+                last = offset
+            if last is not None:
+                batch.put(CHANGELOG_OFFSET_KEY, str(last).encode())
+                batch.put(WRITTEN_MS_KEY, str(now_ms()).encode())
+                db.write(batch)
+                applied += len(records)
+                position = last + 1
+            now = time.monotonic()
+            if now - last_report >= PROGRESS_INTERVAL:
+                last_report = now
+                rate = (position - start) / (now - began)
+                left = high - position
+                logger.info("%s[%d]: restored %d of %d records, %.0f/s, about %.0fs left",
+                            self.topic, partition, position - start, total, rate,
+                            left / rate if rate else float("inf"))
+                self.progress(partition, left)
+        logger.info("%s[%d]: restored %d records in %.1fs", self.topic, partition, total,
+                    time.monotonic() - began)
+        return applied
+
+    def _consumer_for_restores(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = Consumer(consumer_config(self.settings, None, **{
+                "enable.partition.eof": True,
+                "queued.max.messages.kbytes": 65_536,
+                "fetch.max.bytes": 52_428_800,
+            }))
+        return self._consumer
+
+
+def _clear(db: rocksdict.Rdict) -> None:
+    """Delete every key of ``db`` (its files stay open)."""
+    it = db.iter()
+    it.seek_to_first()
+    first = it.key() if it.valid() else None
+    it.seek_to_last()
+    last = it.key() if it.valid() else None
+    del it
+    if first is not None and last is not None:
+        db.delete_range(first, last + b"\0")

@@ -1,10 +1,12 @@
-"""How the processor lays out its RocksDB table.
+"""How the processor lays out a calls partition's RocksDB.
 
-One table, two kinds of keys, both in the partition of the call that wrote them:
-    b"k:" + call key                  -> the key's Slot, as JSON
-    b"d:" + due (8-byte big endian) + call key -> the id the tick for that due time names
+Two kinds of keys, both in the partition of the call that wrote them:
+    b"k:" + call key                  -> the key's Slot, as JSON (also on the changelog)
+    b"d:" + due (8-byte big endian) + call key -> the timer id of the slot due then (local)
 The "d:" keys sort by due time, so the timer finds what is due with one seek per partition and
-never walks keys that are not due.
+never walks keys that are not due. An index entry whose slot has since moved on is stale: the
+timer checks each entry against its slot and drops it, so a restore can add entries without
+reading what it replaces.
 """
 
 from __future__ import annotations
@@ -13,25 +15,29 @@ import json
 import struct
 from typing import Any
 
+import orjson
+
+from cfstream.codec import dumps
 from cfstream.scheduling.rules import Slot
 from cfstream.settings import Settings
 from cfstream.wire import call_from_dict, execution_from_dict
 
-# The processor's one table: pending calls and the due index.
+# The pending-calls table; its changelog keeps the name faust gave it, so state and committed
+# offsets carry over from processors that ran on faust.
 TABLE = "pending"
 SLOT_PREFIX = b"k:"
 DUE_PREFIX = b"d:"
 _DUE = struct.Struct(">Q")
 
 
-def app_id(settings: Settings) -> str:
-    """The faust app id, which is also the processors' consumer group."""
+def group_id(settings: Settings) -> str:
+    """The processors' consumer group."""
     return f"{settings.topic_prefix}.processor"
 
 
 def changelog_topic(settings: Settings) -> str:
-    """faust names a table's changelog ``<app id>-<table>-changelog``."""
-    return f"{app_id(settings)}-{TABLE}-changelog"
+    """The compacted changelog of the pending-calls table, co-partitioned with calls."""
+    return f"{group_id(settings)}-{TABLE}-changelog"
 
 
 def slot_key(key: bytes) -> bytes:
@@ -58,13 +64,20 @@ def encode_slot(slot: Slot) -> bytes:
         data["fired_submitted_ms"] = slot.fired_submitted_ms
     if slot.execution is not None:
         data["execution"] = slot.execution.to_dict()
-    return json.dumps(data, separators=(",", ":")).encode()
+    return dumps(data)
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # what orjson refuses (integers beyond 64 bits)
+        return json.loads(raw)
 
 
 def decode_slot(raw: bytes | None) -> Slot | None:
     if raw is None:
         return None
-    data = json.loads(raw)
+    data = _loads(raw)
     call = data.get("call")
     return Slot(
         call=call_from_dict(call) if call is not None else None,
@@ -79,6 +92,6 @@ def decode_slot(raw: bytes | None) -> Slot | None:
 def slot_timer(raw: bytes) -> tuple[int, str]:
     """(due_ms, timer id) of an encoded slot, read without building it (the due index rebuild
     reads every slot of a partition)."""
-    data = json.loads(raw)
+    data = _loads(raw)
     call = data.get("call")
     return data["due_ms"], call["id"] if call is not None else data["fired_id"]

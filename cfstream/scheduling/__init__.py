@@ -1,1 +1,1 @@
-"""The scheduling rules, in plain Python: no faust, no Kafka client, so the runtime can change."""
+"""The scheduling rules, in plain Python: no Kafka client, so the runtime around them can change."""

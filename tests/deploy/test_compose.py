@@ -29,8 +29,7 @@ LONG_RUNNING = ("processor-1", "processor-2", "worker")
 def compose_schema() -> dict[str, Any]:
     """The Compose specification's schema as vendored by the check-jsonschema package.
 
-    Read from the installed files rather than by importing check_jsonschema, whose CLI needs a
-    newer click than faust-streaming allows in some releases.
+    Read from the installed files rather than by importing check_jsonschema's CLI.
     """
     dist = distribution("check-jsonschema")
     path = Path(str(dist.locate_file(

@@ -1,50 +1,116 @@
-"""Restoring a table partition from its changelog with librdkafka (cfstream.processor.restore)."""
+"""Restoring a partition's DB from its changelog (cfstream.processor.restore), on the broker."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import queue
 from pathlib import Path
-from typing import Any
 
 import pytest
-import rocksdict
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 
 from cfstream.kafka.config import producer_config
-from cfstream.processor.restore import restore_partitions
-from cfstream.processor.store import FAUST_OFFSET_KEY
+from cfstream.kafka.topics import ensure_topics
+from cfstream.processor import state
+from cfstream.processor.db import CHANGELOG_OFFSET_KEY, Databases, changelog_offset
+from cfstream.processor.restore import Counted, Restored, Restorer
+from cfstream.scheduling.rules import Slot
 from cfstream.settings import Settings
+from cfstream.wire import Call
 
 pytestmark = pytest.mark.kafka
 
 
-def send(settings: Settings, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
+def slot(key: str, due: int, pending: bool = True) -> bytes:
+    call = Call(id=f"id-{key}-{due}", task="t", args=[], kwargs={}, submitted_ms=due,
+                defer_key=key)
+    if pending:
+        return state.encode_slot(Slot(call=call, first_ms=due, due_ms=due))
+    return state.encode_slot(Slot(call=None, first_ms=due, due_ms=due, fired_id=call.id,
+                                  fired_submitted_ms=due))
+
+
+def send(settings: Settings, records: list[tuple[bytes, bytes | None]]) -> None:
     producer = Producer(producer_config(settings))
     for key, value in records:
-        producer.produce(topic, value, key, partition=1)
+        producer.produce(state.changelog_topic(settings), value, key, partition=1)
     assert producer.flush(30) == 0
 
 
-def test_restore_applies_puts_and_deletes_and_resumes_from_the_offset_it_holds(
-        settings: Settings, admin: AdminClient, create_topics: Callable[..., Any],
-        tmp_path: Path) -> None:
-    topic = f"{settings.topic_prefix}.changelog"
-    create_topics(admin, [topic], partitions=2, config={"cleanup.policy": "compact"})
-    send(settings, topic, [(b"k:a", b"1"), (b"k:b", b"2"), (b"k:a", b"3"), (b"k:c", b"4"),
-                           (b"k:b", None)])
-    db = rocksdict.Rdict(str(tmp_path / "db"), rocksdict.Options(raw_mode=True))
-    empty = rocksdict.Rdict(str(tmp_path / "empty"), rocksdict.Options(raw_mode=True))
-    try:
-        assert restore_partitions(settings, {0: empty, 1: db}, topic) == 5
-        assert dict(db.items()) == {b"k:a": b"3", b"k:c": b"4", FAUST_OFFSET_KEY: b"4"}
-        assert dict(empty.items()) == {}
+def result(restorer: Restorer) -> Restored | Counted:
+    return restorer.results.get(timeout=60)
 
-        # Later records only: what the DB holds already is not read again.
-        send(settings, topic, [(b"k:c", None), (b"k:d", b"5")])
-        assert restore_partitions(settings, {1: db}, topic) == 2
-        assert dict(db.items()) == {b"k:a": b"3", b"k:d": b"5", FAUST_OFFSET_KEY: b"6"}
-        assert restore_partitions(settings, {0: empty, 1: db}, topic) == 0
-    finally:
+
+def test_restore_applies_the_changelog_indexes_it_and_resumes_from_its_offset(
+        settings: Settings, tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path})
+    ensure_topics(settings)
+    send(settings, [(b"k:a", slot("a", 100)), (b"k:b", slot("b", 200)),
+                    (b"k:a", slot("a", 300)), (b"k:c", slot("c", 400, pending=False)),
+                    (b"k:b", None)])
+    databases = Databases(tmp_path, settings.calls_topic)
+    progress: list[tuple[int, int]] = []
+    restorer = Restorer(settings, databases, lambda p, n: progress.append((p, n)))
+    try:
+        restorer.restore(1)
+        restored = result(restorer)
+        assert isinstance(restored, Restored) and restored.db is not None
+        assert restored.records == 5
+        db = restored.db
+        assert {k for k in db.keys() if k.startswith(state.SLOT_PREFIX)} == {b"k:a", b"k:c"}
+        assert changelog_offset(db) == 4
+        # Every restored slot has its index entry; older versions' entries are left to the timer.
+        due = {state.parse_due_key(k) for k in db.keys() if k.startswith(state.DUE_PREFIX)}
+        assert {(300, b"a"), (400, b"c")} <= due
+        restorer.count(1, db.snapshot())
+        assert result(restorer) == Counted(1, 1)
         db.close()
-        empty.close()
+
+        # A restart reads only what came after the offset it holds.
+        send(settings, [(b"k:c", None), (b"k:d", slot("d", 500))])
+        restorer.restore(1)
+        again = result(restorer)
+        assert isinstance(again, Restored) and again.db is not None and again.records == 2
+        assert {k for k in again.db.keys() if k.startswith(state.SLOT_PREFIX)} == {b"k:a", b"k:d"}
+        again.db.close()
+        assert progress[-1] == (1, 0)
+    finally:
+        restorer.close()
+
+
+def test_a_db_ahead_of_its_changelog_starts_over(settings: Settings, tmp_path: Path) -> None:
+    """The changelog was recreated (a broker's data wiped): the DB must not keep old calls."""
+    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path})
+    ensure_topics(settings)
+    databases = Databases(tmp_path, settings.calls_topic)
+    db = databases.open(1)
+    db.put(b"k:old", slot("old", 1))
+    db.put(CHANGELOG_OFFSET_KEY, b"999")
+    db.close()
+    send(settings, [(b"k:new", slot("new", 2))])
+    restorer = Restorer(settings, databases, lambda p, n: None)
+    try:
+        restorer.restore(1)
+        restored = result(restorer)
+        assert isinstance(restored, Restored) and restored.db is not None
+        assert {k for k in restored.db.keys() if k.startswith(state.SLOT_PREFIX)} == {b"k:new"}
+        restored.db.close()
+    finally:
+        restorer.close()
+
+
+def test_a_cancelled_restore_hands_nothing_over(settings: Settings, tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path})
+    ensure_topics(settings)
+    restorer = Restorer(settings, Databases(tmp_path, settings.calls_topic), lambda p, n: None)
+    try:
+        restorer.restore(1)
+        restorer.cancel(1)  # returns once the job no longer touches the DB
+        try:
+            late = restorer.results.get(timeout=1)
+        except queue.Empty:
+            return
+        # It may have finished before the cancel: then it handed over a whole DB.
+        assert isinstance(late, Restored) and late.db is not None
+        late.db.close()
+    finally:
+        restorer.close()

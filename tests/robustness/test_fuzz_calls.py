@@ -564,7 +564,7 @@ def alive(pipeline: Any) -> None:
 
 
 def errors_logged(pipeline: Any) -> str:
-    """The last errors each process logged (a crashed faust agent restarts and says so)."""
+    """The last errors each process logged (a crashed process says why)."""
     out = []
     for name in pipeline.services.procs:
         lines = [line[:300] for line in pipeline.services.log(name).splitlines()

@@ -1,0 +1,313 @@
+"""One processor replica: a loop on one confluent-kafka consumer, one producer, and a task per
+owned calls partition (:class:`~cfstream.processor.partition.PartitionTask`).
+
+Each turn of the loop:
+    consume the records that are there -> each partition's task applies the rules
+    -> tasks fire what is due -> stage (changelog records + one WriteBatch per partition)
+    -> flush the producer -> write the WriteBatches -> commit input offsets (every so often)
+A crash anywhere replays input from the last commit; replays are idempotent (the rules know a
+call or a fired call by its id), and nothing is written to RocksDB before Kafka has it.
+
+Membership is incremental (``cooperative-sticky``): a rebalance never stops the partitions a
+replica keeps. A partition assigned here is paused until :mod:`cfstream.processor.restore` has
+brought its DB up to the changelog; a revoked one is committed and closed between two turns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, Message, TopicPartition
+
+from cfstream.kafka.config import consumer_config
+from cfstream.kafka.retry import settled
+from cfstream.kafka.topics import ensure_topics
+from cfstream.observability.metrics import ProcessorMetrics
+from cfstream.processor import state
+from cfstream.processor.db import Databases
+from cfstream.processor.outputs import Outputs
+from cfstream.processor.partition import NEVER, PartitionTask, now_ms
+from cfstream.processor.restore import Counted, Restored, Restorer
+from cfstream.processor.watermarks import Watermarks
+from cfstream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Records taken per turn: large enough to amortise the flush, small enough to fire on time.
+BATCH_MAX = 5_000
+# Longest wait for records when nothing is due sooner; bounds how late a stop is noticed.
+MAX_WAIT = 0.1
+# Wait while a due call waits for the broker to say where its partition ends.
+PROOF_WAIT = 0.002
+COMMIT_INTERVAL = 0.5
+GAUGE_INTERVAL = 5.0
+# A killed replica's partitions move after this long: the broker's smallest session by default
+# (group.min.session.timeout.ms); heartbeats come from librdkafka's own thread.
+SESSION_TIMEOUT_MS = 6_000
+HEARTBEAT_INTERVAL_MS = 1_000
+
+
+def group_config(settings: Settings) -> dict[str, Any]:
+    """Consumer options for the processors' group: incremental rebalancing, fast failover.
+
+    With ``group.protocol=consumer`` (KIP-848) in CFSTREAM_KAFKA_CONFIG the broker assigns and
+    owns the session timeout, so the classic options are left out.
+    """
+    options: dict[str, Any] = {"enable.partition.eof": False}
+    if str(settings.kafka_config.get("group.protocol", "classic")).lower() != "consumer":
+        options.update({"partition.assignment.strategy": "cooperative-sticky",
+                        "session.timeout.ms": SESSION_TIMEOUT_MS,
+                        "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS})
+    return consumer_config(settings, state.group_id(settings), **options)
+
+
+class Processor:
+    def __init__(self, settings: Settings, metrics: ProcessorMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or ProcessorMetrics()
+        self.topic = settings.calls_topic
+        self.tasks: dict[int, PartitionTask] = {}
+        self.restoring: dict[int, list[Message]] = {}  # partition -> records read meanwhile
+        self.joined = False
+        self.stopping = threading.Event()
+        self.consumer: Consumer | None = None
+        self.committed: dict[int, int] = {}
+        self._last_commit = self._last_gauges = time.monotonic()
+
+    def ready(self) -> bool:
+        """In the group, and every partition assigned here restored (read from any thread)."""
+        return self.joined and not self.restoring and not self.stopping.is_set()
+
+    def stop(self) -> None:
+        """Finish the current turn, commit, leave the group (safe from a signal handler)."""
+        self.stopping.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        settings = self.settings
+        ensure_topics(settings)
+        self.databases = Databases(settings.state_dir, self.topic)
+        self.outputs = Outputs(settings, state.changelog_topic(settings))
+        self.restorer = Restorer(settings, self.databases, self.metrics.set_restore_remaining)
+        self.watermarks = Watermarks(settings)
+        self.consumer = Consumer(group_config(settings))
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        logger.info("processor replica started (group %s, state in %s)",
+                    state.group_id(settings), self.databases.root)
+        try:
+            while not self.stopping.is_set():
+                self.turn()
+            self._commit()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        consumer = self.consumer
+        if consumer is not None:
+            consumer.close()  # revokes (commits and closes every task) and leaves the group
+        for partition in list(self.tasks):
+            self._drop(partition)
+        self.restorer.close()
+        self.watermarks.close()
+        self.outputs.close()
+        logger.info("processor replica stopped")
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def turn(self) -> None:
+        """Read what is there, apply it, fire what is due, persist."""
+        consumer = self.consumer
+        assert consumer is not None  # noqa: S101 - run() made it
+        first = consumer.poll(self._wait())
+        messages = [first] if first is not None else []
+        if first is not None:
+            messages.extend(consumer.consume(BATCH_MAX - 1, 0))
+        now = now_ms()
+        for message in messages:
+            self._dispatch(message, now)
+        self._take_restored()
+        self._prove_horizons(now)
+        now = now_ms()
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.fire_read(now)
+            task.fire_due(now)
+            task.stage()
+        self.outputs.flush()
+        offsets = self.outputs.take_changelog_offsets()
+        for task in tasks:
+            task.write(offsets.get(task.partition))
+        if time.monotonic() - self._last_commit >= COMMIT_INTERVAL:
+            self._commit()
+        if time.monotonic() - self._last_gauges >= GAUGE_INTERVAL:
+            self._update_gauges()
+
+    def _dispatch(self, message: Message, now: int) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                logger.warning("%s: %s", self.topic, error)
+            return
+        partition = message.partition()
+        task = self.tasks.get(partition)  # type: ignore[arg-type]
+        if task is None:
+            early = self.restoring.get(partition)  # type: ignore[arg-type]
+            if early is not None:  # fetched before the pause took hold: keep it for later
+                early.append(message)
+            return
+        kind, timestamp = message.timestamp()
+        task.process(message.key(), message.value(), message.offset(),  # type: ignore[arg-type]
+                     timestamp if kind == TIMESTAMP_LOG_APPEND_TIME else None, now)
+
+    def _wait(self) -> float:
+        """How long the next poll may wait for records."""
+        if not self.restorer.results.empty():
+            return 0
+        due = min((task.next_due for task in self.tasks.values()), default=NEVER)
+        left = (due - now_ms()) / 1000
+        if left <= 0:
+            return PROOF_WAIT
+        return min(MAX_WAIT, left)
+
+    def _prove_horizons(self, now: int) -> None:
+        """Move each partition's horizon with the broker's answers; ask where one is needed."""
+        wanted = set()
+        answers = self.watermarks.answers
+        for partition, task in self.tasks.items():
+            needed = min(task.next_due, now)
+            if task.next_due > now or task.horizon_ms >= needed:
+                continue
+            answer = answers.get(partition)
+            if answer is not None:
+                asked, high = answer
+                if task.position >= high:
+                    task.horizon_ms = max(task.horizon_ms, asked)
+                if asked >= needed:
+                    continue  # proof on its way: the position has yet to reach its end
+            if task.horizon_ms < needed:
+                wanted.add(partition)
+        self.watermarks.want(wanted)
+
+    def _commit(self) -> None:
+        self._last_commit = time.monotonic()
+        offsets = [TopicPartition(self.topic, p, task.position)
+                   for p, task in self.tasks.items() if self.committed.get(p) != task.position]
+        if not offsets or self.consumer is None:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        except Exception as exc:  # e.g. rebalancing: the next commit carries the offsets
+            logger.info("commit deferred: %s", exc)
+            return
+        for tp in offsets:
+            self.committed[tp.partition] = tp.offset
+
+    def _update_gauges(self) -> None:
+        self._last_gauges = time.monotonic()
+        consumer = self.consumer
+        for partition, task in self.tasks.items():
+            pending = task.pending_calls()
+            if pending is not None:
+                self.metrics.set_pending(partition, pending)
+            if consumer is not None:
+                _, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition),
+                                                         cached=True)
+                if high >= 0:
+                    self.metrics.set_lag(self.topic, partition, high - task.position)
+
+    # -- partitions coming and going ---------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        mine = [tp for tp in partitions if tp.topic == self.topic]
+        consumer.incremental_assign(partitions)
+        if mine:
+            consumer.pause(mine)  # until restored
+        for tp in mine:
+            self.restoring[tp.partition] = []
+            self.restorer.restore(tp.partition)
+        self.joined = True
+        if mine:
+            logger.info("assigned %s[%s]: restoring", self.topic,
+                        ",".join(str(tp.partition) for tp in mine))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._let_go(partitions, commit=True)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.warning("lost %s[%s] (session expired): another replica owns them now",
+                       self.topic, ",".join(str(tp.partition) for tp in partitions))
+        self._let_go(partitions, commit=False)
+
+    def _let_go(self, partitions: list[TopicPartition], commit: bool) -> None:
+        mine = [tp.partition for tp in partitions if tp.topic == self.topic]
+        if commit:
+            offsets = [TopicPartition(self.topic, p, self.tasks[p].position)
+                       for p in mine if p in self.tasks]
+            if offsets and self.consumer is not None:
+                try:
+                    self.consumer.commit(offsets=offsets, asynchronous=False)
+                except Exception as exc:  # the new owner replays a little more
+                    logger.warning("could not commit revoked partitions: %s", exc)
+        for partition in mine:
+            self._drop(partition)
+        if mine:
+            logger.info("revoked %s[%s]", self.topic, ",".join(map(str, mine)))
+
+    def _drop(self, partition: int) -> None:
+        self.restorer.cancel(partition)
+        self.watermarks.forget(partition)
+        self.restoring.pop(partition, None)
+        self.committed.pop(partition, None)
+        self.metrics.forget_partition(partition)
+        task = self.tasks.pop(partition, None)
+        if task is not None:
+            task.db.close()
+
+    def _take_restored(self) -> None:
+        while not self.restorer.results.empty():
+            result = self.restorer.results.get_nowait()
+            if isinstance(result, Counted):
+                task = self.tasks.get(result.partition)
+                if task is not None:
+                    task.pending = result.pending
+                continue
+            self._start(result)
+
+    def _start(self, restored: Restored) -> None:
+        partition, db = restored.partition, restored.db
+        early = self.restoring.get(partition)
+        if early is None:  # revoked meanwhile
+            if db is not None:
+                db.close()
+            return
+        if db is None:  # the restore failed (logged): try again
+            self.restorer.restore(partition)
+            return
+        tp = TopicPartition(self.topic, partition)
+        task = PartitionTask(self.settings, partition, db, self.outputs, self.metrics,
+                             position=self._start_offset(tp))
+        del self.restoring[partition]
+        self.tasks[partition] = task
+        self.restorer.count(partition, db.snapshot())
+        now = now_ms()
+        for message in early:
+            self._dispatch(message, now)
+        assert self.consumer is not None  # noqa: S101 - assigned through it
+        self.consumer.resume([tp])
+        logger.info("%s[%d]: running from offset %d (%d changelog records restored)",
+                    self.topic, partition, task.position, restored.records)
+
+    def _start_offset(self, tp: TopicPartition) -> int:
+        """Where the partition's processing starts: the committed offset, else its start."""
+        assert self.consumer is not None  # noqa: S101 - assigned through it
+        consumer = self.consumer
+        committed = settled(lambda: consumer.committed([tp], timeout=10))[0].offset
+        if committed >= 0:
+            return int(committed)
+        low, _ = settled(lambda: consumer.get_watermark_offsets(tp, timeout=10))
+        return int(low)

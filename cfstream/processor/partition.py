@@ -1,0 +1,265 @@
+"""One calls partition owned by a replica: its DB, its position, its due index, its timer.
+
+Kafka Streams would call this a stream task. The loop hands it the partition's records in
+offset order; it applies :mod:`cfstream.scheduling.rules`, keeping a batch's changes in memory
+(reads see them), and fires what is due. :meth:`stage` then puts the batch on the changelog and
+into one WriteBatch, which :meth:`write` applies once the loop has flushed the producer.
+
+When a call is due: a pending call fires once the partition has been read past everything
+appended before its due time (``horizon_ms``, proven by the loop), so a newer call made before
+the due time always replaces it first. Only a call that never had a quiet period to wait (no
+delay) fires as soon as it is read, after the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import rocksdict
+
+from cfstream.codec import dumps
+from cfstream.observability.metrics import ProcessorMetrics
+from cfstream.processor import state
+from cfstream.processor.db import CHANGELOG_OFFSET_KEY, WRITTEN_MS_KEY
+from cfstream.processor.outputs import Outputs
+from cfstream.scheduling import rules
+from cfstream.settings import Settings
+from cfstream.wire import InvalidRecord, call_from_dict, control_from_dict, parse_json
+
+logger = logging.getLogger(__name__)
+
+# How long a fired call's id is remembered, so a replay of the calls topic after a crash (up to
+# the last commit) is recognised and not run again.
+FIRED_RETENTION_MS = 15 * 60 * 1000
+# Due entries handled per partition and batch; the rest wait for the next turn of the loop.
+MAX_FIRES_PER_BATCH = 5_000
+NEVER = 2**63 - 1
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class PartitionTask:
+    def __init__(self, settings: Settings, partition: int, db: rocksdict.Rdict,
+                 outputs: Outputs, metrics: ProcessorMetrics, position: int) -> None:
+        self.settings = settings
+        self.partition = partition
+        self.db = db
+        self.outputs = outputs
+        self.metrics = metrics
+        self.position = position  # the next calls offset to process
+        self.horizon_ms = 0  # every call appended before this time has been processed
+        self.next_due = 0  # no index entry is due before this (0: look)
+        self.cursor = 0  # no live index entry is earlier than this due time
+        self.pending: int | None = None  # pending calls, once counted
+        self.pending_delta = 0  # changes since the count began
+        # This batch: key -> [slot before the batch, slot now]; keys due when read.
+        self.changes: dict[bytes, list[rules.Slot | None]] = {}
+        self.due_now: list[bytes] = []
+        self.dropped: list[bytes] = []  # stale index entries found by the timer
+        self.received: dict[str, int] = {}
+        self.staged: rocksdict.WriteBatch | None = None
+
+    # -- records ------------------------------------------------------------------------------
+
+    def process(self, key: bytes | None, value: bytes | None, offset: int,
+                timestamp_ms: int | None, now: int) -> None:
+        """Apply one calls record; a bad one goes to the dead-letter topic."""
+        if offset < self.position:
+            return  # read again after a seek: already applied
+        try:
+            self._apply(key or b"", value, now)
+        except InvalidRecord as exc:
+            self._dead_letter(exc, key, value, offset, now)
+        except Exception as exc:  # a bug must park the record, not stop the replica
+            logger.exception("failed to process %s[%d]@%d", self.settings.calls_topic,
+                             self.partition, offset)
+            self._dead_letter(InvalidRecord("internal", f"internal error: "
+                                            f"{type(exc).__name__}: {exc}"),
+                              key, value, offset, now)
+        self.position = offset + 1
+        if timestamp_ms is not None:  # LogAppendTime: the broker's clock, in offset order
+            self.horizon_ms = max(self.horizon_ms, timestamp_ms - 1)
+
+    def _apply(self, key: bytes, raw: bytes | None, now: int) -> None:
+        data = parse_json(raw, self.settings.max_payload_bytes)
+        slot = self._slot(key)
+        if data.get("kind", "call") == "call":
+            call = call_from_dict(data, now_ms=now)
+            if call.key.encode() != key:
+                raise InvalidRecord(
+                    "key_mismatch",
+                    f"record key {key!r} does not match the call's key {call.key!r} "
+                    "(the defer key scoped by task, or the execution id)"
+                )
+            if rules.due_before(slot, call, now):  # both read late: the pending one runs
+                fired = rules.fire_if_due(slot, now, FIRED_RETENTION_MS)
+                self._enact(key, fired)
+                slot = fired.slot
+            decision = rules.accept(slot, call, now, FIRED_RETENTION_MS, fire_due=False)
+            if decision.slot is not None and decision.slot.due_ms <= now:
+                self.due_now.append(key)
+            self.received[call.task] = self.received.get(call.task, 0) + 1
+        else:
+            control = control_from_dict(data)
+            if control.kind == "tick":  # written by processors before 0.2: fire if due
+                decision = rules.tick(slot, control.id, now, FIRED_RETENTION_MS)
+            else:
+                decision = rules.cancel(slot, control.id, now, FIRED_RETENTION_MS,
+                                        control.reason)
+        self._enact(key, decision)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def fire_read(self, now: int) -> None:
+        """Fire the calls of this batch that had no quiet period to wait (no delay): the latest
+        of each key. A call whose quiet period passed unread waits for the horizon instead."""
+        for key in self.due_now:
+            slot = self._slot(key)
+            if rules.fires_when_read(slot):
+                self._enact(key, rules.fire_if_due(slot, now, FIRED_RETENTION_MS))
+        self.due_now.clear()
+
+    def fire_due(self, now: int) -> None:
+        """Fire what the due index holds up to ``min(now, horizon)``; drop stale entries."""
+        limit = min(now, self.horizon_ms)
+        if self.next_due > limit:
+            return
+        it = self.db.iter()
+        it.seek(state.due_key(self.cursor, b""))
+        fired = 0
+        next_due = NEVER
+        while it.valid():
+            raw = it.key()
+            if not raw.startswith(state.DUE_PREFIX):
+                break
+            due, key = state.parse_due_key(raw)
+            if due > limit or fired >= MAX_FIRES_PER_BATCH:
+                next_due = due
+                break
+            slot = self._slot(key)
+            if slot is not None and slot.due_ms == due and slot.timer_id == it.value().decode():
+                self._enact(key, rules.tick(slot, slot.timer_id, now, FIRED_RETENTION_MS))
+                fired += 1
+            elif key not in self.changes:  # stale (replaced, or restored over): drop it
+                self.dropped.append(raw)
+            self.cursor = due
+            it.next()
+        del it
+        self.next_due = next_due
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _slot(self, key: bytes) -> rules.Slot | None:
+        change = self.changes.get(key)
+        if change is not None:
+            return change[1]
+        return state.decode_slot(self.db.get(state.slot_key(key)))
+
+    def _enact(self, key: bytes, decision: rules.Decision) -> None:
+        """Keep the decision's slot and produce its executions and events."""
+        if decision.changed:
+            change = self.changes.get(key)
+            if change is None:
+                before = state.decode_slot(self.db.get(state.slot_key(key)))
+                self.changes[key] = [before, decision.slot]
+            else:
+                change[1] = decision.slot
+        settings, metrics = self.settings, self.metrics
+        for execution in decision.executions:
+            self.outputs.produce(settings.executions_topic, key, dumps(execution.to_dict()))
+            if decision.changed:  # not a replay's second send
+                metrics.fires.inc()
+                metrics.fire_lateness.observe((execution.fired_ms - execution.due_ms) / 1000)
+        for item in decision.events:
+            self.outputs.produce(settings.events_topic, item["id"].encode(), dumps(item))
+            if item["type"] == "deferred":
+                metrics.deferred(item["task"])
+
+    def stage(self) -> None:
+        """Put this batch's slot changes on the changelog and into the WriteBatch."""
+        if not self.changes and not self.dropped and not self.received:
+            return
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for raw in self.dropped:
+            batch.delete(raw)
+        self.dropped.clear()
+        changelog, partition = self.outputs.changelog_topic, self.partition
+        for key, (before, after) in self.changes.items():
+            slot_key = state.slot_key(key)
+            encoded = state.encode_slot(after) if after is not None else None
+            self.outputs.produce(changelog, slot_key, encoded, partition)
+            if encoded is None:
+                batch.delete(slot_key)
+            else:
+                batch.put(slot_key, encoded)
+            same_timer = (before is not None and after is not None
+                          and before.due_ms == after.due_ms
+                          and before.timer_id == after.timer_id)
+            if before is not None and not same_timer:
+                batch.delete(state.due_key(before.due_ms, key))
+            if after is not None and not same_timer:
+                batch.put(state.due_key(after.due_ms, key), after.timer_id.encode())
+                if after.due_ms < self.next_due:
+                    self.next_due = after.due_ms
+                if after.due_ms < self.cursor:
+                    self.cursor = after.due_ms
+            self.pending_delta += ((after is not None and after.call is not None)
+                                   - (before is not None and before.call is not None))
+        self.changes.clear()
+        for task, count in self.received.items():
+            self.metrics.received(task, count)
+        self.received.clear()
+        self.staged = batch
+
+    def write(self, changelog_offset: int | None) -> None:
+        """Apply the staged WriteBatch (the producer has flushed), with the changelog offset."""
+        batch, self.staged = self.staged, None
+        if batch is None:
+            if changelog_offset is None:
+                return
+            batch = rocksdict.WriteBatch(raw_mode=True)
+        if changelog_offset is not None:
+            batch.put(CHANGELOG_OFFSET_KEY, str(changelog_offset).encode())
+            batch.put(WRITTEN_MS_KEY, str(now_ms()).encode())
+        self.db.write(batch)
+
+    def pending_calls(self) -> int | None:
+        return None if self.pending is None else self.pending + self.pending_delta
+
+    # -- bad records -------------------------------------------------------------------------
+
+    def _dead_letter(self, error: InvalidRecord, key: bytes | None, value: bytes | None,
+                     offset: int, now: int) -> None:
+        # A lone surrogate (from the record) cannot be UTF-8: escape it.
+        reason = error.reason.encode("utf-8", "backslashreplace").decode("utf-8")
+        topic = self.settings.calls_topic
+        self.metrics.dead_letters.labels(reason=error.code).inc()
+        logger.warning("dead-lettering %s[%d]@%d: %s", topic, self.partition, offset, reason)
+        self.outputs.produce(
+            self.settings.dead_letter_topic,
+            # Kafka clients refuse a record with neither key nor value.
+            key=b"" if key is None and value is None else key,
+            value=value,
+            headers=[("cfstream-reason", reason.encode()),
+                     ("cfstream-source", f"{topic}:{self.partition}:{offset}".encode())],
+        )
+        event: dict[str, Any] = {"v": 1, "type": "invalid", "id": _guess_id(value), "reason": reason,
+                 "topic": topic, "partition": self.partition, "offset": offset, "ts_ms": now}
+        self.outputs.produce(self.settings.events_topic, (event["id"] or "invalid").encode(),
+                             dumps(event))
+
+
+def _guess_id(raw: bytes | None) -> str | None:
+    try:
+        ident: Any = json.loads(raw or b"").get("id")
+        if isinstance(ident, str):
+            ident.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError, a ValueError
+            return ident
+        return None
+    except (ValueError, AttributeError, TypeError, RecursionError):
+        return None

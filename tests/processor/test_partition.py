@@ -1,0 +1,191 @@
+"""A calls partition's task on a real RocksDB (cfstream.processor.partition), driven as the loop
+drives it: records in offset order, then fire, stage, flush (here: nothing), write."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cfstream.codec import dumps
+from cfstream.ids import new_execution_id
+from cfstream.processor import state
+from cfstream.processor.partition import FIRED_RETENTION_MS, PartitionTask
+from cfstream.wire import Call, Control
+
+T0 = 1_800_000_000_000
+Records = list[tuple[bytes, Any]]
+
+
+def call(submitted: int, delay: int = 1_000, key: str | None = "k", args: Any = None) -> Call:
+    return Call(id=new_execution_id(submitted), task="tests:notify", args=args or [],
+                kwargs={}, submitted_ms=submitted, delay_ms=delay, defer_key=key)
+
+
+def turn(task: PartitionTask, records: list[Call | tuple[bytes, Any]], now: int,
+         horizon: int | None = None) -> None:
+    """One turn of the loop for this partition; ``horizon`` as the broker would prove it."""
+    for record in records:
+        key, value = ((record.key.encode(), record.to_dict()) if isinstance(record, Call)
+                      else record)
+        raw = value if isinstance(value, bytes) else dumps(value)
+        task.process(key, raw, task.position, None, now)
+    if horizon is not None:
+        task.horizon_ms = max(task.horizon_ms, horizon)
+    task.fire_read(now)
+    task.fire_due(now)
+    task.stage()
+    task.write(task.position)
+
+
+def fired(task: PartitionTask) -> list[str]:
+    return [e["id"] for e in task.outputs.values(task.settings.executions_topic)]  # type: ignore[attr-defined]
+
+
+def events(task: PartitionTask, type_: str) -> list[dict[str, Any]]:
+    return [e for e in task.outputs.values(task.settings.events_topic)  # type: ignore[attr-defined]
+            if e["type"] == type_]
+
+
+def index(task: PartitionTask) -> list[tuple[int, bytes]]:
+    it = task.db.iter()
+    it.seek(state.DUE_PREFIX)
+    found = []
+    while it.valid() and it.key().startswith(state.DUE_PREFIX):
+        found.append(state.parse_due_key(it.key()))
+        it.next()
+    return found
+
+
+def test_a_due_call_waits_for_the_horizon_then_fires_once(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    task = partition_task()
+    c = call(T0)
+    turn(task, [c], now=T0 + 5)
+    assert fired(task) == [] and index(task) == [(T0 + 1_000, b"tests:notify|k")]
+    turn(task, [], now=T0 + 1_010, horizon=T0 + 999)  # due, but not read up to the due time
+    assert fired(task) == []
+    turn(task, [], now=T0 + 1_020, horizon=T0 + 1_015)
+    assert fired(task) == [c.id]
+    execution = task.outputs.values(task.settings.executions_topic)[0]  # type: ignore[attr-defined]
+    assert (execution["due_ms"], execution["fired_ms"]) == (T0 + 1_000, T0 + 1_020)
+    # The slot is now a marker, due when it is forgotten.
+    assert index(task) == [(T0 + 1_020 + FIRED_RETENTION_MS, b"tests:notify|k")]
+    turn(task, [], now=T0 + 5_000, horizon=T0 + 5_000)
+    assert fired(task) == [c.id]
+
+
+def test_a_call_made_before_the_due_time_replaces_the_pending_one_even_read_after_it(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    task = partition_task()
+    first, second = call(T0), call(T0 + 900)
+    turn(task, [first], now=T0 + 5)
+    # The newer call is read only after the first one's due time: the horizon has not passed
+    # the due time before it was read, so the first never fired.
+    turn(task, [second], now=T0 + 1_500, horizon=T0 + 1_400)
+    assert fired(task) == []
+    assert [e["successor"] for e in events(task, "deferred")] == [second.id]
+    turn(task, [], now=T0 + 1_950, horizon=T0 + 1_950)
+    assert fired(task) == [second.id]
+
+
+def test_a_call_read_while_others_fire_in_the_same_turn_fires_on_time(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    """The lost-timer case: calls for other keys arrive in the turn whose timer fires a batch of
+    due calls; each fires at its own due time, none is skipped or fired twice."""
+    task = partition_task()
+    early = [call(T0 + i, key=f"early-{i}") for i in range(50)]
+    turn(task, early, now=T0 + 60)
+    late = [call(T0 + 1_000 + i, delay=500, key=f"late-{i}") for i in range(50)]
+    turn(task, late, now=T0 + 1_060, horizon=T0 + 1_060)  # fires early-*, takes late-* in
+    assert sorted(fired(task)) == sorted(c.id for c in early)
+    turn(task, [], now=T0 + 1_520, horizon=T0 + 1_520)
+    assert len(fired(task)) == 50 + 21
+    turn(task, [], now=T0 + 1_600, horizon=T0 + 1_600)
+    assert sorted(fired(task)) == sorted(c.id for c in early + late)
+
+
+def test_calls_without_delay_fire_when_read_without_waiting_for_the_horizon(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    task = partition_task()
+    burst = [call(T0 + i, delay=0) for i in range(3)]
+    # Nothing could replace them in time; merging them is the worker backlog's job.
+    turn(task, burst, now=T0 + 10)
+    assert fired(task) == [c.id for c in burst]
+    alone = call(T0 + 20, delay=0, key=None)
+    turn(task, [alone], now=T0 + 21)
+    assert fired(task) == [c.id for c in burst] + [alone.id]
+
+
+def test_records_read_again_after_a_seek_are_skipped(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    task = partition_task()
+    c = call(T0, delay=0, key=None)
+    raw = dumps(c.to_dict())
+    task.process(c.key.encode(), raw, 0, None, T0)
+    task.process(c.key.encode(), raw, 0, None, T0)
+    assert task.position == 1
+    task.fire_read(T0)
+    assert fired(task) == [c.id]
+
+
+def test_stale_index_entries_are_dropped_without_firing(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    """A restore writes an index entry per changelog record, older versions included."""
+    task = partition_task()
+    c = call(T0, delay=10_000)
+    turn(task, [c], now=T0)
+    task.db.put(state.due_key(T0 + 100, b"tests:notify|k"), c.id.encode())  # an older slot's
+    task.db.put(state.due_key(T0 + 200, b"gone"), b"x")  # a key deleted since
+    task.next_due = 0
+    turn(task, [], now=T0 + 300, horizon=T0 + 300)
+    assert fired(task) == []
+    assert index(task) == [(T0 + 10_000, b"tests:notify|k")]
+
+
+def test_a_cancel_drops_the_pending_call(partition_task: Callable[..., PartitionTask]) -> None:
+    task = partition_task()
+    c = call(T0)
+    turn(task, [c, (c.key.encode(), Control("cancel", c.id, "no").to_dict())], now=T0 + 1)
+    turn(task, [], now=T0 + 2_000, horizon=T0 + 2_000)
+    assert fired(task) == [] and [e["id"] for e in events(task, "cancelled")] == [c.id]
+
+
+def test_only_the_batch_changes_reach_the_changelog_once_per_key(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    task = partition_task()
+    calls = [call(T0 + i) for i in range(10)]
+    turn(task, calls, now=T0 + 20)
+    changelog = task.outputs.of("changelog")  # type: ignore[attr-defined]
+    assert [item["key"] for item in changelog] == [b"k:tests:notify|k"]
+    assert state.decode_slot(changelog[0]["value"]).call == calls[-1]  # type: ignore[union-attr]
+    assert all(item["partition"] == 0 for item in changelog)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 400), st.integers(0, 300),
+                          st.integers(0, 400)), min_size=1, max_size=30))
+def test_every_call_fires_once_or_is_replaced(
+        partition_task: Callable[..., PartitionTask],
+        steps: list[tuple[int, int, int, int]]) -> None:
+    """Whatever the turns and horizons: each key's calls end as exactly one execution of its
+    latest call per quiet period, and nothing fires before its due time or the horizon."""
+    task = partition_task()
+    now, made = T0, []
+    for key, gap, delay, read_after in steps:
+        now += gap
+        c = call(now, delay=delay, key=f"u{key}")
+        made.append(c)
+        turn(task, [c], now=now + read_after, horizon=now + read_after)
+        now += read_after
+    turn(task, [], now=now + 10_000, horizon=now + 10_000)
+    executions = task.outputs.values(task.settings.executions_topic)  # type: ignore[attr-defined]
+    ids = [e["id"] for e in executions]
+    assert len(ids) == len(set(ids))
+    deferred = {e["id"] for e in events(task, "deferred")}
+    assert set(ids) | deferred == {c.id for c in made}
+    assert not set(ids) & deferred
+    for e in executions:
+        assert e["fired_ms"] >= e["due_ms"]
