@@ -48,9 +48,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                         help="py-spy the processor during the throughput run (default: on for "
                              "the full run, off for --quick)")
-    parser.add_argument("--huge", action="store_true",
-                        help="full run only: also measure the tick scan with 10M keys in process "
-                             "(about 3 more minutes)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work dir (service logs, state dirs) for a look afterwards")
     args = parser.parse_args(argv)
@@ -82,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     bench_dir = workdir / name
                     bench_dir.mkdir(exist_ok=True)
-                    shared["huge"] = args.huge and not args.quick
                     results.append(BENCHMARKS[name](bootstrap, bench_dir, args.quick,
                                                     args.profile, shared))
                 except Exception as exc:
@@ -112,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def machine() -> dict[str, Any]:
     import confluent_kafka
-    import faust
+    import orjson
+    import rocksdict
 
     def git(*args: str) -> str:
         try:
@@ -127,9 +124,16 @@ def machine() -> dict[str, Any]:
     return {"when": time.strftime("%Y-%m-%d %H:%M:%S %z"), "commit": commit,
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "confluent_kafka": confluent_kafka.__version__,
-            "librdkafka": confluent_kafka.libversion()[0], "faust": faust.__version__,
+            "librdkafka": confluent_kafka.libversion()[0],
+            "rocksdict": _version(rocksdict), "orjson": orjson.__version__,
             "load_avg_at_end": os.getloadavg(),
             "kafka": os.environ.get("CFSTREAM_BOOTSTRAP_SERVERS") or "LocalBroker (own)"}
+
+
+def _version(module: Any) -> str:
+    from importlib.metadata import version
+
+    return version(module.__name__)
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -152,7 +156,7 @@ def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [f"## cfstream beside raw Kafka ({report['mode']} run, {m['when']})", "",
              f"commit {m['commit']}, {m['cpus']} CPUs, Python {m['python']}, confluent-kafka "
-             f"{m['confluent_kafka']} (librdkafka {m['librdkafka']}), faust {m['faust']}, "
+             f"{m['confluent_kafka']} (librdkafka {m['librdkafka']}), rocksdict {m['rocksdict']}, "
              f"broker: {m['kafka']}; {report['seconds_total']:.0f} s in all.", "",
              "| benchmark | metric | cfstream | raw Kafka | cfstream / raw | target |",
              "|---|---|---:|---:|---:|---|"]

@@ -16,9 +16,9 @@ At each size:
 - baseline: one raw consumer reading the same changelog into a RocksDB opened with the replica's
   options (the least a restore has to do).
 
-The cost of one timer tick is measured in this process on the real code path:
-``cfstream.processor.app._due_entries`` against a RocksDB opened as faust opens it (same options),
-filled with ``n`` keys' "k:" and "d:" entries; then again after part of them fired (their "d:"
+The cost of one timer turn is measured in this process on the real code path:
+``PartitionTask.fire_due`` on a partition DB opened as the replica opens it, filled with ``n``
+keys' "k:" and "d:" entries; then again after part of them were replaced or fired (their "d:"
 entries deleted, as the replica does) and after a compaction.
 """
 
@@ -36,39 +36,51 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench import calls, env
 from cfstream.kafka.config import admin_config
+from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import state
-from cfstream.processor.app import _due_entries
-from cfstream.processor.faust_config import ROCKSDB_OPTIONS
+from cfstream.processor.db import Databases
+from cfstream.processor.outputs import Outputs
+from cfstream.processor.partition import PartitionTask
 from cfstream.scheduling.rules import Slot
 from cfstream.settings import Settings
 
 QUICK_SIZES = [0, 10_000, 100_000]
-FULL_SIZES = [0, 10_000, 100_000, 1_000_000]
+FULL_SIZES = [0, 10_000, 100_000, 1_000_000, 10_000_000]
 QUICK_TICK_SIZES = [10_000, 100_000]
-FULL_TICK_SIZES = [10_000, 100_000, 1_000_000]
-HUGE_TICK_SIZE = 10_000_000
-SKIPPED_10M = ("10M pending keys in a replica: skipped. Writing 10M changelog records and "
-               "restoring them takes ~5 min at the rates measured at 1M, beyond what is left of "
-               "the full run's 15 min budget. The 10M tick scan is measured in process with "
-               "--huge.")
+FULL_TICK_SIZES = [10_000, 100_000, 1_000_000, 10_000_000]
 
 
 def open_store(path: Path) -> Any:
-    """A RocksDB opened exactly as the replica's faust store opens one (rocksdict, same options)."""
-    from faust.stores.rocksdb import RocksDBOptions
-
-    return RocksDBOptions(**ROCKSDB_OPTIONS).open(path)  # type: ignore[arg-type]
+    """A partition DB opened exactly as the replica opens one (same shared options)."""
+    return Databases(path, "bench").open(0)
 
 
 def changelog_topic(settings: Settings) -> str:
-    named = getattr(state, "changelog_topic", None)
-    return named(settings) if named else f"{settings.topic_prefix}.processor-pending-changelog"
+    return state.changelog_topic(settings)
 
 
-def scan(db: Any, now: int, start: bytes = state.DUE_PREFIX) -> Any:
-    """One tick's scan of one partition's DB: the processor's ``_due_entries`` (from ``start``:
-    the processor resumes where its last scan stopped)."""
-    return _due_entries(db, now, start)
+class _NoOutputs(Outputs):
+    """A task's outputs for the in-process timer measure, where nothing is due."""
+
+    def __init__(self) -> None:
+        self.changelog_topic = "unused"
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the timer measure fired something")
+
+
+def timer_task(db: Any) -> PartitionTask:
+    return PartitionTask(Settings(), 0, db, _NoOutputs(), ProcessorMetrics(), position=0)
+
+
+def scan(task: PartitionTask, now: int, from_start: bool = False) -> None:
+    """One turn's timer for one partition: ``fire_due`` with its limit at ``now`` (from the start
+    of the due index, as after a restart, or from the task's cursor, as in a running replica)."""
+    if from_start:
+        task.cursor = 0
+    task.next_due = 0  # look, whatever the last turn found
+    task.horizon_ms = now
+    task.fire_due(now)
 
 
 def pending_records(i: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -170,7 +182,7 @@ def replica_steps(bootstrap: str, workdir: Path, sizes: list[int]) -> list[dict[
             rss_resume = resumed.rss_kib()
             gauge = None
             if size == sizes[-1]:  # the replica's own count: the state restored is what we wrote
-                deadline = time.monotonic() + 20
+                deadline = time.monotonic() + 60  # counted in the background after restore
                 while gauge is None or gauge < size:
                     if time.monotonic() > deadline:
                         break
@@ -193,15 +205,14 @@ def replica_steps(bootstrap: str, workdir: Path, sizes: list[int]) -> list[dict[
 
 
 def tick_costs(workdir: Path, sizes: list[int]) -> list[dict[str, Any]]:
-    """Microseconds one tick's scan of one partition's DB takes, in these states:
+    """Microseconds one turn's timer (``PartitionTask.fire_due``) takes on one partition's DB:
 
-    - ``idle``: ``n`` pending keys, none due (the usual tick);
-    - ``due_100``: 100 of them due (the scan reads and decodes 100 entries);
+    - ``idle``: ``n`` pending keys, none due (the usual turn);
     - ``after_replaced``: then ``m`` of the earliest keys were called again (a deferred call
-      replaces the pending one: its "d:" entry is deleted and a later one written), none due:
-      the scan now steps over ``m`` delete tombstones at the front of the due range;
+      replaces the pending one: a later "d:" entry is written, the old one stays until the timer
+      reaches and drops it), none due;
     - ``after_fired``: then ``m`` other keys fired (their "d:" entries deleted), none due; from
-      the start of the range (a rescan) and from where the last scan stopped (cursor);
+      the start of the index (the first turn after a restart) and from the task's cursor;
     - ``after_compaction``: the same after a manual compaction of the whole DB.
     """
     from rocksdict import WriteBatch
@@ -210,6 +221,7 @@ def tick_costs(workdir: Path, sizes: list[int]) -> list[dict[str, Any]]:
     for size in sizes:
         path = Path(tempfile.mkdtemp(prefix=f"tick-{size}-", dir=workdir))
         db = open_store(path)
+        task = timer_task(db)
         now = env.now_ms()
         base = now + calls.HOUR_MS
         started = time.monotonic()
@@ -230,35 +242,32 @@ def tick_costs(workdir: Path, sizes: list[int]) -> list[dict[str, Any]]:
         db.write(batch)
         fill_s = time.monotonic() - started
 
-        def tick_us(at: int, start: bytes = state.DUE_PREFIX, repeat: int = 30) -> float:
-            return statistics.median(_timed(lambda: scan(db, at, start), repeat))  # noqa: B023
+        def tick_us(at: int, from_start: bool = False, repeat: int = 30) -> float:
+            return statistics.median(_timed(lambda: scan(task, at, from_start), repeat))  # noqa: B023
 
-        idle = tick_us(now)
-        due_100 = tick_us(base + 99)
+        idle = tick_us(now, from_start=True)
         moved = min(size // 4, 100_000)
-        for i in range(moved):  # keys 0..moved called again: their due entry moves to the back
-            db.delete(state.due_key(base + i, key_of(i)))
+        for i in range(moved):  # keys 0..moved called again: a later entry, the old one stays
             db.put(state.due_key(base + size + i, key_of(i)), timer_id)
-        after_replaced = tick_us(now, repeat=5 if moved > 10_000 else 20)
-        for i in range(moved, 2 * moved):  # the next keys fire: the replica drops their entries
+        after_replaced = tick_us(now, from_start=True, repeat=5 if moved > 10_000 else 20)
+        for i in range(2 * moved):  # the first keys' entries fired or were dropped: deleted
             db.delete(state.due_key(base + i, key_of(i)))
         last_fired = base + 2 * moved - 1
-        after_fired = tick_us(last_fired, repeat=5 if moved > 10_000 else 20)
-        cursor = state.due_key(last_fired, key_of(2 * moved - 1)) + b"\x00"
-        from_cursor = tick_us(last_fired, cursor)
+        after_fired = tick_us(last_fired, from_start=True, repeat=5 if moved > 10_000 else 20)
+        task.cursor = last_fired  # where a running replica's last turn stopped
+        from_cursor = tick_us(last_fired)
         db.compact_range(None, None)
-        after_compaction = tick_us(last_fired)
+        after_compaction = tick_us(last_fired, from_start=True)
         db.close()
         disk = env.dir_bytes(path)
-        row = {"keys": size, "fill_s": fill_s, "idle_tick_us": idle, "tick_100_due_us": due_100,
+        row = {"keys": size, "fill_s": fill_s, "idle_tick_us": idle,
                "replaced": moved, "idle_tick_after_replaced_us": after_replaced,
                "fired": moved, "idle_tick_after_fired_us": after_fired,
                "idle_tick_after_fired_from_cursor_us": from_cursor,
                "idle_tick_after_compaction_us": after_compaction, "db_bytes": disk}
-        env.log(f"tick: {size:,} keys: idle {idle:.1f}us, 100 due {due_100:.0f}us, after "
-                f"{moved:,} replaced {after_replaced:,.0f}us, after {moved:,} fired "
-                f"{after_fired:,.0f}us (from cursor {from_cursor:.1f}us), compacted "
-                f"{after_compaction:.1f}us")
+        env.log(f"tick: {size:,} keys: idle {idle:.1f}us, after {moved:,} replaced "
+                f"{after_replaced:,.0f}us, after {moved:,} fired {after_fired:,.0f}us "
+                f"(from cursor {from_cursor:.1f}us), compacted {after_compaction:.1f}us")
         out.append(row)
         _rmtree(path)
     return out
@@ -285,8 +294,7 @@ def measure(bootstrap: str, workdir: Path, quick: bool, shared: dict[str, Any]) 
         shared["scale"] = None
         shared["scale"] = {
             "steps": replica_steps(bootstrap, workdir, QUICK_SIZES if quick else FULL_SIZES),
-            "ticks": tick_costs(workdir, QUICK_TICK_SIZES if quick else
-                                FULL_TICK_SIZES + ([HUGE_TICK_SIZE] if shared.get("huge") else [])),
+            "ticks": tick_costs(workdir, QUICK_TICK_SIZES if quick else FULL_TICK_SIZES),
         }
     if shared["scale"] is None:
         raise RuntimeError("the pending-key states could not be built (see pending)")
@@ -307,20 +315,18 @@ def run_pending(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     for tick in data["ticks"]:
         n = f"{tick['keys']:,}"
         m = f"{tick['replaced']:,}"
-        cursor = "from cfstream's cursor"
         for metric, value in (
-                (f"tick scan, {n} keys in one partition's DB, none due", tick["idle_tick_us"]),
-                (f"tick scan, {n} keys, none due, after {m} deferred (replaced)",
+                (f"timer turn, {n} keys in one partition's DB, none due", tick["idle_tick_us"]),
+                (f"timer turn, {n} keys, none due, after {m} deferred (replaced)",
                  tick["idle_tick_after_replaced_us"]),
-                (f"tick scan, {n} keys, none due, after {m} replaced + {m} fired (rescan)",
-                 tick["idle_tick_after_fired_us"]),
-                (f"same, {cursor}", tick["idle_tick_after_fired_from_cursor_us"])):
+                (f"timer turn, {n} keys, none due, after {m} replaced + {m} fired (first "
+                 "turn after a restart)", tick["idle_tick_after_fired_us"]),
+                ("same, from the running task's cursor",
+                 tick["idle_tick_after_fired_from_cursor_us"])):
             result.row(metric, value, None, "us", higher_is_better=False)
     result.details.update(data)
     result.details["empty_replica_rss_kib"] = next(
         (s["rss_fresh_kib"] for s in data["steps"] if not s["keys"]), None)
-    if not quick:
-        result.notes.append(SKIPPED_10M)
     last = data["steps"][-1]
     if last["keys"] and last["pending_gauge"] is not None and last["pending_gauge"] < last["keys"]:
         result.notes.append(f"the replica counted {last['pending_gauge']} pending keys of "

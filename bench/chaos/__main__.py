@@ -30,8 +30,6 @@ def parse(argv: list[str]) -> Config:
                              "deleted after a clean run)")
     parser.add_argument("--keep-workdir", action="store_true")
     parser.add_argument("--json-out", type=Path, default=None, help="write the summary here")
-    parser.add_argument("--devlog", action="store_true",
-                        help="DEVLOG=1 in the processors: faust logs skipped/dropped messages")
     args = parser.parse_args(argv)
     if args.calls < 1 or args.keys < 2 or args.rate <= 0:
         parser.error("--calls >= 1, --keys >= 2 and --rate > 0")
@@ -39,7 +37,7 @@ def parse(argv: list[str]) -> Config:
                   duration_limit=args.duration_limit, processor_kills=args.processor_kills,
                   worker_kills=args.worker_kills, broker_restart=args.broker_restart,
                   seed=args.seed, workdir=args.workdir, keep_workdir=args.keep_workdir,
-                  json_out=args.json_out, devlog=args.devlog)
+                  json_out=args.json_out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,8 +86,6 @@ class Config:
     workdir: Path | None = None
     keep_workdir: bool = False
     json_out: Path | None = None
-    # DEVLOG=1 in the processors: faust then logs the messages it skips or drops.
-    devlog: bool = False
 
 
 @dataclass
@@ -421,8 +419,7 @@ def run(config: Config) -> dict[str, Any]:
                             kafka_config={"log_level": 2})
         logging.getLogger("cfstream.kafka").setLevel(logging.ERROR)
         ensure_topics(settings)
-        cluster = Cluster(settings, workdir, broker,
-                          processor_env={"DEVLOG": "1"} if config.devlog else {})
+        cluster = Cluster(settings, workdir, broker)
         for n in range(PROCESSORS):
             cluster.add_processor(f"processor-{n}")
         for n in range(WORKERS):

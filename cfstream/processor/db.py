@@ -38,7 +38,13 @@ class Databases:
         table = rocksdict.BlockBasedOptions()
         table.set_block_cache(cache)
         table.set_bloom_filter(10, False)  # slot gets miss often (a key's first call)
-        table.set_cache_index_and_filter_blocks(True)  # bounded by the cache, not by key count
+        # Index and filters in the cache, so memory is bounded by it and not by key count; split
+        # in partitions under a pinned top level, or a seek at 1M keys would load a whole
+        # multi-MiB index block again (measured: 500 us a seek, 11 us partitioned).
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_index_type(rocksdict.BlockBasedIndexType.two_level_index_search())
+        table.set_partition_filters(True)
+        table.set_pin_top_level_index_and_filter(True)
         options = rocksdict.Options(raw_mode=True)
         options.create_if_missing(True)
         options.set_block_based_table_factory(table)

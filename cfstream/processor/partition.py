@@ -125,7 +125,11 @@ class PartitionTask:
         self.due_now.clear()
 
     def fire_due(self, now: int) -> None:
-        """Fire what the due index holds up to ``min(now, horizon)``; drop stale entries."""
+        """Fire what the due index holds up to ``min(now, horizon)``; drop stale entries.
+
+        The scan starts at the cursor, behind which no entry is left, so it never walks keys
+        that are not due, nor the tombstones of entries it dropped before.
+        """
         limit = min(now, self.horizon_ms)
         if self.next_due > limit:
             return
@@ -145,12 +149,13 @@ class PartitionTask:
             if slot is not None and slot.due_ms == due and slot.timer_id == it.value().decode():
                 self._enact(key, rules.tick(slot, slot.timer_id, now, FIRED_RETENTION_MS))
                 fired += 1
-            elif key not in self.changes:  # stale (replaced, or restored over): drop it
+            else:  # the slot moved on (replaced, restored over, deleted): drop the entry
                 self.dropped.append(raw)
-            self.cursor = due
             it.next()
         del it
         self.next_due = next_due
+        # Everything before it was fired or dropped (deleted when the batch is written).
+        self.cursor = min(next_due, limit + 1)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -200,7 +205,9 @@ class PartitionTask:
             same_timer = (before is not None and after is not None
                           and before.due_ms == after.due_ms
                           and before.timer_id == after.timer_id)
-            if before is not None and not same_timer:
+            # An entry ahead of the cursor stays until the timer reaches and drops it: deleted
+            # now, its tombstone would lie in the way of every scan until then.
+            if before is not None and not same_timer and before.due_ms < self.cursor:
                 batch.delete(state.due_key(before.due_ms, key))
             if after is not None and not same_timer:
                 batch.put(state.due_key(after.due_ms, key), after.timer_id.encode())

@@ -4,9 +4,10 @@ Two kinds of keys, both in the partition of the call that wrote them:
     b"k:" + call key                  -> the key's Slot, as JSON (also on the changelog)
     b"d:" + due (8-byte big endian) + call key -> the timer id of the slot due then (local)
 The "d:" keys sort by due time, so the timer finds what is due with one seek per partition and
-never walks keys that are not due. An index entry whose slot has since moved on is stale: the
-timer checks each entry against its slot and drops it, so a restore can add entries without
-reading what it replaces.
+never walks keys that are not due. An index entry whose slot has since moved on (a replaced
+call's, or one a restore wrote for an older version of a slot) is stale: the timer checks each
+entry against its slot when it comes due and drops it, so neither a deferral nor a restore has
+to delete entries ahead of the timer.
 """
 
 from __future__ import annotations

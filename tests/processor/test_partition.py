@@ -145,6 +145,21 @@ def test_stale_index_entries_are_dropped_without_firing(
     assert index(task) == [(T0 + 10_000, b"tests:notify|k")]
 
 
+def test_a_replaced_calls_entry_waits_for_its_due_time_and_is_dropped_then(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    """Deleting it at once would leave a tombstone that every scan until then walks over."""
+    task = partition_task()
+    first, second = call(T0), call(T0 + 500)
+    turn(task, [first], now=T0 + 1)
+    turn(task, [second], now=T0 + 501, horizon=T0 + 501)
+    assert index(task) == [(T0 + 1_000, b"tests:notify|k"), (T0 + 1_500, b"tests:notify|k")]
+    turn(task, [], now=T0 + 1_100, horizon=T0 + 1_100)
+    assert fired(task) == [] and index(task) == [(T0 + 1_500, b"tests:notify|k")]
+    assert task.cursor == T0 + 1_101
+    turn(task, [], now=T0 + 1_600, horizon=T0 + 1_600)
+    assert fired(task) == [second.id]
+
+
 def test_a_cancel_drops_the_pending_call(partition_task: Callable[..., PartitionTask]) -> None:
     task = partition_task()
     c = call(T0)
