@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from cfstream.kafka.config import admin_config
@@ -20,17 +20,21 @@ from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 5.0
 # After a failed request (the broker away), wait this long before asking again.
-RETRY_BACKOFF = 0.5
+RETRY_BACKOFF = 0.2
+# Failures in a row before the next one is logged as a warning, not at debug level.
+WARN_AFTER_FAILURES = 10
 
 
 class Watermarks:
     """``want()`` partitions; read ``answers``: partition -> (asked at ms, high watermark)."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.topic = settings.calls_topic
         self.admin = AdminClient(admin_config(settings))
+        self.failures = 0
         self.answers: dict[int, tuple[int, int]] = {}
         self._wanted: set[int] = set()
         self._cond = threading.Condition()
@@ -67,16 +71,30 @@ class Watermarks:
                 wanted, self._wanted = self._wanted, set()
             asked = int(time.time() * 1000)
             try:
-                futures = self.admin.list_offsets(
-                    {TopicPartition(self.topic, p): OffsetSpec.latest() for p in wanted},
-                    request_timeout=REQUEST_TIMEOUT)
-                found = {tp.partition: future.result().offset for tp, future in futures.items()}
-            except KafkaException as exc:
-                logger.debug("no high watermarks for %s: %s", sorted(wanted), exc)
-                with self._cond:
-                    self._wanted |= wanted
-                time.sleep(RETRY_BACKOFF)
+                found = self._ask(wanted)
+            except Exception as exc:  # noqa: BLE001 - whatever it was, ask again
+                self._failed(wanted, exc)
                 continue
+            self.failures = 0
             with self._cond:
                 for partition, high in found.items():
                     self.answers[partition] = (asked, high)
+
+    def _ask(self, wanted: set[int]) -> dict[int, int]:
+        futures = self.admin.list_offsets(
+            {TopicPartition(self.topic, p): OffsetSpec.latest() for p in wanted},
+            request_timeout=REQUEST_TIMEOUT)
+        # Bounded here too: an answer lost across a broker restart must not hold the thread.
+        return {tp.partition: future.result(timeout=REQUEST_TIMEOUT + 1).offset
+                for tp, future in futures.items()}
+
+    def _failed(self, wanted: set[int], exc: Exception) -> None:
+        self.failures += 1
+        log = logger.warning if self.failures % WARN_AFTER_FAILURES == 0 else logger.debug
+        log("no high watermarks for %s[%s] (%d failures in a row): %r; due calls there wait",
+            self.topic, ",".join(map(str, sorted(wanted))), self.failures, exc)
+        # A client that failed may hold a connection state that never recovers: start anew.
+        self.admin = AdminClient(admin_config(self.settings))
+        with self._cond:
+            self._wanted |= wanted
+        time.sleep(RETRY_BACKOFF)

@@ -1,0 +1,54 @@
+"""The horizon's high watermarks (cfstream.processor.watermarks), across a broker restart.
+
+A restarted broker answers a long-lived admin client's ListOffsets with FENCED_LEADER_EPOCH for
+as long as it lives (librdkafka 2.16): due calls on idle partitions then never fired. This pins
+that answers come back.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from cfstream.dev.broker import LocalBroker
+from cfstream.kafka.topics import ensure_topics
+from cfstream.processor.watermarks import Watermarks
+from cfstream.settings import Settings
+
+pytestmark = pytest.mark.kafka
+
+
+def answer_after(watermarks: Watermarks, partition: int, asked_after: int,
+                 timeout: float = 30) -> tuple[int, int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        watermarks.want({partition})
+        answer = watermarks.answers.get(partition)
+        if answer is not None and answer[0] >= asked_after:
+            return answer
+        time.sleep(0.05)
+    raise AssertionError(f"no answer for partition {partition} asked after {asked_after}")
+
+
+def test_answers_come_back_after_a_broker_restart(tmp_path: Path) -> None:
+    with LocalBroker(data_dir=tmp_path / "kafka") as broker:
+        settings = Settings(bootstrap_servers=broker.bootstrap_servers, topic_prefix="wm",
+                            partitions=2, kafka_config={"log_level": 2})
+        ensure_topics(settings)
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+        producer.produce(settings.calls_topic, b"{}", b"k", partition=1)
+        assert producer.flush(30) == 0
+        watermarks = Watermarks(settings)
+        try:
+            before = int(time.time() * 1000)
+            assert answer_after(watermarks, 1, before)[1] == 1
+            broker.stop(remove_data=False)
+            broker.start()
+            restarted = int(time.time() * 1000)
+            asked, high = answer_after(watermarks, 1, restarted)
+            assert high == 1 and asked >= restarted
+        finally:
+            watermarks.close()
