@@ -19,7 +19,7 @@ ARG PYTHON_VERSION=3.11
 FROM python:${PYTHON_VERSION}-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# x86_64 installs from wheels only; other architectures (arm64) build faust-streaming from source.
+# Every dependency ships wheels for x86_64 and arm64; the compiler is for other architectures.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, env, scale, submit, throughput, timers
+from bench import e2e, env, failover, scale, submit, throughput, timers
 
 Bench = Callable[[str, Path, bool, bool, dict[str, Any]], env.Result]
 
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, Bench] = {
     "pending": scale.run_pending,
     "recovery": scale.run_recovery,
     "e2e": e2e.run,
+    "failover": failover.run,
 }
 DEFAULT_OUT = Path(__file__).parent / "results"
 

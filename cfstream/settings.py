@@ -19,8 +19,6 @@ DEFAULT_TOPIC_PREFIX = "cfstream"
 DEFAULT_PARTITIONS = 8
 # Kafka's default max.message.bytes is 1 MiB; stay under it with headroom for the envelope.
 DEFAULT_MAX_PAYLOAD_BYTES = 900_000
-# 20 ms keeps fire lateness low without a busy loop on two cores.
-DEFAULT_TICK_INTERVAL = 0.02
 # Prometheus' registry lists 9400-9499 for exporters; nothing else here claims 9464.
 DEFAULT_HTTP_PORT = 9464
 # Long enough for a task or two to finish and offsets to commit; Kubernetes' default grace is 30 s.
@@ -52,10 +50,6 @@ class Settings(BaseSettings):
 
     # Processor: RocksDB state lives here; one replica per directory.
     state_dir: Path = Path(".cfstream/state")
-    # Warm copies of each table partition on other replicas, so a failover skips a full replay.
-    standby_replicas: int = Field(1, ge=0)
-    # How often the processor looks for due calls; bounds fire lateness from below.
-    tick_interval: float = Field(DEFAULT_TICK_INTERVAL, gt=0)
 
     # Worker: tasks run at once per worker process.
     worker_concurrency: int = Field(8, ge=1)

@@ -340,8 +340,15 @@ class LocalBroker:
 
 
 def new_cluster_id() -> str:
-    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
+
+    Drawn again when it starts with "-" (1 in 64), as Kafka's own Uuid.randomUuid() does: the
+    storage tool would read such an id as an option.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def _format(java: jvm.Java, lib: Path, props: Path, data_dir: Path) -> None:

@@ -164,7 +164,6 @@ def test_processor_state_is_on_a_claim_per_replica(rendered: Rendered) -> None:
     pod_volumes = {v["name"] for v in sts["spec"]["template"]["spec"].get("volumes", [])}
     assert claim["metadata"]["name"] not in pod_volumes
     assert container["args"] == ["processor"]
-    assert "CFSTREAM_STANDBY_REPLICAS" in rendered.container_env(sts)
 
 
 def test_grace_period_exceeds_the_shutdown_timeout(rendered: Rendered) -> None:
@@ -222,7 +221,6 @@ def test_existing_secret_supplies_password_and_ca() -> None:
         assert volume["secret"]["secretName"] == "cfstream-kafka-credentials"
         assert {"key": "ca.pem", "path": ca.name} in volume["secret"]["items"]
     sts = r.one("StatefulSet", "processor")
-    assert r.container_env(sts)["CFSTREAM_STANDBY_REPLICAS"] == "2"
     # shutdownTimeout 40.5 -> ceil + 10 s margin
     assert sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 51
 

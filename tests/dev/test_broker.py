@@ -124,6 +124,13 @@ def test_cluster_id_is_kafka_uuid_text() -> None:
     assert len(broker.new_cluster_id()) == 22
 
 
+def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The storage tool reads "-AAAA..." as an option: such a draw is drawn again."""
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=bytes(16))])
+    monkeypatch.setattr(broker.uuid, "uuid4", lambda: next(draws))
+    assert broker.new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
+
+
 # ---- errors --------------------------------------------------------------------------------
 
 
