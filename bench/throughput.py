@@ -102,7 +102,7 @@ def processor_rate(settings: Settings, services: env.Services, total: int,
 
 def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
         shared: dict[str, Any]) -> env.Result:
-    total = 15_000 if quick else 100_000
+    total = 15_000 if quick else 300_000
     result = env.Result("throughput")
     settings = env.new_settings(bootstrap, "tput")
     client = Client(settings)

@@ -222,7 +222,38 @@ def _duration(data: dict[str, Any], name: str, required: bool) -> int | None:
 
 
 def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
-    """A validated :class:`Call`; ``now_ms`` turns on the clock-skew check."""
+    """A validated :class:`Call`; ``now_ms`` turns on the clock-skew check.
+
+    Calls as cfstream's clients write them pass a quick check of exact types; anything else
+    (floats for milliseconds, a missing field, a bad value) takes the field-by-field checks,
+    which accept or say what is wrong. The processor validates every call it reads.
+    """
+    get = data.get
+    call_id, task, submitted = get("id"), get("task"), get("submitted_ms")
+    args, kwargs, delay = get("args"), get("kwargs"), get("delay_ms")
+    defer_key, max_wait = get("defer_key"), get("max_wait_ms")
+    if (type(call_id) is str and call_id and type(task) is str and task
+            and KEY_SEPARATOR not in task and type(submitted) is int
+            and (now_ms is None or abs(submitted - now_ms) <= MAX_CLOCK_SKEW_MS)
+            and (args is None or type(args) is list)
+            and (kwargs is None or type(kwargs) is dict)
+            and (delay is None or (type(delay) is int and 0 <= delay <= MAX_DELAY_MS))
+            and (defer_key is None or type(defer_key) is str)
+            and (max_wait is None or (type(max_wait) is int and 0 <= max_wait <= MAX_DELAY_MS
+                                      and defer_key is not None))):
+        return Call(call_id, task, args or [], kwargs or {}, submitted, delay or 0, defer_key,
+                    max_wait)
+    return _checked_call(data, now_ms)
+
+
+def trusted_call(data: dict[str, Any]) -> Call:
+    """A :class:`Call` from a dict cfstream wrote itself (the processor's own state)."""
+    return Call(data["id"], data["task"], data.get("args") or [], data.get("kwargs") or {},
+                data["submitted_ms"], data.get("delay_ms") or 0, data.get("defer_key"),
+                data.get("max_wait_ms"))
+
+
+def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
     call_id = _field(data, "id", str)
     if not call_id:
         raise InvalidRecord("wrong_type", "field 'id' must not be empty")

@@ -105,11 +105,11 @@ class ProcessorMetrics(_CommonMetrics):
             except KeyError:
                 pass
 
-    def deferred(self, task: str) -> None:
+    def deferred(self, task: str, count: int = 1) -> None:
         child = self._deferred.get(task)
         if child is None:
             child = self._deferred[task] = self.deferrals.labels(task=task, where="processor")
-        child.inc()
+        child.inc(count)
 
     def set_pending(self, partition: int, count: int) -> None:
         self.pending_keys.labels(partition=str(partition)).set(count)

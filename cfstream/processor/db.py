@@ -11,7 +11,6 @@ restarting on its disk restores only what came after it.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import rocksdict
@@ -23,6 +22,11 @@ WRITE_BUFFER_BYTES = 64 * 1024 * 1024
 # Per partition: one memtable filling while one flushes.
 PARTITION_WRITE_BUFFER_BYTES = 16 * 1024 * 1024
 MAX_OPEN_FILES = 256
+# No write-ahead log: the changelog is the log. A crash loses at most the memtables, back to a
+# consistent older state (the changelog offset is in the same WriteBatch as the data) that the
+# restore then brings up to date. Measured: 2.5 -> 1.5 us a key written.
+WRITE_OPTIONS = rocksdict.WriteOptions()
+WRITE_OPTIONS.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub says method
 # The last changelog offset the DB reflects, and when it was written (wall clock, ms).
 CHANGELOG_OFFSET_KEY = b"__cfstream\0changelog__"
 WRITTEN_MS_KEY = b"__cfstream\0written__"
@@ -65,9 +69,12 @@ class Databases:
     def open(self, partition: int) -> rocksdict.Rdict:
         return rocksdict.Rdict(str(self.path(partition)), self.options)
 
-    def wipe(self, partition: int) -> None:
-        """Delete a partition's DB from disk (it must be closed)."""
-        shutil.rmtree(self.path(partition), ignore_errors=True)
+
+
+def close(db: rocksdict.Rdict) -> None:
+    """Persist the memtables (there is no log to replay them from) and close."""
+    db.flush()
+    db.close()
 
 
 def changelog_offset(db: rocksdict.Rdict) -> int | None:

@@ -27,7 +27,7 @@ from cfstream.kafka.retry import settled
 from cfstream.kafka.topics import ensure_topics
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import state
-from cfstream.processor.db import Databases
+from cfstream.processor.db import Databases, close
 from cfstream.processor.outputs import Outputs
 from cfstream.processor.partition import NEVER, PartitionTask, now_ms
 from cfstream.processor.restore import Counted, Restored, Restorer
@@ -266,7 +266,7 @@ class Processor:
         self.metrics.forget_partition(partition)
         task = self.tasks.pop(partition, None)
         if task is not None:
-            task.db.close()
+            close(task.db)
 
     def _take_restored(self) -> None:
         while not self.restorer.results.empty():
@@ -283,7 +283,7 @@ class Processor:
         early = self.restoring.get(partition)
         if early is None:  # revoked meanwhile
             if db is not None:
-                db.close()
+                close(db)
             return
         if db is None:  # the restore failed (logged): try again
             self.restorer.restore(partition)

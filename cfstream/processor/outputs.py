@@ -1,8 +1,12 @@
-"""Everything a replica writes to Kafka, through one idempotent librdkafka producer.
+"""Everything a replica writes to Kafka, through two idempotent librdkafka producers.
 
 Changelog, executions, events and dead letters go out together and are flushed once per batch,
 before the batch's RocksDB writes and its input offsets: a crash replays input whose effects
 may already be out (replays are idempotent), never the other way round.
+
+The changelog's producer reports every delivery (its offsets go into RocksDB); the other one
+reports failures only, which saves a Python callback per event (measured: ~1 us each, with
+about two events a call).
 """
 
 from __future__ import annotations
@@ -27,48 +31,52 @@ class OutputError(CfStreamError):
 
 
 class Outputs:
-    """One producer for every record a replica writes; remembers the changelog offsets."""
+    """Every record a replica writes; remembers the changelog offsets delivered."""
 
     def __init__(self, settings: Settings, changelog_topic: str) -> None:
         self.changelog_topic = changelog_topic
-        self.producer = Producer(producer_config(
-            settings,
-            on_delivery=self._delivered,
-            # A broker outage holds records until it is back, never drops them.
-            **{"message.timeout.ms": 0, "linger.ms": LINGER_MS},
-        ))
+        # A broker outage holds records until it is back, never drops them.
+        options = {"message.timeout.ms": 0, "linger.ms": LINGER_MS}
+        self.changelog = Producer(producer_config(settings, on_delivery=self._delivered,
+                                                  **options))
+        self.producer = Producer(producer_config(settings, on_delivery=self._delivered,
+                                                 **{**options,
+                                                    "delivery.report.only.error": True}))
         self.changelog_offsets: dict[int, int] = {}  # partition -> last delivered offset
         self.errors: list[str] = []
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
                 partition: int = -1, headers: list[tuple[str, Any]] | None = None) -> None:
         """Queue a record (``partition`` -1: the key's, by murmur2)."""
+        producer = self.changelog if topic == self.changelog_topic else self.producer
         while True:
             try:
-                self.producer.produce(topic, value, key, partition, headers=headers)
+                if headers is None:  # keyword arguments cost the C call a parse
+                    producer.produce(topic, value, key, partition)
+                else:
+                    producer.produce(topic, value, key, partition, headers=headers)
                 return
             except BufferError:  # the local queue is full: let deliveries drain it
-                self.producer.poll(0.05)
+                producer.poll(0.05)
 
     def flush(self) -> None:
         """Wait until everything produced so far is on the broker; OutputError if refused."""
-        if len(self.producer) == 0:
-            self.producer.poll(0)
-        while self.producer.flush(1.0) > 0:
-            pass
+        for producer in (self.producer, self.changelog):
+            if len(producer) == 0:
+                producer.poll(0)
+                continue
+            while producer.flush(1.0) > 0:
+                pass
         if self.errors:
             errors, self.errors = self.errors, []
             raise OutputError(f"{len(errors)} records refused by the broker, first: {errors[0]}")
-
-    def poll(self) -> None:
-        self.producer.poll(0)
 
     def take_changelog_offsets(self) -> dict[int, int]:
         offsets, self.changelog_offsets = self.changelog_offsets, {}
         return offsets
 
     def close(self, timeout: float = 10.0) -> None:
-        left = self.producer.flush(timeout)
+        left = self.producer.flush(timeout) + self.changelog.flush(timeout)
         if left:
             logger.warning("%d records not delivered at stop; their input is read again", left)
 
@@ -76,8 +84,7 @@ class Outputs:
         if err is not None:
             self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
             return
-        if msg.topic() == self.changelog_topic:
-            partition, offset = msg.partition(), msg.offset()
-            if partition is not None and offset is not None:
-                held = self.changelog_offsets.get(partition, -1)
-                self.changelog_offsets[partition] = max(offset, held)
+        partition, offset = msg.partition(), msg.offset()
+        if msg.topic() == self.changelog_topic and partition is not None and offset is not None:
+            # In order within a partition (idempotent producer): the last is the highest.
+            self.changelog_offsets[partition] = offset

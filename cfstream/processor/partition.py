@@ -23,7 +23,7 @@ import rocksdict
 from cfstream.codec import dumps
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import state
-from cfstream.processor.db import CHANGELOG_OFFSET_KEY, WRITTEN_MS_KEY
+from cfstream.processor.db import CHANGELOG_OFFSET_KEY, WRITE_OPTIONS, WRITTEN_MS_KEY
 from cfstream.processor.outputs import Outputs
 from cfstream.scheduling import rules
 from cfstream.settings import Settings
@@ -47,6 +47,8 @@ class PartitionTask:
     def __init__(self, settings: Settings, partition: int, db: rocksdict.Rdict,
                  outputs: Outputs, metrics: ProcessorMetrics, position: int) -> None:
         self.settings = settings
+        self.executions_topic = settings.executions_topic
+        self.events_topic = settings.events_topic
         self.partition = partition
         self.db = db
         self.outputs = outputs
@@ -61,7 +63,8 @@ class PartitionTask:
         self.changes: dict[bytes, list[rules.Slot | None]] = {}
         self.due_now: list[bytes] = []
         self.dropped: list[bytes] = []  # stale index entries found by the timer
-        self.received: dict[str, int] = {}
+        self.received: dict[str, int] = {}  # calls and deferrals by task, for the metrics
+        self.deferred: dict[str, int] = {}
         self.staged: rocksdict.WriteBatch | None = None
 
     # -- records ------------------------------------------------------------------------------
@@ -174,20 +177,21 @@ class PartitionTask:
                 self.changes[key] = [before, decision.slot]
             else:
                 change[1] = decision.slot
-        settings, metrics = self.settings, self.metrics
+        metrics, produce = self.metrics, self.outputs.produce
         for execution in decision.executions:
-            self.outputs.produce(settings.executions_topic, key, dumps(execution.to_dict()))
+            produce(self.executions_topic, key, dumps(execution.to_dict()))
             if decision.changed:  # not a replay's second send
                 metrics.fires.inc()
                 metrics.fire_lateness.observe((execution.fired_ms - execution.due_ms) / 1000)
         for item in decision.events:
-            self.outputs.produce(settings.events_topic, item["id"].encode(), dumps(item))
+            produce(self.events_topic, item["id"].encode(), dumps(item))
             if item["type"] == "deferred":
-                metrics.deferred(item["task"])
+                task = item["task"]
+                self.deferred[task] = self.deferred.get(task, 0) + 1
 
     def stage(self) -> None:
         """Put this batch's slot changes on the changelog and into the WriteBatch."""
-        if not self.changes and not self.dropped and not self.received:
+        if not self.changes and not self.dropped and not self.received and not self.deferred:
             return
         batch = rocksdict.WriteBatch(raw_mode=True)
         for raw in self.dropped:
@@ -221,6 +225,9 @@ class PartitionTask:
         for task, count in self.received.items():
             self.metrics.received(task, count)
         self.received.clear()
+        for task, count in self.deferred.items():
+            self.metrics.deferred(task, count)
+        self.deferred.clear()
         self.staged = batch
 
     def write(self, changelog_offset: int | None) -> None:
@@ -233,7 +240,7 @@ class PartitionTask:
         if changelog_offset is not None:
             batch.put(CHANGELOG_OFFSET_KEY, str(changelog_offset).encode())
             batch.put(WRITTEN_MS_KEY, str(now_ms()).encode())
-        self.db.write(batch)
+        self.db.write(batch, WRITE_OPTIONS)
 
     def pending_calls(self) -> int | None:
         return None if self.pending is None else self.pending + self.pending_delta

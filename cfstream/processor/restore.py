@@ -28,9 +28,11 @@ from cfstream.kafka.retry import settled
 from cfstream.processor import state
 from cfstream.processor.db import (
     CHANGELOG_OFFSET_KEY,
+    WRITE_OPTIONS,
     WRITTEN_MS_KEY,
     Databases,
     changelog_offset,
+    close,
     written_ms,
 )
 from cfstream.processor.partition import now_ms
@@ -155,7 +157,7 @@ class Restorer:
         try:
             records = self._catch_up(db, job)
         except BaseException:
-            db.close()
+            close(db)
             raise
         self.results.put(Restored(partition, db, records))
 
@@ -221,7 +223,7 @@ class Restorer:
             if last is not None:
                 batch.put(CHANGELOG_OFFSET_KEY, str(last).encode())
                 batch.put(WRITTEN_MS_KEY, str(now_ms()).encode())
-                db.write(batch)
+                db.write(batch, WRITE_OPTIONS)
                 applied += len(records)
                 position = last + 1
             now = time.monotonic()

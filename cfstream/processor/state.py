@@ -21,7 +21,7 @@ import orjson
 from cfstream.codec import dumps
 from cfstream.scheduling.rules import Slot
 from cfstream.settings import Settings
-from cfstream.wire import call_from_dict, execution_from_dict
+from cfstream.wire import Execution, trusted_call
 
 # The pending-calls table; its changelog keeps the name faust gave it, so state and committed
 # offsets carry over from processors that ran on faust.
@@ -80,13 +80,15 @@ def decode_slot(raw: bytes | None) -> Slot | None:
         return None
     data = _loads(raw)
     call = data.get("call")
+    execution = data.get("execution")
     return Slot(
-        call=call_from_dict(call) if call is not None else None,
+        call=trusted_call(call) if call is not None else None,
         first_ms=data["first_ms"],
         due_ms=data["due_ms"],
         fired_id=data.get("fired_id"),
         fired_submitted_ms=data.get("fired_submitted_ms"),
-        execution=execution_from_dict(data["execution"]) if "execution" in data else None,
+        execution=(Execution(trusted_call(execution), execution["due_ms"],
+                             execution["fired_ms"]) if execution is not None else None),
     )
 
 
