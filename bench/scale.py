@@ -307,7 +307,8 @@ def run_pending(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     result = env.Result("pending")
     for step in data["steps"]:
         n = f"{step['keys']:,}"
-        result.row(f"replica RSS, {n} pending keys", step["rss_fresh_kib"] / 1024, None, "MiB")
+        result.row(f"replica RSS, {n} pending keys", step["rss_fresh_kib"] / 1024, None, "MiB",
+                   "<= 1024 MiB at 10M")
         if not step["keys"]:
             continue
         result.row(f"state dir on disk, {n} pending keys", step["state_dir_bytes"] / 2**20,
@@ -341,7 +342,7 @@ def run_recovery(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     for step in data["steps"]:
         n = f"{step['keys']:,}"
         result.row(f"fresh replica -> /readyz, {n} keys", step["restore_fresh_s"],
-                   step["raw_restore_s"], "s", higher_is_better=False)
+                   step["raw_restore_s"], "s", "<= 1.5x raw", higher_is_better=False)
         result.row(f"restart on its state dir -> /readyz, {n} keys", step["resume_s"], None,
                    "s", higher_is_better=False)
     result.details["steps"] = data["steps"]

@@ -19,11 +19,10 @@ from cfstream.settings import Settings
 from cfstream.wire import Call
 
 # Until the replica has read the calls, what is measured is ingest, not timers: the first call
-# comes due LEAD_MIN_S + calls / ASSUMED_INGEST seconds after submitting (the replica read 50k
-# distinct-key calls at ~1.5k/s on a 2-core box; the throughput benchmark's rate is no guide, its
-# deferred calls cost more, see README).
+# comes due LEAD_MIN_S + calls / ASSUMED_INGEST seconds after submitting (the throughput
+# benchmark measured 26-31k calls/s; half that leaves room for a noisy machine).
 LEAD_MIN_S = 4.0
-ASSUMED_INGEST = 1_000.0
+ASSUMED_INGEST = 12_000.0
 
 
 def raw_latency(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
@@ -110,9 +109,9 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     raw = raw_latency(settings, rate, seconds)
     ts_s, fired_s, delivered_s = (env.summary(by_ts), env.summary(by_fired),
                                   env.summary(delivered))
-    for q in ("p50", "p99"):
+    for q, target in (("p50", "<= 10 ms"), ("p99", "<= 50 ms")):
         result.row(f"fire lateness {q} @ {rate:,}/s (execution record ts - due)", ts_s[q],
-                   raw[q], "ms", higher_is_better=False)
+                   raw[q], "ms", target, higher_is_better=False)
     for q in ("p50", "p99"):
         result.row(f"due -> execution read by a consumer {q} @ {rate:,}/s", delivered_s[q],
                    raw[q], "ms", higher_is_better=False)

@@ -40,8 +40,9 @@ logger = logging.getLogger(__name__)
 BATCH_MAX = 5_000
 # Longest wait for records when nothing is due sooner; bounds how late a stop is noticed.
 MAX_WAIT = 0.1
-# Wait while a due call waits for the broker to say where its partition ends.
-PROOF_WAIT = 0.002
+# Wait while a due call waits for the broker to say where its partition ends (the answer cannot
+# wake a poll: this bounds how long it lies unused).
+PROOF_WAIT = 0.001
 COMMIT_INTERVAL = 0.5
 GAUGE_INTERVAL = 5.0
 # A killed replica's partitions move after this long: the broker's smallest session by default
@@ -168,11 +169,13 @@ class Processor:
         """How long the next poll may wait for records."""
         if not self.restorer.results.empty():
             return 0
+        now = now_ms()
         due = min((task.next_due for task in self.tasks.values()), default=NEVER)
-        left = (due - now_ms()) / 1000
-        if left <= 0:
-            return PROOF_WAIT
-        return min(MAX_WAIT, left)
+        if due > now:
+            return min(MAX_WAIT, (due - now) / 1000)
+        if any(task.next_due <= min(now, task.horizon_ms) for task in self.tasks.values()):
+            return 0  # more to fire (a turn fires at most MAX_FIRES_PER_BATCH a partition)
+        return PROOF_WAIT
 
     def _prove_horizons(self, now: int) -> None:
         """Move each partition's horizon with the broker's answers; ask where one is needed."""
