@@ -73,6 +73,8 @@ class Processor:
         self.tasks: dict[int, PartitionTask] = {}
         self.restoring: dict[int, list[Message]] = {}  # partition -> records read meanwhile
         self.joined = False
+        # False once a turn failed: its input was not persisted, so no offset may be committed.
+        self.healthy = True
         self.stopping = threading.Event()
         self.consumer: Consumer | None = None
         self.committed: dict[int, int] = {}
@@ -104,6 +106,9 @@ class Processor:
             while not self.stopping.is_set():
                 self.turn()
             self._commit()
+        except BaseException:
+            self.healthy = False
+            raise
         finally:
             self._close()
 
@@ -198,6 +203,8 @@ class Processor:
 
     def _commit(self) -> None:
         self._last_commit = time.monotonic()
+        if not self.healthy:
+            return
         offsets = [TopicPartition(self.topic, p, task.position)
                    for p, task in self.tasks.items() if self.committed.get(p) != task.position]
         if not offsets or self.consumer is None:
@@ -248,7 +255,7 @@ class Processor:
 
     def _let_go(self, partitions: list[TopicPartition], commit: bool) -> None:
         mine = [tp.partition for tp in partitions if tp.topic == self.topic]
-        if commit:
+        if commit and self.healthy:
             offsets = [TopicPartition(self.topic, p, self.tasks[p].position)
                        for p in mine if p in self.tasks]
             if offsets and self.consumer is not None:

@@ -109,7 +109,7 @@ class PartitionTask:
             self.received[call.task] = self.received.get(call.task, 0) + 1
         else:
             control = control_from_dict(data)
-            if control.kind == "tick":  # written by processors before 0.2: fire if due
+            if control.kind == "tick":  # written by the faust-based processor: fire if due
                 decision = rules.tick(slot, control.id, now, FIRED_RETENTION_MS)
             else:
                 decision = rules.cancel(slot, control.id, now, FIRED_RETENTION_MS,
