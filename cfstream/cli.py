@@ -166,5 +166,5 @@ def main() -> None:
     try:
         app()
     except CfStreamError as exc:
-        _err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        _err.print(f"error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
         raise SystemExit(RET_ERROR) from None

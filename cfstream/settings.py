@@ -19,8 +19,10 @@ DEFAULT_TOPIC_PREFIX = "cfstream"
 DEFAULT_PARTITIONS = 8
 # Kafka's default max.message.bytes is 1 MiB; stay under it with headroom for the envelope.
 DEFAULT_MAX_PAYLOAD_BYTES = 900_000
-# Prometheus' registry lists 9400-9499 for exporters; nothing else here claims 9464.
-DEFAULT_HTTP_PORT = 9464
+# Prometheus' registry lists 9400-9499 for exporters. One port per kind of service, so a
+# processor and a worker run side by side on one host with their defaults.
+PROCESSOR_HTTP_PORT = 9464
+WORKER_HTTP_PORT = 9465
 # Long enough for a task or two to finish and offsets to commit; Kubernetes' default grace is 30 s.
 DEFAULT_SHUTDOWN_TIMEOUT = 25.0
 
@@ -54,8 +56,9 @@ class Settings(BaseSettings):
     # Worker: tasks run at once per worker process.
     worker_concurrency: int = Field(8, ge=1)
 
-    # Both services: /metrics, /healthz and /readyz on this port (0 turns the server off).
-    http_port: int = Field(DEFAULT_HTTP_PORT, ge=0, le=65535)
+    # Both services: /metrics, /healthz and /readyz on this port (0 turns the server off);
+    # unset, each kind of service takes its own (PROCESSOR_HTTP_PORT, WORKER_HTTP_PORT).
+    http_port: int | None = Field(None, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     # Kubernetes' terminationGracePeriodSeconds must exceed this.
@@ -72,6 +75,10 @@ class Settings(BaseSettings):
                     f"CFSTREAM_KAFKA_CONFIG must be a JSON object of librdkafka options: {exc}"
                 ) from exc
         return value
+
+    def http_port_or(self, default: int) -> int:
+        """CFSTREAM_HTTP_PORT if set, else the service's own ``default``."""
+        return default if self.http_port is None else self.http_port
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"

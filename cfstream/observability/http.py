@@ -6,6 +6,7 @@ only while ``ready()`` is true, e.g. partitions assigned and caught up (readines
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+
+from cfstream.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +126,19 @@ class ObservabilityServer:
 def start_server(
     port: int, registry: CollectorRegistry, ready: Callable[[], bool], host: str = DEFAULT_HOST,
 ) -> ObservabilityServer:
-    """Bind ``host:port`` and serve in a daemon thread; port 0 binds a free port (see ``.port``)."""
-    httpd = _Server((host, port), _Handler)
+    """Bind ``host:port`` and serve in a daemon thread; port 0 binds a free port (see ``.port``).
+
+    ConfigurationError, in one line naming the setting, if the port is taken.
+    """
+    try:
+        httpd = _Server((host, port), _Handler)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise ConfigurationError(
+            f"port {port} is already in use (another cfstream service on this host?): set "
+            "CFSTREAM_HTTP_PORT to a free port, or to 0 to turn /metrics, /healthz and /readyz "
+            "off") from None
     httpd.registry = registry
     httpd.ready = ready
     server = ObservabilityServer(httpd)

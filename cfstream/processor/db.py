@@ -11,9 +11,12 @@ restarting on its disk restores only what came after it.
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 import rocksdict
+
+from cfstream.errors import ConfigurationError
 
 # Shared by every partition of a replica: hot slots and index blocks; the rest stays on disk.
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
@@ -38,6 +41,15 @@ class Databases:
     def __init__(self, state_dir: Path, topic: str) -> None:
         self.root = state_dir / topic
         self.root.mkdir(parents=True, exist_ok=True)
+        # One replica per state dir: a second one would fail to open every DB, again and again.
+        self._lock = (self.root / "LOCK").open("a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise ConfigurationError(
+                f"{state_dir} is in use by another processor replica: give each replica its "
+                "own CFSTREAM_STATE_DIR") from None
         cache = rocksdict.Cache(BLOCK_CACHE_BYTES)
         table = rocksdict.BlockBasedOptions()
         table.set_block_cache(cache)

@@ -7,7 +7,7 @@ from types import FrameType
 
 from cfstream.observability.http import serve
 from cfstream.processor.loop import Processor
-from cfstream.settings import Settings
+from cfstream.settings import PROCESSOR_HTTP_PORT, Settings
 
 
 def run(settings: Settings) -> None:
@@ -20,7 +20,8 @@ def run(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    server = serve(settings.http_port, processor.metrics.registry, processor.ready)
+    server = serve(settings.http_port_or(PROCESSOR_HTTP_PORT), processor.metrics.registry,
+                   processor.ready)
     try:
         processor.run()
     finally:

@@ -6,7 +6,7 @@ import signal
 from types import FrameType
 
 from cfstream.observability.http import serve
-from cfstream.settings import Settings
+from cfstream.settings import WORKER_HTTP_PORT, Settings
 from cfstream.worker.runner import Worker, import_tasks
 
 
@@ -19,7 +19,8 @@ def run(settings: Settings, modules: list[str]) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    server = serve(settings.http_port, worker.metrics.registry, worker.ready)
+    server = serve(settings.http_port_or(WORKER_HTTP_PORT), worker.metrics.registry,
+                   worker.ready)
     try:
         worker.run()
     finally:

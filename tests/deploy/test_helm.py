@@ -128,7 +128,7 @@ def test_rendered_env_parses_as_settings(
             # A secretKeyRef stands in for a value only the cluster knows.
             monkeypatch.setenv(name, value if isinstance(value, str) else "from-secret")
         settings = Settings()
-        assert settings.http_port > 0
+        assert settings.http_port is not None and settings.http_port > 0
         assert settings.bootstrap_servers
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cfstream.errors import ConfigurationError
 from cfstream.observability import (
     LATENESS_BUCKETS,
     ObservabilityServer,
@@ -155,6 +156,18 @@ def test_openmetrics_when_asked(server: ObservabilityServer, processor: Processo
     with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
         assert response.headers["Content-Type"].startswith("application/openmetrics-text")
         assert response.read().decode().rstrip().endswith("# EOF")
+
+
+def test_a_taken_port_says_which_setting_to_change(
+    processor: ProcessorMetrics, ready: Flag
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigurationError, match=f"port {port} is already in use.*"
+                                                     "CFSTREAM_HTTP_PORT"):
+            serve(port, processor.registry, ready, host="127.0.0.1")
 
 
 def test_port_zero_disables_the_server(processor: ProcessorMetrics, ready: Flag) -> None:

@@ -98,6 +98,15 @@ def test_a_db_ahead_of_its_changelog_starts_over(settings: Settings, tmp_path: P
         restorer.close()
 
 
+def test_a_state_dir_serves_one_replica(tmp_path: Path) -> None:
+    from cfstream.errors import ConfigurationError
+
+    first = Databases(tmp_path, "t.calls")
+    with pytest.raises(ConfigurationError, match="own CFSTREAM_STATE_DIR"):
+        Databases(tmp_path, "t.calls")
+    assert first.root.is_dir()
+
+
 def test_a_cancelled_restore_hands_nothing_over(settings: Settings, tmp_path: Path) -> None:
     settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path})
     ensure_topics(settings)

@@ -1,0 +1,98 @@
+"""The README's "Run the services", as a newcomer types them: default settings, one host.
+
+Only the broker's address and a topic prefix of the test's own are set (the README's "An existing
+cluster" path); ports, state dir and everything else are the defaults. A processor and a worker
+then serve /readyz side by side, run the seed example, and a second worker on the same host says
+in one line which setting to change.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+import cfstream as cf
+from cfstream.examples import notifications
+from cfstream.settings import PROCESSOR_HTTP_PORT, WORKER_HTTP_PORT
+
+pytestmark = pytest.mark.kafka
+
+CFSTREAM = [sys.executable, "-m", "cfstream"]
+
+
+def readyz(port: int) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while readyz(port) != 200:
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, f"no /readyz 200 on {port}"
+        time.sleep(0.2)
+
+
+def test_the_readme_services_run_side_by_side_with_their_defaults(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    prefix = f"readme-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CFSTREAM_")}
+    env.update(CFSTREAM_BOOTSTRAP_SERVERS=kafka_bootstrap, CFSTREAM_TOPIC_PREFIX=prefix)
+    subprocess.run([*CFSTREAM, "topics", "create"], env=env, cwd=tmp_path, check=True,
+                   capture_output=True, timeout=120)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs = {name: tmp_path / f"{name}.log" for name in ("processor", "worker", "second")}
+
+    def start(name: str, *args: str) -> subprocess.Popen[bytes]:
+        with logs[name].open("wb") as out:
+            procs[name] = subprocess.Popen([*CFSTREAM, *args], env=env, cwd=tmp_path,
+                                           stdout=out, stderr=subprocess.STDOUT)
+        return procs[name]
+
+    try:
+        # The order the issue saw fail: the worker first, then the processor.
+        worker = start("worker", "worker", "cfstream.examples.notifications")
+        wait_ready(WORKER_HTTP_PORT, worker, logs["worker"])
+        processor = start("processor", "processor")
+        wait_ready(PROCESSOR_HTTP_PORT, processor, logs["processor"])
+
+        client = cf.Client(cf.Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix))
+        try:
+            execution = client.submit_task(notifications.send_notification, (1, 7), {})
+            assert execution.result(timeout=60) == "user 1 notified about document 7"
+        finally:
+            client.close()
+
+        second = start("second", "worker", "cfstream.examples.notifications")
+        assert second.wait(60) == 1
+        lines = logs["second"].read_text().strip().splitlines()
+        assert lines[-1].startswith(f"error: port {WORKER_HTTP_PORT} is already in use")
+        assert "CFSTREAM_HTTP_PORT" in lines[-1]
+        assert "Traceback" not in logs["second"].read_text()
+        assert (tmp_path / ".cfstream" / "state").is_dir()  # the default state dir
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in procs.items():
+            try:
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise AssertionError(f"{name} did not stop on SIGTERM") from None
+    assert procs["processor"].returncode == 0, logs["processor"].read_text()[-2000:]
+    assert procs["worker"].returncode == 0, logs["worker"].read_text()[-2000:]
