@@ -49,6 +49,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                         help="py-spy the processor during the throughput run (default: on for "
                              "the full run, off for --quick)")
+    parser.add_argument("--group-protocol", choices=["classic", "consumer"], default="classic",
+                        help="failover: the processors' group protocol (consumer: KIP-848)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work dir (service logs, state dirs) for a look afterwards")
     args = parser.parse_args(argv)
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[env.Result] = []
     errors: dict[str, str] = {}
     seconds: dict[str, float] = {}
-    shared: dict[str, Any] = {}
+    shared: dict[str, Any] = {"group_protocol": args.group_protocol}
     workdir = Path(tempfile.mkdtemp(prefix="cfstream-bench-"))
     try:
         with env.kafka() as bootstrap:

@@ -96,7 +96,7 @@ def signal_pid(pid: int) -> None:
 
 
 def cfstream_failover(bootstrap: str, workdir: Path, keys: int, rate: float,
-                      seconds: float) -> dict[str, Any]:
+                      seconds: float, group_protocol: str = "classic") -> dict[str, Any]:
     settings = env.new_settings(bootstrap, "failover")
     ensure_topics(settings)
     producer = env.raw_producer(settings, overrides={"linger.ms": 20})
@@ -105,8 +105,8 @@ def cfstream_failover(bootstrap: str, workdir: Path, keys: int, rate: float,
     reader = None
     client = Client(settings)
     try:
-        replicas = {name: services.processor(
-            name, CFSTREAM_KAFKA_CONFIG=json.dumps({"client.id": name}))
+        replicas = {name: services.processor(name, CFSTREAM_KAFKA_CONFIG=json.dumps(
+            {"client.id": name, "group.protocol": group_protocol}))
             for name in ("replica-a", "replica-b")}
         for replica in replicas.values():
             replica.wait_ready(300 + keys / 5_000)
@@ -184,7 +184,8 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
         shared: dict[str, Any]) -> env.Result:
     keys, rate, seconds = (20_000, 100.0, 20.0) if quick else (1_000_000, 200.0, 30.0)
     result = env.Result("failover")
-    ours = cfstream_failover(bootstrap, workdir, keys, rate, seconds)
+    protocol = shared.get("group_protocol", "classic")
+    ours = cfstream_failover(bootstrap, workdir, keys, rate, seconds, protocol)
     raw = raw_failover(env.new_settings(bootstrap, "rawfail"), workdir, rate, seconds)
     env.log(f"failover: cfstream {ours}, raw {raw}")
     n = f"{keys:,}"
@@ -196,7 +197,7 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     result.row("same, the survivor's own partitions: fire lateness p99 through the rebalance",
                ours_p99, raw_p99, "ms", f"<= {SURVIVOR_P99_TARGET_MS:.0f} ms",
                higher_is_better=False)
-    result.details.update(cfstream=ours, raw=raw)
+    result.details.update(cfstream=ours, raw=raw, group_protocol=protocol)
     if ours["missing"]:
         result.notes.append(f"failover: {ours['missing']} calls never fired")
     return result

@@ -198,3 +198,20 @@ def test_a_task_knows_its_execution(pipeline: Pipeline) -> None:
     execution = pipeline.submit(whoami)
     assert execution.result(timeout=RESULT_TIMEOUT) == execution.id
     assert cf.current_execution() is None
+
+
+def test_calls_submitted_while_others_fire_all_fire_on_time(pipeline: Pipeline) -> None:
+    """The lost-timer case: calls keep arriving while the processor's timer fires earlier ones,
+    so batches are in flight as it scans. Every call fires once, none late, none lost."""
+    delayed = after_seconds.with_delay(0.5)
+    calls = []
+    began = time.monotonic()
+    for i in range(150):  # ~3 s of calls 20 ms apart: the first fire while the rest arrive
+        calls.append(pipeline.submit(delayed, f"{i}"))
+        time.sleep(max(0.0, began + (i + 1) * 0.02 - time.monotonic()))
+    for i, call in enumerate(calls):
+        assert pipeline.result(call, timeout=RESULT_TIMEOUT) == f"{i}"
+    for call in calls:
+        start = started(pipeline, call)
+        assert 0 <= start["ts_ms"] - start["due_ms"] < LATE_MS, start
+        assert len(pipeline.events.of(call.id, "started")) == 1
