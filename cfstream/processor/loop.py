@@ -60,7 +60,9 @@ def group_config(settings: Settings) -> dict[str, Any]:
     With ``group.protocol=consumer`` (KIP-848) in CFSTREAM_KAFKA_CONFIG the broker assigns and
     owns the session timeout, so the classic options are left out.
     """
-    options: dict[str, Any] = {"enable.partition.eof": False}
+    # A partition resumed after its restore is fetched once the broker answers the fetch it
+    # holds for the others: at most this long (librdkafka's default is 500 ms).
+    options: dict[str, Any] = {"enable.partition.eof": False, "fetch.wait.max.ms": 100}
     if str(settings.kafka_config.get("group.protocol", "classic")).lower() != "consumer":
         options.update({"partition.assignment.strategy": "cooperative-sticky",
                         "session.timeout.ms": SESSION_TIMEOUT_MS,
