@@ -58,6 +58,7 @@ class Job:
     partition: int
     kind: str  # "restore" or "count"
     snapshot: Any = None
+    started: bool = False
     cancelled: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -87,6 +88,7 @@ class Restorer:
         self.results: queue.Queue[Restored | Counted] = queue.Queue()
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.active: dict[int, Job] = {}
+        self._lock = threading.Lock()  # a job starts, or is cancelled before it starts
         self._consumer: Consumer | None = None
         self._thread = threading.Thread(target=self._run, name="cfstream-restore", daemon=True)
         self._thread.start()
@@ -98,10 +100,17 @@ class Restorer:
         self._submit(Job(partition, "count", snapshot=snapshot))
 
     def cancel(self, partition: int) -> None:
-        """Stop the partition's job and wait until it no longer touches its DB."""
+        """Stop the partition's job; if it runs, wait until it no longer touches its DB (a
+        queued one is skipped: waiting for it would wait for every job ahead of it)."""
         job = self.active.pop(partition, None)
-        if job is not None:
+        if job is None:
+            return
+        with self._lock:
             job.cancelled.set()
+            started = job.started
+            if not started:
+                job.snapshot = None
+        if started:
             job.done.wait()
 
     def close(self) -> None:
@@ -117,12 +126,15 @@ class Restorer:
 
     def _run(self) -> None:
         while (job := self.jobs.get()) is not None:
+            with self._lock:
+                if job.cancelled.is_set():
+                    continue
+                job.started = True
             try:
-                if not job.cancelled.is_set():
-                    if job.kind == "restore":
-                        self._restore(job)
-                    else:
-                        self._count(job)
+                if job.kind == "restore":
+                    self._restore(job)
+                else:
+                    self._count(job)
             except Cancelled:
                 pass
             except Exception:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import queue
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
@@ -12,7 +15,7 @@ from cfstream.kafka.config import producer_config
 from cfstream.kafka.topics import ensure_topics
 from cfstream.processor import state
 from cfstream.processor.db import CHANGELOG_OFFSET_KEY, Databases, changelog_offset
-from cfstream.processor.restore import Counted, Restored, Restorer
+from cfstream.processor.restore import Counted, Job, Restored, Restorer
 from cfstream.scheduling.rules import Slot
 from cfstream.settings import Settings
 from cfstream.wire import Call
@@ -123,3 +126,34 @@ def test_a_cancelled_restore_hands_nothing_over(settings: Settings, tmp_path: Pa
         late.db.close()
     finally:
         restorer.close()
+
+
+def test_cancelling_a_queued_job_does_not_wait_for_the_jobs_ahead(
+        settings: Settings, tmp_path: Path) -> None:
+    """A revocation cancels jobs from the loop: waiting behind another partition's restore
+    would stall every partition the replica keeps."""
+    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path})
+    ensure_topics(settings)
+    restorer = Restorer(settings, Databases(tmp_path, settings.calls_topic), lambda p, n: None)
+    gate = threading.Event()
+    restorer.jobs.put(Job(-1, "count", snapshot=_Blocking(gate)))  # holds the thread
+    try:
+        restorer.restore(0)
+        began = time.monotonic()
+        restorer.cancel(0)
+        assert time.monotonic() - began < 1
+    finally:
+        gate.set()
+        restorer.close()
+    assert restorer.results.empty()
+
+
+class _Blocking:
+    """A snapshot whose iteration waits for ``gate``."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+
+    def iter(self) -> Any:
+        self.gate.wait(30)
+        raise RuntimeError("done blocking")
