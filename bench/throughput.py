@@ -2,7 +2,7 @@
 
 The calls topic is filled before the replica starts: ``n`` calls over ``n/2`` defer keys (half of
 them replace a pending call), delay 1 h so nothing fires. The replica's progress is its consumer
-group's committed offsets (faust commits every second), timed from the first commit that moves
+group's committed offsets (it commits every 0.5 s), timed from the first commit that moves
 to the one that reaches the end. Baseline, in the same run and on the same topic: one thread of
 confluent-kafka consume + json decode + produce one record per input to another topic.
 """

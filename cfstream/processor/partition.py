@@ -61,6 +61,7 @@ class PartitionTask:
         self.pending_delta = 0  # changes since the count began
         # This batch: key -> [slot before the batch, slot now]; keys due when read.
         self.changes: dict[bytes, list[rules.Slot | None]] = {}
+        self.read: dict[bytes, rules.Slot | None] = {}  # slots read from the DB this batch
         self.due_now: list[bytes] = []
         self.dropped: list[bytes] = []  # stale index entries found by the timer
         self.received: dict[str, int] = {}  # calls and deferrals by task, for the metrics
@@ -166,15 +167,22 @@ class PartitionTask:
         change = self.changes.get(key)
         if change is not None:
             return change[1]
-        return state.decode_slot(self.db.get(state.slot_key(key)))
+        return self._stored(key)
+
+    def _stored(self, key: bytes) -> rules.Slot | None:
+        """The key's slot as the DB holds it (read once a batch)."""
+        try:
+            return self.read[key]
+        except KeyError:
+            slot = self.read[key] = state.decode_slot(self.db.get(state.slot_key(key)))
+            return slot
 
     def _enact(self, key: bytes, decision: rules.Decision) -> None:
         """Keep the decision's slot and produce its executions and events."""
         if decision.changed:
             change = self.changes.get(key)
             if change is None:
-                before = state.decode_slot(self.db.get(state.slot_key(key)))
-                self.changes[key] = [before, decision.slot]
+                self.changes[key] = [self._stored(key), decision.slot]
             else:
                 change[1] = decision.slot
         metrics, produce = self.metrics, self.outputs.produce
@@ -191,6 +199,7 @@ class PartitionTask:
 
     def stage(self) -> None:
         """Put this batch's slot changes on the changelog and into the WriteBatch."""
+        self.read.clear()
         if not self.changes and not self.dropped and not self.received and not self.deferred:
             return
         batch = rocksdict.WriteBatch(raw_mode=True)
