@@ -156,8 +156,8 @@ def partition_task(tmp_path: Path) -> Iterator[Callable[..., Any]]:
         settings = Settings(topic_prefix=topic_prefix, state_dir=tmp_path / f"state-{len(opened)}")
         db = Databases(settings.state_dir, settings.calls_topic).open(0)
         opened.append(db)
-        return PartitionTask(settings, 0, db, FakeOutputs(), ProcessorMetrics(),  # type: ignore[arg-type]
-                             position=0)
+        outputs: Any = FakeOutputs()
+        return PartitionTask(settings, 0, db, outputs, ProcessorMetrics(), position=0)
 
     yield make
     for db in opened:

@@ -12,8 +12,10 @@ Membership is incremental (``cooperative-sticky``): a rebalance never stops the 
 replica keeps. Chosen over KIP-848 (``group.protocol=consumer``, which also works, set through
 CFSTREAM_KAFKA_CONFIG) by the failover benchmark: with it the broker owns the session timeout,
 45 s at least by default, so a killed replica's partitions fired again after 49 s instead of
-7 s (bench/failover.py, 20k keys; the survivor's lateness p99 was 4 and 9 ms). A partition assigned here is paused until :mod:`cfstream.processor.restore` has
-brought its DB up to the changelog; a revoked one is committed and closed between two turns.
+7 s (bench/failover.py, 20k keys; the survivor's lateness p99 was 4 and 9 ms).
+
+A partition assigned here is paused until :mod:`cfstream.processor.restore` has brought its DB
+up to the changelog; a revoked one is committed and closed between two turns.
 """
 
 from __future__ import annotations

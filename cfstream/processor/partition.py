@@ -271,8 +271,9 @@ class PartitionTask:
             headers=[("cfstream-reason", reason.encode()),
                      ("cfstream-source", f"{topic}:{self.partition}:{offset}".encode())],
         )
-        event: dict[str, Any] = {"v": 1, "type": "invalid", "id": _guess_id(value), "reason": reason,
-                 "topic": topic, "partition": self.partition, "offset": offset, "ts_ms": now}
+        event: dict[str, Any] = {
+            "v": 1, "type": "invalid", "id": _guess_id(value), "reason": reason,
+            "topic": topic, "partition": self.partition, "offset": offset, "ts_ms": now}
         self.outputs.produce(self.settings.events_topic, (event["id"] or "invalid").encode(),
                              dumps(event))
 

@@ -30,8 +30,9 @@ CFSTREAM = [sys.executable, "-m", "cfstream"]
 
 
 def readyz(port: int) -> int | None:
+    url = f"http://127.0.0.1:{port}/readyz"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code

@@ -41,7 +41,8 @@ def turn(task: PartitionTask, records: list[Call | tuple[bytes, Any]], now: int,
 
 
 def fired(task: PartitionTask) -> list[str]:
-    return [e["id"] for e in task.outputs.values(task.settings.executions_topic)]  # type: ignore[attr-defined]
+    outputs: Any = task.outputs
+    return [e["id"] for e in outputs.values(task.settings.executions_topic)]
 
 
 def events(task: PartitionTask, type_: str) -> list[dict[str, Any]]:
@@ -179,7 +180,8 @@ def test_only_the_batch_changes_reach_the_changelog_once_per_key(
     assert all(item["partition"] == 0 for item in changelog)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 400), st.integers(0, 300),
                           st.integers(0, 400)), min_size=1, max_size=30))
 def test_every_call_fires_once_or_is_replaced(
