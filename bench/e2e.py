@@ -46,7 +46,7 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
 
         def send(i: int) -> None:
             at = time.time() * 1000
-            submitted[client.submit_task(bench_tasks.noop, (i,), {}).id] = at
+            submitted[bench_tasks.noop.submit_to(client, i).id] = at
 
         env.paced(total, rate, send)
         client.flush(30)
@@ -86,7 +86,7 @@ def warm_up(client: Client, partitions: int) -> list[Execution]:
     calls: dict[int, Execution] = {}
     i = -1
     while len(calls) < partitions:
-        call = client.submit_task(bench_tasks.noop, (i,), {})
+        call = bench_tasks.noop.submit_to(client, i)
         calls.setdefault(murmur2(call.id.encode(), partitions), call)
         i -= 1
     return list(calls.values())

@@ -9,7 +9,8 @@
     send_notification(1, 2)          # submit and wait for the result
 """
 
-from cfstream.client import Client, configure, submit
+from cfstream.calls import submit
+from cfstream.client import Client, configure
 from cfstream.errors import (
     CfStreamError,
     ConfigurationError,

@@ -1,27 +1,30 @@
-"""Submitting calls: the producer side of cfstream, usable from any service."""
+"""Publishing calls and reading their outcomes: the Kafka side of ``task.submit()`` and
+``execution.result()``, usable from threads and from asyncio alike.
+
+The client knows records, not tasks: :class:`~cfstream.task.Task` builds a call's record and the
+client puts it on the calls topic; :class:`~cfstream.execution.Execution` waits through the
+client's one events reader (:class:`~cfstream.events.waiting.Waiters`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import atexit
-import datetime as dt
-import json
 import logging
 import threading
-import time
+from collections import deque
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from cfstream.codec import dumps, to_json_value
-from cfstream.errors import SubmitError
-from cfstream.events.reader import EventReader
-from cfstream.execution import Execution
-from cfstream.ids import new_execution_id
+from cfstream.codec import dumps
+from cfstream.errors import CfStreamError, SubmitError
+from cfstream.events.waiting import Waiters
 from cfstream.kafka.config import producer_config
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings, get_settings
-from cfstream.task import Task, to_ms
-from cfstream.wire import KEY_SEPARATOR, Call
+from cfstream.wire import Call
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,8 @@ EXIT_FLUSH_TIMEOUT = 10.0
 # Only failed deliveries call back into Python: a report per delivered call cost as much as the
 # produce itself, and failures are all that result() has to surface.
 PRODUCER_OVERRIDES: dict[str, Any] = {"delivery.report.only.error": True}
+# How long the overflow thread lets deliveries drain before it offers a record again.
+OVERFLOW_WAIT = 0.05
 
 
 class Client:
@@ -38,48 +43,27 @@ class Client:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self._producer: Producer | None = None
-        self._reader: EventReader | None = None
+        self._waiters: Waiters | None = None
         self._lock = threading.Lock()
-        self._delivery_errors: dict[str, str] = {}
+        self._setup_error: Exception | None = None
+        # Records that met a full local queue inside an event loop, in order; a thread hands
+        # them to the producer so that submit never blocks the loop.
+        self._overflow: deque[tuple[str, bytes, bytes]] = deque()
+        self._overflow_lock = threading.Lock()
+        self._overflow_thread: threading.Thread | None = None
         # Read once: submit is hot, and a settings property formats the topic name on each read.
         self._calls_topic = self.settings.calls_topic
         self._max_payload_bytes = self.settings.max_payload_bytes
 
-    # -- submitting -------------------------------------------------------------------------
+    # -- publishing -------------------------------------------------------------------------
 
-    def submit_task(self, task: Task[Any, Any], args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> Execution:
-        args_json, kwargs_json, defer_key = task.encode_call(args, kwargs)
-        now = int(time.time() * 1000)
-        call_id = new_execution_id(now)
-        key, value = task.records.record(call_id, args_json, kwargs_json, now, defer_key)
-        self.send(task.name, key, value)
-        return Execution(call_id, task=task.name, client=self)
-
-    def submit(self, task: str, args: list[Any] | tuple[Any, ...] = (),
-               kwargs: dict[str, Any] | None = None, *,
-               delay: dt.timedelta | float | int = 0, defer_key: str | None = None,
-               max_wait: dt.timedelta | float | int | None = None) -> Execution:
-        """Submit a call by task name, without the task's code (``"module:function"``)."""
-        if not task or KEY_SEPARATOR in task:
-            raise SubmitError(f"task name {task!r} must be non-empty without {KEY_SEPARATOR!r}")
-        delay_ms = to_ms(delay, "delay") or 0
-        max_wait_ms = to_ms(max_wait, "max_wait")
-        if max_wait_ms is not None and (defer_key is None or max_wait_ms <= delay_ms):
-            raise SubmitError("max_wait needs a defer_key and must be greater than delay")
-        if defer_key is not None and not isinstance(defer_key, str):
-            raise SubmitError(f"defer_key must be a string, got {type(defer_key).__name__}")
-        positional = {f"#{i}": value for i, value in enumerate(args)}
-        return self.publish(new_call(task, positional, kwargs or {}, delay_ms=delay_ms,
-                                     defer_key=defer_key, max_wait_ms=max_wait_ms))
-
-    def publish(self, call: Call) -> Execution:
-        """Put ``call`` on the calls topic; delivery errors surface in ``result()``."""
+    def publish(self, call: Call) -> str:
+        """Put ``call`` on the calls topic; returns its id. Delivery errors reach waiters."""
         self.send(call.task, call.key.encode(), dumps(call.to_dict()))
-        return Execution(call.id, task=call.task, client=self)
+        return call.id
 
     def send(self, task: str, key: bytes, value: bytes) -> None:
-        """Put one call record on the calls topic; delivery errors surface in ``result()``."""
+        """Put one call record on the calls topic, without blocking an event loop."""
         if len(value) > self._max_payload_bytes:
             raise SubmitError(
                 f"call to {task} is {len(value)} bytes, over the limit of "
@@ -87,73 +71,123 @@ class Client:
                 "and load large data inside the task"
             )
         producer = self._producer or self.producer()
+        if self._overflow:
+            self._queue(task, key, value)
+            return
         while True:
             try:
                 producer.produce(self._calls_topic, value, key)
                 break
             except BufferError:
-                producer.poll(0.05)  # local queue full: let deliveries drain, then retry
+                if _in_event_loop():
+                    self._queue(task, key, value)
+                    return
+                producer.poll(OVERFLOW_WAIT)  # local queue full: let deliveries drain
         producer.poll(0)
+
+    def producer(self) -> Producer:
+        """The client's producer. Inside an event loop the topics are checked on a thread, and
+        a failure there is raised by the next submit."""
+        with self._lock:
+            if self._setup_error is not None:
+                raise SubmitError(f"cannot submit: {self._setup_error}") from self._setup_error
+            if self._producer is None:
+                if _in_event_loop():
+                    threading.Thread(target=self._ensure_topics, name="cfstream-topics",
+                                     daemon=True).start()
+                else:
+                    ensure_topics(self.settings)
+                self._producer = Producer(producer_config(
+                    self.settings, on_delivery=self._delivered, **PRODUCER_OVERRIDES))
+            return self._producer
+
+    def flush(self, timeout: float = EXIT_FLUSH_TIMEOUT) -> int:
+        """Wait for queued calls to reach Kafka; returns how many are still queued."""
+        thread = self._overflow_thread
+        if thread is not None:
+            thread.join(timeout)
+        if self._producer is None:
+            return len(self._overflow)
+        return int(self._producer.flush(timeout)) + len(self._overflow)
+
+    def _ensure_topics(self) -> None:
+        try:
+            ensure_topics(self.settings)
+        except (CfStreamError, KafkaException) as exc:
+            logger.error("cfstream topics could not be checked or created: %s", exc)
+            with self._lock:
+                self._setup_error = exc
+
+    def _queue(self, task: str, key: bytes, value: bytes) -> None:
+        with self._overflow_lock:
+            self._overflow.append((task, key, value))
+            if self._overflow_thread is None:
+                self._overflow_thread = threading.Thread(
+                    target=self._drain, name="cfstream-overflow", daemon=True)
+                self._overflow_thread.start()
+
+    def _drain(self) -> None:
+        producer = self.producer()
+        while True:
+            with self._overflow_lock:
+                if not self._overflow:
+                    self._overflow_thread = None
+                    return
+                _, key, value = self._overflow[0]
+                try:
+                    producer.produce(self._calls_topic, value, key)
+                except BufferError:
+                    pass
+                else:
+                    self._overflow.popleft()
+                    continue
+            producer.poll(OVERFLOW_WAIT)
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             return
         # Only failures come here: the call's id is in the record.
-        call = json.loads(msg.value() or b"{}")
-        self._delivery_errors[call.get("id", "")] = str(err)
+        try:
+            call = orjson.loads(msg.value() or b"{}")
+        except orjson.JSONDecodeError:
+            call = {}
         logger.error("call %s to %s was not delivered: %s", call.get("id"), call.get("task"), err)
-
-    def producer(self) -> Producer:
-        with self._lock:
-            if self._producer is None:
-                ensure_topics(self.settings)
-                self._producer = Producer(producer_config(
-                    self.settings, on_delivery=self._delivered, **PRODUCER_OVERRIDES))
-            return self._producer
-
-    def delivery_error(self, execution_id: str) -> str | None:
-        if self._producer is not None:
-            self._producer.poll(0)
-        return self._delivery_errors.get(execution_id)
-
-    def flush(self, timeout: float = EXIT_FLUSH_TIMEOUT) -> int:
-        """Wait for queued calls to reach Kafka; returns how many are still queued."""
-        if self._producer is None:
-            return 0
-        return int(self._producer.flush(timeout))
+        if call.get("id"):
+            self.waiters().fail(call["id"], f"call {call['id']} never reached Kafka: {err}")
 
     # -- waiting ----------------------------------------------------------------------------
 
-    def reader(self) -> EventReader:
+    def waiters(self) -> Waiters:
+        """The client's one events reader, shared by every waiter in the process."""
         with self._lock:
-            if self._reader is None:
-                self._reader = EventReader(self.settings)
-            return self._reader
+            if self._waiters is None:
+                self._waiters = Waiters(self.settings, tick=self._poll_deliveries)
+            return self._waiters
+
+    def delivery_error(self, execution_id: str) -> str | None:
+        """Why the call never reached Kafka, if it failed to (of the last failures)."""
+        self._poll_deliveries()
+        return self.waiters().undelivered(execution_id)
+
+    def _poll_deliveries(self) -> None:
+        if self._producer is not None:
+            self._producer.poll(0)
 
     def close(self) -> None:
         left = self.flush()
         if left:
             logger.error("%d calls were still queued for Kafka at close", left)
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        if self._waiters is not None:
+            self._waiters.close()
+            self._waiters = None
 
 
-def new_call(task: str, args: dict[str, Any], kwargs: dict[str, Any], *, delay_ms: int,
-             defer_key: str | None, max_wait_ms: int | None) -> Call:
-    """A call stamped now. ``args`` maps a name for each positional argument (used in errors)
-    to its value, in order."""
-    now = int(time.time() * 1000)
-    return Call(
-        id=new_execution_id(now),
-        task=task,
-        args=[to_json_value(v, f"{task}: argument {name!r}") for name, v in args.items()],
-        kwargs={k: to_json_value(v, f"{task}: argument {k!r}") for k, v in kwargs.items()},
-        submitted_ms=now,
-        delay_ms=delay_ms,
-        defer_key=defer_key,
-        max_wait_ms=max_wait_ms,
-    )
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 _current: Client | None = None
@@ -180,12 +214,6 @@ def configure(settings: Settings | None = None) -> Client:
     if old is not None:
         old.close()
     return _current
-
-
-def submit(task: str, args: list[Any] | tuple[Any, ...] = (),
-           kwargs: dict[str, Any] | None = None, **options: Any) -> Execution:
-    """``cf.submit("module:task", args, kwargs, delay=..., defer_key=..., max_wait=...)``."""
-    return current_client().submit(task, args, kwargs, **options)
 
 
 @atexit.register

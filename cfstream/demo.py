@@ -69,7 +69,7 @@ def run(settings: cf.Settings, *, producer_only: bool = False,
         return
     with services(settings, workdir, console):
         console.print("waiting for the processor and worker to be ready…")
-        client.submit_task(notifications.send_reminder.with_delay(0), (0,), {}).result(
+        notifications.send_reminder.with_delay(0).submit_to(client, 0).result(
             timeout=READY_TIMEOUT)
         show(client, console)
 
@@ -95,7 +95,7 @@ def show(client: cf.Client, console: Console) -> None:
     watcher.start()
     calls, timeline = [], []
     for i in range(1, EDITS + 1):
-        call = client.submit_task(notifications.send_notification2, (1, 7, f"edit {i}"), {})
+        call = notifications.send_notification2.submit_to(client, 1, 7, f"edit {i}")
         ids.add(call.id)
         calls.append(call)
         at = (int(time.time() * 1000) - origin) / 1000

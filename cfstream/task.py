@@ -6,19 +6,18 @@ import datetime as dt
 import hashlib
 import inspect
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
+from cfstream.client import Client, current_client
 from cfstream.codec import SCALAR_TEXT, canonical, json_text, to_json_value
 from cfstream.errors import ConfigurationError, DeferKeyError
+from cfstream.execution import Execution
+from cfstream.ids import new_execution_id
 from cfstream.wire import KEY_SEPARATOR, MAX_DELAY_MS, CallRecords
-
-if TYPE_CHECKING:
-    from types import ModuleType
-
-    from cfstream.execution import Execution
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -40,9 +39,6 @@ class Defer:
 DeferOption = bool | Callable[..., str] | Defer | None
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-# cfstream.client imports this module: Task.submit looks it up once, on first use (an import
-# statement in submit() cost a fifth of a microsecond-scale call).
-_client_module: ModuleType | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +76,8 @@ def to_ms(value: dt.timedelta | float | int | None, what: str) -> int | None:
 
 @dataclass(frozen=True)
 class Task(Generic[P, R]):
-    """A registered task. Call it to run and wait; :meth:`submit` to get an Execution at once."""
+    """A registered task. Call it to run and wait; :meth:`submit` to get an Execution at once
+    (``await task.submit(...)`` waits for the result in a coroutine)."""
 
     fn: Callable[P, R]
     name: str
@@ -119,9 +116,18 @@ class Task(Generic[P, R]):
         return result
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Execution:
-        """Publish a call and return its Execution without waiting."""
-        client = _client_module or _import_client()
-        return client.current_client().submit_task(self, args, kwargs)
+        """Publish a call and return its Execution without waiting (nor blocking an event
+        loop)."""
+        return self.submit_to(current_client(), *args, **kwargs)
+
+    def submit_to(self, client: Client, /, *args: P.args, **kwargs: P.kwargs) -> Execution:
+        """:meth:`submit` through ``client`` rather than the process's client."""
+        args_json, kwargs_json, defer_key = self.encode_call(args, kwargs)
+        now = int(time.time() * 1000)
+        call_id = new_execution_id(now)
+        key, value = self.records.record(call_id, args_json, kwargs_json, now, defer_key)
+        client.send(self.name, key, value)
+        return Execution(call_id, task=self.name, client=client)
 
     def with_delay(self, delay: dt.timedelta | float | int) -> Task[P, R]:
         return replace(self, delay_ms=to_ms(delay, "delay") or 0)
@@ -243,14 +249,6 @@ def _scalar_text(value: Any) -> str:
         return SCALAR_TEXT[type(value)](value)
     except (KeyError, ValueError):
         return ""
-
-
-def _import_client() -> ModuleType:
-    global _client_module
-    from cfstream import client
-
-    _client_module = client
-    return client
 
 
 def _with_defaults(bound: inspect.BoundArguments) -> dict[str, Any]:

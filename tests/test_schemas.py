@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from cfstream.calls import submit
 from cfstream.client import Client
 from cfstream.codec import dumps, to_json_value
 from cfstream.ids import new_execution_id
@@ -125,7 +126,7 @@ def test_schema_bounds_are_the_code_constants() -> None:
 
 
 class CapturingClient(Client):
-    """The real client's call building and encoding, with producing replaced by keeping the
+    """The real task and client encoding, with producing replaced by keeping the
     record (read back as a Call)."""
 
     def __init__(self) -> None:
@@ -161,14 +162,14 @@ def built_calls() -> list[Call]:
         Task(fn=notify, name=name, defer=lambda user_id, *_a, **_k: f"user:{user_id}"),
     ]
     for task in tasks:
-        client.submit_task(task, ODD_ARGS, ODD_KWARGS)
+        task.submit_to(client, *ODD_ARGS, **ODD_KWARGS)
     long_key = Task(fn=notify, name=name, defer=True)  # a key over 128 chars becomes sha256:...
-    client.submit_task(long_key, (1, dt.datetime(2026, 1, 1)), {"tags": ("x" * 200,)})
-    client.submit("billing.tasks:charge", [1, dt.date(2026, 1, 2), uuid.UUID(int=5)],
-                  {"blob": b"\x00\xff", "ref": {"$ref": "#/x"}, "nested": [{"a": None}]},
-                  delay=1.5, defer_key="customer:1", max_wait=dt.timedelta(minutes=5))
-    client.submit("billing.tasks:charge")
-    client.submit("billing.tasks:charge", defer_key="")
+    long_key.submit_to(client, 1, dt.datetime(2026, 1, 1), tags=("x" * 200,))
+    submit("billing.tasks:charge", [1, dt.date(2026, 1, 2), uuid.UUID(int=5)],
+           {"blob": b"\x00\xff", "ref": {"$ref": "#/x"}, "nested": [{"a": None}]},
+           delay=1.5, defer_key="customer:1", max_wait=dt.timedelta(minutes=5), client=client)
+    submit("billing.tasks:charge", client=client)
+    submit("billing.tasks:charge", defer_key="", client=client)
     made = list(client.calls)
     made.append(Call(id=ID, task="app.tasks:plain", args=[], kwargs={}, submitted_ms=NOW))
     made.append(Call(id=ID, task="app.tasks:full", args=[1, [2, 3]], kwargs={"x": {"y": 1.5}},

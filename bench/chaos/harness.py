@@ -343,7 +343,7 @@ def wait_ready(cluster: Cluster, client: Client, follower: EventFollower,
         time.sleep(0.5)
     if pending:
         raise TimeoutError(f"groups not settled before the deadline: {[g[0] for g in pending]}")
-    probes = [client.submit_task(tasks.probe, (n,), {}).id for n in range(4 * PARTITIONS)]
+    probes = [tasks.probe.submit_to(client, n).id for n in range(4 * PARTITIONS)]
     client.flush(30)
     while time.monotonic() < deadline:
         cluster.supervise()
@@ -368,16 +368,16 @@ def produce(config: Config, client: Client, state: RunState, rng: random.Random,
             time.sleep(target - now)
         if rng.random() < DELAY_ONLY_SHARE:
             kind, key = "delay", f"d{i}"
-            execution = client.submit_task(delayed[rng.choice(tasks.DELAYS)], (key, i), {})
+            execution = delayed[rng.choice(tasks.DELAYS)].submit_to(client, key, i)
         else:
             index = rng.randrange(hot) if rng.random() < HOT_SHARE else rng.randrange(config.keys)
             key = f"k{index}"
             if index % 2 == 0:
                 kind = "all"
-                execution = client.submit_task(tasks.debounce_all, (key,), {})
+                execution = tasks.debounce_all.submit_to(client, key)
             else:
                 kind = "key"
-                execution = client.submit_task(tasks.debounce_key, (key, i), {})
+                execution = tasks.debounce_key.submit_to(client, key, i)
         state.calls.append(Submitted(i, execution.id, kind, key, i, now_ms()))
         if time.monotonic() - last_log >= 15:
             last_log = time.monotonic()

@@ -31,7 +31,7 @@ class Pipeline:
     events: EventLog
 
     def submit(self, task: cf.Task, *args: object, **kwargs: object) -> cf.Execution:
-        return self.client.submit_task(task, args, kwargs)
+        return task.submit_to(self.client, *args, **kwargs)
 
     def result(self, execution: cf.Execution, timeout: float = 60) -> object:
         """``execution.result()``, and on a timeout the events seen for it and its successors."""

@@ -169,7 +169,8 @@ def test_submit_by_name_and_wait_from_another_process(pipeline: Pipeline) -> Non
     import sys
 
     value = tag()
-    execution = pipeline.client.submit("pipeline_tasks:after_seconds", [value], delay=0.2)
+    execution = cf.submit("pipeline_tasks:after_seconds", [value], delay=0.2,
+                          client=pipeline.client)
     code = (
         "import cfstream as cf, sys;"
         f"cf.configure(cf.Settings(bootstrap_servers={pipeline.settings.bootstrap_servers!r},"
@@ -182,7 +183,7 @@ def test_submit_by_name_and_wait_from_another_process(pipeline: Pipeline) -> Non
 
 
 def test_unregistered_task_fails_clearly_and_the_worker_keeps_going(pipeline: Pipeline) -> None:
-    execution = pipeline.client.submit("nowhere:missing", [1])
+    execution = cf.submit("nowhere:missing", [1], client=pipeline.client)
     with pytest.raises(cf.ExecutionFailed) as info:
         execution.result(timeout=RESULT_TIMEOUT)
     assert info.value.error_type == "TaskNotRegistered"

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.kafka
 def test_a_keys_calls_land_on_the_partition_murmur2_gives(settings: cf.Settings) -> None:
     ensure_topics(settings)
     client = cf.Client(settings)
-    made = [client.submit("placement:task", [i], defer_key=f"key-{i}") for i in range(40)]
+    made = [cf.submit("placement:task", [i], defer_key=f"key-{i}", client=client)
+            for i in range(40)]
     assert client.flush(30) == 0
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "unused",
                          "enable.auto.commit": False})

@@ -73,7 +73,7 @@ def test_the_readme_services_run_side_by_side_with_their_defaults(
 
         client = cf.Client(cf.Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix))
         try:
-            execution = client.submit_task(notifications.send_notification, (1, 7), {})
+            execution = notifications.send_notification.submit_to(client, 1, 7)
             assert execution.result(timeout=60) == "user 1 notified about document 7"
         finally:
             client.close()

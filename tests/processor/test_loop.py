@@ -26,7 +26,7 @@ def test_a_failed_turn_commits_nothing(settings: cf.Settings, tmp_path: Path,
     settings = settings.model_copy(update={"state_dir": tmp_path, "partitions": 1})
     ensure_topics(settings)
     client = cf.Client(settings)
-    client.submit("tests:notify", [1], {})
+    cf.submit("tests:notify", [1], {}, client=client)
     assert client.flush(30) == 0
     client.close()
 

@@ -84,12 +84,12 @@ def test_a_delayed_deferred_call_runs_end_to_end_over_sasl(
     try:
         services.processor("processor", **sasl_env(PASSWORD))
         services.worker("worker", **sasl_env(PASSWORD))
-        client.submit_task(pipeline_tasks.slow, (0,), {}).result(timeout=READY_TIMEOUT)
+        pipeline_tasks.slow.submit_to(client, 0).result(timeout=READY_TIMEOUT)
 
         user = uuid.uuid4().hex[:8]
-        first = client.submit_task(pipeline_tasks.notify, (user, 7), {})
+        first = pipeline_tasks.notify.submit_to(client, user, 7)
         time.sleep(0.3)
-        second = client.submit_task(pipeline_tasks.notify, (user, 7), {})
+        second = pipeline_tasks.notify.submit_to(client, user, 7)
         started = time.time()
         # Whoever waits on the replaced call gets the replacing call's result.
         assert first.result(timeout=60) == f"{user}:7"

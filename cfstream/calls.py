@@ -1,0 +1,56 @@
+"""Submitting by task name, for services that do not have the task's code:
+``cf.submit("billing.tasks:charge", [order_id], delay=60)``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from cfstream.client import Client, current_client
+from cfstream.codec import to_json_value
+from cfstream.errors import SubmitError
+from cfstream.execution import Execution
+from cfstream.ids import new_execution_id
+from cfstream.task import to_ms
+from cfstream.wire import KEY_SEPARATOR, Call
+
+
+def submit(task: str, args: list[Any] | tuple[Any, ...] = (),
+           kwargs: dict[str, Any] | None = None, *,
+           delay: dt.timedelta | float | int = 0, defer_key: str | None = None,
+           max_wait: dt.timedelta | float | int | None = None,
+           client: Client | None = None) -> Execution:
+    """Submit a call to the task registered as ``"module:function"`` on the workers; through
+    ``client``, or the process's client."""
+    if not task or KEY_SEPARATOR in task:
+        raise SubmitError(f"task name {task!r} must be non-empty without {KEY_SEPARATOR!r}")
+    delay_ms = to_ms(delay, "delay") or 0
+    max_wait_ms = to_ms(max_wait, "max_wait")
+    if max_wait_ms is not None and (defer_key is None or max_wait_ms <= delay_ms):
+        raise SubmitError("max_wait needs a defer_key and must be greater than delay")
+    if defer_key is not None and not isinstance(defer_key, str):
+        raise SubmitError(f"defer_key must be a string, got {type(defer_key).__name__}")
+    positional = {f"#{i}": value for i, value in enumerate(args)}
+    call = new_call(task, positional, kwargs or {}, delay_ms=delay_ms, defer_key=defer_key,
+                    max_wait_ms=max_wait_ms)
+    client = client or current_client()
+    client.publish(call)
+    return Execution(call.id, task=task, client=client)
+
+
+def new_call(task: str, args: dict[str, Any], kwargs: dict[str, Any], *, delay_ms: int,
+             defer_key: str | None, max_wait_ms: int | None) -> Call:
+    """A call stamped now. ``args`` maps a name for each positional argument (used in errors)
+    to its value, in order."""
+    now = int(time.time() * 1000)
+    return Call(
+        id=new_execution_id(now),
+        task=task,
+        args=[to_json_value(v, f"{task}: argument {name!r}") for name, v in args.items()],
+        kwargs={k: to_json_value(v, f"{task}: argument {k!r}") for k, v in kwargs.items()},
+        submitted_ms=now,
+        delay_ms=delay_ms,
+        defer_key=defer_key,
+        max_wait_ms=max_wait_ms,
+    )
