@@ -62,7 +62,7 @@ def pipeline_factory(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFact
     made: list[Pipeline] = []
 
     def make(processors: int = 1, workers: int = 1, concurrency: int = 4,
-             start: bool = True) -> Pipeline:
+             start: bool = True, modules: tuple[str, ...] = ("pipeline_tasks",)) -> Pipeline:
         module = request.module.__name__.rsplit(".", 1)[-1]
         prefix = f"p-{module}-{uuid.uuid4().hex[:8]}"
         settings = cf.Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix,
@@ -75,7 +75,7 @@ def pipeline_factory(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFact
             for i in range(processors):
                 services.processor(f"processor-{i}")
             for i in range(workers):
-                services.worker(f"worker-{i}", concurrency=concurrency)
+                services.worker(f"worker-{i}", concurrency=concurrency, modules=modules)
             pipeline.wait_ready()
         return pipeline
 

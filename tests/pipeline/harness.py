@@ -51,8 +51,9 @@ class Services:
         return self.start(name, ["processor"], CFSTREAM_STATE_DIR=str(state), **env)
 
     def worker(self, name: str = "worker", concurrency: int = 4,
+               modules: tuple[str, ...] = ("pipeline_tasks",),
                **env: str) -> subprocess.Popen[bytes]:
-        return self.start(name, ["worker", "pipeline_tasks"],
+        return self.start(name, ["worker", *modules],
                           CFSTREAM_WORKER_CONCURRENCY=str(concurrency), **env)
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> int:

@@ -1,0 +1,226 @@
+"""The process's events reader (cfstream.events.waiting) on the real broker: it reads only the
+partitions the waited-on ids map to, finds events read before a wait began, resolves many
+asyncio waits at once, and lets go of partitions no one waits on."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from cfstream.codec import dumps
+from cfstream.dev.broker import LocalBroker
+from cfstream.events import waiting
+from cfstream.events.waiting import Waiters
+from cfstream.ids import new_execution_id
+from cfstream.kafka.partitioner import murmur2, partition_for
+from cfstream.kafka.topics import ensure_topics
+from cfstream.settings import Settings
+
+PARTITIONS = 4
+
+
+def test_murmur2_is_kafkas() -> None:
+    """Kafka's own test vectors (UtilsTest.testMurmur2), as signed 32-bit integers."""
+    cases = {b"21": -973932308, b"foobar": -790332482,
+             b"a-little-bit-long-string": -985981536,
+             b"a-little-bit-longer-string": -1486304829,
+             b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971, b"abc": 479470107}
+    for data, expected in cases.items():
+        assert murmur2(data) == expected & 0xFFFFFFFF, data
+
+
+
+
+@pytest.fixture
+def events_settings(kafka_bootstrap: str, topic_prefix: str) -> Settings:
+    settings = Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix,
+                        partitions=PARTITIONS)
+    ensure_topics(settings)
+    return settings
+
+
+Append = Callable[..., None]
+
+
+@pytest.fixture
+def append(events_settings: Settings) -> Iterator[Append]:
+    """Writes an event as processors and workers do: keyed by the id, placed by murmur2."""
+    producer = Producer({"bootstrap.servers": events_settings.bootstrap_servers,
+                         "partitioner": "murmur2_random", "linger.ms": 0})
+
+    def write(kind: str, execution_id: str, **fields: object) -> None:
+        event = {"v": 1, "type": kind, "id": execution_id, "task": "tests:t",
+                 "ts_ms": int(time.time() * 1000), **fields}
+        producer.produce(events_settings.events_topic, dumps(event), execution_id.encode())
+        assert producer.flush(30) == 0
+
+    yield write
+
+
+@pytest.fixture
+def waiters(events_settings: Settings) -> Iterator[Waiters]:
+    reader = Waiters(events_settings)
+    yield reader
+    reader.close()
+
+
+def ids_in(partition: int, count: int) -> list[str]:
+    found: list[str] = []
+    while len(found) < count:
+        candidate = new_execution_id()
+        if partition_for(candidate.encode(), PARTITIONS) == partition:
+            found.append(candidate)
+    return found
+
+
+def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    box: list[object] = []
+    thread = threading.Thread(target=lambda: box.append(call()), daemon=True)
+    thread.start()
+    return thread, box
+
+
+def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+@pytest.mark.kafka
+def test_partition_for_is_where_the_producer_puts_keys(events_settings: Settings) -> None:
+    producer = Producer({"bootstrap.servers": events_settings.bootstrap_servers,
+                         "partitioner": "murmur2_random"})
+    placed: dict[str, int] = {}
+
+    def delivered(err: object, msg: object) -> None:
+        assert err is None
+        placed[msg.key().decode()] = msg.partition()  # type: ignore[attr-defined]
+
+    keys = [new_execution_id() for _ in range(200)]
+    for key in keys:
+        producer.produce(events_settings.events_topic, b"{}", key.encode(), on_delivery=delivered)
+    assert producer.flush(30) == 0
+    assert placed == {key: partition_for(key.encode(), PARTITIONS) for key in keys}
+    assert len(set(placed.values())) == PARTITIONS
+
+
+@pytest.mark.kafka
+def test_a_wait_reads_only_its_ids_partition_and_lets_it_go(waiters: Waiters,
+                                                            append: Append) -> None:
+    execution_id = new_execution_id()
+    partition = partition_for(execution_id.encode(), PARTITIONS)
+    thread, box = in_thread(lambda: waiters.wait(execution_id, 30))
+    eventually(lambda: waiters.waiting() == {partition: 1})
+    append("scheduled", execution_id)
+    append("succeeded", execution_id, result=42)
+    thread.join(30)
+    assert box and box[0]["type"] == "succeeded" and box[0]["result"] == 42  # type: ignore[index]
+    eventually(lambda: waiters.waiting() == {}, timeout=waiting.LINGER_S + 10)
+    # The outcome stays known: a second wait returns at once, and so does status.
+    assert waiters.wait(execution_id, 0) == box[0]
+    assert waiters.latest(execution_id, 10) == box[0]
+
+
+@pytest.mark.kafka
+def test_a_successor_whose_outcome_was_read_before_its_wait(waiters: Waiters,
+                                                            append: Append) -> None:
+    partition = 2
+    successor, keeper = ids_in(partition, 2)
+    kept, _ = in_thread(lambda: waiters.wait(keeper, 60))
+    eventually(lambda: waiters.waiting() == {partition: 1})
+    first = new_execution_id()
+    append("succeeded", successor, result="latest")
+    append("succeeded", keeper)  # after the successor's event, in the same partition
+    kept.join(30)
+    assert not kept.is_alive()  # the reader is past the successor's outcome, unparsed
+    append("deferred", first, successor=successor)
+    deferred = waiters.wait(first, 30)
+    assert deferred is not None and deferred["successor"] == successor
+    began = time.monotonic()
+    outcome = waiters.wait(successor, 30, after_ms=deferred["ts_ms"])
+    assert outcome is not None and outcome["result"] == "latest"
+    assert time.monotonic() - began < 5
+
+
+@pytest.mark.kafka
+def test_an_execution_from_before_the_reader_existed(events_settings: Settings,
+                                                     append: Append) -> None:
+    old = new_execution_id(int(time.time() * 1000) - 30_000)  # submitted elsewhere, earlier
+    append("started", old)
+    append("failed", old, error={"type": "ValueError", "message": "no"})
+    reader = Waiters(events_settings)
+    try:
+        assert reader.latest(old, 30)["type"] == "failed"  # type: ignore[index]
+        assert reader.wait(old, 30)["error"]["type"] == "ValueError"  # type: ignore[index]
+    finally:
+        reader.close()
+
+
+@pytest.mark.kafka
+def test_many_asyncio_waits_and_a_cancelled_one(waiters: Waiters, append: Append) -> None:
+    ids = [new_execution_id() for _ in range(2000)]
+    abandoned = new_execution_id()
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(waiters.wait_async(i, 60)) for i in ids]
+        gone = asyncio.ensure_future(waiters.wait_async(abandoned, 60))
+        while sum(waiters.waiting().values()) < len(ids) + 1:
+            await asyncio.sleep(0.02)
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        writer = threading.Thread(target=lambda: [append("succeeded", i, result=i) for i in ids])
+        writer.start()
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        writer.join()
+        assert [r["result"] for r in results] == ids  # type: ignore[index]
+
+    asyncio.run(main())
+    eventually(lambda: sum(waiters.waiting().values()) == 0)  # the cancelled wait let go too
+    eventually(lambda: waiters.waiting() == {}, timeout=waiting.LINGER_S + 10)
+
+
+@pytest.mark.kafka
+def test_an_undelivered_call_ends_the_wait_and_a_timeout_returns_none(
+        waiters: Waiters) -> None:
+    execution_id = new_execution_id()
+    assert waiters.wait(execution_id, 0.2) is None
+    thread, box = in_thread(lambda: waiters.wait(execution_id, 30))
+    eventually(lambda: sum(waiters.waiting().values()) == 1)
+    waiters.fail(execution_id, "broker said no")
+    thread.join(10)
+    assert box == [{"type": "undelivered", "id": execution_id, "reason": "broker said no"}]
+    assert waiters.wait(execution_id, 0)["type"] == "undelivered"  # type: ignore[index]
+
+
+@pytest.mark.kafka
+def test_waits_go_on_across_a_broker_restart(tmp_path: Path) -> None:
+    with LocalBroker(data_dir=tmp_path / "kafka") as broker:
+        settings = Settings(bootstrap_servers=broker.bootstrap_servers, topic_prefix="restart",
+                            partitions=PARTITIONS, kafka_config={"log_level": 2})
+        ensure_topics(settings)
+        reader = Waiters(settings)
+        try:
+            before, after = new_execution_id(), new_execution_id()
+            waits = [in_thread(lambda i=i: reader.wait(i, 120)) for i in (before, after)]
+            eventually(lambda: sum(reader.waiting().values()) == 2)
+            broker.stop(remove_data=False)
+            broker.start()
+            producer = Producer({"bootstrap.servers": broker.bootstrap_servers,
+                                 "partitioner": "murmur2_random"})
+            for execution_id in (before, after):
+                event = {"v": 1, "type": "succeeded", "id": execution_id,
+                         "ts_ms": int(time.time() * 1000), "result": execution_id}
+                producer.produce(settings.events_topic, dumps(event), execution_id.encode())
+            assert producer.flush(60) == 0
+            for thread, box in waits:
+                thread.join(90)
+                assert box and box[0] is not None and box[0]["type"] == "succeeded"  # type: ignore[index]
+        finally:
+            reader.close()
