@@ -134,6 +134,7 @@ def test_defaults_need_no_secret_and_no_monitoring_crds() -> None:
     r = Rendered(render())
     assert not r.of_kind("Secret")
     assert not r.of_kind("ServiceMonitor")
+    assert not r.of_kind("PrometheusRule")
     assert not r.of_kind("HorizontalPodAutoscaler")
     assert r.one("Deployment", "worker")["spec"]["replicas"] == 2
     assert r.one("StatefulSet", "processor")["spec"]["replicas"] == 2
@@ -200,6 +201,10 @@ def test_hpa_and_service_monitor() -> None:
                                    "--set", "kafka.sasl.password=p"], "kafka.sasl.username"),
         ("unknown protocol", ["--set", "kafka.securityProtocol=TLS"], "securityProtocol"),
         ("worker without modules", ["--set", "worker.modules=null"], "worker.modules"),
+        ("alert threshold not a number",
+         ["--set", "metrics.prometheusRule.enabled=true",
+          "--set", "metrics.prometheusRule.consumerLagGrowing.threshold=lots"],
+         "metrics.prometheusRule.consumerLagGrowing.threshold must be a number"),
     ],
 )
 def test_refuses_values_that_would_fail_at_run_time(
