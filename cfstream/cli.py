@@ -80,10 +80,10 @@ def pending(
     from rich.table import Table
 
     from cfstream.processor.inspect import pending_calls, seconds_until
+    from cfstream.progress import records_bar
 
-    with _err.status("reading the processors' changelog…") as status:
-        found = pending_calls(get_settings(), task=task, key=key,
-                              progress=lambda n: status.update(f"read {n} changelog records…"))
+    with records_bar("reading the processors' changelog", _err) as progress:
+        found = pending_calls(get_settings(), task=task, key=key, progress=progress)
     if as_json:
         for item in found:
             _out.print(json.dumps({**item.call.to_dict(), "due_ms": item.due_ms}),
