@@ -156,6 +156,8 @@ def topics_create() -> None:
     from cfstream.kafka.topics import ensure_topics, topic_specs
 
     settings = get_settings()
+    # A slow broker gets named waits on stderr (kafka.topics.Notice); stdout keeps the table.
+    configure_logging(settings.log_level, settings.log_format)
     created = ensure_topics(settings)
     for name, spec in topic_specs(settings).items():
         state = "created" if name in created else "exists"
