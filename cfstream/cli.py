@@ -82,7 +82,7 @@ def pending(
     from cfstream.processor.inspect import pending_calls, seconds_until
     from cfstream.progress import records_bar
 
-    with records_bar("reading the processors' changelog", _err) as progress:
+    with records_bar("reading the changelog", _err) as progress:
         found = pending_calls(get_settings(), task=task, key=key, progress=progress)
     if as_json:
         for item in found:
