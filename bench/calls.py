@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from bench.env import Progress
 from cfstream.client import Client
 from cfstream.ids import new_execution_id
 from cfstream.wire import Call
@@ -21,12 +22,17 @@ def call(i: int, *, task: str = PARKED, defer_key: str | None = None, delay_ms: 
                 delay_ms=delay_ms, defer_key=defer_key)
 
 
-def publish(client: Client, calls: Iterable[Call]) -> int:
+def publish(client: Client, calls: Iterable[Call], progress: Progress | None = None) -> int:
     """Publish and flush; returns the count. Raises if any stayed queued."""
     count = 0
     for c in calls:
         client.publish(c)
         count += 1
+        if progress is not None and count % 1000 == 0:
+            progress(count)
+    if progress is not None:
+        progress(count)
+        progress.finish()
     left = client.flush(60)
     if left:
         raise RuntimeError(f"{left} calls still queued after 60 s")

@@ -32,6 +32,16 @@ BENCHMARKS: dict[str, Bench] = {
     "e2e": e2e.run,
     "failover": failover.run,
 }
+# What each benchmark measures, said as it starts.
+ABOUT = {
+    "submit": "task.submit() calls/s beside raw produce",
+    "throughput": "calls/s one processor replica consumes from a filled calls topic",
+    "timers": "how late calls fire when many come due each second",
+    "pending": "replica memory and disk by number of pending keys",
+    "recovery": "a replica's restore from the changelog, and its restart on its own state",
+    "e2e": "submit() to the worker's started event, no delay",
+    "failover": "one of two processor replicas killed while calls come due",
+}
 DEFAULT_OUT = Path(__file__).parent / "results"
 
 
@@ -76,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cfstream-bench-"))
     try:
         with env.kafka() as bootstrap:
-            for name in args.names:
-                env.log(f"{name}: start")
+            for number, name in enumerate(args.names, 1):
+                env.log(f"{name} ({number}/{len(args.names)}): {ABOUT[name]}")
                 t = time.monotonic()
                 try:
                     bench_dir = workdir / name

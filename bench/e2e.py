@@ -48,10 +48,11 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
             at = time.time() * 1000
             submitted[bench_tasks.noop.submit_to(client, i).id] = at
 
-        env.paced(total, rate, send)
+        env.paced(total, rate, send, "e2e: submitting")
         client.flush(30)
         events.wait_count(total, 60,
-                          lambda e: e.get("type") == "started" and e.get("id") in submitted)
+                          lambda e: e.get("type") == "started" and e.get("id") in submitted,
+                          what="e2e: started events")
     finally:
         executions.close()
         events.close()

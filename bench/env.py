@@ -40,10 +40,41 @@ CFSTREAM = [sys.executable, "-m", "cfstream"]
 PARTITIONS = 4
 # A cold processor joins the group and creates its changelog before it is ready.
 READY_TIMEOUT = 180.0
+# A phase longer than this says how far it got, this often, so a long run is seen to move.
+PROGRESS_INTERVAL = 5.0
 
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Progress:
+    """``progress(done)`` logs ``what: done of total (share), elapsed, rate`` every
+    PROGRESS_INTERVAL seconds; ``progress.finish()`` a last line if any was logged."""
+
+    def __init__(self, what: str, total: int, unit: str = "records") -> None:
+        self.what, self.total, self.unit = what, total, unit
+        self.started = self.last = time.monotonic()
+        self.done = 0
+        self.said = False
+
+    def __call__(self, done: int) -> None:
+        self.done = done
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_INTERVAL:
+            self.last = now
+            self.said = True
+            log(self.line(now))
+
+    def finish(self) -> None:
+        if self.said:
+            log(self.line(time.monotonic()))
+
+    def line(self, now: float) -> str:
+        elapsed = now - self.started
+        share = f" ({self.done / self.total:.0%})" if self.total else ""
+        return (f"{self.what}: {self.done:,} of {self.total:,} {self.unit}{share}, "
+                f"{elapsed:.0f}s, {self.done / max(elapsed, 1e-9):,.0f}/s")
 
 
 def now_ms() -> int:
@@ -189,13 +220,16 @@ class Service:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> float:
         """Seconds until /readyz answered 200; RuntimeError if the process died or timed out."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
+        started = last = time.monotonic()
+        while (now := time.monotonic()) - started < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: "
                                    f"{self.tail()}")
             if self.readyz() == 200:
                 return time.monotonic() - started
+            if now - last >= PROGRESS_INTERVAL:
+                last = now
+                log(f"{self.name}: not ready yet after {now - started:.0f}s (restoring?)")
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} not ready within {timeout}s: {self.tail()}")
 
@@ -333,11 +367,14 @@ class LatencyReader:
                 self.records.append((read_ms, ts, self._decode(message.value() or b"")))
 
     def wait_count(self, count: int, timeout: float,
-                   predicate: Callable[[Any], bool] = lambda _v: True) -> int:
+                   predicate: Callable[[Any], bool] = lambda _v: True, what: str = "") -> int:
         deadline = time.monotonic() + timeout
+        progress = Progress(what or "reading", count)
         while time.monotonic() < deadline:
             found = sum(1 for r in list(self.records) if predicate(r[2]))
+            progress(found)
             if found >= count:
+                progress.finish()
                 return found
             time.sleep(0.1)
         return sum(1 for r in list(self.records) if predicate(r[2]))
@@ -348,16 +385,19 @@ class LatencyReader:
         self._consumer.close()
 
 
-def paced(total: int, rate: float, send: Callable[[int], None]) -> float:
+def paced(total: int, rate: float, send: Callable[[int], None], what: str = "sending") -> float:
     """Call ``send(i)`` for i in range(total) at ``rate`` per second; returns the seconds taken."""
     started = time.monotonic()
+    progress = Progress(what, total)
     i = 0
     while i < total:
         due = min(total, int((time.monotonic() - started) * rate) + 1)
         while i < due:
             send(i)
             i += 1
+        progress(i)
         time.sleep(0.001)
+    progress.finish()
     return time.monotonic() - started
 
 

@@ -123,10 +123,10 @@ def cfstream_failover(bootstrap: str, workdir: Path, keys: int, rate: float,
         def send(i: int) -> None:
             client.publish(calls.call(i, task=calls.NOOP, delay_ms=DELAY_MS))
 
-        env.paced(total, rate, send)
+        env.paced(total, rate, send, "failover: submitting")
         timer.join()
         client.flush(30)
-        found = reader.wait_count(total, 90)
+        found = reader.wait_count(total, 90, what="failover: executions fired")
         records = [(murmur2(e["id"].encode(), settings.partitions), e["due_ms"], ts)
                    for _, ts, e in reader.records]
     finally:
@@ -164,10 +164,10 @@ def raw_failover(settings: Settings, workdir: Path, rate: float,
             producer.produce(source, key=f"k{i}".encode(), value=b"")
             producer.poll(0)
 
-        env.paced(total, rate, send)
+        env.paced(total, rate, send, "failover raw: sending")
         timer.join()
         producer.flush(30)
-        reader.wait_count(total, 90)
+        reader.wait_count(total, 90, what="failover raw: relayed")
         records = [(p, sent, ts) for _, ts, (sent, p) in reader.records]
     finally:
         reader.close()

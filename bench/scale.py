@@ -95,6 +95,8 @@ def pending_records(i: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
 
 def write_changelog(settings: Settings, producer: Producer, start: int, stop: int) -> None:
     topic = changelog_topic(settings)
+    progress = env.Progress(f"writing pending keys {start:,}..{stop:,} to the changelog",
+                            stop - start, "keys")
     for i in range(start, stop):
         key, entries = pending_records(i)
         partition = murmur2(key, settings.partitions)
@@ -107,6 +109,9 @@ def write_changelog(settings: Settings, producer: Producer, start: int, stop: in
                     producer.poll(0.01)
         if i % 1000 == 0:
             producer.poll(0)
+            progress(i - start)
+    progress(stop - start)
+    progress.finish()
     if producer.flush(120):
         raise RuntimeError("changelog records still queued after 120 s")
 
@@ -122,6 +127,7 @@ def raw_restore(settings: Settings, workdir: Path, records: int) -> float:
     started = time.monotonic()
     seen = 0
     deadline = started + 600
+    progress = env.Progress("raw restore: changelog into RocksDB", records)
     while seen < records and time.monotonic() < deadline:
         batch = WriteBatch(raw_mode=True)
         for message in consumer.consume(5000, 1.0):
@@ -129,6 +135,8 @@ def raw_restore(settings: Settings, workdir: Path, records: int) -> float:
                 batch.put(message.key() or b"", message.value() or b"")
                 seen += 1
         db.write(batch)
+        progress(seen)
+    progress.finish()
     elapsed = time.monotonic() - started
     consumer.close()
     db.close()
@@ -233,13 +241,17 @@ def tick_costs(workdir: Path, sizes: list[int]) -> list[dict[str, Any]]:
             return f"{calls.PARKED}|k{i}".encode()
 
         batch = WriteBatch(raw_mode=True)
+        progress = env.Progress("tick: filling a table", size, "keys")
         for i in range(size):
             batch.put(state.slot_key(key_of(i)), slot_value)
             batch.put(state.due_key(base + i, key_of(i)), timer_id)
             if i % 50_000 == 49_999:
                 db.write(batch)
                 batch = WriteBatch(raw_mode=True)
+                progress(i + 1)
         db.write(batch)
+        progress(size)
+        progress.finish()
         fill_s = time.monotonic() - started
 
         def tick_us(at: int, from_start: bool = False, repeat: int = 30) -> float:

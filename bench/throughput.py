@@ -66,6 +66,7 @@ def processor_rate(settings: Settings, services: env.Services, total: int,
                              list(ends))
     launched = time.monotonic()
     proc = services.processor()
+    progress = env.Progress("throughput: processor committed", end, "offsets")
     first: tuple[float, int] | None = None
     ready_s = None
     last = 0
@@ -81,6 +82,7 @@ def processor_rate(settings: Settings, services: env.Services, total: int,
             if profiler is not None:
                 profiler.start(proc.pid)
         committed = group.total()
+        progress(committed)
         if committed != last:
             last = committed
             if first is None:
@@ -89,6 +91,7 @@ def processor_rate(settings: Settings, services: env.Services, total: int,
             break
         time.sleep(0.05)
     finished = time.monotonic()
+    progress.finish()
     rss = proc.rss_kib()
     if profiler is not None:
         profiler.stop()
@@ -107,7 +110,8 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     settings = env.new_settings(bootstrap, "tput")
     client = Client(settings)
     started = time.monotonic()
-    calls.publish(client, calls.colliding(total))
+    calls.publish(client, calls.colliding(total),
+                  env.Progress("throughput: filling the calls topic", total, "calls"))
     client.close()
     env.log(f"throughput: filled {total} calls in {time.monotonic() - started:.1f}s")
 

@@ -47,9 +47,9 @@ def raw_latency(settings: Settings, rate: float, seconds: float) -> dict[str, fl
                 producer.poll(0.001)
         producer.poll(0)
 
-    env.paced(total, rate, send)
+    env.paced(total, rate, send, "timers: raw hop, sending")
     producer.flush(30)
-    reader.wait_count(total, 30)
+    reader.wait_count(total, 30, what="timers: raw hop, reading")
     reader.close()
     return env.summary([read - ts for read, ts, _ in reader.records])
 
@@ -74,21 +74,24 @@ def measure(bootstrap: str, workdir: Path, rate: int, seconds: float,
                        delay_ms=first_due + int(i * 1000 / rate) - now, now=now)
             for i in range(total)
         ]
-        calls.publish(client, pending)
+        calls.publish(client, pending, env.Progress(f"{name}: submitting", total, "calls"))
         ends = env.end_offsets(settings, settings.calls_topic)
         group = env.GroupOffsets(settings, f"{settings.topic_prefix}.processor",
                                  settings.calls_topic, list(ends))
         end = sum(ends.values())
         read_all_ms = None
+        progress = env.Progress(f"{name}: processor committed", end, "offsets")
         while env.now_ms() < first_due + seconds * 1000 + 60_000:
-            if group.total() >= end:
+            progress(group.total())
+            if progress.done >= end:
                 read_all_ms = env.now_ms()
                 break
             time.sleep(0.1)
         ingested_in_time = read_all_ms is not None and read_all_ms <= first_due
         env.log(f"timers: {total} calls read {(read_all_ms or 0) - first_due:+d} ms from the "
                 "first due time")
-        count = executions.wait_count(total, seconds + 30 + total / ASSUMED_INGEST)
+        count = executions.wait_count(total, seconds + 30 + total / ASSUMED_INGEST,
+                                      what=f"{name}: executions fired")
         executions.close()
         rss = proc.rss_kib()
     finally:

@@ -80,10 +80,10 @@ def pending(
     from rich.table import Table
 
     from cfstream.processor.inspect import pending_calls, seconds_until
+    from cfstream.progress import records_bar
 
-    with _err.status("reading the processors' changelog…") as status:
-        found = pending_calls(get_settings(), task=task, key=key,
-                              progress=lambda n: status.update(f"read {n} changelog records…"))
+    with records_bar("reading the changelog", _err) as progress:
+        found = pending_calls(get_settings(), task=task, key=key, progress=progress)
     if as_json:
         for item in found:
             _out.print(json.dumps({**item.call.to_dict(), "due_ms": item.due_ms}),
@@ -156,6 +156,8 @@ def topics_create() -> None:
     from cfstream.kafka.topics import ensure_topics, topic_specs
 
     settings = get_settings()
+    # A slow broker gets named waits on stderr (kafka.topics.Notice); stdout keeps the table.
+    configure_logging(settings.log_level, settings.log_format)
     created = ensure_topics(settings)
     for name, spec in topic_specs(settings).items():
         state = "created" if name in created else "exists"

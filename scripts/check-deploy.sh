@@ -2,6 +2,8 @@
 # Checks the deployment files without a cluster or a Docker engine:
 #   - helm lint --strict and helm template of helm/cfstream with each helm/cfstream/ci/*.yaml
 #   - the chart refuses values that could only fail at run time
+#   - the PrometheusRule each value set renders, with `promtool check rules` (Debian package
+#     prometheus; PROMTOOL overrides)
 #   - docker-compose.yml against the Compose specification's JSON schema (as vendored by
 #     check-jsonschema, a PyPI package)
 # Then the pytest checks in tests/deploy/ look inside the rendered manifests.
@@ -41,6 +43,25 @@ refuses "SASL without a password" --set kafka.securityProtocol=SASL_SSL --set ka
 refuses "SASL without a username" --set kafka.securityProtocol=SASL_PLAINTEXT --set kafka.sasl.password=p
 refuses "unknown security protocol" --set kafka.securityProtocol=TLS
 refuses "worker without modules" --set 'worker.modules=null'
+refuses "alert threshold not a number" --set metrics.prometheusRule.enabled=true \
+    --set metrics.prometheusRule.fireLatenessHigh.threshold=1s
+
+step "promtool check rules on the PrometheusRule of each value set"
+PROMTOOL="${PROMTOOL:-$(command -v promtool || true)}"
+if [[ -n "$PROMTOOL" && -x "$PROMTOOL" ]]; then
+    rules="$(mktemp --suffix=.json)"
+    trap 'rm -f "$rules"' EXIT
+    for values in "$CHART"/ci/*.yaml; do
+        "$HELM" template ci "$CHART" -f "$values" --set metrics.prometheusRule.enabled=true \
+                --show-only templates/prometheusrule.yaml \
+            | "$PYTHON" -c 'import json, sys; from ruamel.yaml import YAML
+json.dump(YAML(typ="safe").load(sys.stdin)["spec"], sys.stdout)' > "$rules" \
+            && "$PROMTOOL" check rules "$rules" >/dev/null \
+            || fail "promtool check rules: the PrometheusRule of -f $values"
+    done
+else
+    fail "promtool is not installed: apt-get install prometheus (or set PROMTOOL)"
+fi
 
 step "docker-compose.yml against the Compose specification schema"
 if "$PYTHON" -c 'import check_jsonschema' 2>/dev/null; then

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import wait
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -19,6 +21,10 @@ logger = logging.getLogger(__name__)
 
 # Long enough for a broker that is still electing leaders after a start.
 ADMIN_TIMEOUT = 30.0
+# A wait shorter than this goes unmentioned; a longer one names what it waits for, every
+# NOTICE_INTERVAL, so a person at `cfstream topics create` or a starting service sees why.
+NOTICE_AFTER = 2.0
+NOTICE_INTERVAL = 5.0
 _ensured: set[tuple[str, str]] = set()
 _lock = threading.Lock()
 
@@ -69,14 +75,7 @@ def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> list[
         ]
         created = []
         if missing:
-            for name, future in admin.create_topics(missing).items():
-                try:
-                    future.result(timeout=ADMIN_TIMEOUT)
-                    created.append(name)
-                    logger.info("created topic %s", name)
-                except KafkaException as exc:
-                    if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                        raise KafkaUnavailable(f"cannot create topic {name}: {exc}") from exc
+            created = _create(admin, missing)
             existing = _wait_for_leaders(admin, created)
         counts = {name: len(existing[name].partitions) for name in
                   (settings.calls_topic, settings.executions_topic) if name in existing}
@@ -89,10 +88,57 @@ def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> list[
         return created
 
 
+class Notice:
+    """Logs what a wait still waits for, once it has taken more than NOTICE_AFTER seconds."""
+
+    def __init__(self, what: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.what = what
+        self.clock = clock
+        self.began = clock()
+        self.due = self.began + NOTICE_AFTER
+
+    def __call__(self, names: Iterable[str]) -> None:
+        now = self.clock()
+        if now >= self.due:
+            self.due = now + NOTICE_INTERVAL
+            logger.info("%s %s (%.0fs so far, giving up after %.0fs)", self.what,
+                        ", ".join(sorted(names)), now - self.began, ADMIN_TIMEOUT)
+
+
+def _create(admin: AdminClient, missing: list[NewTopic]) -> list[str]:
+    """Create ``missing``; the names created (one created meanwhile by another client is not)."""
+    logger.debug("creating topics %s", ", ".join(t.topic for t in missing))
+    waiting = admin.create_topics(missing)
+    notice = Notice("creating topics")
+    deadline = time.monotonic() + ADMIN_TIMEOUT
+    created = []
+    while waiting:
+        wait(waiting.values(), timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+        for name, future in list(waiting.items()):
+            if not future.done():
+                continue
+            del waiting[name]
+            try:
+                future.result()
+                created.append(name)
+                logger.info("created topic %s", name)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise KafkaUnavailable(f"cannot create topic {name}: {exc}") from exc
+        if not waiting:
+            break
+        if time.monotonic() >= deadline:
+            raise KafkaUnavailable(f"no answer creating topics {', '.join(sorted(waiting))} "
+                                   f"within {ADMIN_TIMEOUT:.0f}s")
+        notice(waiting)
+    return created
+
+
 def _metadata(admin: AdminClient, settings: Settings, errors: list[KafkaError]) -> Any:
     """Topic metadata; KafkaUnavailable at once if the broker refused the login, else after
     ADMIN_TIMEOUT. librdkafka reports SASL failures only to error_cb, served by poll()."""
     deadline = time.monotonic() + ADMIN_TIMEOUT
+    notice = Notice("waiting for Kafka at")
     while True:
         try:
             return admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic()))
@@ -112,17 +158,21 @@ def _metadata(admin: AdminClient, settings: Settings, errors: list[KafkaError]) 
                     f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}. Start one with "
                     "`cfstream kafka start` or set CFSTREAM_BOOTSTRAP_SERVERS"
                 ) from exc
+            notice([settings.bootstrap_servers])
 
 
 def _wait_for_leaders(admin: AdminClient, names: list[str]) -> dict[str, Any]:
     """Metadata once every partition of ``names`` has a leader (new topics elect them first)."""
     deadline = time.monotonic() + ADMIN_TIMEOUT
+    notice = Notice("waiting for partition leaders of topics")
     while True:
         topics = admin.list_topics(timeout=ADMIN_TIMEOUT).topics
-        ready = all(name in topics and topics[name].partitions and not topics[name].error
-                    and all(p.leader >= 0 and not p.error
-                            for p in topics[name].partitions.values())
-                    for name in names)
-        if ready or time.monotonic() > deadline:
+        leaderless = [name for name in names
+                      if not (name in topics and topics[name].partitions
+                              and not topics[name].error
+                              and all(p.leader >= 0 and not p.error
+                                      for p in topics[name].partitions.values()))]
+        if not leaderless or time.monotonic() > deadline:
             return dict(topics)
+        notice(leaderless)
         time.sleep(0.1)

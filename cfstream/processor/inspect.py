@@ -30,8 +30,12 @@ class Pending:
 
 def pending_calls(settings: Settings, *, task: str | None = None, key: str | None = None,
                   execution_id: str | None = None,
-                  progress: Callable[[int], None] | None = None) -> list[Pending]:
-    """Calls waiting for their due time, soonest first, optionally filtered."""
+                  progress: Callable[[int, int], None] | None = None) -> list[Pending]:
+    """Calls waiting for their due time, soonest first, optionally filtered.
+
+    ``progress(done, total)`` hears after each batch how many changelog offsets are read of
+    those between the watermarks (compacted gaps count as read); it ends at ``done == total``.
+    """
     topic = state.changelog_topic(settings)
     consumer = Consumer(consumer_config(settings, None))
     slots: dict[bytes, bytes] = {}
@@ -40,13 +44,15 @@ def pending_calls(settings: Settings, *, task: str | None = None, key: str | Non
         if metadata is None or metadata.error is not None:
             return []  # no processor has run yet
         ends: dict[int, int] = {}
+        starts: dict[int, int] = {}
         for p in metadata.partitions:
             low, high = settled(lambda p=p: consumer.get_watermark_offsets(  # type: ignore[misc]
                 TopicPartition(topic, p), timeout=30))
             if high > low:
-                ends[p] = high
+                starts[p], ends[p] = low, high
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        read = 0
+        total = sum(ends[p] - starts[p] for p in ends)
+        positions = dict(starts)
         while ends:
             for message in consumer.consume(1000, 1.0):
                 if message.error() is not None:
@@ -58,12 +64,13 @@ def pending_calls(settings: Settings, *, task: str | None = None, key: str | Non
                         slots.pop(raw_key, None)
                     else:
                         slots[raw_key] = value
-                read += 1
                 offset, partition = message.offset(), message.partition()
-                if partition in ends and offset is not None and offset + 1 >= ends[partition]:
-                    del ends[partition]
+                if partition in ends and offset is not None:
+                    positions[partition] = min(offset + 1, ends[partition])
+                    if offset + 1 >= ends[partition]:
+                        del ends[partition]
             if progress is not None:
-                progress(read)
+                progress(sum(positions[p] - starts[p] for p in positions), total)
     finally:
         consumer.close()
     found = []

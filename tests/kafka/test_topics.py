@@ -1,0 +1,71 @@
+"""Creating the topics (cfstream.kafka.topics and `cfstream topics create`), on the broker."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from cfstream.errors import KafkaUnavailable
+from cfstream.kafka import topics
+from cfstream.kafka.topics import Notice, ensure_topics, topic_specs
+from cfstream.settings import Settings
+
+
+def test_a_wait_is_named_once_it_takes_more_than_a_moment(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [100.0]
+    notice = Notice("creating topics", clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger=topics.__name__)
+    said = []
+    for t in (100.5, 101.9, 102.1, 104.0, 107.0, 107.2):
+        now[0] = t
+        notice(["b.calls", "a.events"])
+        said.append(len(caplog.records))
+    # Quiet for NOTICE_AFTER (2 s), then once every NOTICE_INTERVAL (5 s).
+    assert said == [0, 0, 1, 1, 1, 2]
+    assert caplog.records[0].getMessage().startswith("creating topics a.events, b.calls (2s so far")
+
+
+def test_an_unreachable_broker_is_named_while_waiting(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens once closed
+    monkeypatch.setattr(topics, "ADMIN_TIMEOUT", 3.0)
+    monkeypatch.setattr(topics, "NOTICE_AFTER", 0.5)
+    caplog.set_level(logging.INFO, logger=topics.__name__)
+    with pytest.raises(KafkaUnavailable, match="cannot reach Kafka"):
+        ensure_topics(Settings(bootstrap_servers=address, topic_prefix="unreachable"))
+    waits = [r.getMessage() for r in caplog.records if r.name == topics.__name__]
+    assert waits and all(m.startswith(f"waiting for Kafka at {address} (") for m in waits)
+
+
+@pytest.mark.kafka
+def test_topics_create_prints_the_table_and_logs_what_it_created(kafka_bootstrap: str) -> None:
+    # Short names: the table is not wrapped at 80 columns.
+    prefix = f"tc-{uuid.uuid4().hex[:8]}"
+    settings = Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
+    env = {**os.environ, "CFSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+           "CFSTREAM_TOPIC_PREFIX": settings.topic_prefix, "CFSTREAM_REPLICATION_FACTOR": "1",
+           "CFSTREAM_LOG_FORMAT": "text", "CFSTREAM_LOG_LEVEL": "INFO"}
+
+    def create() -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "cfstream", "topics", "create"],
+                                capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    names = list(topic_specs(settings))
+    first = create()
+    assert [line.split()[0] for line in first.stdout.splitlines()] == names
+    assert all(line.split()[-1] == "created" for line in first.stdout.splitlines())
+    assert all(f"created topic {name}" in first.stderr for name in names)
+    second = create()
+    assert all(line.split()[-1] == "exists" for line in second.stdout.splitlines())
+    assert "created topic" not in second.stderr
