@@ -32,6 +32,7 @@ lint: setup
 
 check-deploy: setup
 	bash scripts/install-helm.sh
+	bash scripts/install-promtool.sh
 	PYTHON=$(BIN)/python bash scripts/check-deploy.sh
 
 test: lint check-deploy
