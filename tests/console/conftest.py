@@ -33,8 +33,10 @@ READY_TIMEOUT = 120
 
 
 def chromium_path() -> str | None:
-    return (os.environ.get("CFSTREAM_CHROMIUM") or shutil.which("chromium")
-            or shutil.which("chromium-browser"))
+    chosen = os.environ.get("CFSTREAM_CHROMIUM")
+    if chosen:
+        return shutil.which(chosen)
+    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="session")
