@@ -32,6 +32,8 @@ DEFAULT_HOST = "127.0.0.1"
 # How often the page gets a new snapshot.
 PUSH_INTERVAL_S = 1.0
 CANCEL_REASON = "cancelled from the console"
+_TYPES = {"console.js": "text/javascript", "console.css": "text/css"}
+_NO_STORE = {"Cache-Control": "no-store"}
 STATIC = resources.files("cfstream.console") / "static"
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -73,10 +75,6 @@ async def index(request: web.Request) -> web.Response:
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     page = page.replace("{{token}}", request.app[TOKEN])  # hex digits: nothing to escape
     return web.Response(text=page, content_type="text/html", headers=_NO_STORE)
-
-
-_TYPES = {"console.js": "text/javascript", "console.css": "text/css"}
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 async def static(request: web.Request) -> web.Response:

@@ -120,8 +120,14 @@ def test_cancel_requests_not_from_the_page_are_refused(pipeline: Pipeline) -> No
         except urllib.error.HTTPError as exc:
             return exc.code
 
+    assert pipeline.console_url.startswith("http://127.0.0.1:")  # loopback by default
+    with urllib.request.urlopen(pipeline.console_url, timeout=10) as response:  # noqa: S310
+        token = re.search(r'name="csrf-token" content="(\w+)"', response.read().decode())
+    assert token is not None
     assert post({}) == 403
     assert post({"X-CSRF-Token": "guess"}) == 403
+    assert post({"X-CSRF-Token": token[1], "Origin": "http://evil.example"}) == 403
+    assert post({"X-CSRF-Token": token[1], "Origin": pipeline.console_url}) == 404  # not pending
 
 
 def test_dead_letters_are_counted(pipeline: Pipeline, page: Any) -> None:
