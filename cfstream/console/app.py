@@ -42,11 +42,11 @@ TOKEN = web.AppKey("token", str)
 CLOSING = web.AppKey("closing", asyncio.Event)
 
 
-def make_app(settings: Settings, model: Model | None = None, feed: bool = True) -> web.Application:
-    """The app; with ``feed``, Kafka readers fill ``model`` while it runs."""
+def make_app(settings: Settings) -> web.Application:
+    """The app; Kafka readers fill its model while it runs."""
     app = web.Application()
     app[SETTINGS] = settings
-    app[MODEL] = model if model is not None else Model()
+    app[MODEL] = Model()
     app[TOKEN] = secrets.token_hex(16)
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)
@@ -56,12 +56,10 @@ def make_app(settings: Settings, model: Model | None = None, feed: bool = True) 
 
     async def readers(app: web.Application) -> Any:
         app[CLOSING] = asyncio.Event()
-        running = Feed(settings, app[MODEL]) if feed else None
-        if running is not None:
-            running.start()
+        feed = Feed(settings, app[MODEL])
+        feed.start()
         yield
-        if running is not None:
-            await asyncio.get_running_loop().run_in_executor(None, running.stop)
+        await asyncio.get_running_loop().run_in_executor(None, feed.stop)
 
     async def closing(app: web.Application) -> None:
         app[CLOSING].set()  # ends the event streams, so shutdown does not wait on them
