@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KAFKA_PORT ?= 9092
 KAFKA_DIR ?= .cfstream/kafka
 
-.PHONY: setup demo test lint check-deploy bench chaos kafka-start kafka-stop clean
+.PHONY: setup demo test lint check-deploy check-browser bench chaos kafka-start kafka-stop clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,14 @@ check-deploy: setup
 	bash scripts/install-promtool.sh
 	PYTHON=$(BIN)/python bash scripts/check-deploy.sh
 
-test: lint check-deploy
+# The console's tests drive a real headless Chromium (tests/console/conftest.py says the same).
+check-browser:
+	@command -v $${CFSTREAM_CHROMIUM:-chromium} >/dev/null || command -v chromium-browser \
+	  >/dev/null || { echo "make test needs Chromium for the console's browser tests:" \
+	  "apt-get update && apt-get install -y chromium (Debian), or set CFSTREAM_CHROMIUM" >&2; \
+	  exit 1; }
+
+test: check-browser lint check-deploy
 	$(BIN)/pytest
 
 # Benchmarks beside raw Kafka (~15 min; `--quick` runs in the test suite). Results: bench/results.

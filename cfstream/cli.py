@@ -136,6 +136,22 @@ def cancel(
 
 
 @app.command()
+def console(
+    host: Annotated[str, typer.Option(help="Address to serve on (loopback by default).")] =
+        "127.0.0.1",
+    port: Annotated[int | None, typer.Option(
+        help="Port to serve on (default: CFSTREAM_CONSOLE_PORT, 9466; 0: a free one).",
+        show_default=False)] = None,
+) -> None:
+    """A web page showing tasks, pending calls and executions live; it can cancel calls."""
+    from cfstream.console.app import run
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    run(settings, host, port)
+
+
+@app.command()
 def demo(
     producer_only: Annotated[bool, typer.Option(
         "--producer-only", help="Only submit the calls (a processor and worker run elsewhere).",

@@ -23,6 +23,9 @@ DEFAULT_MAX_PAYLOAD_BYTES = 900_000
 # processor and a worker run side by side on one host with their defaults.
 PROCESSOR_HTTP_PORT = 9464
 WORKER_HTTP_PORT = 9465
+# The console (a web page for people, not an exporter) sits next to them so all three run on one
+# host with their defaults.
+CONSOLE_PORT = 9466
 # Long enough for a task or two to finish and offsets to commit; Kubernetes' default grace is 30 s.
 DEFAULT_SHUTDOWN_TIMEOUT = 25.0
 
@@ -59,6 +62,8 @@ class Settings(BaseSettings):
     # Both services: /metrics, /healthz and /readyz on this port (0 turns the server off);
     # unset, each kind of service takes its own (PROCESSOR_HTTP_PORT, WORKER_HTTP_PORT).
     http_port: int | None = Field(None, ge=0, le=65535)
+    # `cfstream console`: the web page's port (on 127.0.0.1 unless --host says otherwise).
+    console_port: int = Field(CONSOLE_PORT, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     # Kubernetes' terminationGracePeriodSeconds must exceed this.

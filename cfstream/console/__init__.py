@@ -1,0 +1,1 @@
+"""``cfstream console``: a web page showing what the pipeline does, live, read from Kafka."""

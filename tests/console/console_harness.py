@@ -1,0 +1,34 @@
+"""The console tests' pipeline record and a console process started on a free port."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from harness import EventLog, Services
+
+import cfstream as cf
+
+
+@dataclass
+class Pipeline:
+    settings: cf.Settings
+    services: Services
+    client: cf.Client
+    events: EventLog
+    console_url: str
+
+
+def start_console(services: Services, name: str = "console", *args: str,
+                  timeout: float = 60) -> str:
+    """Start ``cfstream console --port 0`` and return its URL, read from its log."""
+    proc = services.start(name, ["console", "--port", "0", *args])
+    deadline = time.monotonic() + timeout
+    while True:
+        found = re.search(r"console on (http://\S+)", services.log(name))
+        if found:
+            return found.group(1)
+        assert proc.poll() is None, services.log(name)[-3000:]
+        assert time.monotonic() < deadline, f"console did not start: {services.log(name)}"
+        time.sleep(0.1)
