@@ -17,6 +17,7 @@ from cfstream.codec import SCALAR_TEXT, canonical, json_text, to_json_value
 from cfstream.errors import ConfigurationError, DeferKeyError
 from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
+from cfstream.retries import Retries, retries_option
 from cfstream.wire import KEY_SEPARATOR, MAX_DELAY_MS, CallRecords
 
 P = ParamSpec("P")
@@ -84,6 +85,7 @@ class Task(Generic[P, R]):
     delay_ms: int = 0
     defer: DeferOption = None
     max_wait_ms: int | None = None
+    retries: Retries | None = None
 
     def __post_init__(self) -> None:
         if KEY_SEPARATOR in self.name:
@@ -263,24 +265,28 @@ def task(fn: Callable[P, R], /) -> Task[P, R]: ...
 def task(
     *, delay: dt.timedelta | float | int = 0, defer: DeferOption = False,
     max_wait: dt.timedelta | float | int | None = None, name: str | None = None,
+    retries: int | Retries | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
 def task(
     fn: Callable[..., Any] | None = None, /, *, delay: dt.timedelta | float | int = 0,
     defer: DeferOption = False, max_wait: dt.timedelta | float | int | None = None,
-    name: str | None = None,
+    name: str | None = None, retries: int | Retries | None = None,
 ) -> Any:
-    """Register a task: ``@cf.task`` or ``@cf.task(delay=60, defer=True, max_wait=600)``."""
+    """Register a task: ``@cf.task`` or ``@cf.task(delay=60, defer=True, max_wait=600,
+    retries=cf.Retries(limit=5, delay_min=10, delay_max=300))``."""
     delay_ms = to_ms(delay, "delay") or 0
     max_wait_ms = to_ms(max_wait, "max_wait")
+    retry = retries_option(retries)
 
     def register(func: Callable[P, R]) -> Task[P, R]:
         if not callable(func):
             raise ConfigurationError(f"@cf.task decorates a function, got {func!r}")
         task_name = name or f"{func.__module__}:{func.__qualname__}"
         new = Task(fn=func, name=task_name, delay_ms=delay_ms,
-                   defer=None if defer is False else defer, max_wait_ms=max_wait_ms)
+                   defer=None if defer is False else defer, max_wait_ms=max_wait_ms,
+                   retries=retry)
         _registry[task_name] = new
         return new
 

@@ -35,8 +35,13 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 EVENT_TYPES = (
     "scheduled", "deferred", "started", "succeeded", "failed", "cancelled", "invalid",
+    "retrying",
 )
 TERMINAL_EVENTS = ("succeeded", "failed", "cancelled")
+# How far along its execution each event type is, within one attempt: a reader keeps the
+# furthest event of each id (see event_order). `retrying` ends an attempt, not the execution.
+EVENT_RANK = {"scheduled": 0, "started": 1, "retrying": 2, "deferred": 3, "invalid": 4,
+              **{name: 4 for name in TERMINAL_EVENTS}}
 
 
 class InvalidRecord(CfStreamError):
@@ -64,6 +69,10 @@ class Call:
     delay_ms: int = 0
     defer_key: str | None = None
     max_wait_ms: int | None = None
+    # A retry is the same call (same id) again: its attempt number, and the time before which
+    # it must not run (the worker's backoff). First attempts leave both out of the record.
+    attempt: int = 1
+    not_before_ms: int | None = None
 
     @property
     def key(self) -> str:
@@ -74,10 +83,14 @@ class Call:
 
     def to_dict(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies the arguments (a third of submit's time).
-        return {"v": SCHEMA_VERSION, "kind": "call", "id": self.id, "task": self.task,
+        data = {"v": SCHEMA_VERSION, "kind": "call", "id": self.id, "task": self.task,
                 "args": self.args, "kwargs": self.kwargs, "submitted_ms": self.submitted_ms,
                 "delay_ms": self.delay_ms, "defer_key": self.defer_key,
                 "max_wait_ms": self.max_wait_ms}
+        if self.attempt != 1:
+            data["attempt"] = self.attempt
+            data["not_before_ms"] = self.not_before_ms
+        return data
 
 
 class CallRecords:
@@ -232,7 +245,7 @@ def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
     call_id, task, submitted = get("id"), get("task"), get("submitted_ms")
     args, kwargs, delay = get("args"), get("kwargs"), get("delay_ms")
     defer_key, max_wait = get("defer_key"), get("max_wait_ms")
-    if (type(call_id) is str and call_id and type(task) is str and task
+    if ("attempt" not in data and type(call_id) is str and call_id and type(task) is str and task
             and KEY_SEPARATOR not in task and type(submitted) is int
             and (now_ms is None or abs(submitted - now_ms) <= MAX_CLOCK_SKEW_MS)
             and (args is None or type(args) is list)
@@ -250,7 +263,7 @@ def trusted_call(data: dict[str, Any]) -> Call:
     """A :class:`Call` from a dict cfstream wrote itself (the processor's own state)."""
     return Call(data["id"], data["task"], data.get("args") or [], data.get("kwargs") or {},
                 data["submitted_ms"], data.get("delay_ms") or 0, data.get("defer_key"),
-                data.get("max_wait_ms"))
+                data.get("max_wait_ms"), data.get("attempt") or 1, data.get("not_before_ms"))
 
 
 def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
@@ -261,7 +274,10 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
     if not task or KEY_SEPARATOR in task:
         raise InvalidRecord("wrong_type", f"field 'task' must be a non-empty name without {KEY_SEPARATOR!r}")
     submitted = _ms(data, "submitted_ms")
-    if now_ms is not None and abs(submitted - now_ms) > MAX_CLOCK_SKEW_MS:
+    # A retry keeps its first attempt's submit time, which may be long past.
+    retry = data.get("attempt") not in (None, 1)
+    if now_ms is not None and (submitted - now_ms > MAX_CLOCK_SKEW_MS
+                               or not retry and now_ms - submitted > MAX_CLOCK_SKEW_MS):
         raise InvalidRecord(
             "clock_skew",
             f"submitted_ms {submitted} is more than {MAX_CLOCK_SKEW_MS // 86_400_000} days from "
@@ -271,6 +287,13 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
     defer_key = _field(data, "defer_key", str, required=False)
     if max_wait is not None and defer_key is None:
         raise InvalidRecord("missing_field", "max_wait_ms needs a defer_key")
+    attempt = _field(data, "attempt", int, required=False) or 1
+    if attempt < 1:
+        raise InvalidRecord("wrong_type", f"field 'attempt' must be 1 or more, got {attempt}")
+    not_before = _optional_ms(data, "not_before_ms")
+    if (attempt > 1) != (not_before is not None):
+        raise InvalidRecord("missing_field",
+                            "a retry (attempt above 1) needs not_before_ms, and only a retry")
     return Call(
         id=call_id,
         task=task,
@@ -280,6 +303,8 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
         delay_ms=_duration(data, "delay_ms", required=False) or 0,
         defer_key=defer_key,
         max_wait_ms=max_wait,
+        attempt=attempt,
+        not_before_ms=not_before,
     )
 
 
@@ -300,6 +325,16 @@ def control_from_dict(data: dict[str, Any]) -> Control:
 
 
 def event(type_: str, call: Call, ts_ms: int, **extra: Any) -> dict[str, Any]:
-    """An event record about ``call``; ``extra`` adds the type's own fields."""
+    """An event record about ``call``; ``extra`` adds the type's own fields. Events of a retry
+    name its attempt."""
+    if call.attempt != 1:
+        extra["attempt"] = call.attempt
     return {"v": SCHEMA_VERSION, "type": type_, "id": call.id, "task": call.task,
             "defer_key": call.defer_key, "ts_ms": ts_ms, **extra}
+
+
+def event_order(event: dict[str, Any], rank: dict[str, int] = EVENT_RANK) -> tuple[int, int]:
+    """How far along its execution an event is: by attempt, then by the ``rank`` of its type
+    (KeyError for a type not in it)."""
+    attempt = event.get("attempt")
+    return (attempt if type(attempt) is int else 1), rank[event["type"]]
