@@ -287,9 +287,14 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
     defer_key = _field(data, "defer_key", str, required=False)
     if max_wait is not None and defer_key is None:
         raise InvalidRecord("missing_field", "max_wait_ms needs a defer_key")
-    attempt = _field(data, "attempt", int, required=False) or 1
-    if attempt < 1:
-        raise InvalidRecord("wrong_type", f"field 'attempt' must be 1 or more, got {attempt}")
+    attempt = data.get("attempt")
+    if attempt is None:
+        attempt = 1
+    elif isinstance(attempt, float) and attempt.is_integer():
+        attempt = int(attempt)
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise InvalidRecord("wrong_type",
+                            f"field 'attempt' must be a whole number from 1, got {attempt!r}")
     not_before = _optional_ms(data, "not_before_ms")
     if (attempt > 1) != (not_before is not None):
         raise InvalidRecord("missing_field",

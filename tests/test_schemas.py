@@ -10,6 +10,7 @@ differed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import decimal
 import functools
@@ -274,7 +275,12 @@ def rule_events() -> list[dict[str, Any]]:
     pending = rules.accept(None, make("c", NOW), NOW, 60_000)
     cancelled = rules.cancel(pending.slot, "c", NOW + 1, 60_000, reason="user left")
     default = rules.cancel(pending.slot, "c", NOW + 1, 0)
-    for decision in (first, second, late, fired, after, at_once, pending, cancelled, default):
+    # A retry of "b" (as a worker puts it on the calls topic), then a newer call replacing it.
+    retry = dataclasses.replace(make("b", NOW + 10), attempt=2, not_before_ms=NOW + 9_000)
+    retried = rules.accept(fired.slot, retry, NOW + 3_000, 60_000)
+    replaced = rules.accept(retried.slot, make("d", NOW + 3_500), NOW + 3_500, 60_000)
+    for decision in (first, second, late, fired, after, at_once, pending, cancelled, default,
+                     retried, replaced):
         out += decision.events
     assert fired.executions and at_once.executions
     return out
@@ -314,6 +320,11 @@ def outcome_events() -> list[dict[str, Any]]:
     for outcome in outcomes:
         assert outcome is not None
         events.append(event(outcome.type, call, NOW + 5, worker=worker, **outcome.fields))
+    lost = execute.failure("WorkerLost", "worker host:1 stopped")
+    events.append(event("retrying", call, NOW + 6, worker=worker, attempt=1, next_attempt=2,
+                        retry_at_ms=NOW + 1_006, **lost.fields))
+    second = dataclasses.replace(call, attempt=2, not_before_ms=NOW + 1_006)
+    events.append(event("failed", second, NOW + 2_000, worker=worker, **run(boom).fields))
     kinds = {e.get("error", {}).get("type") for e in events}
     assert {"ResultNotSerializable", "ZeroDivisionError", "TaskNotRegistered",
             "InvalidArguments"} <= kinds

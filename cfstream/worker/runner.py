@@ -373,8 +373,9 @@ class Worker:
                        done=job)
             return
         assert self.producer is not None  # noqa: S101
+        failed_ms = _now_ms()
         retry = dataclasses.replace(call, attempt=call.attempt + 1,
-                                    not_before_ms=_now_ms() + policy.delay_ms(call.attempt))
+                                    not_before_ms=failed_ms + policy.delay_ms(call.attempt))
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:  # the retry is not on Kafka: the execution ends here
@@ -383,7 +384,7 @@ class Worker:
                            done=job)
                 return
             self.metrics.retries.labels(task=call.task).inc()
-            self._emit(event("retrying", call, _now_ms(), worker=self.name, attempt=call.attempt,
+            self._emit(event("retrying", call, failed_ms, worker=self.name, attempt=call.attempt,
                              next_attempt=retry.attempt, retry_at_ms=retry.not_before_ms,
                              **outcome.fields), done=job)
 
