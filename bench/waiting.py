@@ -1,0 +1,424 @@
+"""8. Waiting on outcomes (issue #10): ``Execution.result()`` and ``await`` while unrelated events
+flow, and 10,000 awaits in one process.
+
+The bench writes the events itself, as the worker would (``succeeded`` JSON keyed by the
+execution id, murmur2_random): no processor or worker runs, so the rates are exact. Each role
+below is a subprocess of its own (``python -m bench.waiting ROLE ARGS``), so its CPU time is
+its own:
+
+- ``load``: unrelated ``succeeded`` events of fresh UUIDv7 ids at LOAD_RATE/s onto the events
+  topic (``env.PARTITIONS`` partitions) for the whole one-waiter measurement.
+- ``waiter``: a Client; each round a fresh id, ``Execution(id).result()``. The bench appends the
+  id's ``succeeded`` event GAP_S after the waiter says it waits (a task's run time: the reader
+  assigns the partition meanwhile). ``raw-waiter``: the baseline, one plain Consumer assigned to
+  the id's partition only, from its end, reading until the id's record and decoding it.
+- ``many``: asyncio, N fresh ids, ``asyncio.gather`` of N ``result_async()``; the bench appends
+  their events at MANY_RATE/s (no other traffic, a topic of its own). ``raw-many``: the baseline,
+  one Consumer of every partition in a thread resolving a dict of asyncio futures (key -> future,
+  value decoded by orjson).
+
+Latency = the time ``result()`` (or the await) returns minus the time the bench called
+``produce()`` for the event (linger 0; the record's CreateTime is that time, same host clock).
+CPU = the child's ``time.process_time()`` (every thread, librdkafka's too) over the measured
+rounds, divided by their wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from bench import env
+from bench.profiling import Profiler
+from cfstream.client import Client
+from cfstream.execution import Execution
+from cfstream.ids import new_execution_id
+from cfstream.kafka.config import consumer_config, producer_config
+from cfstream.kafka.partitioner import partition_for
+from cfstream.settings import Settings
+
+# Issue #10's figures: unrelated traffic while one waiter waits, and the arrival rate of the
+# 10,000 awaited outcomes.
+LOAD_RATE = 20_000
+MANY_RATE = 5_000
+# Between "waiting" and the append: long enough for the reader to assign the id's partition, as
+# a short task's run time would be.
+GAP_S = 0.05
+# Unrelated traffic before the first round, so the waiter reads a topic with a history.
+LOAD_LEAD_S = 3.0
+# Rounds before the measured ones: the reader's first assignments read back from submit time.
+WARM_ROUNDS = 8
+WAIT_TIMEOUT_S = 30.0
+
+
+def event(execution_id: str) -> bytes:
+    return orjson.dumps({"v": 1, "type": "succeeded", "id": execution_id, "task": "bench.wait",
+                         "ts_ms": env.now_ms(), "result": 1})
+
+
+# -- the bench side -------------------------------------------------------------------------------
+
+def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
+        shared: dict[str, Any]) -> env.Result:
+    rounds, many = (60, 2_000) if quick else (300, 10_000)
+    result = env.Result("waiting")
+    settings = env.new_settings(bootstrap, "waiting")
+    one = one_waiter(settings, workdir, rounds, profile)
+    many_settings = env.new_settings(bootstrap, "waiting-many")
+    ours_many = many_awaits(many_settings, workdir, "many", many)
+    raw_many = many_awaits(many_settings, workdir, "raw-many", many)
+    ours, raw = one["cfstream"], one["raw"]
+    load = f"{LOAD_RATE // 1000}k/s unrelated"
+    result.row(f"one waiter, {load}: CPU", ours["cpu_pct"], raw["cpu_pct"], "%",
+               "<= 5% of a core", higher_is_better=False)
+    for q, target in (("p50", "<= 5 ms, <= 2x raw"), ("p99", "<= 20 ms, <= 2x raw")):
+        result.row(f"one waiter, {load}: appended -> result() {q}", ours["latency_ms"][q],
+                   raw["latency_ms"][q], "ms", target, higher_is_better=False)
+    label = f"{many:,} awaits @ {MANY_RATE // 1000}k/s"
+    result.row(f"{label}: resolved", ours_many["resolved"], raw_many["resolved"], "count",
+               f"all {many:,}")
+    for q, target in (("p50", ""), ("p99", "<= 50 ms")):
+        result.row(f"{label}: appended -> resolved {q}", ours_many["latency_ms"][q],
+                   raw_many["latency_ms"][q], "ms", target, higher_is_better=False)
+    result.row(f"{label}: RSS growth", ours_many["rss_growth_mib"], raw_many["rss_growth_mib"],
+               "MiB", "<= 200 MiB", higher_is_better=False)
+    profile_summary = one["cfstream"].pop("profile", None)
+    result.details.update(partitions=settings.partitions, load_rate=LOAD_RATE, gap_s=GAP_S,
+                          rounds=rounds, warm_rounds=WARM_ROUNDS, one_waiter=one,
+                          many_rate=MANY_RATE, many=many, many_awaits={
+                              "cfstream": ours_many, "raw": raw_many})
+    if profile_summary is not None:
+        result.details["waiter_profile"] = profile_summary
+        if "self_pct" in profile_summary:
+            top = ", ".join(f"`{f}` {p}%" for f, p in profile_summary["self_pct"][:5])
+            result.notes.append(f"waiting: waiter profile (py-spy, self time): {top}")
+    achieved = one["load_rate_achieved"]
+    result.notes.append(f"waiting: {settings.partitions} events partitions; unrelated load "
+                        f"{achieved:,.0f}/s achieved of {LOAD_RATE:,}/s")
+    for name, figures in (("cfstream", ours_many), ("raw", raw_many)):
+        if figures["resolved"] < many:
+            result.notes.append(f"waiting: {name} resolved {figures['resolved']} of {many}")
+    return result
+
+
+def child(settings: Settings, role: str, **args: Any) -> subprocess.Popen[str]:
+    child_env = {**os.environ, **settings.to_env(),
+                 "PYTHONPATH": os.pathsep.join(
+                     p for p in [str(env.REPO), os.environ.get("PYTHONPATH", "")] if p)}
+    return subprocess.Popen([sys.executable, "-m", "bench.waiting", role, json.dumps(args)],
+                            env=child_env, cwd=env.REPO, text=True, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+
+
+def expect(proc: subprocess.Popen[str], word: str) -> str:
+    """The rest of the child's next line, which must start with ``word``."""
+    assert proc.stdout is not None  # noqa: S101 - opened with PIPE
+    line = proc.stdout.readline()
+    if not line.startswith(word + " "):
+        proc.kill()
+        raise RuntimeError(f"{proc.args!r}: expected {word!r}, got {line!r} "
+                           f"(exit {proc.wait()})")
+    return line[len(word) + 1:].strip()
+
+
+def appender(settings: Settings) -> Producer:
+    """The bench's producer of awaited events: the client's settings, but no linger."""
+    return env.raw_producer(settings, warm_topic=settings.events_topic,
+                            overrides={"linger.ms": 0})
+
+
+def one_waiter(settings: Settings, workdir: Path, rounds: int,
+               profile: bool) -> dict[str, Any]:
+    producer = appender(settings)
+    load = child(settings, "load", rate=LOAD_RATE)
+    try:
+        expect(load, "ready")
+        time.sleep(LOAD_LEAD_S)
+        figures: dict[str, Any] = {}
+        for role, name in (("waiter", "cfstream"), ("raw-waiter", "raw")):
+            profiled = profile and name == "cfstream"
+            profiler = Profiler(workdir / "waiter.pyspy.txt") if profiled else None
+            figures[name] = rounds_of(settings, producer, role, rounds, profiler)
+    finally:
+        load.send_signal(signal.SIGTERM)
+        out, _ = load.communicate(timeout=60)
+    produced, seconds = json.loads(out.split("done ", 1)[1])
+    figures["load_rate_achieved"] = produced / seconds
+    return figures
+
+
+def rounds_of(settings: Settings, producer: Producer, role: str, rounds: int,
+              profiler: Profiler | None) -> dict[str, Any]:
+    proc = child(settings, role, rounds=WARM_ROUNDS + rounds)
+    appended: dict[str, float] = {}
+    try:
+        for i in range(WARM_ROUNDS + rounds):
+            if i == WARM_ROUNDS and profiler is not None:
+                profiler.start(proc.pid)
+            execution_id = expect(proc, "waiting")
+            time.sleep(GAP_S)
+            appended[execution_id] = time.time()
+            producer.produce(settings.events_topic, key=execution_id.encode(),
+                             value=event(execution_id))
+            producer.flush(30)
+        report = json.loads(expect(proc, "done"))
+    finally:
+        if profiler is not None:
+            profiler.stop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    returned: dict[str, float] = report.pop("returned")
+    latencies = [(returned[i] - appended[i]) * 1000 for i in list(appended)[WARM_ROUNDS:]
+                 if i in returned]
+    report["latency_ms"] = env.summary(latencies)
+    report["warm_latency_ms"] = [round((returned[i] - appended[i]) * 1000, 1)
+                                 for i in list(appended)[:WARM_ROUNDS] if i in returned]
+    if profiler is not None:
+        report["profile"] = profiler.report()
+    return report
+
+
+def many_awaits(settings: Settings, workdir: Path, role: str, n: int) -> dict[str, Any]:
+    producer = appender(settings)
+    ids_file = workdir / f"{role}-ids.txt"
+    proc = child(settings, role, n=n, ids_file=str(ids_file))
+    appended: dict[str, float] = {}
+    try:
+        expect(proc, "ready")
+        ids = ids_file.read_text().split()
+
+        def send(i: int) -> None:
+            execution_id = ids[i]
+            value = event(execution_id)
+            appended[execution_id] = time.time()
+            env.produce(producer, settings.events_topic, execution_id.encode(), value)
+
+        env.paced(n, MANY_RATE, send)
+        producer.flush(30)
+        report = json.loads(expect(proc, "done"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    returned: dict[str, float] = report.pop("returned")
+    report["resolved"] = len(returned)
+    report["latency_ms"] = env.summary([(t - appended[i]) * 1000 for i, t in returned.items()])
+    report["rss_growth_mib"] = (report["rss_after_kib"] - report["rss_before_kib"]) / 1024
+    return report
+
+
+# -- the children ---------------------------------------------------------------------------------
+
+def say(out: TextIO, word: str, text: str = "") -> None:
+    out.write(f"{word} {text}\n")
+    out.flush()
+
+
+def load_role(settings: Settings, rate: int) -> None:
+    """Unrelated events at ``rate``/s until SIGTERM; then ``done [produced, seconds]``."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    producer = Producer(producer_config(settings))
+    topic = settings.events_topic
+    template = ('{"v":1,"type":"succeeded","id":"%s","task":"bench.load","ts_ms":%d,'
+                '"result":null}')
+    say(sys.stdout, "ready")
+    started = time.monotonic()
+    produced = 0
+    while not stop.is_set():
+        due = int((time.monotonic() - started) * rate)
+        now = env.now_ms()
+        while produced < due:
+            execution_id = new_execution_id(now)
+            try:
+                producer.produce(topic, key=execution_id.encode(),
+                                 value=(template % (execution_id, now)).encode())
+            except BufferError:
+                producer.poll(0.005)
+                continue
+            produced += 1
+        producer.poll(0)
+        time.sleep(0.002)
+    seconds = time.monotonic() - started
+    producer.flush(30)
+    say(sys.stdout, "done", json.dumps([produced, seconds]))
+
+
+def waiter_role(settings: Settings, rounds: int) -> None:
+    client = Client(settings)
+
+    def wait(execution_id: str) -> None:
+        Execution(execution_id, client=client).result(timeout=WAIT_TIMEOUT_S)
+
+    waiting_rounds(rounds, wait)
+    client.close()
+
+
+def raw_waiter_role(settings: Settings, rounds: int) -> None:
+    topic = settings.events_topic
+    consumer = Consumer(consumer_config(settings, None, **{"fetch.wait.max.ms": 10}))
+    partitions = len(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+
+    def assign(execution_id: str) -> None:
+        p = partition_for(execution_id.encode(), partitions)
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+        consumer.assign([TopicPartition(topic, p, high)])
+
+    def wait(execution_id: str) -> None:
+        key = execution_id.encode()
+        deadline = time.monotonic() + WAIT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            first = consumer.poll(0.01)
+            if first is None:
+                continue
+            for message in [first, *consumer.consume(500, 0)]:
+                if message.error() is None and message.key() == key:
+                    orjson.loads(message.value() or b"")
+                    consumer.unassign()
+                    return
+        raise TimeoutError(f"no record of {execution_id} within {WAIT_TIMEOUT_S} s")
+
+    waiting_rounds(rounds, wait, assign)
+    consumer.close()
+
+
+def waiting_rounds(rounds: int, wait: Callable[[str], None],
+                   prepare: Callable[[str], None] = lambda _: None) -> None:
+    """Each round: a fresh id, ``prepare(id)``, tell the bench, ``wait(id)``; then report when
+    each wait returned and the CPU and wall time of the rounds after the warm-up."""
+    returned: dict[str, float] = {}
+    cpu0 = wall0 = 0.0
+    for i in range(rounds):
+        if i == WARM_ROUNDS:
+            cpu0, wall0 = time.process_time(), time.monotonic()
+        execution_id = new_execution_id()
+        prepare(execution_id)
+        say(sys.stdout, "waiting", execution_id)
+        wait(execution_id)
+        returned[execution_id] = time.time()
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    say(sys.stdout, "done", json.dumps({"cpu_s": cpu, "wall_s": wall,
+                                        "cpu_pct": 100 * cpu / wall, "returned": returned}))
+
+
+def many_role(settings: Settings, n: int, ids_file: str, raw: bool) -> None:
+    rss_before = env.proc_status_kib(os.getpid(), "VmRSS") or 0
+    returned: dict[str, float] = {}
+    ids = [new_execution_id() for _ in range(n)]
+
+    async def main() -> None:
+        waits: list[Awaitable[Any]]
+        if raw:
+            consumer = RawFutures(settings)
+            waits = [consumer.wait(i) for i in ids]
+        else:
+            client = Client(settings)
+            waits = [Execution(i, client=client).result_async(timeout=WAIT_TIMEOUT_S)
+                     for i in ids]
+
+        async def one(execution_id: str, wait: Awaitable[Any]) -> None:
+            await wait
+            returned[execution_id] = time.time()
+
+        tasks = [asyncio.ensure_future(one(i, w)) for i, w in zip(ids, waits, strict=True)]
+        await asyncio.sleep(0)  # every wait is registered before its first await
+        if raw:
+            consumer.start()
+        else:
+            # status() resolves once the id's partition is read to its end: one per partition.
+            probes: dict[int, str] = {}
+            while len(probes) < settings.partitions:
+                probe = new_execution_id()
+                probes.setdefault(partition_for(probe.encode(), settings.partitions), probe)
+            await asyncio.gather(*(Execution(p, client=client).status_async(WAIT_TIMEOUT_S)
+                                   for p in probes.values()))
+        Path(ids_file).write_text("\n".join(ids))
+        say(sys.stdout, "ready")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        rss_after = env.proc_status_kib(os.getpid(), "VmRSS") or 0
+        say(sys.stdout, "done", json.dumps({
+            "rss_before_kib": rss_before, "rss_after_kib": rss_after,
+            "hwm_kib": env.proc_status_kib(os.getpid(), "VmHWM"), "returned": returned}))
+        if raw:
+            consumer.close()
+        else:
+            client.close()
+
+    asyncio.run(main())
+
+
+class RawFutures:
+    """The raw baseline of many awaits: one consumer of every partition, from their ends, in a
+    thread that resolves the future of each awaited key."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.events_topic
+        self.consumer = Consumer(consumer_config(settings, None, **{"fetch.wait.max.ms": 10}))
+        parts = self.consumer.list_topics(self.topic, timeout=30).topics[self.topic].partitions
+        ends = {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                       timeout=30)[1] for p in parts}
+        self.consumer.assign([TopicPartition(self.topic, p, o) for p, o in ends.items()])
+        self.futures: dict[bytes, asyncio.Future[Any]] = {}
+        self.loop = asyncio.get_running_loop()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.read, daemon=True)
+
+    def wait(self, execution_id: str) -> asyncio.Future[Any]:
+        future = self.futures[execution_id.encode()] = self.loop.create_future()
+        return future
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def read(self) -> None:
+        while not self.stop.is_set():
+            first = self.consumer.poll(0.01)
+            if first is None:
+                continue
+            for message in [first, *self.consumer.consume(500, 0)]:
+                future = self.futures.get(message.key() or b"")
+                if message.error() is None and future is not None:
+                    self.loop.call_soon_threadsafe(settle, future,
+                                                   orjson.loads(message.value() or b""))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        self.consumer.close()
+
+
+def settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def main(argv: list[str]) -> None:
+    role, args = argv[0], json.loads(argv[1])
+    settings = Settings()
+    if role == "load":
+        load_role(settings, **args)
+    elif role == "waiter":
+        waiter_role(settings, **args)
+    elif role == "raw-waiter":
+        raw_waiter_role(settings, **args)
+    elif role in ("many", "raw-many"):
+        many_role(settings, raw=role == "raw-many", **args)
+    else:
+        raise SystemExit(f"unknown role {role}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
