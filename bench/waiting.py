@@ -77,8 +77,9 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     settings = env.new_settings(bootstrap, "waiting")
     one = one_waiter(settings, workdir, rounds, profile)
     many_settings = env.new_settings(bootstrap, "waiting-many")
-    ours_many = many_awaits(many_settings, workdir, "many", many)
-    raw_many = many_awaits(many_settings, workdir, "raw-many", many)
+    ours_many = many_awaits(many_settings, "many", many, workdir,
+                            Profiler(workdir / "many.pyspy.txt") if profile else None)
+    raw_many = many_awaits(many_settings, "raw-many", many, workdir)
     ours, raw = one["cfstream"], one["raw"]
     load = f"{LOAD_RATE // 1000}k/s unrelated"
     result.row(f"one waiter, {load}: CPU", ours["cpu_pct"], raw["cpu_pct"], "%",
@@ -94,16 +95,20 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
                    raw_many["latency_ms"][q], "ms", target, higher_is_better=False)
     result.row(f"{label}: RSS growth", ours_many["rss_growth_mib"], raw_many["rss_growth_mib"],
                "MiB", "<= 200 MiB", higher_is_better=False)
-    profile_summary = one["cfstream"].pop("profile", None)
+    profiles = {"one waiter": one["cfstream"].pop("profile", None),
+                f"{many:,} awaits": ours_many.pop("profile", None)}
     result.details.update(partitions=settings.partitions, load_rate=LOAD_RATE, gap_s=GAP_S,
                           rounds=rounds, warm_rounds=WARM_ROUNDS, one_waiter=one,
                           many_rate=MANY_RATE, many=many, many_awaits={
                               "cfstream": ours_many, "raw": raw_many})
-    if profile_summary is not None:
-        result.details["waiter_profile"] = profile_summary
-        if "self_pct" in profile_summary:
-            top = ", ".join(f"`{f}` {p}%" for f, p in profile_summary["self_pct"][:5])
-            result.notes.append(f"waiting: waiter profile (py-spy, self time): {top}")
+    for what, summary in profiles.items():
+        if summary is None:
+            continue
+        result.details[f"profile of {what}"] = summary
+        if "self_pct" in summary:
+            top = ", ".join(f"`{f}` {p}%" for f, p in summary["self_pct"][:6])
+            result.notes.append(f"waiting: {what}, py-spy ({summary['samples']} samples), "
+                                f"self time: {top}")
     achieved = one["load_rate_achieved"]
     result.notes.append(f"waiting: {settings.partitions} events partitions; unrelated load "
                         f"{achieved:,.0f}/s achieved of {LOAD_RATE:,}/s")
@@ -184,6 +189,7 @@ def rounds_of(settings: Settings, producer: Producer, role: str, rounds: int,
     latencies = [(returned[i] - appended[i]) * 1000 for i in list(appended)[WARM_ROUNDS:]
                  if i in returned]
     report["latency_ms"] = env.summary(latencies)
+    report["latency_ms_by_round"] = [round(v, 1) for v in latencies]
     report["warm_latency_ms"] = [round((returned[i] - appended[i]) * 1000, 1)
                                  for i in list(appended)[:WARM_ROUNDS] if i in returned]
     if profiler is not None:
@@ -191,13 +197,16 @@ def rounds_of(settings: Settings, producer: Producer, role: str, rounds: int,
     return report
 
 
-def many_awaits(settings: Settings, workdir: Path, role: str, n: int) -> dict[str, Any]:
+def many_awaits(settings: Settings, role: str, n: int, workdir: Path,
+                profiler: Profiler | None = None) -> dict[str, Any]:
     producer = appender(settings)
     ids_file = workdir / f"{role}-ids.txt"
     proc = child(settings, role, n=n, ids_file=str(ids_file))
     appended: dict[str, float] = {}
     try:
         expect(proc, "ready")
+        if profiler is not None:
+            profiler.start(proc.pid)
         ids = ids_file.read_text().split()
 
         def send(i: int) -> None:
@@ -210,13 +219,19 @@ def many_awaits(settings: Settings, workdir: Path, role: str, n: int) -> dict[st
         producer.flush(30)
         report = json.loads(expect(proc, "done"))
     finally:
+        if profiler is not None:
+            profiler.stop()
         if proc.poll() is None:
             proc.kill()
         proc.wait()
     returned: dict[str, float] = report.pop("returned")
     report["resolved"] = len(returned)
-    report["latency_ms"] = env.summary([(t - appended[i]) * 1000 for i, t in returned.items()])
+    latencies = [(returned[i] - t) * 1000 for i, t in appended.items() if i in returned]
+    report["latency_ms"] = env.summary(latencies)
+    report["latency_ms_in_append_order"] = [round(v, 1) for v in latencies[::max(1, n // 100)]]
     report["rss_growth_mib"] = (report["rss_after_kib"] - report["rss_before_kib"]) / 1024
+    if profiler is not None:
+        report["profile"] = profiler.report()
     return report
 
 
