@@ -72,10 +72,10 @@ def event(execution_id: str) -> bytes:
 
 def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
         shared: dict[str, Any]) -> env.Result:
-    rounds, many = (60, 2_000) if quick else (300, 10_000)
+    rounds, seconds, many = (60, 8.0, 2_000) if quick else (300, 30.0, 10_000)
     result = env.Result("waiting")
     settings = env.new_settings(bootstrap, "waiting")
-    one = one_waiter(settings, workdir, rounds, profile)
+    one = one_waiter(settings, workdir, rounds, seconds, profile)
     many_settings = env.new_settings(bootstrap, "waiting-many")
     ours_many = many_awaits(many_settings, "many", many, workdir,
                             Profiler(workdir / "many.pyspy.txt") if profile else None)
@@ -98,7 +98,8 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     profiles = {"one waiter": one["cfstream"].pop("profile", None),
                 f"{many:,} awaits": ours_many.pop("profile", None)}
     result.details.update(partitions=settings.partitions, load_rate=LOAD_RATE, gap_s=GAP_S,
-                          rounds=rounds, warm_rounds=WARM_ROUNDS, one_waiter=one,
+                          rounds=rounds, round_seconds=seconds, warm_rounds=WARM_ROUNDS,
+                          one_waiter=one,
                           many_rate=MANY_RATE, many=many, many_awaits={
                               "cfstream": ours_many, "raw": raw_many})
     for what, summary in profiles.items():
@@ -109,6 +110,9 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
             top = ", ".join(f"`{f}` {p}%" for f, p in summary["self_pct"][:6])
             result.notes.append(f"waiting: {what}, py-spy ({summary['samples']} samples), "
                                 f"self time: {top}")
+    result.notes.append(f"waiting: one waiter, {ours['latency_ms']['n']} measured rounds of "
+                        f"cfstream, {raw['latency_ms']['n']} of raw (at most {rounds} or "
+                        f"{seconds:.0f} s each)")
     achieved = one["load_rate_achieved"]
     result.notes.append(f"waiting: {settings.partitions} events partitions; unrelated load "
                         f"{achieved:,.0f}/s achieved of {LOAD_RATE:,}/s")
@@ -128,14 +132,14 @@ def child(settings: Settings, role: str, **args: Any) -> subprocess.Popen[str]:
 
 
 def expect(proc: subprocess.Popen[str], word: str) -> str:
-    """The rest of the child's next line, which must start with ``word``."""
+    """The rest of the child's next line, which must start with ``word`` (any word if empty)."""
     assert proc.stdout is not None  # noqa: S101 - opened with PIPE
     line = proc.stdout.readline()
-    if not line.startswith(word + " "):
+    if not line.startswith(word + " " if word else "") or not line.endswith("\n"):
         proc.kill()
         raise RuntimeError(f"{proc.args!r}: expected {word!r}, got {line!r} "
                            f"(exit {proc.wait()})")
-    return line[len(word) + 1:].strip()
+    return line[len(word) + 1:].strip() if word else line.strip()
 
 
 def appender(settings: Settings) -> Producer:
@@ -144,7 +148,7 @@ def appender(settings: Settings) -> Producer:
                             overrides={"linger.ms": 0})
 
 
-def one_waiter(settings: Settings, workdir: Path, rounds: int,
+def one_waiter(settings: Settings, workdir: Path, rounds: int, seconds: float,
                profile: bool) -> dict[str, Any]:
     producer = appender(settings)
     load = child(settings, "load", rate=LOAD_RATE)
@@ -155,7 +159,7 @@ def one_waiter(settings: Settings, workdir: Path, rounds: int,
         for role, name in (("waiter", "cfstream"), ("raw-waiter", "raw")):
             profiled = profile and name == "cfstream"
             profiler = Profiler(workdir / "waiter.pyspy.txt") if profiled else None
-            figures[name] = rounds_of(settings, producer, role, rounds, profiler)
+            figures[name] = rounds_of(settings, producer, role, rounds, seconds, profiler)
     finally:
         load.send_signal(signal.SIGTERM)
         out, _ = load.communicate(timeout=60)
@@ -164,21 +168,26 @@ def one_waiter(settings: Settings, workdir: Path, rounds: int,
     return figures
 
 
-def rounds_of(settings: Settings, producer: Producer, role: str, rounds: int,
+def rounds_of(settings: Settings, producer: Producer, role: str, rounds: int, seconds: float,
               profiler: Profiler | None) -> dict[str, Any]:
-    proc = child(settings, role, rounds=WARM_ROUNDS + rounds)
+    """The measured rounds end after ``rounds`` or ``seconds``, whichever comes first."""
+    proc = child(settings, role, rounds=WARM_ROUNDS + rounds, seconds=seconds)
     appended: dict[str, float] = {}
     try:
-        for i in range(WARM_ROUNDS + rounds):
-            if i == WARM_ROUNDS and profiler is not None:
+        while True:
+            word, _, execution_id = expect(proc, "").partition(" ")
+            if word == "done":
+                report = json.loads(execution_id)
+                break
+            if word != "waiting":
+                raise RuntimeError(f"{role}: unexpected {word} {execution_id}")
+            if len(appended) == WARM_ROUNDS and profiler is not None:
                 profiler.start(proc.pid)
-            execution_id = expect(proc, "waiting")
             time.sleep(GAP_S)
             appended[execution_id] = time.time()
             producer.produce(settings.events_topic, key=execution_id.encode(),
                              value=event(execution_id))
             producer.flush(30)
-        report = json.loads(expect(proc, "done"))
     finally:
         if profiler is not None:
             profiler.stop()
@@ -272,17 +281,17 @@ def load_role(settings: Settings, rate: int) -> None:
     say(sys.stdout, "done", json.dumps([produced, seconds]))
 
 
-def waiter_role(settings: Settings, rounds: int) -> None:
+def waiter_role(settings: Settings, rounds: int, seconds: float) -> None:
     client = Client(settings)
 
     def wait(execution_id: str) -> None:
         Execution(execution_id, client=client).result(timeout=WAIT_TIMEOUT_S)
 
-    waiting_rounds(rounds, wait)
+    waiting_rounds(rounds, seconds, wait)
     client.close()
 
 
-def raw_waiter_role(settings: Settings, rounds: int) -> None:
+def raw_waiter_role(settings: Settings, rounds: int, seconds: float) -> None:
     topic = settings.events_topic
     consumer = Consumer(consumer_config(settings, None, **{"fetch.wait.max.ms": 10}))
     partitions = len(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
@@ -306,19 +315,22 @@ def raw_waiter_role(settings: Settings, rounds: int) -> None:
                     return
         raise TimeoutError(f"no record of {execution_id} within {WAIT_TIMEOUT_S} s")
 
-    waiting_rounds(rounds, wait, assign)
+    waiting_rounds(rounds, seconds, wait, assign)
     consumer.close()
 
 
-def waiting_rounds(rounds: int, wait: Callable[[str], None],
+def waiting_rounds(rounds: int, seconds: float, wait: Callable[[str], None],
                    prepare: Callable[[str], None] = lambda _: None) -> None:
     """Each round: a fresh id, ``prepare(id)``, tell the bench, ``wait(id)``; then report when
-    each wait returned and the CPU and wall time of the rounds after the warm-up."""
+    each wait returned and the CPU and wall time of the rounds after the warm-up (which end
+    after ``rounds`` or ``seconds``)."""
     returned: dict[str, float] = {}
     cpu0 = wall0 = 0.0
     for i in range(rounds):
         if i == WARM_ROUNDS:
             cpu0, wall0 = time.process_time(), time.monotonic()
+        elif i > WARM_ROUNDS and time.monotonic() - wall0 > seconds:
+            break
         execution_id = new_execution_id()
         prepare(execution_id)
         say(sys.stdout, "waiting", execution_id)
