@@ -61,6 +61,8 @@ LOAD_LEAD_S = 3.0
 # Rounds before the measured ones: the reader's first assignments read back from submit time.
 WARM_ROUNDS = 8
 WAIT_TIMEOUT_S = 30.0
+# py-spy stalls the process it attaches to for a moment: not a latency of the waiter's.
+PROFILER_ATTACH_S = 1.0
 
 
 def event(execution_id: str) -> bytes:
@@ -183,6 +185,7 @@ def rounds_of(settings: Settings, producer: Producer, role: str, rounds: int, se
                 raise RuntimeError(f"{role}: unexpected {word} {execution_id}")
             if len(appended) == WARM_ROUNDS and profiler is not None:
                 profiler.start(proc.pid)
+                time.sleep(PROFILER_ATTACH_S)
             time.sleep(GAP_S)
             appended[execution_id] = time.time()
             producer.produce(settings.events_topic, key=execution_id.encode(),
@@ -216,6 +219,7 @@ def many_awaits(settings: Settings, role: str, n: int, workdir: Path,
         expect(proc, "ready")
         if profiler is not None:
             profiler.start(proc.pid)
+            time.sleep(PROFILER_ATTACH_S)
         ids = ids_file.read_text().split()
 
         def send(i: int) -> None:
