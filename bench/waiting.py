@@ -26,6 +26,7 @@ rounds, divided by their wall time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -33,12 +34,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from bench import env
 from bench.profiling import Profiler
@@ -86,6 +87,9 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     load = f"{LOAD_RATE // 1000}k/s unrelated"
     result.row(f"one waiter, {load}: CPU", ours["cpu_pct"], raw["cpu_pct"], "%",
                "<= 5% of a core", higher_is_better=False)
+    every = one["raw_every_partition"]
+    result.row(f"one waiter, {load}: CPU beside a raw reader of all {settings.partitions} "
+               "partitions", ours["cpu_pct"], every["cpu_pct"], "%", higher_is_better=False)
     for q, target in (("p50", "<= 5 ms, <= 2x raw"), ("p99", "<= 20 ms, <= 2x raw")):
         result.row(f"one waiter, {load}: appended -> result() {q}", ours["latency_ms"][q],
                    raw["latency_ms"][q], "ms", target, higher_is_better=False)
@@ -144,6 +148,19 @@ def expect(proc: subprocess.Popen[str], word: str) -> str:
     return line[len(word) + 1:].strip() if word else line.strip()
 
 
+@contextlib.contextmanager
+def stopped_after(proc: subprocess.Popen[str], profiler: Profiler | None) -> Iterator[None]:
+    """Stops the profiler and the child (if it has not ended) however the block ends."""
+    try:
+        yield
+    finally:
+        if profiler is not None:
+            profiler.stop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
 def appender(settings: Settings) -> Producer:
     """The bench's producer of awaited events: the client's settings, but no linger."""
     return env.raw_producer(settings, warm_topic=settings.events_topic,
@@ -162,6 +179,9 @@ def one_waiter(settings: Settings, workdir: Path, rounds: int, seconds: float,
             profiled = profile and name == "cfstream"
             profiler = Profiler(workdir / "waiter.pyspy.txt") if profiled else None
             figures[name] = rounds_of(settings, producer, role, rounds, seconds, profiler)
+        every = child(settings, "raw-every", seconds=seconds / 3)
+        figures["raw_every_partition"] = json.loads(expect(every, "done"))
+        every.wait()
     finally:
         load.send_signal(signal.SIGTERM)
         out, _ = load.communicate(timeout=60)
@@ -175,7 +195,7 @@ def rounds_of(settings: Settings, producer: Producer, role: str, rounds: int, se
     """The measured rounds end after ``rounds`` or ``seconds``, whichever comes first."""
     proc = child(settings, role, rounds=WARM_ROUNDS + rounds, seconds=seconds)
     appended: dict[str, float] = {}
-    try:
+    with stopped_after(proc, profiler):
         while True:
             word, _, execution_id = expect(proc, "").partition(" ")
             if word == "done":
@@ -191,12 +211,6 @@ def rounds_of(settings: Settings, producer: Producer, role: str, rounds: int, se
             producer.produce(settings.events_topic, key=execution_id.encode(),
                              value=event(execution_id))
             producer.flush(30)
-    finally:
-        if profiler is not None:
-            profiler.stop()
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
     returned: dict[str, float] = report.pop("returned")
     latencies = [(returned[i] - appended[i]) * 1000 for i in list(appended)[WARM_ROUNDS:]
                  if i in returned]
@@ -215,7 +229,7 @@ def many_awaits(settings: Settings, role: str, n: int, workdir: Path,
     ids_file = workdir / f"{role}-ids.txt"
     proc = child(settings, role, n=n, ids_file=str(ids_file))
     appended: dict[str, float] = {}
-    try:
+    with stopped_after(proc, profiler):
         expect(proc, "ready")
         if profiler is not None:
             profiler.start(proc.pid)
@@ -231,12 +245,6 @@ def many_awaits(settings: Settings, role: str, n: int, workdir: Path,
         env.paced(n, MANY_RATE, send)
         producer.flush(30)
         report = json.loads(expect(proc, "done"))
-    finally:
-        if profiler is not None:
-            profiler.stop()
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
     returned: dict[str, float] = report.pop("returned")
     report["resolved"] = len(returned)
     latencies = [(returned[i] - t) * 1000 for i, t in appended.items() if i in returned]
@@ -309,10 +317,7 @@ def raw_waiter_role(settings: Settings, rounds: int, seconds: float) -> None:
         key = execution_id.encode()
         deadline = time.monotonic() + WAIT_TIMEOUT_S
         while time.monotonic() < deadline:
-            first = consumer.poll(0.01)
-            if first is None:
-                continue
-            for message in [first, *consumer.consume(500, 0)]:
+            for message in batch(consumer):
                 if message.error() is None and message.key() == key:
                     orjson.loads(message.value() or b"")
                     consumer.unassign()
@@ -321,6 +326,34 @@ def raw_waiter_role(settings: Settings, rounds: int, seconds: float) -> None:
 
     waiting_rounds(rounds, seconds, wait, assign)
     consumer.close()
+
+
+def raw_every_role(settings: Settings, seconds: float) -> None:
+    """A Consumer of every events partition from their ends, comparing each record's key as the
+    raw waiter does, for ``seconds``: its CPU share."""
+    topic = settings.events_topic
+    consumer = Consumer(consumer_config(settings, None, **{"fetch.wait.max.ms": 10}))
+    parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            for p in parts}
+    consumer.assign([TopicPartition(topic, p, o) for p, o in ends.items()])
+    key, read = new_execution_id().encode(), 0
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    while time.monotonic() - wall0 < seconds:
+        for message in batch(consumer):
+            read += 1
+            if message.error() is None and message.key() == key:
+                raise RuntimeError("a fresh id's record was read")
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    say(sys.stdout, "done", json.dumps({"cpu_s": cpu, "wall_s": wall, "cpu_pct": 100 * cpu / wall,
+                                        "records_per_s": read / wall}))
+    consumer.close()
+
+
+def batch(consumer: Consumer) -> list[Message]:
+    """What one poll brings: nothing within 10 ms, or a record and up to 500 more ready ones."""
+    first = consumer.poll(0.01)
+    return [] if first is None else [first, *consumer.consume(500, 0)]
 
 
 def waiting_rounds(rounds: int, seconds: float, wait: Callable[[str], None],
@@ -416,10 +449,7 @@ class RawFutures:
 
     def read(self) -> None:
         while not self.stop.is_set():
-            first = self.consumer.poll(0.01)
-            if first is None:
-                continue
-            for message in [first, *self.consumer.consume(500, 0)]:
+            for message in batch(self.consumer):
                 future = self.futures.get(message.key() or b"")
                 if message.error() is None and future is not None:
                     self.loop.call_soon_threadsafe(settle, future,
@@ -445,6 +475,8 @@ def main(argv: list[str]) -> None:
         waiter_role(settings, **args)
     elif role == "raw-waiter":
         raw_waiter_role(settings, **args)
+    elif role == "raw-every":
+        raw_every_role(settings, **args)
     elif role in ("many", "raw-many"):
         many_role(settings, raw=role == "raw-many", **args)
     else:
