@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -411,17 +412,40 @@ def many_role(settings: Settings, n: int, ids_file: str, raw: bool) -> None:
                                    for p in probes.values()))
         Path(ids_file).write_text("\n".join(ids))
         say(sys.stdout, "ready")
+        pauses = GcPauses()
         await asyncio.gather(*tasks, return_exceptions=True)
+        gc.callbacks.remove(pauses.on)
         rss_after = env.proc_status_kib(os.getpid(), "VmRSS") or 0
         say(sys.stdout, "done", json.dumps({
             "rss_before_kib": rss_before, "rss_after_kib": rss_after,
-            "hwm_kib": env.proc_status_kib(os.getpid(), "VmHWM"), "returned": returned}))
+            "hwm_kib": env.proc_status_kib(os.getpid(), "VmHWM"), "gc_pauses": pauses.summary(),
+            "returned": returned}))
         if raw:
             consumer.close()
         else:
             client.close()
 
     asyncio.run(main())
+
+
+class GcPauses:
+    """The garbage collector's pauses from now on (a full collection of 10k waits' objects
+    stops every thread)."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.ms: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        gc.callbacks.append(self.on)
+
+    def on(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.ms[info["generation"]].append((time.perf_counter() - self.started) * 1000)
+
+    def summary(self) -> dict[str, Any]:
+        return {f"gen{g}": {"n": len(ms), "max_ms": round(max(ms, default=0.0), 1),
+                            "total_ms": round(sum(ms), 1)} for g, ms in self.ms.items()}
 
 
 class RawFutures:
