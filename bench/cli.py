@@ -42,6 +42,7 @@ ABOUT = {
     "recovery": "a replica's restore from the changelog, and its restart on its own state",
     "e2e": "submit() to the worker's started event, no delay",
     "failover": "one of two processor replicas killed while calls come due",
+    "waiting": "result() under unrelated event traffic, and many concurrent awaits",
 }
 DEFAULT_OUT = Path(__file__).parent / "results"
 
