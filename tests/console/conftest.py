@@ -39,8 +39,10 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Per module: Playwright's sync API holds an event loop on this thread while it runs,
+    and asyncio.run() in later tests must not find one."""
     from playwright.sync_api import sync_playwright
 
     path = chromium_path()
@@ -74,7 +76,7 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     try:
         services.processor()
         services.worker()
-        client.submit_task(pipeline_tasks.slow, (0,), {}).result(timeout=READY_TIMEOUT)
+        pipeline_tasks.slow.submit_to(client, 0).result(timeout=READY_TIMEOUT)
         yield Pipeline(settings, services, client, events, start_console(services))
     finally:
         events.close()

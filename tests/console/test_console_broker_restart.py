@@ -33,7 +33,7 @@ def test_the_page_updates_again_after_the_broker_restarts(tmp_path: Path, page: 
         ensure_topics(settings)
         services.processor()
         url = start_console(services)
-        before = client.submit_task(waiting, ("before", 1), {})
+        before = waiting.submit_to(client, "before", 1)
         page.goto(url)
         expect(page.locator(f'#pending tr[data-id="{before.id}"]')).to_have_count(
             1, timeout=TIMEOUT_MS)
@@ -41,7 +41,7 @@ def test_the_page_updates_again_after_the_broker_restarts(tmp_path: Path, page: 
         broker.stop(remove_data=False)
         broker.start()  # same port, same data
         page.evaluate("window.__same_page = true")
-        after = client.submit_task(waiting, ("after", 2), {})
+        after = waiting.submit_to(client, "after", 2)
         expect(page.locator(f'#pending tr[data-id="{after.id}"]')).to_have_count(
             1, timeout=TIMEOUT_MS)
         expect(page.locator(f'#pending tr[data-id="{before.id}"]')).to_have_count(1)

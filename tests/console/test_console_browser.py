@@ -31,7 +31,7 @@ def row(page: Any, execution_id: str) -> Any:
 
 def burst_story(pipeline: Pipeline, page: Any, key: str, edits: int) -> list[Any]:
     """Edits of one document collapse into one run; the page shows the first edit's story."""
-    burst = [pipeline.client.submit_task(pipeline_tasks.notify_update, (key, 3, f"edit {i}"), {})
+    burst = [pipeline_tasks.notify_update.submit_to(pipeline.client, key, 3, f"edit {i}")
              for i in range(edits)]
     assert burst[-1].result(timeout=60) == f"{key}:3:edit {edits - 1}"
     page.goto(pipeline.console_url)
@@ -45,7 +45,7 @@ def burst_story(pipeline: Pipeline, page: Any, key: str, edits: int) -> list[Any
 def test_pending_calls_show_their_arguments_as_text_and_are_searchable(
         pipeline: Pipeline, page: Any) -> None:
     waiting = pipeline_tasks.notify.with_delay(LONG)
-    ids = [pipeline.client.submit_task(waiting, (text, 7), {}).id for text in XSS]
+    ids = [waiting.submit_to(pipeline.client, text, 7).id for text in XSS]
     page.goto(pipeline.console_url)
     for execution_id, text in zip(ids, XSS, strict=True):
         expect(row(page, execution_id).locator(".args")).to_have_text(
@@ -69,7 +69,7 @@ def test_a_new_call_appears_without_a_reload(pipeline: Pipeline, page: Any) -> N
     expect(page.locator("#status")).to_have_text(re.compile("^live"), timeout=TIMEOUT_MS)
     page.evaluate("window.__same_page = true")
     waiting = pipeline_tasks.notify.with_delay(LONG)
-    execution = pipeline.client.submit_task(waiting, ("live", 1), {})
+    execution = waiting.submit_to(pipeline.client, "live", 1)
     expect(row(page, execution.id)).to_have_count(1, timeout=TIMEOUT_MS)
     task_row = page.locator(f'#tasks tr[data-task="{pipeline_tasks.notify.name}"]')
     expect(task_row).to_have_count(1)
@@ -84,7 +84,7 @@ def test_an_executions_story_follows_its_deferral_chain_to_the_result(
     expect(page.locator("#story .step").nth(0)).to_contain_text("replaced")
     expect(page.locator("#story .result")).to_have_text('"u:3:edit 2"')
 
-    failing = pipeline.client.submit_task(pipeline_tasks.explode, ("t", 1), {})
+    failing = pipeline_tasks.explode.submit_to(pipeline.client, "t", 1)
     pipeline.events.one(failing.id, "failed", timeout=60)
     page.fill("#story-id", failing.id)
     page.click("#story-form button")
@@ -94,7 +94,7 @@ def test_an_executions_story_follows_its_deferral_chain_to_the_result(
 
 def test_a_pending_call_is_cancelled_after_a_confirmation(pipeline: Pipeline, page: Any) -> None:
     waiting = pipeline_tasks.notify.with_delay(LONG)
-    execution = pipeline.client.submit_task(waiting, ("cancel me", 9), {})
+    execution = waiting.submit_to(pipeline.client, "cancel me", 9)
     page.goto(pipeline.console_url)
     target = row(page, execution.id)
     target.locator("button.cancel").click(timeout=TIMEOUT_MS)
@@ -142,7 +142,7 @@ def test_dead_letters_are_counted(pipeline: Pipeline, page: Any) -> None:
 def test_a_screenshot_of_a_burst_collapsing(pipeline: Pipeline, page: Any,
                                             tmp_path: Path) -> None:
     """The README's picture: CFSTREAM_CONSOLE_SCREENSHOT=docs/console.png writes it there."""
-    later = pipeline.client.submit_task(pipeline_tasks.notify.with_delay(LONG), ("ada", 42), {})
+    later = pipeline_tasks.notify.with_delay(LONG).submit_to(pipeline.client, "ada", 42)
     burst_story(pipeline, page, "7", 5)
     expect(row(page, later.id)).to_have_count(1, timeout=TIMEOUT_MS)
     path = Path(os.environ.get("CFSTREAM_CONSOLE_SCREENSHOT") or tmp_path / "console.png")

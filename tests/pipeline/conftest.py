@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,44 +14,11 @@ from cfstream.kafka.topics import ensure_topics
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import EventLog, Services  # noqa: E402
+from harness import EventLog, Pipeline, PipelineFactory, Services  # noqa: E402
 
 # Partitions for test topics: enough for two replicas to split, few enough to start fast.
 PARTITIONS = 4
-# A cold processor joins the group, creates its changelog and restores before it fires anything.
-READY_TIMEOUT = 120
 
-
-@dataclass
-class Pipeline:
-    settings: cf.Settings
-    services: Services
-    client: cf.Client
-    events: EventLog
-
-    def submit(self, task: cf.Task, *args: object, **kwargs: object) -> cf.Execution:
-        return task.submit_to(self.client, *args, **kwargs)
-
-    def result(self, execution: cf.Execution, timeout: float = 60) -> object:
-        """``execution.result()``, and on a timeout the events seen for it and its successors."""
-        try:
-            return execution.result(timeout=timeout)
-        except TimeoutError:
-            chain, current = [], execution.id
-            while current and len(chain) < 50:
-                events = self.events.of(current)
-                chain.append((current, [(e["type"], e.get("ts_ms"), e.get("successor"))
-                                        for e in events]))
-                current = next((e["successor"] for e in events if e["type"] == "deferred"), None)
-            raise AssertionError(f"no result for {execution.id}; events: {chain}") from None
-
-    def wait_ready(self) -> None:
-        import pipeline_tasks
-
-        self.submit(pipeline_tasks.slow, 0).result(timeout=READY_TIMEOUT)
-
-
-PipelineFactory = Callable[..., Pipeline]
 
 
 @pytest.fixture(scope="module")

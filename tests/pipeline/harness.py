@@ -11,13 +11,17 @@ import threading
 import time
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cfstream as cf
 from cfstream.events.tail import tail
 from cfstream.settings import Settings
 
 HERE = Path(__file__).parent
+# A cold processor joins the group, creates its changelog and restores before it fires anything.
+READY_TIMEOUT = 120
 CFSTREAM = [sys.executable, "-m", "cfstream"]
 Event = dict[str, Any]
 
@@ -136,3 +140,35 @@ def pipeline_conftest() -> types.ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@dataclass
+class Pipeline:
+    settings: cf.Settings
+    services: Services
+    client: cf.Client
+    events: EventLog
+
+    def submit(self, task: cf.Task, *args: object, **kwargs: object) -> cf.Execution:
+        return task.submit_to(self.client, *args, **kwargs)
+
+    def result(self, execution: cf.Execution, timeout: float = 60) -> object:
+        """``execution.result()``, and on a timeout the events seen for it and its successors."""
+        try:
+            return execution.result(timeout=timeout)
+        except TimeoutError:
+            chain, current = [], execution.id
+            while current and len(chain) < 50:
+                events = self.events.of(current)
+                chain.append((current, [(e["type"], e.get("ts_ms"), e.get("successor"))
+                                        for e in events]))
+                current = next((e["successor"] for e in events if e["type"] == "deferred"), None)
+            raise AssertionError(f"no result for {execution.id}; events: {chain}") from None
+
+    def wait_ready(self) -> None:
+        import pipeline_tasks
+
+        self.submit(pipeline_tasks.slow, 0).result(timeout=READY_TIMEOUT)
+
+
+PipelineFactory = Callable[..., Pipeline]

@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pipeline_tasks
 import pytest
-from conftest import Pipeline, PipelineFactory
+from harness import Pipeline, PipelineFactory
 
 import cfstream as cf
 from cfstream.examples import web

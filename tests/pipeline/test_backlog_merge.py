@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import PipelineFactory
+from harness import PipelineFactory
 from pipeline_tasks import latest, slow
 
 pytestmark = pytest.mark.kafka

@@ -10,7 +10,7 @@ import time
 import uuid
 
 import pytest
-from conftest import Pipeline
+from harness import Pipeline
 from pipeline_tasks import (
     D,
     after_seconds,

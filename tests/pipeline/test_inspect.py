@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from conftest import Pipeline
+from harness import Pipeline
 from pipeline_tasks import after_seconds, notify_update
 
 import cfstream as cf

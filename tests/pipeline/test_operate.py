@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from conftest import PipelineFactory
+from harness import PipelineFactory
 from pipeline_tasks import notify_update
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 from confluent_kafka.admin import AdminClient
-from conftest import Pipeline, PipelineFactory
+from harness import Pipeline, PipelineFactory
 from pipeline_tasks import after_seconds, notify_update
 
 pytestmark = pytest.mark.kafka

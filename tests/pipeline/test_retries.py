@@ -8,7 +8,7 @@ import signal
 import uuid
 
 import pytest
-from conftest import Pipeline, PipelineFactory
+from harness import Pipeline, PipelineFactory
 from pipeline_tasks import flaky, outlives_a_crash, picky, settles
 
 import cfstream as cf

@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import PipelineFactory
+from harness import PipelineFactory
 from pipeline_tasks import recorded
 
 import cfstream as cf

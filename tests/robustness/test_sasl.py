@@ -130,7 +130,7 @@ def bad_login(sasl_broker: LocalBroker,
     began = time.monotonic()
     error: BaseException | None = None
     try:
-        client.submit("pipeline_tasks:slow", [0])
+        cf.submit("pipeline_tasks:slow", [0], client=client)
     except Exception as exc:  # what it is, is what the tests check
         error = exc.with_traceback(None)  # its frames hold the client's Kafka handles
     seconds = time.monotonic() - began
