@@ -10,14 +10,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
 from cfstream.client import Client, current_client
 from cfstream.codec import SCALAR_TEXT, canonical, json_text, to_json_value
 from cfstream.errors import ConfigurationError, DeferKeyError
 from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
-from cfstream.wire import KEY_SEPARATOR, MAX_DELAY_MS, CallRecords
+from cfstream.wire import KEEP_VALUES, KEY_SEPARATOR, MAX_DELAY_MS, CallRecords
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,6 +37,7 @@ class Defer:
 
 
 DeferOption = bool | Callable[..., str] | Defer | None
+Keep = Literal["last", "first"]
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -84,10 +85,13 @@ class Task(Generic[P, R]):
     delay_ms: int = 0
     defer: DeferOption = None
     max_wait_ms: int | None = None
+    leading: bool = False
+    keep: str = "last"
 
     def __post_init__(self) -> None:
         if KEY_SEPARATOR in self.name:
             raise ConfigurationError(f"task name {self.name!r} must not contain {KEY_SEPARATOR!r}")
+        check_modes(self.leading, self.keep, bool(self.defer), self.delay_ms, ConfigurationError)
         if self.max_wait_ms is not None:
             if not self.defer:
                 raise ConfigurationError("max_wait only applies with defer; set defer=True too")
@@ -192,7 +196,7 @@ class Task(Generic[P, R]):
     @cached_property
     def records(self) -> CallRecords:
         """Writes this task's calls-topic records."""
-        return CallRecords(self.name, self.delay_ms, self.max_wait_ms)
+        return CallRecords(self.name, self.delay_ms, self.max_wait_ms, self.leading, self.keep)
 
     @cached_property
     def _positional(self) -> _Positional | None:
@@ -240,6 +244,20 @@ class Task(Generic[P, R]):
         return key
 
 
+def check_modes(leading: Any, keep: Any, deferred: bool, delay_ms: int,
+                error: type[Exception]) -> None:
+    """Raise ``error`` for a bad ``leading`` or ``keep``, or one without what it needs."""
+    if not isinstance(leading, bool):
+        raise error(f"leading must be True or False, got {leading!r}")
+    if keep not in KEEP_VALUES:
+        raise error(f"keep must be 'last' or 'first', got {keep!r}")
+    if (leading or keep != "last") and not deferred:
+        raise error("leading and keep only apply to deferred calls; set defer too")
+    if leading and delay_ms <= 0:
+        raise error("leading=True needs a delay: it is the quiet period after the leading run "
+                    "in which calls collapse into one trailing run")
+
+
 def _hashed(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
@@ -263,24 +281,31 @@ def task(fn: Callable[P, R], /) -> Task[P, R]: ...
 def task(
     *, delay: dt.timedelta | float | int = 0, defer: DeferOption = False,
     max_wait: dt.timedelta | float | int | None = None, name: str | None = None,
+    leading: bool = False, keep: Keep = "last",
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
 def task(
     fn: Callable[..., Any] | None = None, /, *, delay: dt.timedelta | float | int = 0,
     defer: DeferOption = False, max_wait: dt.timedelta | float | int | None = None,
-    name: str | None = None,
+    name: str | None = None, leading: bool = False, keep: Keep = "last",
 ) -> Any:
-    """Register a task: ``@cf.task`` or ``@cf.task(delay=60, defer=True, max_wait=600)``."""
+    """Register a task: ``@cf.task`` or ``@cf.task(delay=60, defer=True, max_wait=600)``.
+
+    ``leading=True`` runs a quiet key's first call at once (then debounces the rest into one
+    trailing run); ``keep="first"`` runs a window's first call, each newer one pushing it back.
+    """
     delay_ms = to_ms(delay, "delay") or 0
     max_wait_ms = to_ms(max_wait, "max_wait")
+    check_modes(leading, keep, bool(defer), delay_ms, ConfigurationError)  # before func comes
 
     def register(func: Callable[P, R]) -> Task[P, R]:
         if not callable(func):
             raise ConfigurationError(f"@cf.task decorates a function, got {func!r}")
         task_name = name or f"{func.__module__}:{func.__qualname__}"
         new = Task(fn=func, name=task_name, delay_ms=delay_ms,
-                   defer=None if defer is False else defer, max_wait_ms=max_wait_ms)
+                   defer=None if defer is False else defer, max_wait_ms=max_wait_ms,
+                   leading=leading, keep=keep)
         _registry[task_name] = new
         return new
 

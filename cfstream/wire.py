@@ -3,6 +3,7 @@
 Calls topic (key: the call's key, see :attr:`Call.key`), one of:
     {"v": 1, "kind": "call", "id", "task", "args", "kwargs", "submitted_ms",
      "delay_ms", "defer_key", "max_wait_ms"}
+    ... with "v": 2 and "leading": true and/or "keep": "first" (deferring modes)
     {"v": 1, "kind": "tick", "id"}       (the processor's own timer record)
     {"v": 1, "kind": "cancel", "id"}     (cancel the pending call with this id)
 Executions topic (same key): a call plus "due_ms" and "fired_ms".
@@ -22,6 +23,13 @@ import orjson
 from cfstream.errors import CfStreamError
 
 SCHEMA_VERSION = 1
+# A call that sets a deferring mode (leading, keep) is written as v2: a v1-only reader rejects it
+# (dead letter) instead of ignoring the field and running the wrong call at the wrong time.
+MODES_VERSION = 2
+READ_VERSIONS = (SCHEMA_VERSION, MODES_VERSION)
+# keep=: which call of a deferral window runs. "last" (the default) replaces the pending call
+# with each newer one; "first" keeps the pending call and only pushes its due time back.
+KEEP_VALUES = ("last", "first")
 # Calls stamped further from the processor's clock than this are rejected: a wrong clock or unit
 # (seconds for milliseconds) would otherwise schedule a call decades away.
 MAX_CLOCK_SKEW_MS = 7 * 24 * 3600 * 1000
@@ -64,6 +72,8 @@ class Call:
     delay_ms: int = 0
     defer_key: str | None = None
     max_wait_ms: int | None = None
+    leading: bool = False  # a quiet key's first call runs at once
+    keep: str = "last"  # "first": newer calls push the pending one back instead of replacing it
 
     @property
     def key(self) -> str:
@@ -74,10 +84,23 @@ class Call:
 
     def to_dict(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies the arguments (a third of submit's time).
-        return {"v": SCHEMA_VERSION, "kind": "call", "id": self.id, "task": self.task,
+        data = {"v": SCHEMA_VERSION, "kind": "call", "id": self.id, "task": self.task,
                 "args": self.args, "kwargs": self.kwargs, "submitted_ms": self.submitted_ms,
                 "delay_ms": self.delay_ms, "defer_key": self.defer_key,
                 "max_wait_ms": self.max_wait_ms}
+        if self.leading or self.keep != "last":  # modes: fields only when set, and v2
+            data["v"] = MODES_VERSION
+            data.update(_mode_fields(self.leading, self.keep))
+        return data
+
+
+def _mode_fields(leading: bool, keep: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if leading:
+        fields["leading"] = True
+    if keep != "last":
+        fields["keep"] = keep
+    return fields
 
 
 class CallRecords:
@@ -85,20 +108,25 @@ class CallRecords:
     bytes ``dumps(Call(...).to_dict())`` writes, without building the Call and its dict (submit's
     hot path). The parts that are the same for every call of the task are written once."""
 
-    __slots__ = ("_key_head", "_middle", "_tail", "_deferred", "_deferred_tail")
+    __slots__ = ("_key_head", "_start", "_middle", "_tail", "_deferred", "_deferred_tail")
 
-    def __init__(self, task: str, delay_ms: int, max_wait_ms: int | None) -> None:
+    def __init__(self, task: str, delay_ms: int, max_wait_ms: int | None,
+                 leading: bool = False, keep: str = "last") -> None:
+        modes = "".join(f",{json.dumps(k)}:{json.dumps(v)}"
+                        for k, v in _mode_fields(leading, keep).items())
+        version = MODES_VERSION if modes else SCHEMA_VERSION
         self._key_head = f"{task}{KEY_SEPARATOR}"
+        self._start = f'{{"v":{version},"kind":"call","id":"'
         self._middle = f'","task":{encode_basestring(task)},"args":'
-        self._tail = f',"delay_ms":{delay_ms},"defer_key":null,"max_wait_ms":null}}'
+        self._tail = f',"delay_ms":{delay_ms},"defer_key":null,"max_wait_ms":null{modes}}}'
         self._deferred = f',"delay_ms":{delay_ms},"defer_key":'
         self._deferred_tail = (',"max_wait_ms":'
-                               f'{"null" if max_wait_ms is None else max_wait_ms}}}')
+                               f'{"null" if max_wait_ms is None else max_wait_ms}{modes}}}')
 
     def record(self, call_id: str, args_json: str, kwargs_json: str, submitted_ms: int,
                defer_key: str | None) -> tuple[bytes, bytes]:
         """``(key, value)``; ``call_id`` comes from ``new_execution_id`` (nothing to escape)."""
-        head = f'{{"v":{SCHEMA_VERSION},"kind":"call","id":"{call_id}{self._middle}{args_json},' \
+        head = f'{self._start}{call_id}{self._middle}{args_json},' \
                f'"kwargs":{kwargs_json},"submitted_ms":{submitted_ms}'
         if defer_key is None:
             return call_id.encode(), f"{head}{self._tail}".encode()
@@ -150,9 +178,9 @@ def parse_json(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidRecord("not_object", f"expected a JSON object, got {type(data).__name__}")
     version = data.get("v")
-    if isinstance(version, bool) or version != SCHEMA_VERSION:
+    if isinstance(version, bool) or version not in READ_VERSIONS:
         raise InvalidRecord("unknown_version",
-                            f"unknown schema version {version!r}; this cfstream reads v1")
+                            f"unknown schema version {version!r}; this cfstream reads v1 and v2")
     return data
 
 
@@ -187,7 +215,7 @@ def _field(data: dict[str, Any], name: str, kinds: type | tuple[type, ...],
 
 
 def _kind_names(kinds: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", str: "a string", list: "an array", dict: "an object",
+    names = {bool: "a boolean", int: "an integer", str: "a string", list: "an array", dict: "an object",
              float: "a number"}
     seq = kinds if isinstance(kinds, tuple) else (kinds,)
     return " or ".join(names.get(k, k.__name__) for k in seq)
@@ -232,6 +260,7 @@ def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
     call_id, task, submitted = get("id"), get("task"), get("submitted_ms")
     args, kwargs, delay = get("args"), get("kwargs"), get("delay_ms")
     defer_key, max_wait = get("defer_key"), get("max_wait_ms")
+    leading, keep = get("leading"), get("keep")
     if (type(call_id) is str and call_id and type(task) is str and task
             and KEY_SEPARATOR not in task and type(submitted) is int
             and (now_ms is None or abs(submitted - now_ms) <= MAX_CLOCK_SKEW_MS)
@@ -240,7 +269,9 @@ def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
             and (delay is None or (type(delay) is int and 0 <= delay <= MAX_DELAY_MS))
             and (defer_key is None or type(defer_key) is str)
             and (max_wait is None or (type(max_wait) is int and 0 <= max_wait <= MAX_DELAY_MS
-                                      and defer_key is not None))):
+                                      and defer_key is not None))
+            and (leading is None or leading is False)
+            and (keep is None or keep == "last")):
         return Call(call_id, task, args or [], kwargs or {}, submitted, delay or 0, defer_key,
                     max_wait)
     return _checked_call(data, now_ms)
@@ -250,7 +281,8 @@ def trusted_call(data: dict[str, Any]) -> Call:
     """A :class:`Call` from a dict cfstream wrote itself (the processor's own state)."""
     return Call(data["id"], data["task"], data.get("args") or [], data.get("kwargs") or {},
                 data["submitted_ms"], data.get("delay_ms") or 0, data.get("defer_key"),
-                data.get("max_wait_ms"))
+                data.get("max_wait_ms"), data.get("leading") or False,
+                data.get("keep") or "last")
 
 
 def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
@@ -271,6 +303,13 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
     defer_key = _field(data, "defer_key", str, required=False)
     if max_wait is not None and defer_key is None:
         raise InvalidRecord("missing_field", "max_wait_ms needs a defer_key")
+    leading = _field(data, "leading", bool, required=False) or False
+    keep = _field(data, "keep", str, required=False)
+    keep = "last" if keep is None else keep
+    if keep not in KEEP_VALUES:
+        raise InvalidRecord("bad_value", f"field 'keep' must be 'last' or 'first', got {keep!r}")
+    if (leading or keep != "last") and defer_key is None:
+        raise InvalidRecord("missing_field", "leading and keep need a defer_key")
     return Call(
         id=call_id,
         task=task,
@@ -280,6 +319,8 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
         delay_ms=_duration(data, "delay_ms", required=False) or 0,
         defer_key=defer_key,
         max_wait_ms=max_wait,
+        leading=leading,
+        keep=keep,
     )
 
 

@@ -10,6 +10,7 @@ differed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import decimal
 import functools
@@ -111,8 +112,8 @@ def test_shared_definitions_are_the_same_in_every_schema() -> None:
     for field, spec in call_fields.items():
         if field != "kind":
             assert execution["properties"][field] == spec, field
-    assert execution["if"] == call["$defs"]["call"]["if"]
-    assert execution["then"] == call["$defs"]["call"]["then"]
+    for keyword in ("if", "then", "allOf"):
+        assert execution[keyword] == call["$defs"]["call"][keyword]
 
 
 def test_schema_bounds_are_the_code_constants() -> None:
@@ -160,6 +161,10 @@ def built_calls() -> list[Call]:
         Task(fn=notify, name=name, delay_ms=60_000, defer=True, max_wait_ms=600_000),
         Task(fn=notify, name=name, defer=Defer(params=["user_id"])),
         Task(fn=notify, name=name, defer=lambda user_id, *_a, **_k: f"user:{user_id}"),
+        Task(fn=notify, name=name, delay_ms=60_000, defer=True, leading=True),
+        Task(fn=notify, name=name, defer=Defer(params=["user_id"]), keep="first"),
+        Task(fn=notify, name=name, delay_ms=1, defer=True, max_wait_ms=9, leading=True,
+             keep="first"),
     ]
     for task in tasks:
         task.submit_to(client, *ODD_ARGS, **ODD_KWARGS)
@@ -170,6 +175,9 @@ def built_calls() -> list[Call]:
            delay=1.5, defer_key="customer:1", max_wait=dt.timedelta(minutes=5), client=client)
     submit("billing.tasks:charge", client=client)
     submit("billing.tasks:charge", defer_key="", client=client)
+    submit("billing.tasks:charge", [2], delay=3, defer_key="customer:2", leading=True,
+           keep="first", client=client)
+    submit("billing.tasks:charge", [3], defer_key="customer:3", keep="last", client=client)
     made = list(client.calls)
     made.append(Call(id=ID, task="app.tasks:plain", args=[], kwargs={}, submitted_ms=NOW))
     made.append(Call(id=ID, task="app.tasks:full", args=[1, [2, 3]], kwargs={"x": {"y": 1.5}},
@@ -186,6 +194,8 @@ def test_the_client_builds_every_flavour_of_call() -> None:
     assert any(c.max_wait_ms is not None for c in CALLS)
     assert any((c.defer_key or "").startswith("sha256:") for c in CALLS)
     assert any(c.defer_key == "" for c in CALLS)
+    assert {(c.leading, c.keep) for c in CALLS} == {
+        (False, "last"), (True, "last"), (False, "first"), (True, "first")}
 
 
 @pytest.mark.parametrize("call", CALLS, ids=lambda c: f"{c.task}-{c.defer_key}")
@@ -274,7 +284,12 @@ def rule_events() -> list[dict[str, Any]]:
     pending = rules.accept(None, make("c", NOW), NOW, 60_000)
     cancelled = rules.cancel(pending.slot, "c", NOW + 1, 60_000, reason="user left")
     default = rules.cancel(pending.slot, "c", NOW + 1, 0)
-    for decision in (first, second, late, fired, after, at_once, pending, cancelled, default):
+    kept = rules.accept(pending.slot, dataclasses.replace(make("d", NOW + 5), keep="first"),
+                        NOW + 5, 60_000)
+    lead = rules.accept(None, dataclasses.replace(make("e", NOW), leading=True), NOW, 60_000)
+    assert lead.executions
+    for decision in (first, second, late, fired, after, at_once, pending, cancelled, default,
+                     kept, lead):
         out += decision.events
     assert fired.executions and at_once.executions
     return out
@@ -339,7 +354,7 @@ def test_events_match_the_event_schema(source: Any) -> None:
 def test_every_deferral_reason_and_event_type_is_covered() -> None:
     events = rule_events() + outcome_events()
     reasons = {e["reason"] for e in events if e["type"] == "deferred"}
-    assert reasons == {"replaced", "out_of_order", "backlog"}
+    assert reasons == {"replaced", "out_of_order", "backlog", "kept_first"}
     assert {e["type"] for e in events} == set(EVENT_TYPES) - {"invalid"}
 
 
@@ -668,6 +683,12 @@ CASES: list[tuple[str, Any, bool]] = [
     ("unknown field", {**FULL, "colour": "blue"}, True),
     ("zero and max durations", {**FULL, "delay_ms": 0, "max_wait_ms": MAX_DELAY_MS}, True),
     ("v 1.0", {**BASE, "v": 1.0}, True),
+    ("v 2", {**BASE, "v": 2}, True),
+    ("leading", {**FULL, "v": 2, "leading": True}, True),
+    ("keep first", {**FULL, "v": 2, "keep": "first"}, True),
+    ("both modes", {**FULL, "leading": True, "keep": "first"}, True),
+    ("default modes", {**BASE, "leading": False, "keep": "last"}, True),
+    ("null modes", {**BASE, "leading": None, "keep": None}, True),
     ("integral float duration", {**BASE, "delay_ms": 5.0}, True),
     ("tick", TICK, True),
     ("tick without due_ms", drop(TICK, "due_ms"), True),
@@ -679,7 +700,14 @@ CASES: list[tuple[str, Any, bool]] = [
     ("not an object", [BASE], False),
     ("null", None, False),
     ("missing v", drop(BASE, "v"), False),
-    ("v 2", {**BASE, "v": 2}, False),
+    ("v 3", {**BASE, "v": 3}, False),
+    ("leading without defer_key", {**BASE, "leading": True}, False),
+    ("keep first without defer_key", {**BASE, "keep": "first"}, False),
+    ("leading not a boolean", {**FULL, "leading": 1}, False),
+    ("leading a string", {**FULL, "leading": "true"}, False),
+    ("keep unknown", {**FULL, "keep": "middle"}, False),
+    ("keep empty", {**FULL, "keep": ""}, False),
+    ("keep a boolean", {**FULL, "keep": True}, False),
     ("v string", {**BASE, "v": "1"}, False),
     ("missing id", drop(BASE, "id"), False),
     ("null id", {**BASE, "id": None}, False),
@@ -744,7 +772,7 @@ edge_values = st.sampled_from([
     None, True, False, 0, 1, -1, 2, 0.0, -0.0, 1.0, 0.5, -0.5, 2.5, 1e300, -1e300,
     MAX_DELAY_MS, MAX_DELAY_MS + 1, MAX_DELAY_MS - 0.5, MAX_DELAY_MS + 0.5, float(MAX_DELAY_MS),
     NOW, float(NOW), NOW + 0.25, "", "|", "a|b", "app.tasks:x", "5", [], [1], {}, {"a": 1},
-    "call", "tick", "cancel", "execution",
+    "call", "tick", "cancel", "execution", "first", "last",
 ])
 any_values = edge_values | json_values
 durations = st.none() | st.integers(0, MAX_DELAY_MS) | st.sampled_from([0, 1, MAX_DELAY_MS])
@@ -752,7 +780,7 @@ names = st.text(min_size=1, max_size=10).filter(lambda s: "|" not in s) | st.sam
     ["app.tasks:notify", "m:f"])
 ids = st.text(min_size=1, max_size=8) | st.uuids().map(str)
 FIELDS = ["v", "kind", "id", "task", "args", "kwargs", "submitted_ms", "delay_ms", "defer_key",
-          "max_wait_ms", "reason", "due_ms", "fired_ms", "other"]
+          "max_wait_ms", "leading", "keep", "reason", "due_ms", "fired_ms", "other"]
 
 
 @st.composite
@@ -772,6 +800,11 @@ def valid_calls(draw: st.DrawFn) -> dict[str, Any]:
             record[name] = draw(strategy)
     if record.get("defer_key") is not None and draw(st.booleans()):
         record["max_wait_ms"] = draw(durations)
+    if record.get("defer_key") is not None and draw(st.booleans()):
+        record["leading"] = draw(st.none() | st.booleans())
+        record["keep"] = draw(st.none() | st.sampled_from(["last", "first"]))
+    if draw(st.booleans()):
+        record["v"] = 2
     return record
 
 

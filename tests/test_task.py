@@ -100,6 +100,56 @@ def test_bad_max_wait_value_raises() -> None:
         cf.task(delay=1, defer=True, max_wait=-5)
 
 
+# -- deferring modes ------------------------------------------------------------------------
+
+
+def test_modes_are_kept_and_written_on_the_call() -> None:
+    @cf.task(delay=5, defer=True, leading=True, keep="first")
+    def f(x: int) -> None: ...
+
+    assert (f.leading, f.keep) == (True, "first")
+    key, value = f.records.record("id", "[1]", "{}", 7, "k")
+    assert b'"v":2,' in value and value.endswith(b',"leading":true,"keep":"first"}')
+    plain = f.with_defer(True)
+    assert plain.keep == "first" and plain.with_delay(2).leading
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"delay": 5, "defer": True, "leading": 1}, "leading must be True or False"),
+    ({"delay": 5, "defer": True, "leading": "yes"}, "leading must be True or False"),
+    ({"delay": 5, "defer": True, "keep": "latest"}, "keep must be 'last' or 'first'"),
+    ({"delay": 5, "defer": True, "keep": None}, "keep must be 'last' or 'first'"),
+    ({"delay": 5, "leading": True}, "set defer too"),
+    ({"delay": 5, "defer": False, "keep": "first"}, "set defer too"),
+    ({"defer": True, "leading": True}, "needs a delay"),
+    ({"delay": 0, "defer": True, "leading": True}, "needs a delay"),
+])
+def test_bad_modes_raise_at_decoration(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(cf.ConfigurationError, match=match):
+        cf.task(**options)
+
+
+def test_a_copy_that_drops_what_a_mode_needs_raises() -> None:
+    @cf.task(delay=5, defer=True, leading=True)
+    def f(x: int) -> None: ...
+
+    with pytest.raises(cf.ConfigurationError, match="needs a delay"):
+        f.with_delay(0)
+    with pytest.raises(cf.ConfigurationError, match="set defer too"):
+        f.with_defer(False)
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"delay": 5, "leading": True}, "set defer too"),
+    ({"keep": "first"}, "set defer too"),
+    ({"defer_key": "k", "leading": True}, "needs a delay"),
+    ({"defer_key": "k", "keep": "middle"}, "keep must be"),
+])
+def test_submit_by_name_checks_the_modes(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(cf.SubmitError, match=match):
+        cf.submit("app.tasks:f", [1], **options)
+
+
 # -- names ----------------------------------------------------------------------------------
 
 

@@ -127,7 +127,7 @@ def test_not_an_object(raw: bytes, kind: str) -> None:
     assert reason(raw) == f"expected a JSON object, got {kind}"
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None, ...])
+@pytest.mark.parametrize("version", [3, 0, "1", "2", None, ...])
 def test_unknown_version(version: Any) -> None:
     assert reason(call_dict(v=version)).startswith("unknown schema version")
 
