@@ -65,6 +65,9 @@ def encode_slot(slot: Slot) -> bytes:
         data["fired_submitted_ms"] = slot.fired_submitted_ms
     if slot.execution is not None:
         data["execution"] = slot.execution.to_dict()
+    if slot.latest_id is not None:  # keep="first" only: older slots have neither
+        data["latest_ms"] = slot.latest_ms
+        data["latest_id"] = slot.latest_id
     return dumps(data)
 
 
@@ -89,6 +92,8 @@ def decode_slot(raw: bytes | None) -> Slot | None:
         fired_submitted_ms=data.get("fired_submitted_ms"),
         execution=(Execution(trusted_call(execution), execution["due_ms"],
                              execution["fired_ms"]) if execution is not None else None),
+        latest_ms=data.get("latest_ms"),
+        latest_id=data.get("latest_id"),
     )
 
 

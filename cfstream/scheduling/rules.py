@@ -9,6 +9,10 @@ A key (the task-scoped defer key, or the execution id of a call that is not defe
 - a newer call replaces the pending one, which becomes ``deferred`` to it; but when both are
   read late and the pending one was due before the newer one was made (:func:`due_before`),
   the reader fires it first;
+- ``keep="first"``: a newer call leaves the pending one in place, pushes its due time back (as
+  if it had replaced it) and is itself ``deferred`` to it (reason ``kept_first``);
+- ``leading``: the first call of a quiet key (nothing pending, no run due within the last
+  ``delay``) is due at once; the calls after it collapse into one trailing run as above;
 - an older call (out of order) is itself deferred to the pending or last fired one (calls of the
   same millisecond are ordered by id);
 - a tick fires the pending call if it is due; a later tick forgets the marker;
@@ -35,6 +39,10 @@ class Slot:
     # What firing it emitted, emitted again if the call or its tick is replayed: a replica killed
     # after writing its state may never have sent the execution (RocksDB is ahead of Kafka).
     execution: Execution | None = None
+    # keep="first": the newest call collapsed into the pending (or fired) call, which is older.
+    # A call not newer than it is out of order, or a replay: it must not start a new window.
+    latest_ms: int | None = None
+    latest_id: str | None = None
 
     @property
     def timer_id(self) -> str:
@@ -77,7 +85,8 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
     latest = (pending.id, pending.submitted_ms) if pending is not None else _fired_stub(slot)
     # Ties in the same millisecond go by id: otherwise a redelivered call that ran first could
     # overtake (and re-run after) a same-millisecond call that ran after it.
-    if latest is not None and (call.submitted_ms, call.id) < (latest[1], latest[0]):
+    if latest is not None and ((call.submitted_ms, call.id) < (latest[1], latest[0])
+                               or _collapsed_already(slot, call)):
         return Decision(slot, changed=False, events=[
             event("deferred", call, now_ms, successor=latest[0], reason="out_of_order"),
         ])
@@ -85,13 +94,17 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
     events: list[dict[str, Any]] = []
     if slot is not None and pending is not None:
         first = slot.first_ms
+        if call.keep == "first":
+            return _push_back(slot, pending, call, now_ms, retention_ms, fire_due)
         events.append(event("deferred", pending, now_ms, successor=call.id, reason="replaced"))
+        due = due_ms(call, first)
     else:
         first = call.submitted_ms
+        due = call.submitted_ms if call.leading and _quiet(slot, call) else due_ms(call, first)
     new = Slot(
         call=call,
         first_ms=first,
-        due_ms=due_ms(call, first),
+        due_ms=due,
         fired_id=slot.fired_id if slot is not None else None,
         fired_submitted_ms=slot.fired_submitted_ms if slot is not None else None,
         execution=slot.execution if slot is not None else None,
@@ -105,6 +118,36 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
     return Decision(new, changed=True, events=events)
 
 
+def _push_back(slot: Slot, pending: Call, call: Call, now_ms: int, retention_ms: int,
+               fire_due: bool) -> Decision:
+    """keep="first": ``call`` joins the pending call's window, which now ends a quiet period
+    after ``call`` (capped by max_wait); the pending call and its arguments stay."""
+    new = Slot(call=pending, first_ms=slot.first_ms,
+               due_ms=max(slot.due_ms, due_ms(call, slot.first_ms)), fired_id=slot.fired_id,
+               fired_submitted_ms=slot.fired_submitted_ms, execution=slot.execution,
+               latest_ms=call.submitted_ms, latest_id=call.id)
+    events = [event("scheduled", call, now_ms, due_ms=new.due_ms, submitted_ms=call.submitted_ms),
+              event("deferred", call, now_ms, successor=pending.id, reason="kept_first")]
+    if fire_due and new.due_ms <= now_ms:
+        fired = tick(new, pending.id, now_ms, retention_ms)
+        fired.events[:0] = events
+        return fired
+    return Decision(new, changed=True, events=events)
+
+
+def _collapsed_already(slot: Slot | None, call: Call) -> bool:
+    """keep="first": ``call`` is not newer than the newest call the window took in."""
+    if slot is None or slot.latest_id is None or slot.latest_ms is None:
+        return False
+    return (call.submitted_ms, call.id) <= (slot.latest_ms, slot.latest_id)
+
+
+def _quiet(slot: Slot | None, call: Call) -> bool:
+    """No run of this key was due within ``call``'s delay before it (nothing is pending)."""
+    last = slot.execution if slot is not None else None
+    return last is None or call.submitted_ms >= last.due_ms + call.delay_ms
+
+
 def tick(slot: Slot | None, timer_id: str, now_ms: int, retention_ms: int) -> Decision:
     """The timer says ``timer_id`` may be due: fire the pending call, or forget the marker."""
     if slot is None or slot.timer_id != timer_id or slot.due_ms > now_ms:
@@ -113,6 +156,8 @@ def tick(slot: Slot | None, timer_id: str, now_ms: int, retention_ms: int) -> De
         return Decision(None, changed=True)
     call = slot.call
     execution = Execution(call=call, due_ms=slot.due_ms, fired_ms=now_ms)
+    if call.leading and retention_ms > 0:  # the marker tells the next call the key is not quiet
+        retention_ms = max(retention_ms, call.delay_ms)
     return Decision(_marker(slot, call, now_ms, retention_ms, execution), changed=True,
                     executions=[execution])
 
@@ -163,7 +208,8 @@ def _marker(slot: Slot, call: Call, now_ms: int, retention_ms: int,
     if retention_ms <= 0:
         return None
     return Slot(call=None, first_ms=slot.first_ms, due_ms=now_ms + retention_ms,
-                fired_id=call.id, fired_submitted_ms=call.submitted_ms, execution=execution)
+                fired_id=call.id, fired_submitted_ms=call.submitted_ms, execution=execution,
+                latest_ms=slot.latest_ms, latest_id=slot.latest_id)
 
 
 def _fired_stub(slot: Slot | None) -> tuple[str, int] | None:
