@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from cfstream.processor.inspect import Pending
+from cfstream.processor.inspect import Pending, modes
 from cfstream.wire import TERMINAL_EVENTS
 
 Event = dict[str, Any]
@@ -205,7 +205,7 @@ def _pending_row(p: Pending) -> dict[str, Any]:
     call = p.call
     return {"id": call.id, "task": call.task, "defer_key": call.defer_key, "due_ms": p.due_ms,
             "first_ms": p.first_ms, "submitted_ms": call.submitted_ms, "args": call.args,
-            "kwargs": call.kwargs}
+            "kwargs": call.kwargs, "modes": modes(call)}
 
 
 def now_ms() -> int:

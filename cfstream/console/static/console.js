@@ -118,7 +118,9 @@ function renderPending(s) {
   $("pending-count").textContent = `${p.matching} of ${p.total}` +
     (p.calls.length < p.matching ? `, the first ${p.calls.length} shown` : "");
   replace($("pending").tBodies[0], p.calls.map((c) => {
-    const tr = row([idButton(c.id), el("td", c.task, "mono"), el("td", c.defer_key, "mono"),
+    const key = el("td", c.defer_key, "mono");
+    if (c.modes) key.append(" ", el("span", c.modes, "modes"));
+    const tr = row([idButton(c.id), el("td", c.task, "mono"), key,
       el("td", seconds(c.due_ms, s.now_ms), "num due"), args(c), cancelCell(c.id)]);
     tr.dataset.id = c.id;
     return tr;
