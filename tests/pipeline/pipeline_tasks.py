@@ -69,3 +69,13 @@ def recorded(seconds: float) -> float:
         log.write(f"{execution.id if execution else None}\n")
     time.sleep(seconds)
     return seconds
+
+
+@cf.task(delay=D, defer=cf.Defer(params=["key"]), leading=True)
+def leading_edge(key: str, n: int) -> int:
+    return n
+
+
+@cf.task(delay=D, defer=cf.Defer(params=["key"]), keep="first")
+def keep_first(key: str, n: int) -> int:
+    return n
