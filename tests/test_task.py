@@ -139,15 +139,64 @@ def test_a_copy_that_drops_what_a_mode_needs_raises() -> None:
         f.with_defer(False)
 
 
+def test_a_collect_task_takes_the_list_and_is_submitted_one_item_at_a_time() -> None:
+    @cf.task(delay=5, defer=True, collect=cf.Collect(max_calls=3, max_bytes=20))
+    def digest(items: list[int]) -> int:
+        return sum(items)
+
+    assert digest.collect == cf.Collect(max_calls=3, max_bytes=20)
+    key, value = digest.records.record("id", "[7]", "{}", 1, "k")
+    assert value.endswith(b',"collect":{"max_calls":3,"max_bytes":20}}') and b'"v":2' in value
+    assert cf.task(delay=5, defer=True, collect=True)(digest.fn).collect == cf.Collect()
+    with pytest.raises(TypeError, match="one argument at a time"):
+        digest.submit_to(cf.Client(cf.Settings()), 1, 2)  # type: ignore[call-arg]
+    with pytest.raises(cf.SubmitError, match="over collect's max_bytes"):
+        digest.submit_to(cf.Client(cf.Settings()), "x" * 30)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"collect": True}, "set defer too"),
+    ({"defer": True, "collect": True, "keep": "first"}, "keep='first' does not apply"),
+    ({"defer": True, "collect": 1}, "collect must be True, False or cf.Collect"),
+])
+def test_bad_collect_options_raise_at_decoration(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(cf.ConfigurationError, match=match):
+        cf.task(**options)
+
+
+@pytest.mark.parametrize(("bounds", "match"), [
+    ({"max_calls": 0}, "max_calls"), ({"max_calls": 10_001}, "max_calls"),
+    ({"max_bytes": 200_001}, "max_bytes"), ({"max_bytes": 1.5}, "max_bytes"),
+    ({"max_calls": True}, "max_calls"),
+])
+def test_bad_collect_bounds_raise(bounds: dict[str, Any], match: str) -> None:
+    with pytest.raises(cf.ConfigurationError, match=match):
+        cf.Collect(**bounds)
+
+
+def test_a_collect_task_must_take_one_list_parameter() -> None:
+    with pytest.raises(cf.ConfigurationError, match="one positional parameter"):
+        @cf.task(defer=True, collect=True)
+        def two(a: list[int], b: int) -> None: ...
+    with pytest.raises(cf.ConfigurationError, match="one positional parameter"):
+        @cf.task(defer=True, collect=True)
+        def keyword_only(*, items: list[int]) -> None: ...
+
+
 @pytest.mark.parametrize(("options", "match"), [
     ({"delay": 5, "leading": True}, "set defer too"),
+    ({"collect": True}, "set defer too"),
+    ({"defer_key": "k", "collect": True, "kwargs": {"a": 1}}, "exactly one argument"),
+    ({"defer_key": "k", "collect": cf.Collect(max_bytes=2), "args": ["long"]},
+     "over collect's max_bytes"),
     ({"keep": "first"}, "set defer too"),
     ({"defer_key": "k", "leading": True}, "needs a delay"),
     ({"defer_key": "k", "keep": "middle"}, "keep must be"),
 ])
 def test_submit_by_name_checks_the_modes(options: dict[str, Any], match: str) -> None:
+    args = options.pop("args", [1])
     with pytest.raises(cf.SubmitError, match=match):
-        cf.submit("app.tasks:f", [1], **options)
+        cf.submit("app.tasks:f", args, **options)
 
 
 # -- names ----------------------------------------------------------------------------------
