@@ -11,6 +11,10 @@ A key (the task-scoped defer key, or the execution id of a call that is not defe
   the reader fires it first;
 - ``keep="first"``: a newer call leaves the pending one in place, pushes its due time back (as
   if it had replaced it) and is itself ``deferred`` to it (reason ``kept_first``);
+- ``collect``: a newer call replaces the pending one (reason ``collected``) and the window's
+  list of arguments grows by its argument; a window holding ``max_calls`` is due at once, and
+  one the next argument would take over ``max_bytes`` fires first (early), the call opening the
+  next window: no argument is dropped;
 - ``leading``: the first call of a quiet key (nothing pending, no run due within the last
   ``delay``) is due at once; the calls after it collapse into one trailing run as above;
 - an older call (out of order) is itself deferred to the pending or last fired one (calls of the
@@ -21,10 +25,10 @@ A key (the task-scoped defer key, or the execution id of a call that is not defe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cfstream.wire import Call, Execution, event
+from cfstream.wire import Call, Execution, argument_bytes, event
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,7 @@ class Slot:
     # A call not newer than it is out of order, or a replay: it must not start a new window.
     latest_ms: int | None = None
     latest_id: str | None = None
+    collected_bytes: int = 0  # collect: the size of call.collected's arguments as JSON
 
     @property
     def timer_id(self) -> str:
@@ -96,11 +101,20 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
         first = slot.first_ms
         if call.keep == "first":
             return _push_back(slot, pending, call, now_ms, retention_ms, fire_due)
+        if call.collect is not None:
+            return _collect(slot, pending, call, now_ms, retention_ms, fire_due)
         events.append(event("deferred", pending, now_ms, successor=call.id, reason="replaced"))
         due = due_ms(call, first)
     else:
         first = call.submitted_ms
         due = call.submitted_ms if call.leading and _quiet(slot, call) else due_ms(call, first)
+    size = 0
+    bounds = call.collect
+    if bounds is not None:  # opens a window's list
+        size = argument_bytes(call.args[0])
+        call = replace(call, collected=[call.args[0]])
+        if bounds[0] <= 1:
+            due = min(due, call.submitted_ms)
     new = Slot(
         call=call,
         first_ms=first,
@@ -108,11 +122,18 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
         fired_id=slot.fired_id if slot is not None else None,
         fired_submitted_ms=slot.fired_submitted_ms if slot is not None else None,
         execution=slot.execution if slot is not None else None,
+        collected_bytes=size,
     )
     events.append(event("scheduled", call, now_ms, due_ms=new.due_ms,
                         submitted_ms=call.submitted_ms))
+    return _taken(new, events, now_ms, retention_ms, fire_due)
+
+
+def _taken(new: Slot, events: list[dict[str, Any]], now_ms: int, retention_ms: int,
+           fire_due: bool) -> Decision:
+    """The slot a call made, fired at once if it is due and the caller fires what is due."""
     if fire_due and new.due_ms <= now_ms:
-        fired = tick(new, call.id, now_ms, retention_ms)
+        fired = tick(new, new.timer_id, now_ms, retention_ms)
         fired.events[:0] = events
         return fired
     return Decision(new, changed=True, events=events)
@@ -128,11 +149,32 @@ def _push_back(slot: Slot, pending: Call, call: Call, now_ms: int, retention_ms:
                latest_ms=call.submitted_ms, latest_id=call.id)
     events = [event("scheduled", call, now_ms, due_ms=new.due_ms, submitted_ms=call.submitted_ms),
               event("deferred", call, now_ms, successor=pending.id, reason="kept_first")]
-    if fire_due and new.due_ms <= now_ms:
-        fired = tick(new, pending.id, now_ms, retention_ms)
-        fired.events[:0] = events
-        return fired
-    return Decision(new, changed=True, events=events)
+    return _taken(new, events, now_ms, retention_ms, fire_due)
+
+
+def _collect(slot: Slot, pending: Call, call: Call, now_ms: int, retention_ms: int,
+             fire_due: bool) -> Decision:
+    """collect: ``call`` replaces the pending call with the window's list plus its argument;
+    a full window is due at once, one the argument would overflow fires first."""
+    assert call.collect is not None  # noqa: S101 - the caller checked
+    max_calls, max_bytes = call.collect
+    collected = pending.collected if pending.collected is not None else []
+    item = call.args[0]
+    size = argument_bytes(item)
+    if collected and (slot.collected_bytes + size > max_bytes or len(collected) >= max_calls):
+        early = replace(slot, due_ms=min(slot.due_ms, call.submitted_ms, now_ms))
+        fired = tick(early, pending.id, now_ms, retention_ms)
+        rest = accept(fired.slot, call, now_ms, retention_ms, fire_due)
+        return Decision(rest.slot, changed=True, executions=fired.executions + rest.executions,
+                        events=fired.events + rest.events)
+    new_call = replace(call, collected=[*collected, item])
+    due = due_ms(call, slot.first_ms)
+    if len(collected) + 1 >= max_calls:
+        due = min(due, call.submitted_ms)
+    new = replace(slot, call=new_call, due_ms=due, collected_bytes=slot.collected_bytes + size)
+    events = [event("deferred", pending, now_ms, successor=call.id, reason="collected"),
+              event("scheduled", call, now_ms, due_ms=due, submitted_ms=call.submitted_ms)]
+    return _taken(new, events, now_ms, retention_ms, fire_due)
 
 
 def _collapsed_already(slot: Slot | None, call: Call) -> bool:

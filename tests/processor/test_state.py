@@ -110,7 +110,10 @@ def test_slots_of_deferring_modes_round_trip() -> None:
                    latest_ms=7, latest_id="0190a5b2-0000-7000-8000-000000000009")
     marker = Slot(call=None, first_ms=5, due_ms=900, fired_id="c0", fired_submitted_ms=1,
                   latest_ms=7, latest_id="c2")
-    for slot in (pending, marker):
+    collecting = Slot(call=make_call(args=[3], kwargs={}, collect=(10, 999),
+                                     collected=[1, {"$date": "2026-01-01"}, 3]),
+                      first_ms=5, due_ms=9, collected_bytes=27)
+    for slot in (pending, marker, collecting):
         assert decode_slot(encode_slot(slot)) == slot
 
 

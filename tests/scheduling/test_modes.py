@@ -1,4 +1,5 @@
-"""Deferring modes in the rules: ``leading`` (leading + trailing edge) and ``keep="first"``."""
+"""Deferring modes in the rules: ``leading`` (leading + trailing edge), ``keep="first"`` and
+``collect`` (every call's argument for one run)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,16 @@ RETENTION = 60_000
 
 
 def make_call(call_id: str, submitted_ms: int, delay_ms: int = DELAY, leading: bool = False,
-              keep: str = "last", max_wait_ms: int | None = None) -> Call:
+              keep: str = "last", max_wait_ms: int | None = None,
+              collect: tuple[int, int] | None = None) -> Call:
     return Call(id=call_id, task="tasks:notify", args=[call_id], kwargs={},
                 submitted_ms=submitted_ms, delay_ms=delay_ms, defer_key="k",
-                max_wait_ms=max_wait_ms, leading=leading, keep=keep)
+                max_wait_ms=max_wait_ms, leading=leading, keep=keep, collect=collect)
+
+
+def gather(call_id: str, submitted_ms: int, max_calls: int = 100, max_bytes: int = 1_000,
+           **kwargs: Any) -> Call:
+    return make_call(call_id, submitted_ms, collect=(max_calls, max_bytes), **kwargs)
 
 
 def lead(call_id: str, submitted_ms: int, **kwargs: Any) -> Call:
@@ -171,6 +178,67 @@ def test_a_replayed_deferred_call_changes_nothing() -> None:
     assert outcomes(after) == [("deferred", "b", "a")]
 
 
+# -- collect ----------------------------------------------------------------------------------
+
+
+def test_a_window_collects_every_calls_argument_in_order_for_one_run() -> None:
+    slot = None
+    for i, at in enumerate((0, 300, 600)):
+        decision = accept(slot, gather(f"c{i}", at), at, RETENTION)
+        slot = decision.slot
+    assert outcomes(decision) == [("deferred", "c1", "c2"), ("scheduled", "c2", None)]
+    assert decision.events[0]["reason"] == "collected"
+    assert slot is not None and slot.call is not None and slot.due_ms == 1_600
+    assert slot.collected_bytes == 3 * len('"c0"')
+    fired = tick(slot, "c2", 1_600, RETENTION)
+    (execution,) = fired.executions
+    assert (execution.call.id, execution.call.args) == ("c2", ["c2"])
+    assert execution.call.collected == ["c0", "c1", "c2"]
+    assert execution.to_dict()["collected"] == ["c0", "c1", "c2"]
+
+
+def test_a_full_window_is_due_at_once_and_the_next_call_opens_another() -> None:
+    slot = accept(None, gather("c0", 0, max_calls=2), 0, RETENTION).slot
+    full = accept(slot, gather("c1", 100, max_calls=2), 100, RETENTION)
+    assert [(e.call.collected, e.due_ms) for e in full.executions] == [(["c0", "c1"], 100)]
+    nxt = accept(full.slot, gather("c2", 200, max_calls=2), 200, RETENTION)
+    assert nxt.executions == [] and nxt.slot is not None and nxt.slot.due_ms == 1_200
+    one = accept(None, gather("d", 0, max_calls=1), 0, RETENTION)  # max_calls=1: each alone
+    assert [e.call.collected for e in one.executions] == [["d"]]
+
+
+def test_an_argument_that_would_overflow_max_bytes_fires_the_window_first() -> None:
+    size = len('"c0"')
+    slot = None
+    for i in range(2):
+        slot = accept(slot, gather(f"c{i}", 100 * i, max_bytes=2 * size + 1), 100 * i,
+                      RETENTION, fire_due=False).slot
+    decision = accept(slot, gather("c2", 200, max_bytes=2 * size + 1), 250, RETENTION,
+                      fire_due=False)
+    # Even when not firing what is due: the early fire is what keeps c2's argument.
+    assert [(e.call.id, e.call.collected, e.due_ms) for e in decision.executions] == [
+        ("c1", ["c0", "c1"], 200)]
+    assert decision.slot is not None and decision.slot.call is not None
+    assert decision.slot.call.collected == ["c2"] and decision.slot.collected_bytes == size
+
+
+def test_a_replayed_collected_call_adds_nothing() -> None:
+    slot = accept(None, gather("c0", 0), 0, RETENTION).slot
+    slot = accept(slot, gather("c1", 100), 100, RETENTION).slot
+    for replayed in (gather("c0", 0), gather("c1", 100)):
+        again = accept(slot, replayed, 200, RETENTION)
+        assert again.slot is slot and not again.changed and again.executions == []
+
+
+def test_with_leading_the_leading_run_gets_its_own_argument_alone() -> None:
+    first_run = accept(None, gather("a", 0, leading=True), 0, RETENTION)
+    assert [e.call.collected for e in first_run.executions] == [["a"]]
+    slot = accept(first_run.slot, gather("b", 100, leading=True), 100, RETENTION).slot
+    slot = accept(slot, gather("c", 200, leading=True), 200, RETENTION).slot
+    assert [e.call.collected for e in tick(slot, "c", 1_200, RETENTION).executions] == [
+        ["b", "c"]]
+
+
 # -- model: the rules, driven like the processor, against event time --------------------------
 
 
@@ -178,24 +246,35 @@ def test_a_replayed_deferred_call_changes_nothing() -> None:
 class Model:
     """What should happen, in event time: each call's outcome, and the runs with due times."""
 
-    runs: list[tuple[str, int]]
+    runs: list[tuple[str, int, list[Any] | None]]  # id, due, collected arguments
     outcome: dict[str, tuple[str, str | None]]
 
 
 def reference(calls: list[Call], delay: int, max_wait: int | None, leading: bool,
-              keep: str) -> Model:
-    runs: list[tuple[str, int]] = []
+              keep: str, collect: tuple[int, int] | None = None) -> Model:
+    runs: list[tuple[str, int, list[Any] | None]] = []
     outcome: dict[str, tuple[str, str | None]] = {}
-    window: list[Any] | None = None  # [first_ms, runner, due]
+    window: list[Any] | None = None  # [first_ms, runner, due, arguments]
     last_due: int | None = None
+    max_calls, max_bytes = collect or (0, 0)
 
     def cap(at: int, first_ms: int) -> int:
         return at + delay if max_wait is None else min(at + delay, first_ms + max_wait)
 
+    def run(due: int) -> None:
+        nonlocal window, last_due
+        assert window is not None
+        runs.append((window[1], due, window[3] if collect else None))
+        last_due, window = due, None
+
+    def size(arguments: list[Any]) -> int:
+        return sum(len(f'"{a}"') for a in arguments)
+
     for call in calls:
         if window is not None and window[2] <= call.submitted_ms:  # due before call was made
-            runs.append((window[1], window[2]))
-            last_due, window = window[2], None
+            run(window[2])
+        if window is not None and collect and size([*window[3], call.id]) > max_bytes:
+            run(min(window[2], call.submitted_ms))  # early: the window is full
         if window is not None:
             if keep == "first":
                 outcome[call.id] = ("deferred", window[1])
@@ -203,14 +282,19 @@ def reference(calls: list[Call], delay: int, max_wait: int | None, leading: bool
             else:
                 outcome[window[1]] = ("deferred", call.id)
                 window[1], window[2] = call.id, cap(call.submitted_ms, window[0])
+                window[3].append(call.id)
         elif leading and (last_due is None or call.submitted_ms >= last_due + delay):
-            runs.append((call.id, call.submitted_ms))
-            last_due = call.submitted_ms
+            window = [call.submitted_ms, call.id, call.submitted_ms, [call.id]]
         else:
-            window = [call.submitted_ms, call.id, cap(call.submitted_ms, call.submitted_ms)]
+            window = [call.submitted_ms, call.id, cap(call.submitted_ms, call.submitted_ms),
+                      [call.id]]
+        if window is not None and collect and len(window[3]) >= max_calls:
+            window[2] = min(window[2], call.submitted_ms)
+        if window is not None and window[2] <= call.submitted_ms:  # nothing to wait for
+            run(window[2])
     if window is not None:
-        runs.append((window[1], window[2]))
-    for run_id, _ in runs:
+        run(window[2])
+    for run_id, _, _ in runs:
         outcome[run_id] = ("run", None)
     return Model(runs, outcome)
 
@@ -219,17 +303,20 @@ def reference(calls: list[Call], delay: int, max_wait: int | None, leading: bool
 def mode_histories(draw: st.DrawFn) -> dict[str, Any]:
     leading = draw(st.booleans())
     keep = draw(st.sampled_from(["last", "first"]))
+    # Arguments are the ids ("id00": 6 bytes as JSON), so max_bytes 6..40 holds 1 to 6.
+    collect = None if keep == "first" else draw(
+        st.none() | st.tuples(st.integers(1, 6), st.integers(6, 40)))
     delay = draw(st.integers(1 if leading else 0, 3_000))
     max_wait = draw(st.none() | st.integers(delay + 1, delay + 5_000))
     stamps = sorted(set(draw(st.lists(st.integers(0, 12_000), min_size=1, max_size=14))))
     calls = [make_call(f"id{i:02}", ms, delay_ms=delay, leading=leading, keep=keep,
-                       max_wait_ms=max_wait) for i, ms in enumerate(stamps)]
+                       max_wait_ms=max_wait, collect=collect) for i, ms in enumerate(stamps)]
     # Calls are read in order, in batches, each batch some time after its last call was made.
     cuts = draw(st.lists(st.booleans(), min_size=len(calls), max_size=len(calls)))
     lags = draw(st.lists(st.integers(0, 4_000), min_size=len(calls), max_size=len(calls)))
     replays = draw(st.lists(st.integers(0, len(calls) - 1), max_size=4))
     return {"calls": calls, "cuts": cuts, "lags": lags, "replays": replays, "delay": delay,
-            "max_wait": max_wait, "leading": leading, "keep": keep}
+            "max_wait": max_wait, "leading": leading, "keep": keep, "collect": collect}
 
 
 @settings(max_examples=500, deadline=None)
@@ -283,9 +370,11 @@ def test_modes_follow_the_event_time_model_however_calls_are_batched(
         apply(tick(slot, slot.timer_id, max(now, slot.due_ms), retention))
 
     model = reference(calls, history["delay"], history["max_wait"], history["leading"],
-                      history["keep"])
-    runs = [(e.call.id, e.due_ms) for kind, e in log if kind == "execution"]
+                      history["keep"], history["collect"])
+    runs = [(e.call.id, e.due_ms, e.call.collected) for kind, e in log if kind == "execution"]
     assert runs == model.runs
+    if history["collect"]:  # every argument ran, once, in order
+        assert [a for _, _, collected in runs for a in collected or []] == [c.id for c in calls]
     for execution in sent.values():
         assert execution.fired_ms >= execution.due_ms
         assert execution.call.args == [execution.call.id]  # the runner's own arguments
