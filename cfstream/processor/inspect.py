@@ -86,10 +86,13 @@ def pending_calls(settings: Settings, *, task: str | None = None, key: str | Non
 
 
 def modes(call: Call) -> str:
-    """The call's deferring modes as shown to people: "leading, keep=first", or ""."""
+    """The call's deferring modes as shown to people: "leading, keep=first", "collect 3/1000
+    calls", or ""."""
     shown = ["leading"] if call.leading else []
     if call.keep != "last":
         shown.append(f"keep={call.keep}")
+    if call.collect is not None:
+        shown.append(f"collect {len(call.collected or ())}/{call.collect[0]} calls")
     return ", ".join(shown)
 
 

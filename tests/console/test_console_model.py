@@ -128,6 +128,9 @@ def test_pending_calls_show_their_deferring_modes() -> None:
     moded = Pending(Call(id="p2", task=TASK, args=[], kwargs={}, submitted_ms=NOW,
                          delay_ms=1000, defer_key="u1", leading=True, keep="first"),
                     NOW + 500, NOW)
-    model.set_pending([plain, moded], NOW)
+    collecting = Pending(Call(id="p3", task=TASK, args=[2], kwargs={}, submitted_ms=NOW,
+                              delay_ms=1000, defer_key="u1", collect=(50, 999),
+                              collected=[1, 2]), NOW + 700, NOW)
+    model.set_pending([plain, moded, collecting], NOW)
     rows = {c["id"]: c["modes"] for c in model.snapshot(NOW)["pending"]["calls"]}
-    assert rows == {"p1": "", "p2": "leading, keep=first"}
+    assert rows == {"p1": "", "p2": "leading, keep=first", "p3": "collect 2/50 calls"}
