@@ -1,4 +1,5 @@
-"""Deferring modes end to end (leading edge, keep="first"), asserted on the events' times."""
+"""Deferring modes end to end (leading edge, keep="first", collect), asserted on the times the
+events carry."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import uuid
 
 import pytest
 from conftest import Pipeline
-from pipeline_tasks import D, keep_first, leading_edge
+from pipeline_tasks import D, collected, collected_in_threes, keep_first, leading_edge
 from test_inspect import cli, pending
 
 import cfstream as cf
@@ -96,3 +97,32 @@ def test_pending_shows_the_modes(pipeline: Pipeline) -> None:
     assert cli(pipeline, "cancel", waiting.id).returncode == 0
     with pytest.raises(cf.ExecutionCancelled):
         waiting.result(timeout=RESULT_TIMEOUT)
+
+
+def test_collect_runs_once_with_every_calls_argument_in_order(pipeline: Pipeline) -> None:
+    key = uuid.uuid4().hex[:10]
+    t0 = time.monotonic()
+    calls = [submit_at(pipeline, t0 + at * D, collected, {"key": key, "n": n})
+             for n, at in enumerate((0, 0.2, 0.4, 0.6))]
+    # Every waiter gets the one run's result: all four arguments, in the order of the calls.
+    assert [pipeline.result(c, RESULT_TIMEOUT) for c in calls] == [[0, 1, 2, 3]] * 4
+    for earlier, later in zip(calls, calls[1:], strict=False):
+        deferred = pipeline.events.one(earlier.id, "deferred")
+        assert (deferred["successor"], deferred["reason"]) == (later.id, "collected")
+    last, started = times(pipeline, calls[-1])
+    assert last + D_MS <= started["ts_ms"] <= last + D_MS + LATE_MS
+
+
+def test_collect_fires_a_full_window_at_once(pipeline: Pipeline) -> None:
+    key = uuid.uuid4().hex[:10]
+    calls = [pipeline.submit(collected_in_threes, {"key": key, "n": n}) for n in range(4)]
+    # The delay is a minute, but three calls fill a window: it runs as soon as the third is in.
+    assert [pipeline.result(c, RESULT_TIMEOUT) for c in calls[:3]] == [[0, 1, 2]] * 3
+    third, started = times(pipeline, calls[2])
+    assert started["due_ms"] == third
+    assert third <= started["ts_ms"] <= third + LATE_MS
+    listed = {item["id"]: item for item in pending(pipeline, "--task", collected_in_threes.name)}
+    assert listed[calls[3].id]["collected"] == [{"key": key, "n": 3}]
+    assert cli(pipeline, "cancel", calls[3].id).returncode == 0
+    with pytest.raises(cf.ExecutionCancelled):
+        calls[3].result(timeout=RESULT_TIMEOUT)
