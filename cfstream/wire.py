@@ -72,7 +72,9 @@ class InvalidRecord(CfStreamError):
         super().__init__(reason)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__ (~100 ns a field),
+# and the processor builds two or three calls a record. Treat it as immutable all the same.
+@dataclass(slots=True)
 class Call:
     """One task call. ``args`` and ``kwargs`` hold encoded JSON values (see :mod:`cfstream.codec`)."""
 

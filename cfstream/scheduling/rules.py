@@ -31,7 +31,7 @@ from typing import Any
 from cfstream.wire import Call, Execution, argument_bytes, event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # immutable by convention; not frozen for speed, as wire.Call
 class Slot:
     """One key's state. ``call`` is None once it has fired and only the marker is left."""
 
@@ -90,8 +90,8 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
     latest = (pending.id, pending.submitted_ms) if pending is not None else _fired_stub(slot)
     # Ties in the same millisecond go by id: otherwise a redelivered call that ran first could
     # overtake (and re-run after) a same-millisecond call that ran after it.
-    if latest is not None and ((call.submitted_ms, call.id) < (latest[1], latest[0])
-                               or _collapsed_already(slot, call)):
+    if latest is not None and ((call.submitted_ms, call.id) < (latest[1], latest[0]) or (
+            slot is not None and slot.latest_id is not None and _collapsed_already(slot, call))):
         return Decision(slot, changed=False, events=[
             event("deferred", call, now_ms, successor=latest[0], reason="out_of_order"),
         ])
