@@ -21,6 +21,7 @@ from cfstream.errors import (
     SubmitError,
 )
 from cfstream.execution import Execution, current_execution
+from cfstream.retries import Retries
 from cfstream.settings import Settings
 from cfstream.task import Collect, Defer, Task, task
 
@@ -35,6 +36,7 @@ __all__ = [
     "ExecutionCancelled",
     "ExecutionFailed",
     "KafkaUnavailable",
+    "Retries",
     "Settings",
     "SubmitError",
     "Task",

@@ -92,7 +92,9 @@ def pending(
     table = Table("execution", "task", "defer key", "mode", "due in",
                   title=f"{len(found)} pending")
     for item in found:
-        table.add_row(item.call.id, item.call.task, item.call.defer_key or "",
+        task = item.call.task + (f" (attempt {item.call.attempt})" if item.call.attempt > 1
+                                 else "")
+        table.add_row(item.call.id, task, item.call.defer_key or "",
                       modes(item.call), f"{seconds_until(item.due_ms):.1f}s")
     _out.print(table)
 

@@ -27,9 +27,12 @@ class Execution:
     """One call. ``result()`` waits for it, following ``deferred`` events to the call that ran;
     ``await execution`` (or ``await execution.result_async()``) does the same in a coroutine."""
 
-    def __init__(self, id: str, task: str | None = None, client: Client | None = None) -> None:
+    def __init__(self, id: str, task: str | None = None, client: Client | None = None,
+                 attempt: int = 1) -> None:
         self.id = id
         self.task = task
+        # Which run of the call this is, inside a task with retries (1: the first).
+        self.attempt = attempt
         self._client = client
 
     def __repr__(self) -> str:

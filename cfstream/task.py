@@ -18,6 +18,7 @@ from cfstream.codec import SCALAR_TEXT, canonical, json_text, to_json_value
 from cfstream.errors import ConfigurationError, DeferKeyError, SubmitError
 from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
+from cfstream.retries import Retries, retries_option
 from cfstream.wire import (
     COLLECT_BYTES_LIMIT,
     COLLECT_CALLS_LIMIT,
@@ -114,6 +115,7 @@ class Task(Generic[P, R]):
     delay_ms: int = 0
     defer: DeferOption = None
     max_wait_ms: int | None = None
+    retries: Retries | None = None
     leading: bool = False
     keep: str = "last"
     collect: Collect | None = None
@@ -123,6 +125,10 @@ class Task(Generic[P, R]):
             raise ConfigurationError(f"task name {self.name!r} must not contain {KEY_SEPARATOR!r}")
         check_modes(self.leading, self.keep, bool(self.defer), self.delay_ms, ConfigurationError,
                     self.collect)
+        if self.collect is not None and self.retries is not None:
+            raise ConfigurationError(
+                f"{self.name}: collect does not take retries (yet): a retry runs its own call "
+                "again and would lose the arguments the run collected")
         if self.collect is not None:
             params = list(self.signature.parameters.values())
             if len(params) != 1 or params[0].kind not in _POSITIONAL:
@@ -341,12 +347,14 @@ def task(
     *, delay: dt.timedelta | float | int = 0, defer: DeferOption = False,
     max_wait: dt.timedelta | float | int | None = None, name: str | None = None,
     leading: bool = False, keep: Keep = "last", collect: Literal[False] = False,
+    retries: int | Retries | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 @overload
 def task(
     *, delay: dt.timedelta | float | int = 0, defer: DeferOption = False,
     max_wait: dt.timedelta | float | int | None = None, name: str | None = None,
     leading: bool = False, keep: Keep = "last", collect: Literal[True] | Collect,
+    retries: None = None,
 ) -> Callable[[Callable[[list[T]], R]], Task[[T], R]]: ...
 
 
@@ -354,9 +362,10 @@ def task(
     fn: Callable[..., Any] | None = None, /, *, delay: dt.timedelta | float | int = 0,
     defer: DeferOption = False, max_wait: dt.timedelta | float | int | None = None,
     name: str | None = None, leading: bool = False, keep: Keep = "last",
-    collect: bool | Collect = False,
+    collect: bool | Collect = False, retries: int | Retries | None = None,
 ) -> Any:
-    """Register a task: ``@cf.task`` or ``@cf.task(delay=60, defer=True, max_wait=600)``.
+    """Register a task: ``@cf.task`` or ``@cf.task(delay=60, defer=True, max_wait=600,
+    retries=cf.Retries(limit=5, delay_min=10, delay_max=300))``.
 
     ``leading=True`` runs a quiet key's first call at once (then debounces the rest into one
     trailing run); ``keep="first"`` runs a window's first call, each newer one pushing it back;
@@ -365,6 +374,7 @@ def task(
     """
     delay_ms = to_ms(delay, "delay") or 0
     max_wait_ms = to_ms(max_wait, "max_wait")
+    retry = retries_option(retries)
     bounds = Collect() if collect is True else None if collect is False else collect
     check_modes(leading, keep, bool(defer), delay_ms, ConfigurationError,  # before func comes
                 bounds)
@@ -375,7 +385,7 @@ def task(
         task_name = name or f"{func.__module__}:{func.__qualname__}"
         new = Task(fn=func, name=task_name, delay_ms=delay_ms,
                    defer=None if defer is False else defer, max_wait_ms=max_wait_ms,
-                   leading=leading, keep=keep, collect=bounds)
+                   retries=retry, leading=leading, keep=keep, collect=bounds)
         _registry[task_name] = new
         return new
 

@@ -55,8 +55,13 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 EVENT_TYPES = (
     "scheduled", "deferred", "started", "succeeded", "failed", "cancelled", "invalid",
+    "retrying",
 )
 TERMINAL_EVENTS = ("succeeded", "failed", "cancelled")
+# How far along its execution each event type is, within one attempt: a reader keeps the
+# furthest event of each id (see event_order). `retrying` ends an attempt, not the execution.
+EVENT_RANK = {"scheduled": 0, "started": 1, "retrying": 2, "deferred": 3, "invalid": 4,
+              **{name: 4 for name in TERMINAL_EVENTS}}
 
 
 class InvalidRecord(CfStreamError):
@@ -86,6 +91,10 @@ class Call:
     delay_ms: int = 0
     defer_key: str | None = None
     max_wait_ms: int | None = None
+    # A retry is the same call (same id) again: its attempt number, and the time before which
+    # it must not run (the worker's backoff). First attempts leave both out of the record.
+    attempt: int = 1
+    not_before_ms: int | None = None
     leading: bool = False  # a quiet key's first call runs at once
     keep: str = "last"  # "first": newer calls push the pending one back instead of replacing it
     # collect=: (max_calls, max_bytes); the call's one argument joins the window's list.
@@ -106,6 +115,9 @@ class Call:
                 "args": self.args, "kwargs": self.kwargs, "submitted_ms": self.submitted_ms,
                 "delay_ms": self.delay_ms, "defer_key": self.defer_key,
                 "max_wait_ms": self.max_wait_ms}
+        if self.attempt != 1:
+            data["attempt"] = self.attempt
+            data["not_before_ms"] = self.not_before_ms
         if self.leading or self.keep != "last" or self.collect is not None:
             data["v"] = MODES_VERSION  # modes: fields only when set, and v2
             data.update(_mode_fields(self.leading, self.keep, self.collect))
@@ -290,7 +302,7 @@ def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
     args, kwargs, delay = get("args"), get("kwargs"), get("delay_ms")
     defer_key, max_wait = get("defer_key"), get("max_wait_ms")
     leading, keep = get("leading"), get("keep")
-    if (type(call_id) is str and call_id and type(task) is str and task
+    if ("attempt" not in data and type(call_id) is str and call_id and type(task) is str and task
             and KEY_SEPARATOR not in task and type(submitted) is int
             and (now_ms is None or abs(submitted - now_ms) <= MAX_CLOCK_SKEW_MS)
             and (args is None or type(args) is list)
@@ -310,9 +322,9 @@ def trusted_call(data: dict[str, Any]) -> Call:
     """A :class:`Call` from a dict cfstream wrote itself (the processor's own state)."""
     return Call(data["id"], data["task"], data.get("args") or [], data.get("kwargs") or {},
                 data["submitted_ms"], data.get("delay_ms") or 0, data.get("defer_key"),
-                data.get("max_wait_ms"), data.get("leading") or False,
-                data.get("keep") or "last", _trusted_bounds(data.get("collect")),
-                data.get("collected"))
+                data.get("max_wait_ms"), data.get("attempt") or 1, data.get("not_before_ms"),
+                data.get("leading") or False, data.get("keep") or "last",
+                _trusted_bounds(data.get("collect")), data.get("collected"))
 
 
 def _trusted_bounds(collect: dict[str, int] | None) -> tuple[int, int] | None:
@@ -327,7 +339,10 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
     if not task or KEY_SEPARATOR in task:
         raise InvalidRecord("wrong_type", f"field 'task' must be a non-empty name without {KEY_SEPARATOR!r}")
     submitted = _ms(data, "submitted_ms")
-    if now_ms is not None and abs(submitted - now_ms) > MAX_CLOCK_SKEW_MS:
+    # A retry keeps its first attempt's submit time, which may be long past.
+    retry = data.get("attempt") not in (None, 1)
+    if now_ms is not None and (submitted - now_ms > MAX_CLOCK_SKEW_MS
+                               or not retry and now_ms - submitted > MAX_CLOCK_SKEW_MS):
         raise InvalidRecord(
             "clock_skew",
             f"submitted_ms {submitted} is more than {MAX_CLOCK_SKEW_MS // 86_400_000} days from "
@@ -337,6 +352,18 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
     defer_key = _field(data, "defer_key", str, required=False)
     if max_wait is not None and defer_key is None:
         raise InvalidRecord("missing_field", "max_wait_ms needs a defer_key")
+    attempt = data.get("attempt")
+    if attempt is None:
+        attempt = 1
+    elif isinstance(attempt, float) and attempt.is_integer():
+        attempt = int(attempt)
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise InvalidRecord("wrong_type",
+                            f"field 'attempt' must be a whole number from 1, got {attempt!r}")
+    not_before = _optional_ms(data, "not_before_ms")
+    if (attempt > 1) != (not_before is not None):
+        raise InvalidRecord("missing_field",
+                            "a retry (attempt above 1) needs not_before_ms, and only a retry")
     leading = _field(data, "leading", bool, required=False) or False
     keep = _field(data, "keep", str, required=False)
     keep = "last" if keep is None else keep
@@ -356,6 +383,8 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
         delay_ms=_duration(data, "delay_ms", required=False) or 0,
         defer_key=defer_key,
         max_wait_ms=max_wait,
+        attempt=attempt,
+        not_before_ms=not_before,
         leading=leading,
         keep=keep,
         collect=collect,
@@ -408,6 +437,16 @@ def control_from_dict(data: dict[str, Any]) -> Control:
 
 
 def event(type_: str, call: Call, ts_ms: int, **extra: Any) -> dict[str, Any]:
-    """An event record about ``call``; ``extra`` adds the type's own fields."""
+    """An event record about ``call``; ``extra`` adds the type's own fields. Events of a retry
+    name its attempt."""
+    if call.attempt != 1:
+        extra["attempt"] = call.attempt
     return {"v": SCHEMA_VERSION, "type": type_, "id": call.id, "task": call.task,
             "defer_key": call.defer_key, "ts_ms": ts_ms, **extra}
+
+
+def event_order(event: dict[str, Any], rank: dict[str, int] = EVENT_RANK) -> tuple[int, int]:
+    """How far along its execution an event is: by attempt, then by the ``rank`` of its type
+    (KeyError for a type not in it)."""
+    attempt = event.get("attempt")
+    return (attempt if type(attempt) is int else 1), rank[event["type"]]

@@ -298,6 +298,10 @@ def rule_events() -> list[dict[str, Any]]:
     pending = rules.accept(None, make("c", NOW), NOW, 60_000)
     cancelled = rules.cancel(pending.slot, "c", NOW + 1, 60_000, reason="user left")
     default = rules.cancel(pending.slot, "c", NOW + 1, 0)
+    # A retry of "b" (as a worker puts it on the calls topic), then a newer call replacing it.
+    retry = dataclasses.replace(make("b", NOW + 10), attempt=2, not_before_ms=NOW + 9_000)
+    retried = rules.accept(fired.slot, retry, NOW + 3_000, 60_000)
+    replaced = rules.accept(retried.slot, make("d", NOW + 3_500), NOW + 3_500, 60_000)
     kept = rules.accept(pending.slot, dataclasses.replace(make("d", NOW + 5), keep="first"),
                         NOW + 5, 60_000)
     lead = rules.accept(None, dataclasses.replace(make("e", NOW), leading=True), NOW, 60_000)
@@ -306,7 +310,7 @@ def rule_events() -> list[dict[str, Any]]:
     gathered = rules.accept(gathered.slot, dataclasses.replace(make("g", NOW + 1),
                                                                collect=(5, 99)), NOW + 1, 0)
     for decision in (first, second, late, fired, after, at_once, pending, cancelled, default,
-                     kept, lead, gathered):
+                     retried, replaced, kept, lead, gathered):
         out += decision.events
     assert fired.executions and at_once.executions
     return out
@@ -346,6 +350,11 @@ def outcome_events() -> list[dict[str, Any]]:
     for outcome in outcomes:
         assert outcome is not None
         events.append(event(outcome.type, call, NOW + 5, worker=worker, **outcome.fields))
+    lost = execute.failure("WorkerLost", "worker host:1 stopped")
+    events.append(event("retrying", call, NOW + 6, worker=worker, attempt=1, next_attempt=2,
+                        retry_at_ms=NOW + 1_006, **lost.fields))
+    second = dataclasses.replace(call, attempt=2, not_before_ms=NOW + 1_006)
+    events.append(event("failed", second, NOW + 2_000, worker=worker, **run(boom).fields))
     kinds = {e.get("error", {}).get("type") for e in events}
     assert {"ResultNotSerializable", "ZeroDivisionError", "TaskNotRegistered",
             "InvalidArguments"} <= kinds

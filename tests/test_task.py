@@ -471,3 +471,53 @@ def test_encode_call_names_a_bad_argument() -> None:
     keyed = cf.Task(fn=scored, name="t:scored", defer=True)
     with pytest.raises(TypeError, match=r"^t:scored defer key\['user_id'\]: object cannot"):
         keyed.encode_call((object(),), {})
+
+
+# -- retries ----------------------------------------------------------------------------------
+
+
+def test_retries_options_and_their_backoff() -> None:
+    @cf.task(retries=2)
+    def twice() -> None: ...
+
+    assert twice.retries == cf.Retries(limit=2)
+    assert [twice.retries.delay_ms(n) for n in (1, 2)] == [0, 0]
+    growing = cf.Retries(limit=5, delay_min=300, delay_max=dt.timedelta(minutes=10))
+    assert [growing.delay_ms(n) for n in range(1, 6)] == [300_000, 375_000, 450_000, 525_000,
+                                                          600_000]
+    assert [growing.allows(n) for n in (5, 6)] == [True, False]
+    forever = cf.Retries(limit=None, delay_min=1, delay_max=10)
+    assert [forever.delay_ms(n) for n in (1, 2, 3, 4, 5, 100)] == [1_000, 2_000, 4_000, 8_000,
+                                                                   10_000, 10_000]
+    assert forever.allows(10**6)
+    assert cf.Retries(limit=1, delay_min=2, delay_max=9).delay_ms(1) == 2_000
+    picky = cf.Retries(on=ConnectionError)
+    assert picky.on == (ConnectionError,)
+    assert picky.retries_on(ConnectionResetError()) and not picky.retries_on(ValueError())
+    assert picky.retries_on(None)  # a lost worker always retries
+
+
+@pytest.mark.parametrize("bad", [-1, True, "3", 2.5, cf.Retries])
+def test_bad_retries_fail_at_decoration(bad: object) -> None:
+    with pytest.raises(cf.ConfigurationError, match="retries"):
+        cf.task(retries=bad)(lambda: None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("options", [
+    {"limit": -1}, {"limit": 1.5}, {"delay_min": -1}, {"delay_min": float("nan")},
+    {"delay_min": 10, "delay_max": 5}, {"on": (ValueError, "x")}, {"on": ()}, {"on": int},
+])
+def test_bad_retries_options_say_what_is_wrong(options: dict[str, object]) -> None:
+    with pytest.raises(cf.ConfigurationError, match="Retries"):
+        cf.Retries(**options)  # type: ignore[arg-type]
+
+
+def test_no_retries_means_none() -> None:
+    for value in (None, 0, cf.Retries(limit=0)):
+        assert cf.task(retries=value)(lambda: None).retries is None
+
+
+def test_collect_with_retries_raises_at_decoration() -> None:
+    with pytest.raises(cf.ConfigurationError, match="collect does not take retries"):
+        @cf.task(defer=True, collect=True, retries=2)  # type: ignore[call-overload]
+        def digest(items: list[int]) -> None: ...

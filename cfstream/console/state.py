@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cfstream.processor.inspect import Pending, modes
-from cfstream.wire import TERMINAL_EVENTS
+from cfstream.wire import TERMINAL_EVENTS, Call
 
 Event = dict[str, Any]
 
@@ -120,7 +120,7 @@ class Model:
                  story: str = "") -> dict[str, Any]:
         """Everything the page shows, as JSON-ready data."""
         with self._lock:
-            waiting = [p for p in self._pending if not self._gone(p.call.id)]
+            waiting = [p for p in self._pending if not self._gone(p.call)]
             shown = [p for p in waiting
                      if task.lower() in p.call.task.lower()
                      and key.lower() in (p.call.defer_key or "").lower()]
@@ -136,8 +136,11 @@ class Model:
                 "errors": dict(self._errors),
             }
 
-    def _gone(self, execution_id: str) -> bool:
-        return any(e.get("type") in GONE for e in self._executions.get(execution_id, ()))
+    def _gone(self, call: Call) -> bool:
+        """Whether events say this attempt of the call no longer waits (a retry is the same
+        id, a later attempt: the first attempt's events do not hide it)."""
+        return any(e.get("type") in GONE and (e.get("attempt") or 1) >= call.attempt
+                   for e in self._executions.get(call.id, ()))
 
     def _task_rows(self, now_ms: int, waiting: list[Pending]) -> list[dict[str, Any]]:
         start = now_ms - RATE_WINDOW_MS
@@ -176,7 +179,7 @@ class Model:
 
     def _story(self, execution_id: str) -> dict[str, Any]:
         """The execution's events, then each successor's, to the call that ran (or still waits)."""
-        pending = {p.call.id: p for p in self._pending if not self._gone(p.call.id)}
+        pending = {p.call.id: p for p in self._pending if not self._gone(p.call)}
         steps: list[dict[str, Any]] = []
         current: str | None = execution_id
         while current is not None and len(steps) < MAX_CHAIN:
@@ -204,6 +207,7 @@ class Model:
 def _pending_row(p: Pending) -> dict[str, Any]:
     call = p.call
     return {"id": call.id, "task": call.task, "defer_key": call.defer_key, "due_ms": p.due_ms,
+            "attempt": call.attempt,
             "first_ms": p.first_ms, "submitted_ms": call.submitted_ms, "args": call.args,
             "kwargs": call.kwargs, "modes": modes(call)}
 

@@ -87,8 +87,16 @@ def describe(event: dict[str, Any], origin_ms: int | None = None) -> str:
     elif kind == "failed":
         error = event.get("error") or {}
         detail = f"{error.get('type')}: {error.get('message')}"
+    elif kind == "retrying":
+        error = event.get("error") or {}
+        retry_at = event.get("retry_at_ms")
+        wait = f" in {(retry_at - ts) / 1000:.3f}s" if isinstance(retry_at, int) else ""
+        detail = (f"attempt {event.get('attempt')} {error.get('type')}: {error.get('message')}; "
+                  f"attempt {event.get('next_attempt')}{wait}")
     elif kind in ("cancelled", "invalid"):
         detail = str(event.get("reason", ""))
+    if isinstance(event.get("attempt"), int) and kind != "retrying":
+        detail = f"(attempt {event['attempt']}) {detail}".rstrip()
     key = event.get("defer_key")
     task = str(event.get("task", "")).rsplit(":", 1)[-1]
     return (f"{when}  {kind:<9} {short_id(event.get('id'))}  {task}"

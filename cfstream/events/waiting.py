@@ -31,7 +31,7 @@ from cfstream.kafka.partitioner import partition_for, places_keys_by_murmur2
 from cfstream.kafka.retry import settled
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
-from cfstream.wire import TERMINAL_EVENTS
+from cfstream.wire import EVENT_RANK, event_order
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,9 @@ POLL_WAIT = 0.01
 BATCH = 500
 # Delivery failures remembered for waiters that come after them.
 MAX_UNDELIVERED = 10_000
-RANK = {"scheduled": 0, "started": 1, "deferred": 2, "invalid": 3, "undelivered": 3,
-        **{name: 3 for name in TERMINAL_EVENTS}}
+# `undelivered` is the waiters' own: the call never reached Kafka.
+RANK = {**EVENT_RANK, "undelivered": EVENT_RANK["succeeded"]}
+# A waiter is done with an id at its `deferred` event (it follows the successor) or its end.
 SETTLED = RANK["deferred"]
 
 
@@ -394,12 +395,12 @@ class Waiters:
                 event = orjson.loads(raw or b"")
             except orjson.JSONDecodeError:
                 event = json.loads(raw or b"")  # what orjson refuses (huge integers)
-            execution_id, rank = event["id"], RANK[event["type"]]
+            execution_id, order = event["id"], event_order(event, RANK)
         except (ValueError, KeyError, TypeError):
             return  # not an event of ours; the events topic is not validated here
         with self._lock:
             known = self._latest.get(execution_id)
-            if known is None or rank >= RANK[known["type"]]:
+            if known is None or order >= event_order(known, RANK):
                 known = self._latest[execution_id] = event
             self._latest.move_to_end(execution_id)
             if len(self._latest) > MAX_REMEMBERED:

@@ -133,3 +133,7 @@ class WorkerMetrics(_CommonMetrics):
             "executions_failed", "Executions that raised (each attempt counts), by task.",
             ["task"], namespace=NAMESPACE, registry=r,
         )
+        self.retries = Counter(
+            "retries", "Failed attempts put back on the calls topic to run again, by task.",
+            ["task"], namespace=NAMESPACE, registry=r,
+        )

@@ -63,6 +63,8 @@ def encode_slot(slot: Slot) -> bytes:
     if slot.fired_id is not None:
         data["fired_id"] = slot.fired_id
         data["fired_submitted_ms"] = slot.fired_submitted_ms
+        if slot.fired_attempt != 1:
+            data["fired_attempt"] = slot.fired_attempt
     if slot.execution is not None:
         data["execution"] = slot.execution.to_dict()
     if slot.collected_bytes:
@@ -92,6 +94,7 @@ def decode_slot(raw: bytes | None) -> Slot | None:
         due_ms=data["due_ms"],
         fired_id=data.get("fired_id"),
         fired_submitted_ms=data.get("fired_submitted_ms"),
+        fired_attempt=data.get("fired_attempt") or 1,
         execution=(Execution(trusted_call(execution), execution["due_ms"],
                              execution["fired_ms"]) if execution is not None else None),
         latest_ms=data.get("latest_ms"),

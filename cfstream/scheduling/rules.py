@@ -20,7 +20,10 @@ A key (the task-scoped defer key, or the execution id of a call that is not defe
 - an older call (out of order) is itself deferred to the pending or last fired one (calls of the
   same millisecond are ordered by id);
 - a tick fires the pending call if it is due; a later tick forgets the marker;
-- a replayed call or tick of a fired call sends its execution again (workers skip known ids).
+- a replayed call or tick of a fired call sends its execution again (workers skip known ids);
+- a retry (the same call, a later attempt, from a worker) of the call that fired last is taken
+  in like a new call, due at its ``not_before_ms``; one older than the key's latest call is
+  deferred to it, like any older call.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Slot:
     due_ms: int
     fired_id: str | None = None  # the call that left last (fired or cancelled)
     fired_submitted_ms: int | None = None
+    fired_attempt: int = 1
     # What firing it emitted, emitted again if the call or its tick is replayed: a replica killed
     # after writing its state may never have sent the execution (RocksDB is ahead of Kafka).
     execution: Execution | None = None
@@ -72,6 +76,8 @@ def due_ms(call: Call, first_ms: int) -> int:
     due = call.submitted_ms + call.delay_ms
     if call.max_wait_ms is not None:
         due = min(due, first_ms + call.max_wait_ms)
+    if call.not_before_ms is not None:
+        due = max(due, call.not_before_ms)
     return due
 
 
@@ -83,7 +89,7 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
     with :func:`fire_if_due` once it has read the calls that arrived with it, so that of a burst
     read late (a lagging or restarting replica) only the latest call runs, as event time says.
     """
-    if slot is not None and call.id in (slot.fired_id, slot.call.id if slot.call else None):
+    if slot is not None and _seen(slot, call):
         return _replayed(slot, call.id)  # redelivered: already here or already fired
 
     pending = slot.call if slot is not None else None
@@ -121,6 +127,7 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
         due_ms=due,
         fired_id=slot.fired_id if slot is not None else None,
         fired_submitted_ms=slot.fired_submitted_ms if slot is not None else None,
+        fired_attempt=slot.fired_attempt if slot is not None else 1,
         execution=slot.execution if slot is not None else None,
         collected_bytes=size,
     )
@@ -145,8 +152,8 @@ def _push_back(slot: Slot, pending: Call, call: Call, now_ms: int, retention_ms:
     after ``call`` (capped by max_wait); the pending call and its arguments stay."""
     new = Slot(call=pending, first_ms=slot.first_ms,
                due_ms=max(slot.due_ms, due_ms(call, slot.first_ms)), fired_id=slot.fired_id,
-               fired_submitted_ms=slot.fired_submitted_ms, execution=slot.execution,
-               latest_ms=call.submitted_ms, latest_id=call.id)
+               fired_submitted_ms=slot.fired_submitted_ms, fired_attempt=slot.fired_attempt,
+               execution=slot.execution, latest_ms=call.submitted_ms, latest_id=call.id)
     events = [event("scheduled", call, now_ms, due_ms=new.due_ms, submitted_ms=call.submitted_ms),
               event("deferred", call, now_ms, successor=pending.id, reason="kept_first")]
     return _taken(new, events, now_ms, retention_ms, fire_due)
@@ -178,8 +185,10 @@ def _collect(slot: Slot, pending: Call, call: Call, now_ms: int, retention_ms: i
 
 
 def _collapsed_already(slot: Slot | None, call: Call) -> bool:
-    """keep="first": ``call`` is not newer than the newest call the window took in."""
-    if slot is None or slot.latest_id is None or slot.latest_ms is None:
+    """keep="first": ``call`` is not newer than the newest call the window took in (a retry of
+    the call that ran is not: it is that call again)."""
+    if (slot is None or slot.latest_id is None or slot.latest_ms is None
+            or call.id == slot.fired_id):
         return False
     return (call.submitted_ms, call.id) <= (slot.latest_ms, slot.latest_id)
 
@@ -193,7 +202,9 @@ def _quiet(slot: Slot | None, call: Call) -> bool:
 def tick(slot: Slot | None, timer_id: str, now_ms: int, retention_ms: int) -> Decision:
     """The timer says ``timer_id`` may be due: fire the pending call, or forget the marker."""
     if slot is None or slot.timer_id != timer_id or slot.due_ms > now_ms:
-        return _replayed(slot, timer_id)  # stale, early, or the tick that fired it read again
+        if slot is not None and slot.call is not None and slot.call.id == timer_id:
+            return Decision(slot, changed=False)  # early: nothing of this call was sent yet
+        return _replayed(slot, timer_id)  # stale, or the tick that fired it read again
     if slot.call is None:
         return Decision(None, changed=True)
     call = slot.call
@@ -226,6 +237,13 @@ def fire_if_due(slot: Slot | None, now_ms: int, retention_ms: int) -> Decision:
     return tick(slot, slot.call.id, now_ms, retention_ms)
 
 
+def _seen(slot: Slot, call: Call) -> bool:
+    """Whether ``call`` (this attempt of it, or a later one) is pending or has left already."""
+    if slot.call is not None and slot.call.id == call.id:
+        return call.attempt <= slot.call.attempt
+    return slot.fired_id == call.id and call.attempt <= slot.fired_attempt
+
+
 def _replayed(slot: Slot | None, call_id: str) -> Decision:
     """A call or tick read again after a crash: send its execution again if it fired (workers
     drop an execution id they have seen), change nothing."""
@@ -250,7 +268,8 @@ def _marker(slot: Slot, call: Call, now_ms: int, retention_ms: int,
     if retention_ms <= 0:
         return None
     return Slot(call=None, first_ms=slot.first_ms, due_ms=now_ms + retention_ms,
-                fired_id=call.id, fired_submitted_ms=call.submitted_ms, execution=execution,
+                fired_id=call.id, fired_submitted_ms=call.submitted_ms,
+                fired_attempt=call.attempt, execution=execution,
                 latest_ms=slot.latest_ms, latest_id=slot.latest_id)
 
 

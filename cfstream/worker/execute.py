@@ -15,10 +15,12 @@ from cfstream.wire import Call
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """``succeeded`` with a JSON result, or ``failed`` with an error description."""
+    """``succeeded`` with a JSON result, or ``failed`` with an error description (and the
+    exception the task raised, if it raised one: the task's retries may apply to it)."""
 
     type: str
     fields: dict[str, Any]
+    error: BaseException | None = None
 
 
 def prepare(task: Task[Any, Any] | None, call: Call) -> tuple[Any, Outcome | None]:
@@ -39,7 +41,7 @@ def prepare(task: Task[Any, Any] | None, call: Call) -> tuple[Any, Outcome | Non
     except Exception as exc:  # malformed tagged values raise all sorts; none may stop a worker
         return None, failure("InvalidArguments", f"arguments do not fit {call.task}: "
                                                  f"{type(exc).__name__}: {exc}")
-    handle = Execution(call.id, task=call.task)
+    handle = Execution(call.id, task=call.task, attempt=call.attempt)
     if inspect.iscoroutinefunction(task.fn):
         return _async_as(handle, task.fn, args, kwargs), None
 
@@ -76,4 +78,4 @@ def from_exception(exc: BaseException) -> Outcome:
     name = kind.__qualname__ if kind.__module__ == "builtins" else (
         f"{kind.__module__}.{kind.__qualname__}")
     trace = "".join(traceback.format_exception(exc))
-    return failure(name, str(exc), trace)
+    return Outcome("failed", failure(name, str(exc), trace).fields, exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import importlib
 import logging
 import os
@@ -31,7 +32,14 @@ from cfstream.observability.metrics import WorkerMetrics
 from cfstream.scheduling.backlog import Backlog
 from cfstream.settings import Settings
 from cfstream.task import Task, registry
-from cfstream.wire import Execution, InvalidRecord, event, execution_from_dict, parse_json
+from cfstream.wire import (
+    Execution,
+    InvalidRecord,
+    event,
+    event_order,
+    execution_from_dict,
+    parse_json,
+)
 from cfstream.worker import execute
 from cfstream.worker.offsets import OffsetTracker
 
@@ -74,6 +82,10 @@ class Job:
     def submitted_ms(self) -> int:
         return self.execution.call.submitted_ms
 
+    @property
+    def attempt(self) -> int:
+        return self.execution.call.attempt
+
 
 def import_tasks(modules: list[str]) -> dict[str, Task[Any, Any]]:
     """Import ``modules``; the tasks they register are the only ones this worker runs."""
@@ -93,7 +105,8 @@ class Worker:
         self.backlog: Backlog[Job] = Backlog()
         self.offsets = OffsetTracker()
         self.running: dict[str, Job] = {}
-        self.done_ids: OrderedDict[str, None] = OrderedDict()
+        # Id -> the latest attempt of it done here (a retry is the same id, a later attempt).
+        self.done_ids: OrderedDict[str, int] = OrderedDict()
         self.outcomes: queue.Queue[tuple[Job, execute.Outcome]] = queue.Queue()
         self.pool = concurrent.futures.ThreadPoolExecutor(settings.worker_concurrency,
                                                           thread_name_prefix="cfstream-task")
@@ -207,7 +220,7 @@ class Worker:
         except InvalidRecord as exc:
             self._dead_letter(message, exc)
             return
-        if job.id in self.done_ids or job.id in self.running:
+        if self.done_ids.get(job.id, 0) >= job.attempt or job.id in self.running:
             self.offsets.finish(partition, offset)  # redelivered: it ran or runs here
             return
         merge = self.backlog.add(job)
@@ -220,7 +233,7 @@ class Worker:
         self.metrics.deferrals.labels(task=loser.execution.call.task, where="backlog").inc()
         self._emit(event("deferred", loser.execution.call, _now_ms(), successor=winner.id,
                          reason="backlog"), done=loser)
-        self._remember(loser.id)
+        self._remember(loser)
 
     def _flow_control(self) -> None:
         assert self.consumer is not None  # noqa: S101
@@ -264,23 +277,26 @@ class Worker:
                 self.pool.submit(target).add_done_callback(self._collect(job))
 
     def _handled_elsewhere(self, job: Job) -> bool:
-        """Whether another worker already ran, merged or began this execution (redelivered after
-        a crash or a rebalance); if it began and never reported, report it as lost."""
+        """Whether another worker already ran, merged or began this attempt of the execution
+        (redelivered after a crash or a rebalance); if it began and never reported, retry it
+        if the task retries, else report it as lost."""
         known = self.seen.known(job.id)
-        if known is None or known["type"] == "scheduled":
+        if known is None:
             return False
-        if known["type"] == "started":
-            self.metrics.executions_failed.labels(task=job.execution.call.task).inc()
-            self._emit(event("failed", job.execution.call, _now_ms(), worker=self.name,
-                             **execute.failure(
-                                 "WorkerLost",
-                                 f"worker {known.get('worker')} stopped while running this "
-                                 "execution, before reporting its outcome; it is not run again "
-                                 "so that it never runs twice; submit it again if it must run",
-                             ).fields), done=job)
+        attempt, _ = event_order(known)
+        if attempt < job.attempt or (attempt == job.attempt and known["type"] == "scheduled"):
+            return False  # the events so far are about earlier attempts, or none began this one
+        if attempt == job.attempt and known["type"] == "started":
+            lost = execute.failure(
+                "WorkerLost",
+                f"worker {known.get('worker')} stopped while running this execution, before "
+                "reporting its outcome; it is not run again so that it never runs twice "
+                "(give the task retries to run it again)",
+            )
+            self._fail(job, lost)
         else:
             self.offsets.finish(job.partition, job.offset)
-        self._remember(job.id)
+        self._remember(job)
         return True
 
     def _flush_until_delivered(self) -> None:
@@ -331,16 +347,50 @@ class Worker:
             return
         while True:
             self.running.pop(job.id, None)
-            self._remember(job.id)
-            counter = (self.metrics.executions_succeeded if outcome.type == "succeeded"
-                       else self.metrics.executions_failed)
-            counter.labels(task=job.execution.call.task).inc()
-            self._emit(event(outcome.type, job.execution.call, _now_ms(), worker=self.name,
-                             **outcome.fields), done=job)
+            self._remember(job)
+            if outcome.type == "succeeded":
+                self.metrics.executions_succeeded.labels(task=job.execution.call.task).inc()
+                self._emit(event(outcome.type, job.execution.call, _now_ms(), worker=self.name,
+                                 **outcome.fields), done=job)
+            else:
+                self._fail(job, outcome)
             try:
                 job, outcome = self.outcomes.get_nowait()
             except queue.Empty:
                 return
+
+    def _fail(self, job: Job, outcome: execute.Outcome) -> None:
+        """Report a failed attempt: as ``retrying`` once the retry is on the calls topic, if
+        the task's retries allow one for this error; as ``failed`` otherwise."""
+        call = job.execution.call
+        task = self.tasks.get(call.task)
+        policy = task.retries if task is not None else None
+        self.metrics.executions_failed.labels(task=call.task).inc()
+        lost = outcome.fields["error"]["type"] == "WorkerLost"
+        if (policy is None or not policy.allows(call.attempt)
+                or not (lost or (outcome.error is not None
+                                 and policy.retries_on(outcome.error)))):
+            self._emit(event("failed", call, _now_ms(), worker=self.name, **outcome.fields),
+                       done=job)
+            return
+        assert self.producer is not None  # noqa: S101
+        failed_ms = _now_ms()
+        retry = dataclasses.replace(call, attempt=call.attempt + 1,
+                                    not_before_ms=failed_ms + policy.delay_ms(call.attempt))
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:  # the retry is not on Kafka: the execution ends here
+                logger.error("retry %d of %s not delivered: %s", call.attempt, call.id, err)
+                self._emit(event("failed", call, _now_ms(), worker=self.name, **outcome.fields),
+                           done=job)
+                return
+            self.metrics.retries.labels(task=call.task).inc()
+            self._emit(event("retrying", call, failed_ms, worker=self.name, attempt=call.attempt,
+                             next_attempt=retry.attempt, retry_at_ms=retry.not_before_ms,
+                             **outcome.fields), done=job)
+
+        self.producer.produce(self.settings.calls_topic, key=call.key.encode(),
+                              value=dumps(retry.to_dict()), on_delivery=delivered)
 
     # -- reporting and committing ---------------------------------------------------------------
 
@@ -385,8 +435,9 @@ class Worker:
             except BufferError:
                 self.producer.poll(0.05)
 
-    def _remember(self, execution_id: str) -> None:
-        self.done_ids[execution_id] = None
+    def _remember(self, job: Job) -> None:
+        self.done_ids[job.id] = max(job.attempt, self.done_ids.get(job.id, 0))
+        self.done_ids.move_to_end(job.id)
         if len(self.done_ids) > REMEMBERED_IDS:
             self.done_ids.popitem(last=False)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,11 @@ class Services:
         env.update(extra)
         return env
 
-    def start(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, args: list[str], command: list[str] = CFSTREAM,
+              **env: str) -> subprocess.Popen[bytes]:
+        """``command + args`` (``python -m cfstream`` by default), logging to ``<name>.log``."""
         log = (self.workdir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(CFSTREAM + args, env=self.env(**env), stdout=log,
+        proc = subprocess.Popen(command + args, env=self.env(**env), stdout=log,
                                 stderr=subprocess.STDOUT, cwd=self.workdir)
         self.procs[name] = proc
         return proc
@@ -117,3 +121,18 @@ class EventLog:
     def close(self) -> None:
         self._stopped = True
         self._thread.join(timeout=5)
+
+
+def pipeline_conftest() -> types.ModuleType:
+    """tests/pipeline/conftest.py under a name of its own, for other folders to take its
+    ``pipeline_factory`` (every conftest.py outside a package is imported as ``conftest``, so a
+    plain import would find whichever was loaded last)."""
+    name = "cfstream_tests_pipeline_conftest"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HERE / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -71,6 +71,39 @@ def recorded(seconds: float) -> float:
     return seconds
 
 
+@cf.task(retries=cf.Retries(limit=3, delay_min=0.5, delay_max=1.0))
+def flaky(tag: str, failures: int) -> int:
+    """Fails its first ``failures`` attempts; returns the attempt that succeeded."""
+    current = cf.current_execution()
+    attempt = current.attempt if current is not None else 1
+    if attempt <= failures:
+        raise ConnectionError(f"attempt {attempt} of {tag} failed")
+    return attempt
+
+
+@cf.task(retries=cf.Retries(limit=2, on=(ConnectionError,)))
+def picky(kind: str) -> None:
+    """Retries on ConnectionError only."""
+    raise (ConnectionError if kind == "connection" else ValueError)(kind)
+
+
+@cf.task(retries=1)
+def outlives_a_crash(seconds: float) -> int:
+    """Its first attempt sleeps ``seconds`` (long enough to kill the worker under it)."""
+    current = cf.current_execution()
+    attempt = current.attempt if current is not None else 1
+    if attempt == 1:
+        time.sleep(seconds)
+    return attempt
+
+
+@cf.task(defer=cf.Defer(params=["key"]), retries=cf.Retries(limit=1, delay_min=5))
+def settles(key: str, value: str) -> str:
+    if value == "bad":
+        raise ConnectionError("bad value")
+    return value
+
+
 @cf.task(delay=D, defer=cf.Defer(params=["key"]), leading=True)
 def leading_edge(key: str, n: int) -> int:
     return n

@@ -136,6 +136,17 @@ def test_a_newer_call_pushes_the_pending_one_back_and_is_deferred_to_it() -> Non
     assert [(e.call.id, e.call.args, e.due_ms) for e in fired.executions] == [("a", ["a"], 1_700)]
 
 
+def test_keep_first_a_retry_of_the_call_that_ran_is_taken_in_again() -> None:
+    slot = accept(None, first("a", 0), 0, RETENTION).slot
+    slot = accept(slot, first("b", 100), 100, RETENTION).slot
+    marker = tick(slot, "a", 1_100, RETENTION).slot
+    retry = dataclasses.replace(first("a", 0), attempt=2, not_before_ms=3_000)
+    decision = accept(marker, retry, 1_200, RETENTION)
+    assert outcomes(decision) == [("scheduled", "a", None)]
+    assert decision.slot is not None and decision.slot.call == retry
+    assert decision.slot.due_ms == 3_000
+
+
 def test_keep_first_is_capped_by_max_wait() -> None:
     slot = accept(None, first("a", 0, max_wait_ms=2_500), 0, RETENTION).slot
     for i, at in enumerate((900, 1_800, 2_400)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from hypothesis import given, settings
@@ -512,3 +513,134 @@ def test_each_call_runs_once_or_is_deferred_to_one_that_runs(history: dict[str, 
             assert item.due_ms == expected_due
             assert item.fired_ms >= item.due_ms
             window = []
+
+
+# -- retries: the same call again, a later attempt, not before a time -----------------------
+
+
+def retry_of(call: Call, attempt: int, not_before_ms: int) -> Call:
+    return dataclasses.replace(call, attempt=attempt, not_before_ms=not_before_ms)
+
+
+def test_a_retry_of_the_fired_call_is_pending_until_its_time() -> None:
+    first = make_call("a", 0)
+    fired = tick(accept(None, first, 0, RETENTION).slot, "a", DELAY, RETENTION)
+    retry = retry_of(first, 2, 5_000)
+
+    decision = accept(fired.slot, retry, 1_200, RETENTION)
+
+    assert decision.slot is not None and decision.slot.call == retry
+    assert decision.slot.due_ms == 5_000  # its not_before, past its own delay
+    assert decision.events[0]["type"] == "scheduled" and decision.events[0]["attempt"] == 2
+    assert tick(decision.slot, "a", 4_999, RETENTION).executions == []
+    again = tick(decision.slot, "a", 5_000, RETENTION)
+    assert [(e.call.id, e.call.attempt) for e in again.executions] == [("a", 2)]
+    assert again.slot is not None and again.slot.fired_attempt == 2
+
+
+def test_replays_of_earlier_attempts_change_nothing() -> None:
+    first = make_call("a", 0)
+    fired = tick(accept(None, first, 0, RETENTION).slot, "a", DELAY, RETENTION).slot
+    pending = accept(fired, retry_of(first, 2, 3_000), 1_500, RETENTION).slot
+    for replay in (first, retry_of(first, 2, 3_000)):
+        decision = accept(pending, replay, 2_000, RETENTION)
+        assert not decision.changed and decision.slot is pending and decision.events == []
+    ran = tick(pending, "a", 3_000, RETENTION).slot
+    decision = accept(ran, first, 4_000, RETENTION)
+    assert not decision.changed  # attempt 1 read again after attempt 2 ran: still a replay
+
+
+def test_a_newer_call_replaces_a_pending_retry_and_an_older_retry_follows_a_newer_call() -> None:
+    first = make_call("a", 0)
+    fired = tick(accept(None, first, 0, RETENTION).slot, "a", DELAY, RETENTION).slot
+    pending_retry = accept(fired, retry_of(first, 2, 60_000), 1_500, RETENTION).slot
+    newer = make_call("b", 2_000)
+
+    replaced = accept(pending_retry, newer, 2_000, RETENTION)
+
+    assert types(replaced) == [("deferred", "a"), ("scheduled", "b")]
+    assert replaced.events[0]["successor"] == "b" and replaced.events[0]["attempt"] == 2
+    assert replaced.slot is not None and replaced.slot.due_ms == 2_000 + DELAY
+    # The other way round: the retry comes while the newer call waits; it is older, so it
+    # follows the newer call, whose time stands.
+    late = accept(replaced.slot, retry_of(first, 3, 3_000), 2_500, RETENTION)
+    assert types(late) == [("deferred", "a")] and late.events[0]["successor"] == "b"
+    assert late.slot is replaced.slot
+
+
+@st.composite
+def retry_histories(draw: st.DrawFn) -> dict[str, Any]:
+    count = draw(st.integers(1, 6))
+    stamps = sorted(draw(st.lists(st.integers(0, 5_000), min_size=count, max_size=count)))
+    calls = [make_call(f"id{i}", ms, delay_ms=draw(st.integers(0, 1_000)))
+             for i, ms in enumerate(stamps)]
+    # Each step: a call arrives, time passes and the timer runs, or the last execution fails
+    # and its retry (backoff drawn) arrives; each may repeat (redeliveries).
+    steps = draw(st.lists(st.tuples(st.sampled_from(["call", "tick", "fail", "replay"]),
+                                    st.integers(0, count - 1), st.integers(0, 2_000)),
+                          min_size=count, max_size=5 * count))
+    return {"calls": calls, "steps": steps + [("call", i, 0) for i in range(count)]}
+
+
+@settings(max_examples=400, deadline=None)
+@given(retry_histories())
+def test_each_attempt_runs_once_never_early_and_retries_end_in_a_run(
+        history: dict[str, Any]) -> None:
+    calls: list[Call] = history["calls"]
+    slot: Slot | None = None
+    now = 0
+    ran: list[Execution] = []
+    sent: list[Call] = []  # every record that reached the slot, replays included
+    outcome: dict[tuple[str, int], str] = {}  # (id, attempt) -> "deferred:<successor>"
+
+    def apply(decision: rules.Decision) -> None:
+        nonlocal slot
+        slot = decision.slot
+        for execution in decision.executions:
+            if execution not in ran:
+                ran.append(execution)
+        for item in decision.events:
+            if item["type"] == "deferred":
+                outcome.setdefault((item["id"], item.get("attempt", 1)),
+                                   f"deferred:{item['successor']}")
+
+    for kind, index, advance in history["steps"]:
+        now += advance
+        if kind == "call":
+            call = calls[index]
+        elif kind == "fail" and ran:
+            failed = ran[-1].call
+            call = retry_of(failed, failed.attempt + 1, now + advance)
+        elif kind == "replay" and sent:
+            call = sent[index % len(sent)]
+        else:
+            if slot is not None:
+                apply(tick(slot, slot.timer_id, now, 10**12))
+            continue
+        sent.append(call)
+        apply(accept(slot, call, now, 10**12))
+    while slot is not None and slot.call is not None:  # let the timer run everything due
+        now = max(now, slot.due_ms)
+        apply(tick(slot, slot.timer_id, now, 10**12))
+
+    attempts = [(e.call.id, e.call.attempt) for e in ran]
+    assert len(attempts) == len(set(attempts)), "an attempt ran twice"
+    for execution in ran:
+        assert execution.fired_ms >= execution.due_ms
+        if execution.call.not_before_ms is not None:
+            assert execution.fired_ms >= execution.call.not_before_ms, "a retry ran early"
+    # Every retry that arrived either ran, or was deferred along a chain that ends in a run.
+    ran_ids = {e.call.id for e in ran}
+
+    def ends_in_a_run(call_id: str, seen: frozenset[str] = frozenset()) -> bool:
+        successors = [to.split(":", 1)[1] for (i, _), to in outcome.items() if i == call_id]
+        return call_id in ran_ids or any(ends_in_a_run(s, seen | {call_id})
+                                          for s in successors if s not in seen)
+
+    for call in sent:
+        if call.attempt == 1 or (call.id, call.attempt) in attempts:
+            continue
+        if (call.id, call.attempt) not in outcome:  # neither run nor deferred: superseded
+            assert any(i == call.id and a > call.attempt for i, a in attempts), call
+            continue
+        assert ends_in_a_run(call.id), call

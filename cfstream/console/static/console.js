@@ -70,6 +70,9 @@ function detail(e) {
     case "started": return `${e.ts_ms - e.due_ms} ms after due, on ${e.worker}`;
     case "succeeded": return `result ${JSON.stringify(e.result)}`;
     case "failed": return `${(e.error || {}).type}: ${(e.error || {}).message}`;
+    case "retrying": return `attempt ${e.attempt} failed, ${(e.error || {}).type}: ` +
+      `${(e.error || {}).message}; attempt ${e.next_attempt} in ` +
+      `${((e.retry_at_ms - e.ts_ms) / 1000).toFixed(3)} s`;
     default: return e.reason || "";
   }
 }
@@ -118,9 +121,10 @@ function renderPending(s) {
   $("pending-count").textContent = `${p.matching} of ${p.total}` +
     (p.calls.length < p.matching ? `, the first ${p.calls.length} shown` : "");
   replace($("pending").tBodies[0], p.calls.map((c) => {
+    const task = c.attempt > 1 ? `${c.task} (attempt ${c.attempt})` : c.task;
     const key = el("td", c.defer_key, "mono");
     if (c.modes) key.append(" ", el("span", c.modes, "modes"));
-    const tr = row([idButton(c.id), el("td", c.task, "mono"), key,
+    const tr = row([idButton(c.id), el("td", task, "mono"), key,
       el("td", seconds(c.due_ms, s.now_ms), "num due"), args(c), cancelCell(c.id)]);
     tr.dataset.id = c.id;
     return tr;
