@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, env, failover, scale, submit, throughput, timers
+from bench import e2e, env, failover, scale, submit, throughput, timers, waiting
 
 Bench = Callable[[str, Path, bool, bool, dict[str, Any]], env.Result]
 
@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, Bench] = {
     "recovery": scale.run_recovery,
     "e2e": e2e.run,
     "failover": failover.run,
+    "waiting": waiting.run,
 }
 # What each benchmark measures, said as it starts.
 ABOUT = {
@@ -41,6 +42,7 @@ ABOUT = {
     "recovery": "a replica's restore from the changelog, and its restart on its own state",
     "e2e": "submit() to the worker's started event, no delay",
     "failover": "one of two processor replicas killed while calls come due",
+    "waiting": "result() under unrelated event traffic, and many concurrent awaits",
 }
 DEFAULT_OUT = Path(__file__).parent / "results"
 
@@ -160,6 +162,10 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:,.1f} ms"
     if unit == "s":
         return f"{value:,.2f} s"
+    if unit == "%":
+        return f"{value:,.1f} %"
+    if unit == "count":
+        return f"{value:,.0f}"
     if unit == "MiB":
         return f"{value:,.1f} MiB"
     return f"{value:,.2f} {unit}"

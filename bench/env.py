@@ -320,6 +320,17 @@ def raw_producer(settings: Settings, warm_topic: str | None = None,
     return producer
 
 
+def produce(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+    """``produce()``, waiting for room in a full local queue; then serves delivery reports."""
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value)
+            break
+        except BufferError:
+            producer.poll(0.001)
+    producer.poll(0)
+
+
 def raw_consumer(settings: Settings, topic: str, **overrides: Any) -> Consumer:
     """A consumer assigned to every partition of ``topic`` from the beginning."""
     consumer = Consumer(consumer_config(settings, f"bench-raw-{uuid.uuid4().hex[:6]}",

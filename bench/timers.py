@@ -39,13 +39,7 @@ def raw_latency(settings: Settings, rate: float, seconds: float) -> dict[str, fl
     payload = b"x" * 300
 
     def send(i: int) -> None:
-        while True:
-            try:
-                producer.produce(topic, key=f"k{i}".encode(), value=payload)
-                break
-            except BufferError:
-                producer.poll(0.001)
-        producer.poll(0)
+        env.produce(producer, topic, f"k{i}".encode(), payload)
 
     env.paced(total, rate, send, "timers: raw hop, sending")
     producer.flush(30)

@@ -16,11 +16,11 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from cfstream.errors import KafkaUnavailable
 from cfstream.kafka.config import consumer_config
-from cfstream.kafka.retry import settled
+from cfstream.kafka.retry import offsets_since, settled
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
 from cfstream.wire import event_order
@@ -138,15 +138,10 @@ class EventReader:
     def _seek(self, consumer: Consumer, topic: str, partitions: list[int],
               since_ms: int) -> None:
         """Assign every partition from ``since_ms``."""
-        wanted = [TopicPartition(topic, p, since_ms) for p in partitions]
-        found = settled(lambda: consumer.offsets_for_times(wanted, timeout=30))
-        consumer.assign([TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0
-                                        else OFFSET_END) for tp in found])
-        for tp in found:
-            _, high = settled(lambda tp=tp: consumer.get_watermark_offsets(  # type: ignore[misc]
-                TopicPartition(topic, tp.partition), timeout=30))
-            with self._cond:
-                self._next[tp.partition] = tp.offset if tp.offset >= 0 else high
+        starts = offsets_since(consumer, topic, partitions, since_ms)
+        consumer.assign([TopicPartition(topic, p, start) for p, start in starts.items()])
+        with self._cond:
+            self._next.update(starts)
 
     def _remember(self, raw: bytes | None, partition: int | None, offset: int | None) -> None:
         try:

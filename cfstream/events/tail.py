@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from cfstream.kafka.config import consumer_config
-from cfstream.kafka.retry import settled
+from cfstream.kafka.retry import offsets_since, settled
 from cfstream.settings import Settings
 
 
@@ -25,9 +25,7 @@ def tail(settings: Settings, *, follow: bool = False, since_ms: int | None = Non
         if since_ms is None:
             starts = {p: OFFSET_BEGINNING for p in partitions}
         else:
-            found = settled(lambda: consumer.offsets_for_times(
-                [TopicPartition(topic, p, since_ms) for p in partitions], timeout=30))
-            starts = {tp.partition: tp.offset if tp.offset >= 0 else OFFSET_END for tp in found}
+            starts = offsets_since(consumer, topic, list(partitions), since_ms)
         consumer.assign([TopicPartition(topic, p, start) for p, start in starts.items()])
 
         def watermarks(partition: int) -> tuple[int, int]:

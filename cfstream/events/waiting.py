@@ -5,8 +5,9 @@ Events are keyed by execution id and placed by murmur2, so the reader knows whic
 an id's events without reading the others. It assigns a partition when someone waits on an id in
 it, from the id's submit time (UUIDv7 ids carry it), and drops the partition a little after no
 one waits there any more. Records of ids no one waits on are not parsed: their keys go into a
-bounded index of first offsets, so a waiter that arrives after its id's events were read (a
-deferral's successor, a second waiter) rewinds to them instead of to a time.
+fixed-size ring of first offsets (:mod:`cfstream.events.recent`), so a waiter that arrives after
+its id's events were read (a deferral's successor, a second waiter) goes back to them, and one
+whose id cannot have been read yet goes back nowhere.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import orjson
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from cfstream.errors import CfStreamError
+from cfstream.events.recent import RecentKeys
 from cfstream.ids import submitted_ms
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.partitioner import partition_for, places_keys_by_murmur2
-from cfstream.kafka.retry import settled
+from cfstream.kafka.retry import offsets_since, settled
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
 from cfstream.wire import EVENT_RANK, event_order
@@ -37,18 +39,20 @@ logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 
-# Events are stamped by other machines' clocks; read this far before a submit time.
-CLOCK_MARGIN_MS = 60_000
-# A successor's outcome comes after its predecessor's `deferred` event; this far before that
-# event's time covers the clocks of the processors and workers that write them.
-HOP_MARGIN_MS = 10_000
+# How far the clocks of the hosts involved (submitters, processors, workers, this one) may be
+# apart: a newly read partition starts this far before a submit time (events are stamped by the
+# processors' and workers' clocks), and an id submitted this long before the oldest record the
+# ring holds may have been read already. NTP keeps hosts within milliseconds; each second of
+# margin costs a second of a partition's traffic read again when a partition is assigned.
+CLOCK_MARGIN_MS = 10_000
 # Ids that carry no submit time (not UUIDv7) are looked for this far back.
 DEFAULT_LOOKBACK_MS = 3_600_000
 # Outcomes remembered for ids waited on, so a second waiter or status() needs no re-read.
 MAX_REMEMBERED = 100_000
-# Keys of unparsed records remembered per partition (about 200 bytes each): at 5k events/s on
-# a partition this covers the last 10 s, enough for a successor's first events.
-RECENT_KEYS = 50_000
+# Records whose keys are remembered per partition (16 bytes each, 2 MiB): at 5k events/s on a
+# partition they cover the last 26 s, more than the clock margin, so a new wait on a busy
+# partition goes back only to its own id's records.
+RECENT_RECORDS = 131_072
 # A partition no one waits on is kept this long, so a stream of short waits does not reassign
 # (and re-read from a submit time) on every call.
 LINGER_S = 5.0
@@ -83,8 +87,7 @@ class Watch:
 @dataclass
 class _Partition:
     position: int  # next offset the reader takes
-    covered_ms: int  # keys of records stamped from here on are in `recent` (or not read yet)
-    recent: OrderedDict[bytes, tuple[int, int]] = field(default_factory=OrderedDict)
+    recent: RecentKeys
     watchers: int = 0
     idle_since: float | None = None
 
@@ -202,8 +205,8 @@ class Waiters:
 
     def _watch(self, execution_id: str, after_ms: int | None, status: bool,
                resolve: Callable[[Event | None], None]) -> tuple[Event | None, Watch | None]:
-        if after_ms is not None:
-            since = after_ms - HOP_MARGIN_MS
+        if after_ms is not None:  # a successor: its outcome comes after its predecessor's end
+            since = after_ms - CLOCK_MARGIN_MS
         else:
             since = (submitted_ms(execution_id) or int(time.time() * 1000) - DEFAULT_LOOKBACK_MS)
             since -= CLOCK_MARGIN_MS
@@ -281,9 +284,8 @@ class Waiters:
             return
         first = consumer.poll(POLL_WAIT)
         if first is not None:
-            self._take(first)
-            for message in consumer.consume(BATCH, 0):
-                self._take(message)
+            self._take([first])
+            self._take(consumer.consume(BATCH, 0))
         self._check_status()
 
     def _apply(self, consumer: Consumer) -> None:
@@ -319,19 +321,24 @@ class Waiters:
         tp = TopicPartition(self.topic, p)
         if state is None:
             start = self._offset_at(consumer, p, watch.since_ms)
+            logger.debug("events partition %d: read from offset %d for %s", p, start, watch.id)
             consumer.incremental_assign([TopicPartition(self.topic, p, start)])
-            state = _Partition(position=start, covered_ms=watch.since_ms)
+            # Until the ring wraps it holds every record read, which is all stamped since.
+            state = _Partition(position=start, recent=RecentKeys(RECENT_RECORDS, watch.since_ms))
             with self._lock:
                 self._parts[p] = state
         else:
-            first = state.recent.get(watch.key)
-            if first is not None and first[0] < state.position:
-                self._rewind(consumer, p, state, first[0])
-            elif first is None and watch.since_ms < state.covered_ms:
+            first = state.recent.first_offset(watch.key)
+            if first is not None:
+                if first < state.position:  # read before anyone waited on it
+                    self._rewind(consumer, p, state, first)
+            elif watch.since_ms < state.recent.complete_since():
+                # Submitted before what the ring holds (an old id, or one from another process
+                # waited on late): its records may lie before it. Read again from its time.
                 start = self._offset_at(consumer, p, watch.since_ms)
-                state.covered_ms = watch.since_ms
                 if start < state.position:
                     self._rewind(consumer, p, state, start)
+                    state.recent = RecentKeys(RECENT_RECORDS, watch.since_ms)
         if watch.status:
             _, high = settled(lambda: consumer.get_watermark_offsets(tp, timeout=10))
             watch.targets[p] = high
@@ -358,36 +365,30 @@ class Waiters:
 
     def _offset_at(self, consumer: Consumer, p: int, since_ms: int) -> int:
         """The first offset of a record stamped ``since_ms`` or later (the end if none)."""
-        found = settled(lambda: consumer.offsets_for_times(
-            [TopicPartition(self.topic, p, max(since_ms, 0))], timeout=30))[0]
-        if found.offset >= 0:
-            return int(found.offset)
-        _, high = settled(lambda: consumer.get_watermark_offsets(
-            TopicPartition(self.topic, p), timeout=30))
-        return int(high)
+        return offsets_since(consumer, self.topic, [p], since_ms)[p]
 
     def _rewind(self, consumer: Consumer, p: int, state: _Partition, offset: int) -> None:
+        logger.debug("events partition %d: back from offset %d to %d", p, state.position, offset)
         consumer.incremental_unassign([TopicPartition(self.topic, p)])
         consumer.incremental_assign([TopicPartition(self.topic, p, offset)])
         state.position = offset
 
-    def _take(self, message: Message) -> None:
-        if message.error() is not None:
-            return
-        p, offset, key = message.partition(), message.offset(), message.key()
-        state = self._parts.get(p) if p is not None else None
-        if state is None or offset is None:
-            return
-        state.position = offset + 1
-        if key is None:
-            return
-        if key not in state.recent:
-            state.recent[key] = (offset, message.timestamp()[1])
-            if len(state.recent) > RECENT_KEYS:
-                _, (_, stamped) = state.recent.popitem(last=False)
-                state.covered_ms = max(state.covered_ms, stamped + 1)
-        if key in self._watches:
-            self._deliver(message.value())
+    def _take(self, messages: list[Message]) -> None:
+        """Note each record's key; parse only those of ids someone waits on."""
+        parts, watches = self._parts, self._watches
+        for message in messages:
+            if message.error() is not None:
+                continue
+            state = parts.get(message.partition())  # type: ignore[arg-type]
+            offset, key = message.offset(), message.key()
+            if state is None or offset is None:
+                continue  # a partition let go of while its records were on the way
+            state.position = offset + 1
+            if key is None:
+                continue
+            state.recent.add(key, offset)
+            if key in watches:
+                self._deliver(message.value())
 
     def _deliver(self, raw: bytes | None) -> None:
         try:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 T = TypeVar("T")
 
@@ -36,3 +36,27 @@ def settled(call: Callable[[], T], timeout: float = SETTLE_TIMEOUT) -> T:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+def offsets_since(consumer: Consumer, topic: str, partitions: list[int],
+                  since_ms: int) -> dict[int, int]:
+    """Partition -> the first offset of a record stamped ``since_ms`` or later, or the end of
+    the partition when there is none yet; retried while the cluster settles.
+
+    The ends are asked for first: a record appended between the two requests is stamped after
+    ``since_ms``, so it is found by the second or lies past the end asked for before it. A
+    partition's own error (a new topic's leader not serving yet) is retried like a failed call,
+    never read as "no such record"."""
+    ends = {p: settled(lambda p=p: consumer.get_watermark_offsets(  # type: ignore[misc]
+        TopicPartition(topic, p), timeout=30))[1] for p in partitions}
+
+    def ask() -> list[TopicPartition]:
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p, max(since_ms, 0)) for p in partitions], timeout=30)
+        for tp in found:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+        return list(found)
+
+    return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition]
+            for tp in settled(ask)}

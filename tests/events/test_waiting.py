@@ -224,3 +224,28 @@ def test_waits_go_on_across_a_broker_restart(tmp_path: Path) -> None:
                 assert box and box[0] is not None and box[0]["type"] == "succeeded"  # type: ignore[index]
         finally:
             reader.close()
+
+
+@pytest.mark.kafka
+def test_an_old_id_on_a_partition_already_read_goes_back_to_its_time(
+        waiters: Waiters, events_settings: Settings) -> None:
+    partition = 1
+    keeper = ids_in(partition, 1)[0]
+    now = int(time.time() * 1000)
+    old = new_execution_id(now - 300_000)
+    while partition_for(old.encode(), PARTITIONS) != partition:
+        old = new_execution_id(now - 300_000)
+    producer = Producer({"bootstrap.servers": events_settings.bootstrap_servers,
+                         "partitioner": "murmur2_random"})
+    event = {"v": 1, "type": "succeeded", "id": old, "ts_ms": now - 299_000, "result": "old"}
+    producer.produce(events_settings.events_topic, dumps(event), old.encode(),
+                     timestamp=now - 299_000)
+    assert producer.flush(30) == 0
+    kept, _ = in_thread(lambda: waiters.wait(keeper, 60))
+    eventually(lambda: waiters.waiting() == {partition: 1})  # read from the keeper's time on
+
+    found = waiters.wait(old, 30)
+
+    assert found is not None and found["result"] == "old"
+    waiters.fail(keeper, "done")
+    kept.join(10)

@@ -20,7 +20,7 @@ def test_queued_calls_with_one_key_run_once_with_the_latest_arguments(
     calls = [pipeline.submit(latest, key, n) for n in range(5)]
     other = pipeline.submit(latest, uuid.uuid4().hex, 99)
 
-    assert [c.result(timeout=60) for c in calls] == [4] * 5
+    assert [pipeline.result(c, timeout=60) for c in calls] == [4] * 5
     assert other.result(timeout=60) == 99  # another key is not merged away
 
     survivor = calls[-1]
