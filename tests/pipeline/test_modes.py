@@ -40,14 +40,15 @@ def test_leading_runs_the_first_call_at_once_and_the_rest_once_at_the_end(
     key = uuid.uuid4().hex[:10]
     t0 = time.monotonic()
     first = pipeline.submit(leading_edge, key, 0)
+    # Calls within the delay after it collapse into one trailing run, a delay after the last.
+    rest = [submit_at(pipeline, t0 + at * D, leading_edge, key, n)
+            for n, at in ((1, 0.3), (2, 0.6))]
     assert pipeline.result(first, RESULT_TIMEOUT) == 0
     submitted, started = times(pipeline, first)
     assert started["due_ms"] == submitted  # due at once, not after the delay
     assert submitted <= started["ts_ms"] <= submitted + LATE_MS
+    assert pipeline.events.one(rest[1].id, "scheduled")["submitted_ms"] < submitted + D_MS
 
-    # Calls within the delay after it collapse into one trailing run, a delay after the last.
-    rest = [submit_at(pipeline, t0 + at * D, leading_edge, key, n)
-            for n, at in ((1, 0.3), (2, 0.6))]
     assert [pipeline.result(c, RESULT_TIMEOUT) for c in rest] == [2, 2]
     assert pipeline.events.one(rest[0].id, "deferred")["successor"] == rest[1].id
     last, trailing = times(pipeline, rest[1])
