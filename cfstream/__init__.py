@@ -23,11 +23,12 @@ from cfstream.errors import (
 from cfstream.execution import Execution, current_execution
 from cfstream.retries import Retries
 from cfstream.settings import Settings
-from cfstream.task import Defer, Task, task
+from cfstream.task import Collect, Defer, Task, task
 
 __all__ = [
     "CfStreamError",
     "Client",
+    "Collect",
     "ConfigurationError",
     "Defer",
     "DeferKeyError",

@@ -12,17 +12,20 @@ from cfstream.codec import to_json_value
 from cfstream.errors import SubmitError
 from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
-from cfstream.task import to_ms
-from cfstream.wire import KEY_SEPARATOR, Call
+from cfstream.task import Collect, check_modes, to_ms
+from cfstream.wire import KEY_SEPARATOR, Call, argument_bytes
 
 
 def submit(task: str, args: list[Any] | tuple[Any, ...] = (),
            kwargs: dict[str, Any] | None = None, *,
            delay: dt.timedelta | float | int = 0, defer_key: str | None = None,
            max_wait: dt.timedelta | float | int | None = None,
+           leading: bool = False, keep: str = "last", collect: bool | Collect = False,
            client: Client | None = None) -> Execution:
     """Submit a call to the task registered as ``"module:function"`` on the workers; through
-    ``client``, or the process's client."""
+    ``client``, or the process's client. ``leading``, ``keep`` and ``collect`` need a
+    ``defer_key`` (as on ``@cf.task``; ``leading`` also a delay; ``collect`` exactly one
+    argument)."""
     if not task or KEY_SEPARATOR in task:
         raise SubmitError(f"task name {task!r} must be non-empty without {KEY_SEPARATOR!r}")
     delay_ms = to_ms(delay, "delay") or 0
@@ -31,16 +34,25 @@ def submit(task: str, args: list[Any] | tuple[Any, ...] = (),
         raise SubmitError("max_wait needs a defer_key and must be greater than delay")
     if defer_key is not None and not isinstance(defer_key, str):
         raise SubmitError(f"defer_key must be a string, got {type(defer_key).__name__}")
+    bounds = Collect() if collect is True else None if collect is False else collect
+    check_modes(leading, keep, defer_key is not None, delay_ms, SubmitError, bounds)
+    if bounds is not None and (len(args) != 1 or kwargs):
+        raise SubmitError("a collect call has exactly one argument, in args")
     positional = {f"#{i}": value for i, value in enumerate(args)}
     call = new_call(task, positional, kwargs or {}, delay_ms=delay_ms, defer_key=defer_key,
-                    max_wait_ms=max_wait_ms)
+                    max_wait_ms=max_wait_ms, leading=leading, keep=keep,
+                    collect=None if bounds is None else (bounds.max_calls, bounds.max_bytes))
+    if call.collect is not None and argument_bytes(call.args[0]) > call.collect[1]:
+        raise SubmitError(f"{task}: the argument is {argument_bytes(call.args[0])} bytes as JSON, "
+                          f"over collect's max_bytes ({call.collect[1]})")
     client = client or current_client()
     client.publish(call)
     return Execution(call.id, task=task, client=client)
 
 
 def new_call(task: str, args: dict[str, Any], kwargs: dict[str, Any], *, delay_ms: int,
-             defer_key: str | None, max_wait_ms: int | None) -> Call:
+             defer_key: str | None, max_wait_ms: int | None, leading: bool = False,
+             keep: str = "last", collect: tuple[int, int] | None = None) -> Call:
     """A call stamped now. ``args`` maps a name for each positional argument (used in errors)
     to its value, in order."""
     now = int(time.time() * 1000)
@@ -53,4 +65,7 @@ def new_call(task: str, args: dict[str, Any], kwargs: dict[str, Any], *, delay_m
         delay_ms=delay_ms,
         defer_key=defer_key,
         max_wait_ms=max_wait_ms,
+        leading=leading,
+        keep=keep,
+        collect=collect,
     )

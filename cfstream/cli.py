@@ -79,7 +79,7 @@ def pending(
 
     from rich.table import Table
 
-    from cfstream.processor.inspect import pending_calls, seconds_until
+    from cfstream.processor.inspect import modes, pending_calls, seconds_until
     from cfstream.progress import records_bar
 
     with records_bar("reading the changelog", _err) as progress:
@@ -89,12 +89,13 @@ def pending(
             _out.print(json.dumps({**item.call.to_dict(), "due_ms": item.due_ms}),
                        markup=False, highlight=False, soft_wrap=True)
         return
-    table = Table("execution", "task", "defer key", "due in", title=f"{len(found)} pending")
+    table = Table("execution", "task", "defer key", "mode", "due in",
+                  title=f"{len(found)} pending")
     for item in found:
         task = item.call.task + (f" (attempt {item.call.attempt})" if item.call.attempt > 1
                                  else "")
         table.add_row(item.call.id, task, item.call.defer_key or "",
-                      f"{seconds_until(item.due_ms):.1f}s")
+                      modes(item.call), f"{seconds_until(item.due_ms):.1f}s")
     _out.print(table)
 
 

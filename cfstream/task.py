@@ -5,23 +5,35 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import inspect
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
 from cfstream.client import Client, current_client
 from cfstream.codec import SCALAR_TEXT, canonical, json_text, to_json_value
-from cfstream.errors import ConfigurationError, DeferKeyError
+from cfstream.errors import ConfigurationError, DeferKeyError, SubmitError
 from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
 from cfstream.retries import Retries, retries_option
-from cfstream.wire import KEY_SEPARATOR, MAX_DELAY_MS, CallRecords
+from cfstream.wire import (
+    COLLECT_BYTES_LIMIT,
+    COLLECT_CALLS_LIMIT,
+    KEEP_VALUES,
+    KEY_SEPARATOR,
+    MAX_COLLECT_BYTES,
+    MAX_COLLECT_CALLS,
+    MAX_DELAY_MS,
+    CallRecords,
+    argument_bytes,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 # Keys longer than this are replaced by their SHA-256: record keys stay small and readable ones
 # (ids, "user:document") stay as they are for `cfstream pending --key`.
@@ -37,7 +49,25 @@ class Defer:
     params: Sequence[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Collect:
+    """``collect=cf.Collect(max_calls=..., max_bytes=...)``: a window's run gets every call's
+    argument, and fires early once it holds ``max_calls`` of them or the next one would take
+    them (as JSON) over ``max_bytes``."""
+
+    max_calls: int = MAX_COLLECT_CALLS
+    max_bytes: int = MAX_COLLECT_BYTES
+
+    def __post_init__(self) -> None:
+        for name, value, limit in (("max_calls", self.max_calls, COLLECT_CALLS_LIMIT),
+                                   ("max_bytes", self.max_bytes, COLLECT_BYTES_LIMIT)):
+            if type(value) is not int or not 1 <= value <= limit:
+                raise ConfigurationError(
+                    f"Collect({name}=...) must be an integer from 1 to {limit}, got {value!r}")
+
+
 DeferOption = bool | Callable[..., str] | Defer | None
+Keep = Literal["last", "first"]
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -86,10 +116,26 @@ class Task(Generic[P, R]):
     defer: DeferOption = None
     max_wait_ms: int | None = None
     retries: Retries | None = None
+    leading: bool = False
+    keep: str = "last"
+    collect: Collect | None = None
 
     def __post_init__(self) -> None:
         if KEY_SEPARATOR in self.name:
             raise ConfigurationError(f"task name {self.name!r} must not contain {KEY_SEPARATOR!r}")
+        check_modes(self.leading, self.keep, bool(self.defer), self.delay_ms, ConfigurationError,
+                    self.collect)
+        if self.collect is not None and self.retries is not None:
+            raise ConfigurationError(
+                f"{self.name}: collect does not take retries (yet): a retry runs its own call "
+                "again and would lose the arguments the run collected")
+        if self.collect is not None:
+            params = list(self.signature.parameters.values())
+            if len(params) != 1 or params[0].kind not in _POSITIONAL:
+                raise ConfigurationError(
+                    f"{self.name}: a collect task takes one positional parameter, the list of "
+                    f"each call's argument (def {self.fn.__name__}(items: list[...])), got "
+                    f"{self.signature}")
         if self.max_wait_ms is not None:
             if not self.defer:
                 raise ConfigurationError("max_wait only applies with defer; set defer=True too")
@@ -124,7 +170,11 @@ class Task(Generic[P, R]):
 
     def submit_to(self, client: Client, /, *args: P.args, **kwargs: P.kwargs) -> Execution:
         """:meth:`submit` through ``client`` rather than the process's client."""
+        if self.collect is not None and (len(args) != 1 or kwargs):
+            raise TypeError(f"{self.name}: a collect task is submitted one argument at a time")
         args_json, kwargs_json, defer_key = self.encode_call(args, kwargs)
+        if self.collect is not None:
+            self._check_size(args_json, self.collect.max_bytes)
         now = int(time.time() * 1000)
         call_id = new_execution_id(now)
         key, value = self.records.record(call_id, args_json, kwargs_json, now, defer_key)
@@ -136,6 +186,12 @@ class Task(Generic[P, R]):
 
     def with_defer(self, defer: DeferOption) -> Task[P, R]:
         return replace(self, defer=None if defer is False else defer)
+
+    def _check_size(self, args_json: str, max_bytes: int) -> None:
+        size = argument_bytes(json.loads(args_json)[0])
+        if size > max_bytes:
+            raise SubmitError(f"{self.name}: the argument is {size} bytes as JSON, over "
+                              f"collect's max_bytes ({max_bytes})")
 
     @cached_property
     def signature(self) -> inspect.Signature:
@@ -194,7 +250,9 @@ class Task(Generic[P, R]):
     @cached_property
     def records(self) -> CallRecords:
         """Writes this task's calls-topic records."""
-        return CallRecords(self.name, self.delay_ms, self.max_wait_ms)
+        collect = self.collect
+        return CallRecords(self.name, self.delay_ms, self.max_wait_ms, self.leading, self.keep,
+                           None if collect is None else (collect.max_calls, collect.max_bytes))
 
     @cached_property
     def _positional(self) -> _Positional | None:
@@ -242,6 +300,29 @@ class Task(Generic[P, R]):
         return key
 
 
+def check_modes(leading: Any, keep: Any, deferred: bool, delay_ms: int,
+                error: type[Exception], collect: Any = None) -> None:
+    """Raise ``error`` for a bad ``leading``, ``keep`` or ``collect``, or one without what it
+    needs."""
+    if not isinstance(leading, bool):
+        raise error(f"leading must be True or False, got {leading!r}")
+    if keep not in KEEP_VALUES:
+        raise error(f"keep must be 'last' or 'first', got {keep!r}")
+    if (leading or keep != "last") and not deferred:
+        raise error("leading and keep only apply to deferred calls; set defer too")
+    if leading and delay_ms <= 0:
+        raise error("leading=True needs a delay: it is the quiet period after the leading run "
+                    "in which calls collapse into one trailing run")
+    if collect is None:
+        return
+    if not isinstance(collect, Collect):
+        raise error(f"collect must be True, False or cf.Collect(...), got {collect!r}")
+    if not deferred:
+        raise error("collect only applies to deferred calls; set defer too")
+    if keep != "last":
+        raise error("collect runs every call's argument: keep='first' does not apply")
+
+
 def _hashed(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
@@ -265,20 +346,38 @@ def task(fn: Callable[P, R], /) -> Task[P, R]: ...
 def task(
     *, delay: dt.timedelta | float | int = 0, defer: DeferOption = False,
     max_wait: dt.timedelta | float | int | None = None, name: str | None = None,
+    leading: bool = False, keep: Keep = "last", collect: Literal[False] = False,
     retries: int | Retries | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+@overload
+def task(
+    *, delay: dt.timedelta | float | int = 0, defer: DeferOption = False,
+    max_wait: dt.timedelta | float | int | None = None, name: str | None = None,
+    leading: bool = False, keep: Keep = "last", collect: Literal[True] | Collect,
+    retries: None = None,
+) -> Callable[[Callable[[list[T]], R]], Task[[T], R]]: ...
 
 
 def task(
     fn: Callable[..., Any] | None = None, /, *, delay: dt.timedelta | float | int = 0,
     defer: DeferOption = False, max_wait: dt.timedelta | float | int | None = None,
-    name: str | None = None, retries: int | Retries | None = None,
+    name: str | None = None, leading: bool = False, keep: Keep = "last",
+    collect: bool | Collect = False, retries: int | Retries | None = None,
 ) -> Any:
     """Register a task: ``@cf.task`` or ``@cf.task(delay=60, defer=True, max_wait=600,
-    retries=cf.Retries(limit=5, delay_min=10, delay_max=300))``."""
+    retries=cf.Retries(limit=5, delay_min=10, delay_max=300))``.
+
+    ``leading=True`` runs a quiet key's first call at once (then debounces the rest into one
+    trailing run); ``keep="first"`` runs a window's first call, each newer one pushing it back;
+    ``collect=True`` (or ``cf.Collect(...)``) runs the window once with every call's argument:
+    the function takes one ``list`` and is submitted one item at a time.
+    """
     delay_ms = to_ms(delay, "delay") or 0
     max_wait_ms = to_ms(max_wait, "max_wait")
     retry = retries_option(retries)
+    bounds = Collect() if collect is True else None if collect is False else collect
+    check_modes(leading, keep, bool(defer), delay_ms, ConfigurationError,  # before func comes
+                bounds)
 
     def register(func: Callable[P, R]) -> Task[P, R]:
         if not callable(func):
@@ -286,7 +385,7 @@ def task(
         task_name = name or f"{func.__module__}:{func.__qualname__}"
         new = Task(fn=func, name=task_name, delay_ms=delay_ms,
                    defer=None if defer is False else defer, max_wait_ms=max_wait_ms,
-                   retries=retry)
+                   retries=retry, leading=leading, keep=keep, collect=bounds)
         _registry[task_name] = new
         return new
 

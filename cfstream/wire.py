@@ -3,6 +3,8 @@
 Calls topic (key: the call's key, see :attr:`Call.key`), one of:
     {"v": 1, "kind": "call", "id", "task", "args", "kwargs", "submitted_ms",
      "delay_ms", "defer_key", "max_wait_ms"}
+    ... with "v": 2 and "leading": true, "keep": "first" and/or "collect": {"max_calls",
+    "max_bytes"} (deferring modes)
     {"v": 1, "kind": "tick", "id"}       (the processor's own timer record)
     {"v": 1, "kind": "cancel", "id"}     (cancel the pending call with this id)
 Executions topic (same key): a call plus "due_ms" and "fired_ms".
@@ -13,15 +15,33 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from json.encoder import encode_basestring
 from typing import Any
 
 import orjson
 
+from cfstream.codec import dumps
 from cfstream.errors import CfStreamError
 
 SCHEMA_VERSION = 1
+# A call that sets a deferring mode (leading, keep) is written as v2: a v1-only reader rejects it
+# (dead letter) instead of ignoring the field and running the wrong call at the wrong time.
+MODES_VERSION = 2
+READ_VERSIONS = (SCHEMA_VERSION, MODES_VERSION)
+# keep=: which call of a deferral window runs. "last" (the default) replaces the pending call
+# with each newer one; "first" keeps the pending call and only pushes its due time back.
+KEEP_VALUES = ("last", "first")
+# collect=: a window's calls collected for one run. A window fires early once it holds this many
+# calls: a run's list should fit a worker's memory and one task's time.
+MAX_COLLECT_CALLS = 1_000
+# ...or when the next call's argument would take its arguments (as JSON) over this many bytes.
+MAX_COLLECT_BYTES = 128 * 1024
+# The largest bounds a task may set. A changelog slot holds the pending window and the last fired
+# execution, each with the collected arguments and the survivor's own (at most max_bytes):
+# 4 x 200000 bytes plus a separator per call stays under the 1 MB the broker and producer take.
+COLLECT_CALLS_LIMIT = 10_000
+COLLECT_BYTES_LIMIT = 200_000
 # Calls stamped further from the processor's clock than this are rejected: a wrong clock or unit
 # (seconds for milliseconds) would otherwise schedule a call decades away.
 MAX_CLOCK_SKEW_MS = 7 * 24 * 3600 * 1000
@@ -57,7 +77,9 @@ class InvalidRecord(CfStreamError):
         super().__init__(reason)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__ (~100 ns a field),
+# and the processor builds two or three calls a record. Treat it as immutable all the same.
+@dataclass(slots=True)
 class Call:
     """One task call. ``args`` and ``kwargs`` hold encoded JSON values (see :mod:`cfstream.codec`)."""
 
@@ -73,6 +95,12 @@ class Call:
     # it must not run (the worker's backoff). First attempts leave both out of the record.
     attempt: int = 1
     not_before_ms: int | None = None
+    leading: bool = False  # a quiet key's first call runs at once
+    keep: str = "last"  # "first": newer calls push the pending one back instead of replacing it
+    # collect=: (max_calls, max_bytes); the call's one argument joins the window's list.
+    collect: tuple[int, int] | None = None
+    # The arguments of every call of the window, in order (the pending call and its execution).
+    collected: list[Any] | None = None
 
     @property
     def key(self) -> str:
@@ -90,7 +118,29 @@ class Call:
         if self.attempt != 1:
             data["attempt"] = self.attempt
             data["not_before_ms"] = self.not_before_ms
+        if self.leading or self.keep != "last" or self.collect is not None:
+            data["v"] = MODES_VERSION  # modes: fields only when set, and v2
+            data.update(_mode_fields(self.leading, self.keep, self.collect))
+            if self.collected is not None:
+                data["collected"] = self.collected
         return data
+
+
+def _mode_fields(leading: bool, keep: str,
+                 collect: tuple[int, int] | None = None) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if leading:
+        fields["leading"] = True
+    if keep != "last":
+        fields["keep"] = keep
+    if collect is not None:
+        fields["collect"] = {"max_calls": collect[0], "max_bytes": collect[1]}
+    return fields
+
+
+def argument_bytes(value: Any) -> int:
+    """The size of an encoded argument as JSON, as collect's max_bytes counts it."""
+    return len(dumps(value))
 
 
 class CallRecords:
@@ -98,20 +148,26 @@ class CallRecords:
     bytes ``dumps(Call(...).to_dict())`` writes, without building the Call and its dict (submit's
     hot path). The parts that are the same for every call of the task are written once."""
 
-    __slots__ = ("_key_head", "_middle", "_tail", "_deferred", "_deferred_tail")
+    __slots__ = ("_key_head", "_start", "_middle", "_tail", "_deferred", "_deferred_tail")
 
-    def __init__(self, task: str, delay_ms: int, max_wait_ms: int | None) -> None:
+    def __init__(self, task: str, delay_ms: int, max_wait_ms: int | None,
+                 leading: bool = False, keep: str = "last",
+                 collect: tuple[int, int] | None = None) -> None:
+        modes = "".join(f",{json.dumps(k)}:{dumps(v).decode()}"
+                        for k, v in _mode_fields(leading, keep, collect).items())
+        version = MODES_VERSION if modes else SCHEMA_VERSION
         self._key_head = f"{task}{KEY_SEPARATOR}"
+        self._start = f'{{"v":{version},"kind":"call","id":"'
         self._middle = f'","task":{encode_basestring(task)},"args":'
-        self._tail = f',"delay_ms":{delay_ms},"defer_key":null,"max_wait_ms":null}}'
+        self._tail = f',"delay_ms":{delay_ms},"defer_key":null,"max_wait_ms":null{modes}}}'
         self._deferred = f',"delay_ms":{delay_ms},"defer_key":'
         self._deferred_tail = (',"max_wait_ms":'
-                               f'{"null" if max_wait_ms is None else max_wait_ms}}}')
+                               f'{"null" if max_wait_ms is None else max_wait_ms}{modes}}}')
 
     def record(self, call_id: str, args_json: str, kwargs_json: str, submitted_ms: int,
                defer_key: str | None) -> tuple[bytes, bytes]:
         """``(key, value)``; ``call_id`` comes from ``new_execution_id`` (nothing to escape)."""
-        head = f'{{"v":{SCHEMA_VERSION},"kind":"call","id":"{call_id}{self._middle}{args_json},' \
+        head = f'{self._start}{call_id}{self._middle}{args_json},' \
                f'"kwargs":{kwargs_json},"submitted_ms":{submitted_ms}'
         if defer_key is None:
             return call_id.encode(), f"{head}{self._tail}".encode()
@@ -163,9 +219,9 @@ def parse_json(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidRecord("not_object", f"expected a JSON object, got {type(data).__name__}")
     version = data.get("v")
-    if isinstance(version, bool) or version != SCHEMA_VERSION:
+    if isinstance(version, bool) or version not in READ_VERSIONS:
         raise InvalidRecord("unknown_version",
-                            f"unknown schema version {version!r}; this cfstream reads v1")
+                            f"unknown schema version {version!r}; this cfstream reads v1 and v2")
     return data
 
 
@@ -200,7 +256,7 @@ def _field(data: dict[str, Any], name: str, kinds: type | tuple[type, ...],
 
 
 def _kind_names(kinds: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", str: "a string", list: "an array", dict: "an object",
+    names = {bool: "a boolean", int: "an integer", str: "a string", list: "an array", dict: "an object",
              float: "a number"}
     seq = kinds if isinstance(kinds, tuple) else (kinds,)
     return " or ".join(names.get(k, k.__name__) for k in seq)
@@ -245,6 +301,7 @@ def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
     call_id, task, submitted = get("id"), get("task"), get("submitted_ms")
     args, kwargs, delay = get("args"), get("kwargs"), get("delay_ms")
     defer_key, max_wait = get("defer_key"), get("max_wait_ms")
+    leading, keep = get("leading"), get("keep")
     if ("attempt" not in data and type(call_id) is str and call_id and type(task) is str and task
             and KEY_SEPARATOR not in task and type(submitted) is int
             and (now_ms is None or abs(submitted - now_ms) <= MAX_CLOCK_SKEW_MS)
@@ -253,7 +310,9 @@ def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
             and (delay is None or (type(delay) is int and 0 <= delay <= MAX_DELAY_MS))
             and (defer_key is None or type(defer_key) is str)
             and (max_wait is None or (type(max_wait) is int and 0 <= max_wait <= MAX_DELAY_MS
-                                      and defer_key is not None))):
+                                      and defer_key is not None))
+            and (leading is None or leading is False)
+            and (keep is None or keep == "last") and get("collect") is None):
         return Call(call_id, task, args or [], kwargs or {}, submitted, delay or 0, defer_key,
                     max_wait)
     return _checked_call(data, now_ms)
@@ -263,7 +322,13 @@ def trusted_call(data: dict[str, Any]) -> Call:
     """A :class:`Call` from a dict cfstream wrote itself (the processor's own state)."""
     return Call(data["id"], data["task"], data.get("args") or [], data.get("kwargs") or {},
                 data["submitted_ms"], data.get("delay_ms") or 0, data.get("defer_key"),
-                data.get("max_wait_ms"), data.get("attempt") or 1, data.get("not_before_ms"))
+                data.get("max_wait_ms"), data.get("attempt") or 1, data.get("not_before_ms"),
+                data.get("leading") or False, data.get("keep") or "last",
+                _trusted_bounds(data.get("collect")), data.get("collected"))
+
+
+def _trusted_bounds(collect: dict[str, int] | None) -> tuple[int, int] | None:
+    return None if collect is None else (collect["max_calls"], collect["max_bytes"])
 
 
 def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
@@ -299,23 +364,65 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
     if (attempt > 1) != (not_before is not None):
         raise InvalidRecord("missing_field",
                             "a retry (attempt above 1) needs not_before_ms, and only a retry")
+    leading = _field(data, "leading", bool, required=False) or False
+    keep = _field(data, "keep", str, required=False)
+    keep = "last" if keep is None else keep
+    if keep not in KEEP_VALUES:
+        raise InvalidRecord("bad_value", f"field 'keep' must be 'last' or 'first', got {keep!r}")
+    if (leading or keep != "last") and defer_key is None:
+        raise InvalidRecord("missing_field", "leading and keep need a defer_key")
+    args = _field(data, "args", list, required=False) or []
+    kwargs = _field(data, "kwargs", dict, required=False) or {}
+    collect = _collect_bounds(data, defer_key, keep, args, kwargs)
     return Call(
         id=call_id,
         task=task,
-        args=_field(data, "args", list, required=False) or [],
-        kwargs=_field(data, "kwargs", dict, required=False) or {},
+        args=args,
+        kwargs=kwargs,
         submitted_ms=submitted,
         delay_ms=_duration(data, "delay_ms", required=False) or 0,
         defer_key=defer_key,
         max_wait_ms=max_wait,
         attempt=attempt,
         not_before_ms=not_before,
+        leading=leading,
+        keep=keep,
+        collect=collect,
     )
 
 
+def _collect_bounds(data: dict[str, Any], defer_key: str | None, keep: str, args: list[Any],
+                    kwargs: dict[str, Any]) -> tuple[int, int] | None:
+    collect = _field(data, "collect", dict, required=False)
+    if collect is None:
+        return None
+    bounds = []
+    for name, limit in (("max_calls", COLLECT_CALLS_LIMIT), ("max_bytes", COLLECT_BYTES_LIMIT)):
+        value = collect.get(name)
+        if isinstance(value, float) and value.is_integer():  # JSON Schema's integer
+            value = int(value)
+        if type(value) is not int or not 1 <= value <= limit:
+            raise InvalidRecord("bad_value", f"collect.{name} must be an integer from 1 to "
+                                             f"{limit}, got {value!r}")
+        bounds.append(value)
+    if defer_key is None or keep != "last":
+        raise InvalidRecord("bad_value", "collect needs a defer_key, and keep 'last'")
+    if len(args) != 1 or kwargs:
+        raise InvalidRecord("bad_value", "a collect call has exactly one argument, in args")
+    size = argument_bytes(args[0])
+    if size > bounds[1]:
+        raise InvalidRecord("too_large", f"a collect call's argument of {size} bytes exceeds "
+                                         f"its collect.max_bytes of {bounds[1]}")
+    return bounds[0], bounds[1]
+
+
 def execution_from_dict(data: dict[str, Any]) -> Execution:
+    call = call_from_dict(data)
+    collected = _field(data, "collected", list, required=False)
+    if collected is not None:
+        call = replace(call, collected=collected)
     return Execution(
-        call=call_from_dict(data),
+        call=call,
         due_ms=_ms(data, "due_ms"),
         fired_ms=_ms(data, "fired_ms"),
     )

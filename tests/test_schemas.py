@@ -38,7 +38,7 @@ from cfstream.processor import state
 from cfstream.processor.partition import PartitionTask
 from cfstream.scheduling import rules
 from cfstream.settings import Settings
-from cfstream.task import Defer, Task
+from cfstream.task import Collect, Defer, Task
 from cfstream.wire import (
     EVENT_TYPES,
     MAX_DELAY_MS,
@@ -112,8 +112,8 @@ def test_shared_definitions_are_the_same_in_every_schema() -> None:
     for field, spec in call_fields.items():
         if field != "kind":
             assert execution["properties"][field] == spec, field
-    assert execution["if"] == call["$defs"]["call"]["if"]
-    assert execution["then"] == call["$defs"]["call"]["then"]
+    for keyword in ("if", "then", "allOf"):
+        assert execution[keyword] == call["$defs"]["call"][keyword]
 
 
 def test_schema_bounds_are_the_code_constants() -> None:
@@ -148,6 +148,10 @@ def notify(user_id: int, when: dt.datetime, *, amount: decimal.Decimal = decimal
     """A task signature for building calls."""
 
 
+def collected(items: list[tuple[int, dt.date]]) -> None:
+    """A collect task's signature."""
+
+
 ODD_ARGS = (7, dt.datetime(2026, 11, 24, 3, 43, 14, 123456, tzinfo=dt.timezone.utc))
 ODD_KWARGS = {"amount": decimal.Decimal("12.50"), "tags": ("a", "b")}
 
@@ -161,9 +165,19 @@ def built_calls() -> list[Call]:
         Task(fn=notify, name=name, delay_ms=60_000, defer=True, max_wait_ms=600_000),
         Task(fn=notify, name=name, defer=Defer(params=["user_id"])),
         Task(fn=notify, name=name, defer=lambda user_id, *_a, **_k: f"user:{user_id}"),
+        Task(fn=notify, name=name, delay_ms=60_000, defer=True, leading=True),
+        Task(fn=notify, name=name, defer=Defer(params=["user_id"]), keep="first"),
+        Task(fn=notify, name=name, delay_ms=1, defer=True, max_wait_ms=9, leading=True,
+             keep="first"),
     ]
     for task in tasks:
         task.submit_to(client, *ODD_ARGS, **ODD_KWARGS)
+    for collector in (Task(fn=collected, name="tests.schemas:collected", delay_ms=5, defer=True,
+                           collect=Collect()),
+                      Task(fn=collected, name="tests.schemas:collected", delay_ms=5,
+                           defer=lambda item: str(item[0]), leading=True,
+                           collect=Collect(max_calls=2, max_bytes=99))):
+        collector.submit_to(client, (7, dt.date(2026, 1, 1)))
     long_key = Task(fn=notify, name=name, defer=True)  # a key over 128 chars becomes sha256:...
     long_key.submit_to(client, 1, dt.datetime(2026, 1, 1), tags=("x" * 200,))
     submit("billing.tasks:charge", [1, dt.date(2026, 1, 2), uuid.UUID(int=5)],
@@ -171,6 +185,10 @@ def built_calls() -> list[Call]:
            delay=1.5, defer_key="customer:1", max_wait=dt.timedelta(minutes=5), client=client)
     submit("billing.tasks:charge", client=client)
     submit("billing.tasks:charge", defer_key="", client=client)
+    submit("billing.tasks:charge", [2], delay=3, defer_key="customer:2", leading=True,
+           keep="first", client=client)
+    submit("billing.tasks:charge", [3], defer_key="customer:3", keep="last", client=client)
+    submit("billing.tasks:charge", [{"n": 4}], defer_key="customer:4", collect=True, client=client)
     made = list(client.calls)
     made.append(Call(id=ID, task="app.tasks:plain", args=[], kwargs={}, submitted_ms=NOW))
     made.append(Call(id=ID, task="app.tasks:full", args=[1, [2, 3]], kwargs={"x": {"y": 1.5}},
@@ -187,6 +205,9 @@ def test_the_client_builds_every_flavour_of_call() -> None:
     assert any(c.max_wait_ms is not None for c in CALLS)
     assert any((c.defer_key or "").startswith("sha256:") for c in CALLS)
     assert any(c.defer_key == "" for c in CALLS)
+    assert {(c.leading, c.keep) for c in CALLS} == {
+        (False, "last"), (True, "last"), (False, "first"), (True, "first")}
+    assert {c.collect for c in CALLS} >= {None, (1000, 131072), (2, 99)}
 
 
 @pytest.mark.parametrize("call", CALLS, ids=lambda c: f"{c.task}-{c.defer_key}")
@@ -237,7 +258,9 @@ def test_malformed_tagged_values_do_not_match_encoded_value(value: Any) -> None:
 
 
 def test_executions_match_the_execution_schema_only() -> None:
-    for call in CALLS:
+    runs = [dataclasses.replace(c, collected=[c.args[0], c.args[0]]) for c in CALLS if c.collect]
+    assert runs
+    for call in CALLS + runs:
         record = json.loads(dumps(Execution(call=call, due_ms=NOW + 5, fired_ms=NOW + 7).to_dict()))
         assert_valid("execution", record)
         assert set(record) <= declared("execution")
@@ -279,8 +302,15 @@ def rule_events() -> list[dict[str, Any]]:
     retry = dataclasses.replace(make("b", NOW + 10), attempt=2, not_before_ms=NOW + 9_000)
     retried = rules.accept(fired.slot, retry, NOW + 3_000, 60_000)
     replaced = rules.accept(retried.slot, make("d", NOW + 3_500), NOW + 3_500, 60_000)
+    kept = rules.accept(pending.slot, dataclasses.replace(make("d", NOW + 5), keep="first"),
+                        NOW + 5, 60_000)
+    lead = rules.accept(None, dataclasses.replace(make("e", NOW), leading=True), NOW, 60_000)
+    assert lead.executions
+    gathered = rules.accept(None, dataclasses.replace(make("f", NOW), collect=(5, 99)), NOW, 0)
+    gathered = rules.accept(gathered.slot, dataclasses.replace(make("g", NOW + 1),
+                                                               collect=(5, 99)), NOW + 1, 0)
     for decision in (first, second, late, fired, after, at_once, pending, cancelled, default,
-                     retried, replaced):
+                     retried, replaced, kept, lead, gathered):
         out += decision.events
     assert fired.executions and at_once.executions
     return out
@@ -350,7 +380,7 @@ def test_events_match_the_event_schema(source: Any) -> None:
 def test_every_deferral_reason_and_event_type_is_covered() -> None:
     events = rule_events() + outcome_events()
     reasons = {e["reason"] for e in events if e["type"] == "deferred"}
-    assert reasons == {"replaced", "out_of_order", "backlog"}
+    assert reasons == {"replaced", "out_of_order", "backlog", "kept_first", "collected"}
     assert {e["type"] for e in events} == set(EVENT_TYPES) - {"invalid"}
 
 
@@ -662,6 +692,7 @@ BASE = {"v": 1, "id": ID, "task": "app.tasks:notify", "submitted_ms": NOW}
 FULL = {**BASE, "kind": "call", "args": [1, {"$date": "2026-01-01"}], "kwargs": {"x": 2},
         "delay_ms": 60_000, "defer_key": "[1,2]", "max_wait_ms": 600_000}
 TICK = {"v": 1, "kind": "tick", "id": ID, "due_ms": NOW}
+COLLECT = {"max_calls": 10, "max_bytes": 1_000}
 CANCEL = {"v": 1, "kind": "cancel", "id": ID, "reason": "user left"}
 
 
@@ -679,6 +710,19 @@ CASES: list[tuple[str, Any, bool]] = [
     ("unknown field", {**FULL, "colour": "blue"}, True),
     ("zero and max durations", {**FULL, "delay_ms": 0, "max_wait_ms": MAX_DELAY_MS}, True),
     ("v 1.0", {**BASE, "v": 1.0}, True),
+    ("v 2", {**BASE, "v": 2}, True),
+    ("leading", {**FULL, "v": 2, "leading": True}, True),
+    ("keep first", {**FULL, "v": 2, "keep": "first"}, True),
+    ("both modes", {**FULL, "leading": True, "keep": "first"}, True),
+    ("default modes", {**BASE, "leading": False, "keep": "last"}, True),
+    ("null modes", {**BASE, "leading": None, "keep": None, "collect": None}, True),
+    ("collect", {**FULL, "args": [[1]], "kwargs": None, "collect": COLLECT}, True),
+    ("collect with leading and empty kwargs", {**FULL, "args": [{"a": 1}], "kwargs": {},
+                                               "collect": COLLECT, "leading": True}, True),
+    ("collect with integral floats", {**FULL, "args": [1], "kwargs": {},
+                                      "collect": {"max_calls": 2.0, "max_bytes": 9.0}}, True),
+    ("collect ignores other keys", {**FULL, "args": [1], "kwargs": {},
+                                    "collect": {**COLLECT, "colour": "blue"}}, True),
     ("integral float duration", {**BASE, "delay_ms": 5.0}, True),
     ("tick", TICK, True),
     ("tick without due_ms", drop(TICK, "due_ms"), True),
@@ -690,7 +734,32 @@ CASES: list[tuple[str, Any, bool]] = [
     ("not an object", [BASE], False),
     ("null", None, False),
     ("missing v", drop(BASE, "v"), False),
-    ("v 2", {**BASE, "v": 2}, False),
+    ("v 3", {**BASE, "v": 3}, False),
+    ("leading without defer_key", {**BASE, "leading": True}, False),
+    ("keep first without defer_key", {**BASE, "keep": "first"}, False),
+    ("leading not a boolean", {**FULL, "leading": 1}, False),
+    ("leading a string", {**FULL, "leading": "true"}, False),
+    ("keep unknown", {**FULL, "keep": "middle"}, False),
+    ("keep empty", {**FULL, "keep": ""}, False),
+    ("keep a boolean", {**FULL, "keep": True}, False),
+    ("collect without defer_key", {**BASE, "args": [1], "collect": COLLECT}, False),
+    ("collect with keep first", {**FULL, "args": [1], "kwargs": {}, "collect": COLLECT,
+                                 "keep": "first"}, False),
+    ("collect of two arguments", {**FULL, "args": [1, 2], "kwargs": {}, "collect": COLLECT},
+     False),
+    ("collect without arguments", {**FULL, "args": [], "kwargs": {}, "collect": COLLECT},
+     False),
+    ("collect without args", {**drop(FULL, "args"), "kwargs": {}, "collect": COLLECT}, False),
+    ("collect with kwargs", {**FULL, "args": [1], "collect": COLLECT}, False),
+    ("collect of zero calls", {**FULL, "args": [1], "kwargs": {},
+                               "collect": {**COLLECT, "max_calls": 0}}, False),
+    ("collect over the byte limit", {**FULL, "args": [1], "kwargs": {},
+                                     "collect": {**COLLECT, "max_bytes": 200_001}}, False),
+    ("collect without max_bytes", {**FULL, "args": [1], "kwargs": {},
+                                   "collect": {"max_calls": 3}}, False),
+    ("collect boolean bound", {**FULL, "args": [1], "kwargs": {},
+                               "collect": {**COLLECT, "max_calls": True}}, False),
+    ("collect true", {**FULL, "args": [1], "kwargs": {}, "collect": True}, False),
     ("v string", {**BASE, "v": "1"}, False),
     ("missing id", drop(BASE, "id"), False),
     ("null id", {**BASE, "id": None}, False),
@@ -755,7 +824,7 @@ edge_values = st.sampled_from([
     None, True, False, 0, 1, -1, 2, 0.0, -0.0, 1.0, 0.5, -0.5, 2.5, 1e300, -1e300,
     MAX_DELAY_MS, MAX_DELAY_MS + 1, MAX_DELAY_MS - 0.5, MAX_DELAY_MS + 0.5, float(MAX_DELAY_MS),
     NOW, float(NOW), NOW + 0.25, "", "|", "a|b", "app.tasks:x", "5", [], [1], {}, {"a": 1},
-    "call", "tick", "cancel", "execution",
+    "call", "tick", "cancel", "execution", "first", "last",
 ])
 any_values = edge_values | json_values
 durations = st.none() | st.integers(0, MAX_DELAY_MS) | st.sampled_from([0, 1, MAX_DELAY_MS])
@@ -763,7 +832,7 @@ names = st.text(min_size=1, max_size=10).filter(lambda s: "|" not in s) | st.sam
     ["app.tasks:notify", "m:f"])
 ids = st.text(min_size=1, max_size=8) | st.uuids().map(str)
 FIELDS = ["v", "kind", "id", "task", "args", "kwargs", "submitted_ms", "delay_ms", "defer_key",
-          "max_wait_ms", "reason", "due_ms", "fired_ms", "other"]
+          "max_wait_ms", "leading", "keep", "collect", "reason", "due_ms", "fired_ms", "other"]
 
 
 @st.composite
@@ -783,6 +852,16 @@ def valid_calls(draw: st.DrawFn) -> dict[str, Any]:
             record[name] = draw(strategy)
     if record.get("defer_key") is not None and draw(st.booleans()):
         record["max_wait_ms"] = draw(durations)
+    if record.get("defer_key") is not None and draw(st.booleans()):
+        record["leading"] = draw(st.none() | st.booleans())
+        record["keep"] = draw(st.none() | st.sampled_from(["last", "first"]))
+    if record.get("defer_key") is not None and record.get("keep") != "first" and draw(
+            st.booleans()):  # bounds far above what the generated arguments weigh
+        record.update(args=[draw(json_values)], kwargs=draw(st.none() | st.just({})),
+                      collect={"max_calls": draw(st.integers(1, 10_000)),
+                               "max_bytes": draw(st.integers(10_000, 200_000))})
+    if draw(st.booleans()):
+        record["v"] = 2
     return record
 
 

@@ -100,6 +100,105 @@ def test_bad_max_wait_value_raises() -> None:
         cf.task(delay=1, defer=True, max_wait=-5)
 
 
+# -- deferring modes ------------------------------------------------------------------------
+
+
+def test_modes_are_kept_and_written_on_the_call() -> None:
+    @cf.task(delay=5, defer=True, leading=True, keep="first")
+    def f(x: int) -> None: ...
+
+    assert (f.leading, f.keep) == (True, "first")
+    key, value = f.records.record("id", "[1]", "{}", 7, "k")
+    assert b'"v":2,' in value and value.endswith(b',"leading":true,"keep":"first"}')
+    plain = f.with_defer(True)
+    assert plain.keep == "first" and plain.with_delay(2).leading
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"delay": 5, "defer": True, "leading": 1}, "leading must be True or False"),
+    ({"delay": 5, "defer": True, "leading": "yes"}, "leading must be True or False"),
+    ({"delay": 5, "defer": True, "keep": "latest"}, "keep must be 'last' or 'first'"),
+    ({"delay": 5, "defer": True, "keep": None}, "keep must be 'last' or 'first'"),
+    ({"delay": 5, "leading": True}, "set defer too"),
+    ({"delay": 5, "defer": False, "keep": "first"}, "set defer too"),
+    ({"defer": True, "leading": True}, "needs a delay"),
+    ({"delay": 0, "defer": True, "leading": True}, "needs a delay"),
+])
+def test_bad_modes_raise_at_decoration(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(cf.ConfigurationError, match=match):
+        cf.task(**options)
+
+
+def test_a_copy_that_drops_what_a_mode_needs_raises() -> None:
+    @cf.task(delay=5, defer=True, leading=True)
+    def f(x: int) -> None: ...
+
+    with pytest.raises(cf.ConfigurationError, match="needs a delay"):
+        f.with_delay(0)
+    with pytest.raises(cf.ConfigurationError, match="set defer too"):
+        f.with_defer(False)
+
+
+def test_a_collect_task_takes_the_list_and_is_submitted_one_item_at_a_time() -> None:
+    @cf.task(delay=5, defer=True, collect=cf.Collect(max_calls=3, max_bytes=20))
+    def digest(items: list[int]) -> int:
+        return sum(items)
+
+    assert digest.collect == cf.Collect(max_calls=3, max_bytes=20)
+    key, value = digest.records.record("id", "[7]", "{}", 1, "k")
+    assert value.endswith(b',"collect":{"max_calls":3,"max_bytes":20}}') and b'"v":2' in value
+    assert cf.task(delay=5, defer=True, collect=True)(digest.fn).collect == cf.Collect()
+    with pytest.raises(TypeError, match="one argument at a time"):
+        digest.submit_to(cf.Client(cf.Settings()), 1, 2)  # type: ignore[call-arg]
+    with pytest.raises(cf.SubmitError, match="over collect's max_bytes"):
+        digest.submit_to(cf.Client(cf.Settings()), "x" * 30)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"collect": True}, "set defer too"),
+    ({"defer": True, "collect": True, "keep": "first"}, "keep='first' does not apply"),
+    ({"defer": True, "collect": 1}, "collect must be True, False or cf.Collect"),
+])
+def test_bad_collect_options_raise_at_decoration(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(cf.ConfigurationError, match=match):
+        cf.task(**options)
+
+
+@pytest.mark.parametrize(("bounds", "match"), [
+    ({"max_calls": 0}, "max_calls"), ({"max_calls": 10_001}, "max_calls"),
+    ({"max_bytes": 200_001}, "max_bytes"), ({"max_bytes": 1.5}, "max_bytes"),
+    ({"max_calls": True}, "max_calls"),
+])
+def test_bad_collect_bounds_raise(bounds: dict[str, Any], match: str) -> None:
+    with pytest.raises(cf.ConfigurationError, match=match):
+        cf.Collect(**bounds)
+
+
+def test_a_collect_task_must_take_one_list_parameter() -> None:
+    with pytest.raises(cf.ConfigurationError, match="one positional parameter"):
+        @cf.task(defer=True, collect=True)
+        def two(a: list[int], b: int) -> None: ...
+    with pytest.raises(cf.ConfigurationError, match="one positional parameter"):
+        @cf.task(defer=True, collect=True)
+        def keyword_only(*, items: list[int]) -> None: ...
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"delay": 5, "leading": True}, "set defer too"),
+    ({"collect": True}, "set defer too"),
+    ({"defer_key": "k", "collect": True, "kwargs": {"a": 1}}, "exactly one argument"),
+    ({"defer_key": "k", "collect": cf.Collect(max_bytes=2), "args": ["long"]},
+     "over collect's max_bytes"),
+    ({"keep": "first"}, "set defer too"),
+    ({"defer_key": "k", "leading": True}, "needs a delay"),
+    ({"defer_key": "k", "keep": "middle"}, "keep must be"),
+])
+def test_submit_by_name_checks_the_modes(options: dict[str, Any], match: str) -> None:
+    args = options.pop("args", [1])
+    with pytest.raises(cf.SubmitError, match=match):
+        cf.submit("app.tasks:f", args, **options)
+
+
 # -- names ----------------------------------------------------------------------------------
 
 
@@ -416,3 +515,9 @@ def test_bad_retries_options_say_what_is_wrong(options: dict[str, object]) -> No
 def test_no_retries_means_none() -> None:
     for value in (None, 0, cf.Retries(limit=0)):
         assert cf.task(retries=value)(lambda: None).retries is None
+
+
+def test_collect_with_retries_raises_at_decoration() -> None:
+    with pytest.raises(cf.ConfigurationError, match="collect does not take retries"):
+        @cf.task(defer=True, collect=True, retries=2)  # type: ignore[call-overload]
+        def digest(items: list[int]) -> None: ...

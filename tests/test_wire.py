@@ -127,7 +127,7 @@ def test_not_an_object(raw: bytes, kind: str) -> None:
     assert reason(raw) == f"expected a JSON object, got {kind}"
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None, ...])
+@pytest.mark.parametrize("version", [3, 0, "1", "2", None, ...])
 def test_unknown_version(version: Any) -> None:
     assert reason(call_dict(v=version)).startswith("unknown schema version")
 
@@ -250,3 +250,23 @@ def test_invalid_control(data: dict[str, Any], expected: str) -> None:
     with pytest.raises(InvalidRecord) as info:
         control_from_dict(data)
     assert info.value.reason == expected
+
+
+def test_a_collect_call_whose_argument_is_over_its_max_bytes_is_too_large() -> None:
+    record = call_dict(v=2, defer_key="k", args=["x" * 20], kwargs={},
+                       collect={"max_calls": 5, "max_bytes": 21})
+    assert reason(record) == ("a collect call's argument of 22 bytes exceeds its "
+                              "collect.max_bytes of 21")
+    assert parse_call({**record, "collect": {"max_calls": 5, "max_bytes": 22}}
+                      ).collect == (5, 22)
+
+
+def test_an_execution_carries_the_collected_arguments_to_the_worker() -> None:
+    record = {**call_dict(v=2, defer_key="k", args=[3], kwargs={},
+                          collect={"max_calls": 5, "max_bytes": 99}),
+              "kind": "execution", "due_ms": 5, "fired_ms": 6, "collected": [1, 2, 3]}
+    execution = execution_from_dict(record)
+    assert execution.call.collected == [1, 2, 3]
+    assert execution.to_dict() == record
+    with pytest.raises(InvalidRecord, match="'collected' must be an array"):
+        execution_from_dict({**record, "collected": {"a": 1}})

@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from cfstream.processor.inspect import Pending
+from cfstream.processor.inspect import Pending, modes
 from cfstream.wire import TERMINAL_EVENTS, Call
 
 Event = dict[str, Any]
@@ -209,7 +209,7 @@ def _pending_row(p: Pending) -> dict[str, Any]:
     return {"id": call.id, "task": call.task, "defer_key": call.defer_key, "due_ms": p.due_ms,
             "attempt": call.attempt,
             "first_ms": p.first_ms, "submitted_ms": call.submitted_ms, "args": call.args,
-            "kwargs": call.kwargs}
+            "kwargs": call.kwargs, "modes": modes(call)}
 
 
 def now_ms() -> int:

@@ -85,6 +85,17 @@ def pending_calls(settings: Settings, *, task: str | None = None, key: str | Non
     return sorted(found, key=lambda p: p.due_ms)
 
 
+def modes(call: Call) -> str:
+    """The call's deferring modes as shown to people: "leading, keep=first", "collect 3/1000
+    calls", or ""."""
+    shown = ["leading"] if call.leading else []
+    if call.keep != "last":
+        shown.append(f"keep={call.keep}")
+    if call.collect is not None:
+        shown.append(f"collect {len(call.collected or ())}/{call.collect[0]} calls")
+    return ", ".join(shown)
+
+
 def cancel(settings: Settings, target: Pending, reason: str = "cancelled by operator") -> None:
     """Ask the processor owning ``target``'s key to drop it; waiters then see cancelled."""
     from confluent_kafka import Producer

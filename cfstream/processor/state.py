@@ -67,6 +67,11 @@ def encode_slot(slot: Slot) -> bytes:
             data["fired_attempt"] = slot.fired_attempt
     if slot.execution is not None:
         data["execution"] = slot.execution.to_dict()
+    if slot.collected_bytes:
+        data["collected_bytes"] = slot.collected_bytes
+    if slot.latest_id is not None:  # keep="first" only: older slots have neither
+        data["latest_ms"] = slot.latest_ms
+        data["latest_id"] = slot.latest_id
     return dumps(data)
 
 
@@ -92,6 +97,9 @@ def decode_slot(raw: bytes | None) -> Slot | None:
         fired_attempt=data.get("fired_attempt") or 1,
         execution=(Execution(trusted_call(execution), execution["due_ms"],
                              execution["fired_ms"]) if execution is not None else None),
+        latest_ms=data.get("latest_ms"),
+        latest_id=data.get("latest_id"),
+        collected_bytes=data.get("collected_bytes", 0),
     )
 
 

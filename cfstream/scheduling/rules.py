@@ -9,6 +9,14 @@ A key (the task-scoped defer key, or the execution id of a call that is not defe
 - a newer call replaces the pending one, which becomes ``deferred`` to it; but when both are
   read late and the pending one was due before the newer one was made (:func:`due_before`),
   the reader fires it first;
+- ``keep="first"``: a newer call leaves the pending one in place, pushes its due time back (as
+  if it had replaced it) and is itself ``deferred`` to it (reason ``kept_first``);
+- ``collect``: a newer call replaces the pending one (reason ``collected``) and the window's
+  list of arguments grows by its argument; a window holding ``max_calls`` is due at once, and
+  one the next argument would take over ``max_bytes`` fires first (early), the call opening the
+  next window: no argument is dropped;
+- ``leading``: the first call of a quiet key (nothing pending, no run due within the last
+  ``delay``) is due at once; the calls after it collapse into one trailing run as above;
 - an older call (out of order) is itself deferred to the pending or last fired one (calls of the
   same millisecond are ordered by id);
 - a tick fires the pending call if it is due; a later tick forgets the marker;
@@ -20,13 +28,13 @@ A key (the task-scoped defer key, or the execution id of a call that is not defe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cfstream.wire import Call, Execution, event
+from cfstream.wire import Call, Execution, argument_bytes, event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # immutable by convention; not frozen for speed, as wire.Call
 class Slot:
     """One key's state. ``call`` is None once it has fired and only the marker is left."""
 
@@ -39,6 +47,11 @@ class Slot:
     # What firing it emitted, emitted again if the call or its tick is replayed: a replica killed
     # after writing its state may never have sent the execution (RocksDB is ahead of Kafka).
     execution: Execution | None = None
+    # keep="first": the newest call collapsed into the pending (or fired) call, which is older.
+    # A call not newer than it is out of order, or a replay: it must not start a new window.
+    latest_ms: int | None = None
+    latest_id: str | None = None
+    collected_bytes: int = 0  # collect: the size of call.collected's arguments as JSON
 
     @property
     def timer_id(self) -> str:
@@ -83,7 +96,8 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
     latest = (pending.id, pending.submitted_ms) if pending is not None else _fired_stub(slot)
     # Ties in the same millisecond go by id: otherwise a redelivered call that ran first could
     # overtake (and re-run after) a same-millisecond call that ran after it.
-    if latest is not None and (call.submitted_ms, call.id) < (latest[1], latest[0]):
+    if latest is not None and ((call.submitted_ms, call.id) < (latest[1], latest[0]) or (
+            slot is not None and slot.latest_id is not None and _collapsed_already(slot, call))):
         return Decision(slot, changed=False, events=[
             event("deferred", call, now_ms, successor=latest[0], reason="out_of_order"),
         ])
@@ -91,25 +105,98 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
     events: list[dict[str, Any]] = []
     if slot is not None and pending is not None:
         first = slot.first_ms
+        if call.keep == "first":
+            return _push_back(slot, pending, call, now_ms, retention_ms, fire_due)
+        if call.collect is not None:
+            return _collect(slot, pending, call, now_ms, retention_ms, fire_due)
         events.append(event("deferred", pending, now_ms, successor=call.id, reason="replaced"))
+        due = due_ms(call, first)
     else:
         first = call.submitted_ms
+        due = call.submitted_ms if call.leading and _quiet(slot, call) else due_ms(call, first)
+    size = 0
+    bounds = call.collect
+    if bounds is not None:  # opens a window's list
+        size = argument_bytes(call.args[0])
+        call = replace(call, collected=[call.args[0]])
+        if bounds[0] <= 1:
+            due = min(due, call.submitted_ms)
     new = Slot(
         call=call,
         first_ms=first,
-        due_ms=due_ms(call, first),
+        due_ms=due,
         fired_id=slot.fired_id if slot is not None else None,
         fired_submitted_ms=slot.fired_submitted_ms if slot is not None else None,
         fired_attempt=slot.fired_attempt if slot is not None else 1,
         execution=slot.execution if slot is not None else None,
+        collected_bytes=size,
     )
     events.append(event("scheduled", call, now_ms, due_ms=new.due_ms,
                         submitted_ms=call.submitted_ms))
+    return _taken(new, events, now_ms, retention_ms, fire_due)
+
+
+def _taken(new: Slot, events: list[dict[str, Any]], now_ms: int, retention_ms: int,
+           fire_due: bool) -> Decision:
+    """The slot a call made, fired at once if it is due and the caller fires what is due."""
     if fire_due and new.due_ms <= now_ms:
-        fired = tick(new, call.id, now_ms, retention_ms)
+        fired = tick(new, new.timer_id, now_ms, retention_ms)
         fired.events[:0] = events
         return fired
     return Decision(new, changed=True, events=events)
+
+
+def _push_back(slot: Slot, pending: Call, call: Call, now_ms: int, retention_ms: int,
+               fire_due: bool) -> Decision:
+    """keep="first": ``call`` joins the pending call's window, which now ends a quiet period
+    after ``call`` (capped by max_wait); the pending call and its arguments stay."""
+    new = Slot(call=pending, first_ms=slot.first_ms,
+               due_ms=max(slot.due_ms, due_ms(call, slot.first_ms)), fired_id=slot.fired_id,
+               fired_submitted_ms=slot.fired_submitted_ms, fired_attempt=slot.fired_attempt,
+               execution=slot.execution, latest_ms=call.submitted_ms, latest_id=call.id)
+    events = [event("scheduled", call, now_ms, due_ms=new.due_ms, submitted_ms=call.submitted_ms),
+              event("deferred", call, now_ms, successor=pending.id, reason="kept_first")]
+    return _taken(new, events, now_ms, retention_ms, fire_due)
+
+
+def _collect(slot: Slot, pending: Call, call: Call, now_ms: int, retention_ms: int,
+             fire_due: bool) -> Decision:
+    """collect: ``call`` replaces the pending call with the window's list plus its argument;
+    a full window is due at once, one the argument would overflow fires first."""
+    assert call.collect is not None  # noqa: S101 - the caller checked
+    max_calls, max_bytes = call.collect
+    collected = pending.collected if pending.collected is not None else []
+    item = call.args[0]
+    size = argument_bytes(item)
+    if collected and (slot.collected_bytes + size > max_bytes or len(collected) >= max_calls):
+        early = replace(slot, due_ms=min(slot.due_ms, call.submitted_ms, now_ms))
+        fired = tick(early, pending.id, now_ms, retention_ms)
+        rest = accept(fired.slot, call, now_ms, retention_ms, fire_due)
+        return Decision(rest.slot, changed=True, executions=fired.executions + rest.executions,
+                        events=fired.events + rest.events)
+    new_call = replace(call, collected=[*collected, item])
+    due = due_ms(call, slot.first_ms)
+    if len(collected) + 1 >= max_calls:
+        due = min(due, call.submitted_ms)
+    new = replace(slot, call=new_call, due_ms=due, collected_bytes=slot.collected_bytes + size)
+    events = [event("deferred", pending, now_ms, successor=call.id, reason="collected"),
+              event("scheduled", call, now_ms, due_ms=due, submitted_ms=call.submitted_ms)]
+    return _taken(new, events, now_ms, retention_ms, fire_due)
+
+
+def _collapsed_already(slot: Slot | None, call: Call) -> bool:
+    """keep="first": ``call`` is not newer than the newest call the window took in (a retry of
+    the call that ran is not: it is that call again)."""
+    if (slot is None or slot.latest_id is None or slot.latest_ms is None
+            or call.id == slot.fired_id):
+        return False
+    return (call.submitted_ms, call.id) <= (slot.latest_ms, slot.latest_id)
+
+
+def _quiet(slot: Slot | None, call: Call) -> bool:
+    """No run of this key was due within ``call``'s delay before it (nothing is pending)."""
+    last = slot.execution if slot is not None else None
+    return last is None or call.submitted_ms >= last.due_ms + call.delay_ms
 
 
 def tick(slot: Slot | None, timer_id: str, now_ms: int, retention_ms: int) -> Decision:
@@ -122,6 +209,8 @@ def tick(slot: Slot | None, timer_id: str, now_ms: int, retention_ms: int) -> De
         return Decision(None, changed=True)
     call = slot.call
     execution = Execution(call=call, due_ms=slot.due_ms, fired_ms=now_ms)
+    if call.leading and retention_ms > 0:  # the marker tells the next call the key is not quiet
+        retention_ms = max(retention_ms, call.delay_ms)
     return Decision(_marker(slot, call, now_ms, retention_ms, execution), changed=True,
                     executions=[execution])
 
@@ -180,7 +269,8 @@ def _marker(slot: Slot, call: Call, now_ms: int, retention_ms: int,
         return None
     return Slot(call=None, first_ms=slot.first_ms, due_ms=now_ms + retention_ms,
                 fired_id=call.id, fired_submitted_ms=call.submitted_ms,
-                fired_attempt=call.attempt, execution=execution)
+                fired_attempt=call.attempt, execution=execution,
+                latest_ms=slot.latest_ms, latest_id=slot.latest_id)
 
 
 def _fired_stub(slot: Slot | None) -> tuple[str, int] | None:

@@ -32,8 +32,11 @@ def prepare(task: Task[Any, Any] | None, call: Call) -> tuple[Any, Outcome | Non
             "module that defines it (cfstream worker MODULE)",
         )
     try:
-        args = from_json_value(call.args)
-        kwargs = from_json_value(call.kwargs)
+        if call.collected is not None:  # collect=True: one list of every call's argument
+            args, kwargs = [from_json_value(call.collected)], {}
+        else:
+            args = from_json_value(call.args)
+            kwargs = from_json_value(call.kwargs)
         task.signature.bind(*args, **kwargs)
     except Exception as exc:  # malformed tagged values raise all sorts; none may stop a worker
         return None, failure("InvalidArguments", f"arguments do not fit {call.task}: "

@@ -75,7 +75,8 @@ class Job:
 
     @property
     def key(self) -> str:
-        return self.execution.call.key
+        call = self.execution.call  # a collected run holds others' arguments: never merged
+        return call.id if call.collected is not None else call.key
 
     @property
     def submitted_ms(self) -> int:

@@ -120,3 +120,17 @@ def test_a_call_the_events_show_as_gone_is_not_pending_even_before_the_changelog
     assert [c["id"] for c in view["pending"]["calls"]] == ["waits"]
     assert view["tasks"][0]["pending"] == 1
     assert view["story"]["steps"][0]["pending"] is None
+
+
+def test_pending_calls_show_their_deferring_modes() -> None:
+    model = Model()
+    plain = pending("p1", NOW + 1000)
+    moded = Pending(Call(id="p2", task=TASK, args=[], kwargs={}, submitted_ms=NOW,
+                         delay_ms=1000, defer_key="u1", leading=True, keep="first"),
+                    NOW + 500, NOW)
+    collecting = Pending(Call(id="p3", task=TASK, args=[2], kwargs={}, submitted_ms=NOW,
+                              delay_ms=1000, defer_key="u1", collect=(50, 999),
+                              collected=[1, 2]), NOW + 700, NOW)
+    model.set_pending([plain, moded, collecting], NOW)
+    rows = {c["id"]: c["modes"] for c in model.snapshot(NOW)["pending"]["calls"]}
+    assert rows == {"p1": "", "p2": "leading, keep=first", "p3": "collect 2/50 calls"}

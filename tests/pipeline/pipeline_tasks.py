@@ -102,3 +102,23 @@ def settles(key: str, value: str) -> str:
     if value == "bad":
         raise ConnectionError("bad value")
     return value
+
+
+@cf.task(delay=D, defer=cf.Defer(params=["key"]), leading=True)
+def leading_edge(key: str, n: int) -> int:
+    return n
+
+
+@cf.task(delay=D, defer=cf.Defer(params=["key"]), keep="first")
+def keep_first(key: str, n: int) -> int:
+    return n
+
+
+@cf.task(delay=D, defer=lambda item: item["key"], collect=True)
+def collected(items: list[dict]) -> list[int]:
+    return [item["n"] for item in items]
+
+
+@cf.task(delay=60, defer=lambda item: item["key"], collect=cf.Collect(max_calls=3))
+def collected_in_threes(items: list[dict]) -> list[int]:
+    return [item["n"] for item in items]

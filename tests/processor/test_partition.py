@@ -3,6 +3,7 @@ drives it: records in offset order, then fire, stage, flush (here: nothing), wri
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -206,3 +207,34 @@ def test_every_call_fires_once_or_is_replaced(
     assert not set(ids) & deferred
     for e in executions:
         assert e["fired_ms"] >= e["due_ms"]
+
+
+def test_a_leading_call_fires_when_read_and_the_next_ones_wait_for_a_trailing_run(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    task = partition_task()
+    first, *rest = [dataclasses.replace(call(T0 + i * 100), leading=True) for i in range(3)]
+    # Read in one turn with the two after it: the leading one still runs, at once.
+    turn(task, [first, *rest], now=T0 + 250)
+    assert fired(task) == [first.id]
+    execution = task.outputs.values(task.settings.executions_topic)[0]  # type: ignore[attr-defined]
+    assert execution["due_ms"] == T0 and execution["leading"] is True and execution["v"] == 2
+    assert [e["successor"] for e in events(task, "deferred")] == [rest[1].id]
+    turn(task, [], now=T0 + 1_199, horizon=T0 + 1_199)
+    assert fired(task) == [first.id]
+    turn(task, [], now=T0 + 1_210, horizon=T0 + 1_210)
+    assert fired(task) == [first.id, rest[1].id]
+
+
+def test_keep_first_runs_the_first_call_once_the_last_has_had_its_quiet_period(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    task = partition_task()
+    calls = [dataclasses.replace(call(T0 + i * 100, args=[i]), keep="first") for i in range(3)]
+    turn(task, calls, now=T0 + 250)
+    assert [(e["id"], e["successor"], e["reason"]) for e in events(task, "deferred")] == [
+        (c.id, calls[0].id, "kept_first") for c in calls[1:]]
+    turn(task, [], now=T0 + 1_150, horizon=T0 + 1_150)  # the first call's own due time passed
+    assert fired(task) == []
+    turn(task, [], now=T0 + 1_210, horizon=T0 + 1_210)
+    assert fired(task) == [calls[0].id]
+    execution = task.outputs.values(task.settings.executions_topic)[0]  # type: ignore[attr-defined]
+    assert (execution["args"], execution["due_ms"]) == ([0], T0 + 1_200)

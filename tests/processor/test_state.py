@@ -103,3 +103,26 @@ def test_slot_timer_reads_what_the_decoded_slot_says() -> None:
     marker = Slot(call=None, first_ms=5, due_ms=900, fired_id="c0", fired_submitted_ms=1)
     for slot in (pending, marker):
         assert slot_timer(encode_slot(slot)) == (slot.due_ms, slot.timer_id)
+
+
+def test_slots_of_deferring_modes_round_trip() -> None:
+    pending = Slot(call=make_call(leading=True, keep="first"), first_ms=5, due_ms=9,
+                   latest_ms=7, latest_id="0190a5b2-0000-7000-8000-000000000009")
+    marker = Slot(call=None, first_ms=5, due_ms=900, fired_id="c0", fired_submitted_ms=1,
+                  latest_ms=7, latest_id="c2")
+    collecting = Slot(call=make_call(args=[3], kwargs={}, collect=(10, 999),
+                                     collected=[1, {"$date": "2026-01-01"}, 3]),
+                      first_ms=5, due_ms=9, collected_bytes=27)
+    for slot in (pending, marker, collecting):
+        assert decode_slot(encode_slot(slot)) == slot
+
+
+def test_a_slot_written_before_the_modes_still_decodes() -> None:
+    # As a processor before leading/keep wrote it: no mode fields in the call, no latest_*.
+    raw = (b'{"first_ms":5,"due_ms":9,"call":{"v":1,"kind":"call","id":"c1","task":"t:f",'
+           b'"args":[1],"kwargs":{},"submitted_ms":5,"delay_ms":4,"defer_key":"k",'
+           b'"max_wait_ms":null}}')
+    slot = decode_slot(raw)
+    assert slot == Slot(call=Call(id="c1", task="t:f", args=[1], kwargs={}, submitted_ms=5,
+                                  delay_ms=4, defer_key="k"), first_ms=5, due_ms=9)
+    assert slot.call is not None and not slot.call.leading and slot.call.keep == "last"

@@ -122,7 +122,9 @@ function renderPending(s) {
     (p.calls.length < p.matching ? `, the first ${p.calls.length} shown` : "");
   replace($("pending").tBodies[0], p.calls.map((c) => {
     const task = c.attempt > 1 ? `${c.task} (attempt ${c.attempt})` : c.task;
-    const tr = row([idButton(c.id), el("td", task, "mono"), el("td", c.defer_key, "mono"),
+    const key = el("td", c.defer_key, "mono");
+    if (c.modes) key.append(" ", el("span", c.modes, "modes"));
+    const tr = row([idButton(c.id), el("td", task, "mono"), key,
       el("td", seconds(c.due_ms, s.now_ms), "num due"), args(c), cancelCell(c.id)]);
     tr.dataset.id = c.id;
     return tr;

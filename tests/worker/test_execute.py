@@ -1,0 +1,26 @@
+"""How a worker calls a task (cfstream.worker.execute)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from cfstream.task import Collect, Task
+from cfstream.wire import Call
+from cfstream.worker.execute import prepare
+
+NOW = 1_800_000_000_000
+
+
+def digest(items: list[dt.date]) -> list[str]:
+    return [d.isoformat() for d in items]
+
+
+def test_a_collected_run_gets_the_list_of_every_calls_argument_decoded() -> None:
+    task = Task(fn=digest, name="tests:digest", defer=True, collect=Collect())
+    call = Call(id="c3", task=task.name, args=[{"$date": "2026-01-03"}], kwargs={},
+                submitted_ms=NOW, defer_key="k", collect=(5, 999))
+    run, ready = prepare(task, dataclasses.replace(call, collected=[
+        {"$date": "2026-01-01"}, {"$date": "2026-01-02"}, {"$date": "2026-01-03"}]))
+    assert ready is None
+    assert run() == ["2026-01-01", "2026-01-02", "2026-01-03"]
