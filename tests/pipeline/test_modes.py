@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from conftest import Pipeline
+from harness import Pipeline
 from pipeline_tasks import D, collected, collected_in_threes, keep_first, leading_edge
 from test_inspect import cli, pending
 
