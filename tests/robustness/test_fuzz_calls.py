@@ -678,7 +678,9 @@ def test_the_record_judge_agrees_with_the_schema_on_plain_cases() -> None:
     raw = json.dumps(call).encode()
     assert judge(call_id.encode(), raw, now) == CALL
     assert judge(b"other", raw, now) == INVALID
-    assert judge(call_id.encode(), json.dumps({**call, "v": 2}).encode(), now) == INVALID
+    assert judge(call_id.encode(), json.dumps({**call, "v": 3}).encode(), now) == INVALID
+    leading = {**call, "v": 2, "defer_key": "k", "delay_ms": 1_000, "leading": True}
+    assert judge(b"m:t|k", json.dumps(leading).encode(), now) == CALL  # v2: a deferring mode
     assert judge(call_id.encode(), json.dumps({**call, "v": True}).encode(), now) == INVALID
     assert judge(call_id.encode(), json.dumps({**call, "delay_ms": -1}).encode(), now) == INVALID
     assert judge(call_id.encode(), json.dumps({**call, "delay_ms": 1.5}).encode(), now) == INVALID
