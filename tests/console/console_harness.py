@@ -6,17 +6,14 @@ import re
 import time
 from dataclasses import dataclass
 
-from harness import EventLog, Services
-
-import cfstream as cf
+import harness
+from harness import Services
 
 
 @dataclass
-class Pipeline:
-    settings: cf.Settings
-    services: Services
-    client: cf.Client
-    events: EventLog
+class Pipeline(harness.Pipeline):
+    """The pipeline tests' record, plus where the console serves."""
+
     console_url: str
 
 
