@@ -3,10 +3,11 @@
 Calls topic (key: the call's key, see :attr:`Call.key`), one of:
     {"v": 1, "kind": "call", "id", "task", "args", "kwargs", "submitted_ms",
      "delay_ms", "defer_key", "max_wait_ms"}
-    ... with "v": 2 and "leading": true, "keep": "first" and/or "collect": {"max_calls",
-    "max_bytes"} (deferring modes)
+    ... with "v": 2 and "leading": true, "keep": "first", "collect": {"max_calls",
+    "max_bytes"} and/or "if_running": "after" (deferring modes)
     {"v": 1, "kind": "tick", "id"}       (the processor's own timer record)
     {"v": 1, "kind": "cancel", "id"}     (cancel the pending call with this id)
+    {"v": 1, "kind": "finished", "id", "attempt"}  (a worker: this execution's run ended)
 Executions topic (same key): a call plus "due_ms" and "fired_ms".
 Events topic (key: execution id): {"v": 1, "type", "id", "task", "defer_key", "ts_ms", ...}.
 """
@@ -32,6 +33,10 @@ READ_VERSIONS = (SCHEMA_VERSION, MODES_VERSION)
 # keep=: which call of a deferral window runs. "last" (the default) replaces the pending call
 # with each newer one; "first" keeps the pending call and only pushes its due time back.
 KEEP_VALUES = ("last", "first")
+# if_running=: what a call does while its key's execution runs. "concurrent" (the default) waits
+# out its own quiet period and may run beside it; "after" waits for the run to end (the worker
+# says so with a "finished" record), so a key never runs twice at once.
+IF_RUNNING_VALUES = ("concurrent", "after")
 # collect=: a window's calls collected for one run. A window fires early once it holds this many
 # calls: a run's list should fit a worker's memory and one task's time.
 MAX_COLLECT_CALLS = 1_000
@@ -101,6 +106,7 @@ class Call:
     collect: tuple[int, int] | None = None
     # The arguments of every call of the window, in order (the pending call and its execution).
     collected: list[Any] | None = None
+    if_running: str = "concurrent"  # "after": held while the key's last execution runs
 
     @property
     def key(self) -> str:
@@ -118,16 +124,17 @@ class Call:
         if self.attempt != 1:
             data["attempt"] = self.attempt
             data["not_before_ms"] = self.not_before_ms
-        if self.leading or self.keep != "last" or self.collect is not None:
+        if (self.leading or self.keep != "last" or self.collect is not None
+                or self.if_running != "concurrent"):
             data["v"] = MODES_VERSION  # modes: fields only when set, and v2
-            data.update(_mode_fields(self.leading, self.keep, self.collect))
+            data.update(_mode_fields(self.leading, self.keep, self.collect, self.if_running))
             if self.collected is not None:
                 data["collected"] = self.collected
         return data
 
 
-def _mode_fields(leading: bool, keep: str,
-                 collect: tuple[int, int] | None = None) -> dict[str, Any]:
+def _mode_fields(leading: bool, keep: str, collect: tuple[int, int] | None = None,
+                 if_running: str = "concurrent") -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if leading:
         fields["leading"] = True
@@ -135,6 +142,8 @@ def _mode_fields(leading: bool, keep: str,
         fields["keep"] = keep
     if collect is not None:
         fields["collect"] = {"max_calls": collect[0], "max_bytes": collect[1]}
+    if if_running != "concurrent":
+        fields["if_running"] = if_running
     return fields
 
 
@@ -152,9 +161,9 @@ class CallRecords:
 
     def __init__(self, task: str, delay_ms: int, max_wait_ms: int | None,
                  leading: bool = False, keep: str = "last",
-                 collect: tuple[int, int] | None = None) -> None:
+                 collect: tuple[int, int] | None = None, if_running: str = "concurrent") -> None:
         modes = "".join(f",{json.dumps(k)}:{dumps(v).decode()}"
-                        for k, v in _mode_fields(leading, keep, collect).items())
+                        for k, v in _mode_fields(leading, keep, collect, if_running).items())
         version = MODES_VERSION if modes else SCHEMA_VERSION
         self._key_head = f"{task}{KEY_SEPARATOR}"
         self._start = f'{{"v":{version},"kind":"call","id":"'
@@ -191,16 +200,20 @@ class Execution:
 
 @dataclass(frozen=True, slots=True)
 class Control:
-    """A processor instruction about one pending call: ``tick`` (fire if due) or ``cancel``."""
+    """A processor instruction about one call: ``tick`` (fire if due), ``cancel`` (drop it
+    before it fires), or ``finished`` (a worker: this attempt of its execution ended)."""
 
     kind: str
     id: str
     reason: str = ""
+    attempt: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"v": SCHEMA_VERSION, "kind": self.kind, "id": self.id}
         if self.reason:
             data["reason"] = self.reason
+        if self.kind == "finished":
+            data["attempt"] = self.attempt
         return data
 
 
@@ -312,7 +325,8 @@ def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
             and (max_wait is None or (type(max_wait) is int and 0 <= max_wait <= MAX_DELAY_MS
                                       and defer_key is not None))
             and (leading is None or leading is False)
-            and (keep is None or keep == "last") and get("collect") is None):
+            and (keep is None or keep == "last") and get("collect") is None
+            and get("if_running") is None):
         return Call(call_id, task, args or [], kwargs or {}, submitted, delay or 0, defer_key,
                     max_wait)
     return _checked_call(data, now_ms)
@@ -324,7 +338,8 @@ def trusted_call(data: dict[str, Any]) -> Call:
                 data["submitted_ms"], data.get("delay_ms") or 0, data.get("defer_key"),
                 data.get("max_wait_ms"), data.get("attempt") or 1, data.get("not_before_ms"),
                 data.get("leading") or False, data.get("keep") or "last",
-                _trusted_bounds(data.get("collect")), data.get("collected"))
+                _trusted_bounds(data.get("collect")), data.get("collected"),
+                data.get("if_running") or "concurrent")
 
 
 def _trusted_bounds(collect: dict[str, int] | None) -> tuple[int, int] | None:
@@ -374,6 +389,12 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
     args = _field(data, "args", list, required=False) or []
     kwargs = _field(data, "kwargs", dict, required=False) or {}
     collect = _collect_bounds(data, defer_key, keep, args, kwargs)
+    if_running = _field(data, "if_running", str, required=False) or "concurrent"
+    if if_running not in IF_RUNNING_VALUES:
+        raise InvalidRecord("bad_value", "field 'if_running' must be 'concurrent' or 'after', "
+                                         f"got {if_running!r}")
+    if if_running != "concurrent" and (defer_key is None or collect is not None):
+        raise InvalidRecord("bad_value", "if_running 'after' needs a defer_key, and no collect")
     return Call(
         id=call_id,
         task=task,
@@ -388,6 +409,7 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
         leading=leading,
         keep=keep,
         collect=collect,
+        if_running=if_running,
     )
 
 
@@ -430,10 +452,17 @@ def execution_from_dict(data: dict[str, Any]) -> Execution:
 
 def control_from_dict(data: dict[str, Any]) -> Control:
     kind = data.get("kind")
-    if kind not in ("tick", "cancel"):
-        raise InvalidRecord("unknown_kind", f"unknown record kind {kind!r}; expected 'call', 'tick' or 'cancel'")
+    if kind not in ("tick", "cancel", "finished"):
+        raise InvalidRecord("unknown_kind", f"unknown record kind {kind!r}; expected 'call', "
+                                            "'tick', 'cancel' or 'finished'")
+    attempt = 1
+    if kind == "finished":
+        attempt = _field(data, "attempt", int)
+        if attempt < 1:
+            raise InvalidRecord("wrong_type",
+                                f"field 'attempt' must be a whole number from 1, got {attempt}")
     return Control(kind=kind, id=_field(data, "id", str),
-                   reason=_field(data, "reason", str, required=False) or "")
+                   reason=_field(data, "reason", str, required=False) or "", attempt=attempt)
 
 
 def event(type_: str, call: Call, ts_ms: int, **extra: Any) -> dict[str, Any]:

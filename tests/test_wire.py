@@ -224,6 +224,7 @@ def test_invalid_record_is_a_cfstream_error() -> None:
     Control(kind="tick", id="e1"),
     Control(kind="cancel", id="e1"),
     Control(kind="cancel", id="e1", reason="user asked"),
+    Control(kind="finished", id="e1", attempt=3),
 ])
 def test_control_round_trips(control: Control) -> None:
     data = parse_json(dumps(control.to_dict()), LIMIT)
@@ -245,6 +246,9 @@ def test_control_of_unknown_kind(kind: Any) -> None:
     ({"v": 1, "kind": "tick", "id": 3}, "field 'id' must be a string, got int"),
     ({"v": 1, "kind": "cancel", "id": "e1", "reason": True},
      "field 'reason' must be a string, got a boolean"),
+    ({"v": 1, "kind": "finished", "id": "e1"}, "missing field 'attempt'"),
+    ({"v": 1, "kind": "finished", "id": "e1", "attempt": 0},
+     "field 'attempt' must be a whole number from 1, got 0"),
 ])
 def test_invalid_control(data: dict[str, Any], expected: str) -> None:
     with pytest.raises(InvalidRecord) as info:
@@ -270,3 +274,23 @@ def test_an_execution_carries_the_collected_arguments_to_the_worker() -> None:
     assert execution.to_dict() == record
     with pytest.raises(InvalidRecord, match="'collected' must be an array"):
         execution_from_dict({**record, "collected": {"a": 1}})
+
+
+def test_if_running_after_is_a_v2_field_that_round_trips() -> None:
+    call = Call(id="e1", task="t:f", args=[1], kwargs={}, submitted_ms=5, delay_ms=4,
+                defer_key="k", if_running="after")
+    data = call.to_dict()
+    assert data["v"] == 2 and data["if_running"] == "after"
+    assert parse_call(data) == call
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"if_running": "later"}, "field 'if_running' must be 'concurrent' or 'after', got 'later'"),
+    ({"if_running": "after", "defer_key": None, "max_wait_ms": None},
+     "if_running 'after' needs a defer_key, and no collect"),
+    ({"if_running": "after", "args": [1], "kwargs": {},
+      "collect": {"max_calls": 5, "max_bytes": 99}},
+     "if_running 'after' needs a defer_key, and no collect"),
+])
+def test_a_bad_if_running_is_invalid(fields: dict[str, Any], expected: str) -> None:
+    assert reason(call_dict(**{"v": 2, "defer_key": "k", **fields})) == expected

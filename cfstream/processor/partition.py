@@ -112,6 +112,8 @@ class PartitionTask:
             control = control_from_dict(data)
             if control.kind == "tick":  # written by the faust-based processor: fire if due
                 decision = rules.tick(slot, control.id, now, FIRED_RETENTION_MS)
+            elif control.kind == "finished":  # a worker: the key's run ended
+                decision = rules.finished(slot, control.id, control.attempt, now)
             else:
                 decision = rules.cancel(slot, control.id, now, FIRED_RETENTION_MS,
                                         control.reason)

@@ -72,6 +72,10 @@ def encode_slot(slot: Slot) -> bytes:
     if slot.latest_id is not None:  # keep="first" only: older slots have neither
         data["latest_ms"] = slot.latest_ms
         data["latest_id"] = slot.latest_id
+    if slot.running_id is not None:  # if_running="after" only
+        data["running_id"] = slot.running_id
+        if slot.running_attempt != 1:
+            data["running_attempt"] = slot.running_attempt
     return dumps(data)
 
 
@@ -100,6 +104,8 @@ def decode_slot(raw: bytes | None) -> Slot | None:
         latest_ms=data.get("latest_ms"),
         latest_id=data.get("latest_id"),
         collected_bytes=data.get("collected_bytes", 0),
+        running_id=data.get("running_id"),
+        running_attempt=data.get("running_attempt") or 1,
     )
 
 

@@ -23,7 +23,11 @@ A key (the task-scoped defer key, or the execution id of a call that is not defe
 - a replayed call or tick of a fired call sends its execution again (workers skip known ids);
 - a retry (the same call, a later attempt, from a worker) of the call that fired last is taken
   in like a new call, due at its ``not_before_ms``; one older than the key's latest call is
-  deferred to it, like any older call.
+  deferred to it, like any older call;
+- ``if_running="after"``: a fired call leaves its key *running* until a worker reports the run
+  finished (or retries it). Meanwhile the key's calls collapse as usual, but the pending one
+  does not fire, even when due: it is held, and fires (at its due time, or at once if that has
+  passed) only once the run has ended. So a key's runs never overlap.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cfstream.wire import Call, Execution, argument_bytes, event
+
+# if_running="after": how often a running key's marker is looked at (it stays until the run ends).
+RUNNING_RECHECK_MS = 60 * 1000
 
 
 @dataclass(slots=True)  # immutable by convention; not frozen for speed, as wire.Call
@@ -52,6 +59,16 @@ class Slot:
     latest_ms: int | None = None
     latest_id: str | None = None
     collected_bytes: int = 0  # collect: the size of call.collected's arguments as JSON
+    # if_running="after": the execution (and attempt) fired and not yet reported finished.
+    running_id: str | None = None
+    running_attempt: int = 1
+
+    @property
+    def held(self) -> bool:
+        """Whether the pending call must wait for the running execution to finish (it says so:
+        ``if_running="after"``)."""
+        return (self.running_id is not None and self.call is not None
+                and self.call.if_running == "after")
 
     @property
     def timer_id(self) -> str:
@@ -91,6 +108,11 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
     """
     if slot is not None and _seen(slot, call):
         return _replayed(slot, call.id)  # redelivered: already here or already fired
+    if slot is not None and slot.running_id == call.id and call.attempt > slot.running_attempt:
+        released = finished(slot, call.id, call.attempt - 1, now_ms)  # its retry: the run ended
+        decision = accept(released.slot, call, now_ms, retention_ms, fire_due)
+        return Decision(decision.slot, changed=True, executions=decision.executions,
+                        events=decision.events)
 
     pending = slot.call if slot is not None else None
     latest = (pending.id, pending.submitted_ms) if pending is not None else _fired_stub(slot)
@@ -130,16 +152,26 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
         fired_attempt=slot.fired_attempt if slot is not None else 1,
         execution=slot.execution if slot is not None else None,
         collected_bytes=size,
+        running_id=slot.running_id if slot is not None else None,
+        running_attempt=slot.running_attempt if slot is not None else 1,
     )
-    events.append(event("scheduled", call, now_ms, due_ms=new.due_ms,
-                        submitted_ms=call.submitted_ms))
+    events.append(_scheduled(new, call, now_ms))
     return _taken(new, events, now_ms, retention_ms, fire_due)
+
+
+def _scheduled(slot: Slot, call: Call, now_ms: int) -> dict[str, Any]:
+    """``call`` is in ``slot``'s window, which is due at ``slot.due_ms`` (and, when held, not
+    before the execution named ``after`` finishes)."""
+    if slot.running_id is not None:
+        return event("scheduled", call, now_ms, due_ms=slot.due_ms,
+                     submitted_ms=call.submitted_ms, after=slot.running_id)
+    return event("scheduled", call, now_ms, due_ms=slot.due_ms, submitted_ms=call.submitted_ms)
 
 
 def _taken(new: Slot, events: list[dict[str, Any]], now_ms: int, retention_ms: int,
            fire_due: bool) -> Decision:
     """The slot a call made, fired at once if it is due and the caller fires what is due."""
-    if fire_due and new.due_ms <= now_ms:
+    if fire_due and new.due_ms <= now_ms and not new.held:
         fired = tick(new, new.timer_id, now_ms, retention_ms)
         fired.events[:0] = events
         return fired
@@ -150,11 +182,9 @@ def _push_back(slot: Slot, pending: Call, call: Call, now_ms: int, retention_ms:
                fire_due: bool) -> Decision:
     """keep="first": ``call`` joins the pending call's window, which now ends a quiet period
     after ``call`` (capped by max_wait); the pending call and its arguments stay."""
-    new = Slot(call=pending, first_ms=slot.first_ms,
-               due_ms=max(slot.due_ms, due_ms(call, slot.first_ms)), fired_id=slot.fired_id,
-               fired_submitted_ms=slot.fired_submitted_ms, fired_attempt=slot.fired_attempt,
-               execution=slot.execution, latest_ms=call.submitted_ms, latest_id=call.id)
-    events = [event("scheduled", call, now_ms, due_ms=new.due_ms, submitted_ms=call.submitted_ms),
+    new = replace(slot, due_ms=max(slot.due_ms, due_ms(call, slot.first_ms)),
+                  latest_ms=call.submitted_ms, latest_id=call.id)
+    events = [_scheduled(new, call, now_ms),
               event("deferred", call, now_ms, successor=pending.id, reason="kept_first")]
     return _taken(new, events, now_ms, retention_ms, fire_due)
 
@@ -180,7 +210,7 @@ def _collect(slot: Slot, pending: Call, call: Call, now_ms: int, retention_ms: i
         due = min(due, call.submitted_ms)
     new = replace(slot, call=new_call, due_ms=due, collected_bytes=slot.collected_bytes + size)
     events = [event("deferred", pending, now_ms, successor=call.id, reason="collected"),
-              event("scheduled", call, now_ms, due_ms=due, submitted_ms=call.submitted_ms)]
+              _scheduled(new, call, now_ms)]
     return _taken(new, events, now_ms, retention_ms, fire_due)
 
 
@@ -206,20 +236,37 @@ def tick(slot: Slot | None, timer_id: str, now_ms: int, retention_ms: int) -> De
             return Decision(slot, changed=False)  # early: nothing of this call was sent yet
         return _replayed(slot, timer_id)  # stale, or the tick that fired it read again
     if slot.call is None:
+        if slot.running_id is not None:  # still running: remember that, and look again later
+            return Decision(replace(slot, due_ms=now_ms + max(retention_ms, RUNNING_RECHECK_MS)),
+                            changed=True)
         return Decision(None, changed=True)
+    if slot.held:
+        return Decision(slot, changed=False)  # due, but waits for the running one to finish
     call = slot.call
     execution = Execution(call=call, due_ms=slot.due_ms, fired_ms=now_ms)
     if call.leading and retention_ms > 0:  # the marker tells the next call the key is not quiet
         retention_ms = max(retention_ms, call.delay_ms)
-    return Decision(_marker(slot, call, now_ms, retention_ms, execution), changed=True,
-                    executions=[execution])
+    marker = _marker(slot, call, now_ms, retention_ms, execution)
+    return Decision(marker, changed=True, executions=[execution])
+
+
+def finished(slot: Slot | None, call_id: str, attempt: int, now_ms: int) -> Decision:
+    """A worker says attempt ``attempt`` of execution ``call_id`` ended (if_running="after"):
+    the key is no longer running, and a held call fires at its due time, or at once (the next
+    millisecond, through the timer) if that has passed."""
+    if slot is None or slot.running_id != call_id or attempt < slot.running_attempt:
+        return Decision(slot, changed=False)  # not the running one (a replay, or stale)
+    released = replace(slot, running_id=None, running_attempt=1)
+    if released.call is not None and released.due_ms <= now_ms:
+        released.due_ms = now_ms + 1  # a new timer entry: the old one was passed over
+    return Decision(released, changed=True)
 
 
 def due_before(slot: Slot | None, call: Call, now_ms: int) -> bool:
     """Whether the pending call was due (by ``now_ms``) before ``call`` was made: in event time
     it ran before ``call`` existed, so ``call`` must not replace it."""
     return (slot is not None and slot.call is not None and slot.call.id != call.id
-            and slot.due_ms <= min(call.submitted_ms, now_ms))
+            and not slot.held and slot.due_ms <= min(call.submitted_ms, now_ms))
 
 
 def fires_when_read(slot: Slot | None) -> bool:
@@ -227,7 +274,8 @@ def fires_when_read(slot: Slot | None) -> bool:
     wait (no delay, or max_wait already passed when it was made). One whose quiet period passed
     while it waited unread fires through a tick instead, which the calls topic orders after
     every call already in it: a newer call made before its due time then replaces it."""
-    return slot is not None and slot.call is not None and slot.due_ms <= slot.call.submitted_ms
+    return (slot is not None and slot.call is not None and not slot.held
+            and slot.due_ms <= slot.call.submitted_ms)
 
 
 def fire_if_due(slot: Slot | None, now_ms: int, retention_ms: int) -> Decision:
@@ -265,12 +313,20 @@ def cancel(slot: Slot | None, call_id: str, now_ms: int, retention_ms: int,
 
 def _marker(slot: Slot, call: Call, now_ms: int, retention_ms: int,
             execution: Execution | None = None) -> Slot | None:
-    if retention_ms <= 0:
+    """What a key keeps once ``call`` left it: fired (``execution``) or cancelled. A fired
+    if_running="after" call leaves the key running; a cancelled one leaves it as it was."""
+    running_id, running_attempt = slot.running_id, slot.running_attempt
+    if execution is not None and call.if_running == "after":
+        running_id, running_attempt = call.id, call.attempt
+    if running_id is not None:
+        retention_ms = max(retention_ms, RUNNING_RECHECK_MS)
+    elif retention_ms <= 0:
         return None
     return Slot(call=None, first_ms=slot.first_ms, due_ms=now_ms + retention_ms,
                 fired_id=call.id, fired_submitted_ms=call.submitted_ms,
                 fired_attempt=call.attempt, execution=execution,
-                latest_ms=slot.latest_ms, latest_id=slot.latest_id)
+                latest_ms=slot.latest_ms, latest_id=slot.latest_id,
+                running_id=running_id, running_attempt=running_attempt)
 
 
 def _fired_stub(slot: Slot | None) -> tuple[str, int] | None:

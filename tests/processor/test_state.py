@@ -113,7 +113,11 @@ def test_slots_of_deferring_modes_round_trip() -> None:
     collecting = Slot(call=make_call(args=[3], kwargs={}, collect=(10, 999),
                                      collected=[1, {"$date": "2026-01-01"}, 3]),
                       first_ms=5, due_ms=9, collected_bytes=27)
-    for slot in (pending, marker, collecting):
+    held = Slot(call=make_call(if_running="after"), first_ms=5, due_ms=9, running_id="c0",
+                running_attempt=2)
+    running = Slot(call=None, first_ms=5, due_ms=900, fired_id="c0", fired_submitted_ms=1,
+                   running_id="c0")
+    for slot in (pending, marker, collecting, held, running):
         assert decode_slot(encode_slot(slot)) == slot
 
 
