@@ -21,10 +21,10 @@ def submit(task: str, args: list[Any] | tuple[Any, ...] = (),
            delay: dt.timedelta | float | int = 0, defer_key: str | None = None,
            max_wait: dt.timedelta | float | int | None = None,
            leading: bool = False, keep: str = "last", collect: bool | Collect = False,
-           client: Client | None = None) -> Execution:
+           if_running: str = "concurrent", client: Client | None = None) -> Execution:
     """Submit a call to the task registered as ``"module:function"`` on the workers; through
-    ``client``, or the process's client. ``leading``, ``keep`` and ``collect`` need a
-    ``defer_key`` (as on ``@cf.task``; ``leading`` also a delay; ``collect`` exactly one
+    ``client``, or the process's client. ``leading``, ``keep``, ``collect`` and ``if_running``
+    need a ``defer_key`` (as on ``@cf.task``; ``leading`` also a delay; ``collect`` exactly one
     argument)."""
     if not task or KEY_SEPARATOR in task:
         raise SubmitError(f"task name {task!r} must be non-empty without {KEY_SEPARATOR!r}")
@@ -35,13 +35,14 @@ def submit(task: str, args: list[Any] | tuple[Any, ...] = (),
     if defer_key is not None and not isinstance(defer_key, str):
         raise SubmitError(f"defer_key must be a string, got {type(defer_key).__name__}")
     bounds = Collect() if collect is True else None if collect is False else collect
-    check_modes(leading, keep, defer_key is not None, delay_ms, SubmitError, bounds)
+    check_modes(leading, keep, defer_key is not None, delay_ms, SubmitError, bounds, if_running)
     if bounds is not None and (len(args) != 1 or kwargs):
         raise SubmitError("a collect call has exactly one argument, in args")
     positional = {f"#{i}": value for i, value in enumerate(args)}
     call = new_call(task, positional, kwargs or {}, delay_ms=delay_ms, defer_key=defer_key,
                     max_wait_ms=max_wait_ms, leading=leading, keep=keep,
-                    collect=None if bounds is None else (bounds.max_calls, bounds.max_bytes))
+                    collect=None if bounds is None else (bounds.max_calls, bounds.max_bytes),
+                    if_running=if_running)
     if call.collect is not None and argument_bytes(call.args[0]) > call.collect[1]:
         raise SubmitError(f"{task}: the argument is {argument_bytes(call.args[0])} bytes as JSON, "
                           f"over collect's max_bytes ({call.collect[1]})")
@@ -52,7 +53,8 @@ def submit(task: str, args: list[Any] | tuple[Any, ...] = (),
 
 def new_call(task: str, args: dict[str, Any], kwargs: dict[str, Any], *, delay_ms: int,
              defer_key: str | None, max_wait_ms: int | None, leading: bool = False,
-             keep: str = "last", collect: tuple[int, int] | None = None) -> Call:
+             keep: str = "last", collect: tuple[int, int] | None = None,
+             if_running: str = "concurrent") -> Call:
     """A call stamped now. ``args`` maps a name for each positional argument (used in errors)
     to its value, in order."""
     now = int(time.time() * 1000)
@@ -68,4 +70,5 @@ def new_call(task: str, args: dict[str, Any], kwargs: dict[str, Any], *, delay_m
         leading=leading,
         keep=keep,
         collect=collect,
+        if_running=if_running,
     )

@@ -86,7 +86,8 @@ def pending(
         found = pending_calls(get_settings(), task=task, key=key, progress=progress)
     if as_json:
         for item in found:
-            _out.print(json.dumps({**item.call.to_dict(), "due_ms": item.due_ms}),
+            held = {} if item.running_id is None else {"after": item.running_id}
+            _out.print(json.dumps({**item.call.to_dict(), "due_ms": item.due_ms, **held}),
                        markup=False, highlight=False, soft_wrap=True)
         return
     table = Table("execution", "task", "defer key", "mode", "due in",
@@ -95,7 +96,7 @@ def pending(
         task = item.call.task + (f" (attempt {item.call.attempt})" if item.call.attempt > 1
                                  else "")
         table.add_row(item.call.id, task, item.call.defer_key or "",
-                      modes(item.call), f"{seconds_until(item.due_ms):.1f}s")
+                      modes(item), f"{seconds_until(item.due_ms):.1f}s")
     _out.print(table)
 
 

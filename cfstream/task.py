@@ -22,6 +22,7 @@ from cfstream.retries import Retries, retries_option
 from cfstream.wire import (
     COLLECT_BYTES_LIMIT,
     COLLECT_CALLS_LIMIT,
+    IF_RUNNING_VALUES,
     KEEP_VALUES,
     KEY_SEPARATOR,
     MAX_COLLECT_BYTES,
@@ -68,6 +69,7 @@ class Collect:
 
 DeferOption = bool | Callable[..., str] | Defer | None
 Keep = Literal["last", "first"]
+IfRunning = Literal["concurrent", "after"]
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -119,12 +121,13 @@ class Task(Generic[P, R]):
     leading: bool = False
     keep: str = "last"
     collect: Collect | None = None
+    if_running: str = "concurrent"
 
     def __post_init__(self) -> None:
         if KEY_SEPARATOR in self.name:
             raise ConfigurationError(f"task name {self.name!r} must not contain {KEY_SEPARATOR!r}")
         check_modes(self.leading, self.keep, bool(self.defer), self.delay_ms, ConfigurationError,
-                    self.collect)
+                    self.collect, self.if_running)
         if self.collect is not None and self.retries is not None:
             raise ConfigurationError(
                 f"{self.name}: collect does not take retries (yet): a retry runs its own call "
@@ -252,7 +255,8 @@ class Task(Generic[P, R]):
         """Writes this task's calls-topic records."""
         collect = self.collect
         return CallRecords(self.name, self.delay_ms, self.max_wait_ms, self.leading, self.keep,
-                           None if collect is None else (collect.max_calls, collect.max_bytes))
+                           None if collect is None else (collect.max_calls, collect.max_bytes),
+                           self.if_running)
 
     @cached_property
     def _positional(self) -> _Positional | None:
@@ -301,9 +305,17 @@ class Task(Generic[P, R]):
 
 
 def check_modes(leading: Any, keep: Any, deferred: bool, delay_ms: int,
-                error: type[Exception], collect: Any = None) -> None:
-    """Raise ``error`` for a bad ``leading``, ``keep`` or ``collect``, or one without what it
-    needs."""
+                error: type[Exception], collect: Any = None, if_running: Any = "concurrent") -> None:
+    """Raise ``error`` for a bad ``leading``, ``keep``, ``collect`` or ``if_running``, or one
+    without what it needs."""
+    if if_running not in IF_RUNNING_VALUES:
+        raise error(f"if_running must be 'concurrent' or 'after', got {if_running!r}")
+    if if_running == "after" and not deferred:
+        raise error("if_running='after' only applies to deferred calls (it holds a key's next "
+                    "call until its run ends); set defer too")
+    if if_running == "after" and collect is not None:
+        raise error("if_running='after' does not take collect: a window held while a run "
+                    "lasts could not fire early at its bounds")
     if not isinstance(leading, bool):
         raise error(f"leading must be True or False, got {leading!r}")
     if keep not in KEEP_VALUES:
@@ -347,14 +359,14 @@ def task(
     *, delay: dt.timedelta | float | int = 0, defer: DeferOption = False,
     max_wait: dt.timedelta | float | int | None = None, name: str | None = None,
     leading: bool = False, keep: Keep = "last", collect: Literal[False] = False,
-    retries: int | Retries | None = None,
+    retries: int | Retries | None = None, if_running: IfRunning = "concurrent",
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 @overload
 def task(
     *, delay: dt.timedelta | float | int = 0, defer: DeferOption = False,
     max_wait: dt.timedelta | float | int | None = None, name: str | None = None,
     leading: bool = False, keep: Keep = "last", collect: Literal[True] | Collect,
-    retries: None = None,
+    retries: None = None, if_running: Literal["concurrent"] = "concurrent",
 ) -> Callable[[Callable[[list[T]], R]], Task[[T], R]]: ...
 
 
@@ -363,6 +375,7 @@ def task(
     defer: DeferOption = False, max_wait: dt.timedelta | float | int | None = None,
     name: str | None = None, leading: bool = False, keep: Keep = "last",
     collect: bool | Collect = False, retries: int | Retries | None = None,
+    if_running: IfRunning = "concurrent",
 ) -> Any:
     """Register a task: ``@cf.task`` or ``@cf.task(delay=60, defer=True, max_wait=600,
     retries=cf.Retries(limit=5, delay_min=10, delay_max=300))``.
@@ -371,13 +384,16 @@ def task(
     trailing run); ``keep="first"`` runs a window's first call, each newer one pushing it back;
     ``collect=True`` (or ``cf.Collect(...)``) runs the window once with every call's argument:
     the function takes one ``list`` and is submitted one item at a time.
+    ``if_running="after"`` holds a key's calls while its execution runs: they collapse into one
+    run after it ends, so a key never runs twice at once (the default, ``"concurrent"``, lets a
+    call whose quiet period ended run beside it).
     """
     delay_ms = to_ms(delay, "delay") or 0
     max_wait_ms = to_ms(max_wait, "max_wait")
     retry = retries_option(retries)
     bounds = Collect() if collect is True else None if collect is False else collect
     check_modes(leading, keep, bool(defer), delay_ms, ConfigurationError,  # before func comes
-                bounds)
+                bounds, if_running)
 
     def register(func: Callable[P, R]) -> Task[P, R]:
         if not callable(func):
@@ -385,7 +401,8 @@ def task(
         task_name = name or f"{func.__module__}:{func.__qualname__}"
         new = Task(fn=func, name=task_name, delay_ms=delay_ms,
                    defer=None if defer is False else defer, max_wait_ms=max_wait_ms,
-                   retries=retry, leading=leading, keep=keep, collect=bounds)
+                   retries=retry, leading=leading, keep=keep, collect=bounds,
+                   if_running=if_running)
         _registry[task_name] = new
         return new
 

@@ -123,10 +123,24 @@ def test_modes_are_kept_and_written_on_the_call() -> None:
     ({"delay": 5, "defer": False, "keep": "first"}, "set defer too"),
     ({"defer": True, "leading": True}, "needs a delay"),
     ({"delay": 0, "defer": True, "leading": True}, "needs a delay"),
+    ({"defer": True, "if_running": "wait"}, "if_running must be 'concurrent' or 'after'"),
+    ({"delay": 5, "if_running": "after"}, "set defer too"),
+    ({"defer": True, "collect": True, "if_running": "after"}, "does not take collect"),
 ])
 def test_bad_modes_raise_at_decoration(options: dict[str, Any], match: str) -> None:
     with pytest.raises(cf.ConfigurationError, match=match):
         cf.task(**options)
+
+
+def test_if_running_after_is_kept_and_written_on_the_call() -> None:
+    @cf.task(delay=5, defer=True, if_running="after")
+    def f(x: int) -> None: ...
+
+    assert f.if_running == "after" and f.with_delay(1).if_running == "after"
+    _, value = f.records.record("id", "[1]", "{}", 7, "k")
+    assert b'"v":2,' in value and value.endswith(b',"if_running":"after"}')
+    _, plain = cf.task(delay=5, defer=True)(f.fn).records.record("id", "[1]", "{}", 7, "k")
+    assert b'"v":1,' in plain and b'"if_running":' not in plain
 
 
 def test_a_copy_that_drops_what_a_mode_needs_raises() -> None:
@@ -192,6 +206,8 @@ def test_a_collect_task_must_take_one_list_parameter() -> None:
     ({"keep": "first"}, "set defer too"),
     ({"defer_key": "k", "leading": True}, "needs a delay"),
     ({"defer_key": "k", "keep": "middle"}, "keep must be"),
+    ({"if_running": "after"}, "set defer too"),
+    ({"defer_key": "k", "if_running": True}, "if_running must be"),
 ])
 def test_submit_by_name_checks_the_modes(options: dict[str, Any], match: str) -> None:
     args = options.pop("args", [1])

@@ -209,7 +209,7 @@ def _pending_row(p: Pending) -> dict[str, Any]:
     return {"id": call.id, "task": call.task, "defer_key": call.defer_key, "due_ms": p.due_ms,
             "attempt": call.attempt,
             "first_ms": p.first_ms, "submitted_ms": call.submitted_ms, "args": call.args,
-            "kwargs": call.kwargs, "modes": modes(call)}
+            "kwargs": call.kwargs, "modes": modes(p)}
 
 
 def now_ms() -> int:

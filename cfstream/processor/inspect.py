@@ -26,6 +26,7 @@ class Pending:
     call: Call
     due_ms: int
     first_ms: int
+    running_id: str | None = None  # held until this execution of the key finishes
 
 
 def pending_calls(settings: Settings, *, task: str | None = None, key: str | None = None,
@@ -81,18 +82,24 @@ def pending_calls(settings: Settings, *, task: str | None = None, key: str | Non
         call = slot.call
         if ((task is None or call.task == task) and (key is None or call.defer_key == key)
                 and (execution_id is None or call.id == execution_id)):
-            found.append(Pending(call, slot.due_ms, slot.first_ms))
+            found.append(Pending(call, slot.due_ms, slot.first_ms,
+                                 slot.running_id if slot.held else None))
     return sorted(found, key=lambda p: p.due_ms)
 
 
-def modes(call: Call) -> str:
+def modes(pending: Pending) -> str:
     """The call's deferring modes as shown to people: "leading, keep=first", "collect 3/1000
-    calls", or ""."""
+    calls", "after <id> ends" (held while that execution runs), or ""."""
+    call = pending.call
     shown = ["leading"] if call.leading else []
     if call.keep != "last":
         shown.append(f"keep={call.keep}")
     if call.collect is not None:
         shown.append(f"collect {len(call.collected or ())}/{call.collect[0]} calls")
+    if pending.running_id is not None:
+        shown.append(f"after {pending.running_id} ends")
+    elif call.if_running != "concurrent":
+        shown.append(f"if_running={call.if_running}")
     return ", ".join(shown)
 
 

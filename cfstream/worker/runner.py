@@ -33,6 +33,7 @@ from cfstream.scheduling.backlog import Backlog
 from cfstream.settings import Settings
 from cfstream.task import Task, registry
 from cfstream.wire import (
+    Control,
     Execution,
     InvalidRecord,
     event,
@@ -294,8 +295,10 @@ class Worker:
                 "(give the task retries to run it again)",
             )
             self._fail(job, lost)
-        else:
+        elif known["type"] == "retrying":  # the retry on the calls topic ends the run
             self.offsets.finish(job.partition, job.offset)
+        else:  # ended: say so again, in case the worker that ran it died before it could
+            self._finish(job)
         self._remember(job)
         return True
 
@@ -417,23 +420,48 @@ class Worker:
         self.producer.produce(self.settings.events_topic, key=b"invalid", value=dumps(payload))
 
     def _emit(self, payload: dict[str, Any], done: Job | None = None) -> None:
-        assert self.producer is not None  # noqa: S101
+        """Publish an event; ``done``: the execution it ends here, whose offset is done once it
+        is delivered (with the ``finished`` record, for a key that runs alone)."""
+        records = [(self.settings.events_topic, payload["id"].encode(), dumps(payload))]
+        if (done is not None and payload["type"] != "retrying"  # a retry is on the calls topic
+                and done.execution.call.if_running == "after"):
+            records.append(self._finished_record(done))
+        self._produce_all(records, done)
 
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                logger.error("event %s for %s not delivered: %s", payload["type"],
-                             payload["id"], err)
-            elif done is not None:
+    def _finish(self, job: Job) -> None:
+        """The execution ended, as the events say: its offset is done. A key that runs alone is
+        told again that it ended, in case the worker that ran it died before it could."""
+        if job.execution.call.if_running != "after":
+            self.offsets.finish(job.partition, job.offset)
+            return
+        self._produce_all([self._finished_record(job)], job)
+
+    def _finished_record(self, job: Job) -> tuple[str, bytes, bytes]:
+        """For ``if_running="after"``: the processor holds the key's next call until this."""
+        call = job.execution.call
+        return (self.settings.calls_topic, call.key.encode(),
+                dumps(Control("finished", call.id, attempt=call.attempt).to_dict()))
+
+    def _produce_all(self, records: list[tuple[str, bytes, bytes]], done: Job | None) -> None:
+        assert self.producer is not None  # noqa: S101
+        left = [len(records)]
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:  # the offset stays open: redelivered, the outcome is known
+                logger.error("record for %s on %s not delivered: %s", msg.key(), msg.topic(),
+                             err)
+                return
+            left[0] -= 1
+            if done is not None and left[0] == 0:
                 self.offsets.finish(done.partition, done.offset)
 
-        value = dumps(payload)
-        while True:
-            try:
-                self.producer.produce(self.settings.events_topic, key=payload["id"].encode(),
-                                      value=value, on_delivery=delivered)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        for topic, key, value in records:
+            while True:
+                try:
+                    self.producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
 
     def _remember(self, job: Job) -> None:
         self.done_ids[job.id] = max(job.attempt, self.done_ids.get(job.id, 0))

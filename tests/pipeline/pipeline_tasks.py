@@ -122,3 +122,17 @@ def collected(items: list[dict]) -> list[int]:
 @cf.task(delay=60, defer=lambda item: item["key"], collect=cf.Collect(max_calls=3))
 def collected_in_threes(items: list[dict]) -> list[int]:
     return [item["n"] for item in items]
+
+
+@cf.task(delay=D, defer=cf.Defer(params=["key"]), if_running="after")
+def one_at_a_time(key: str, n: int, seconds: float) -> int:
+    """Sleeps ``seconds``; a key's calls wait while it runs."""
+    time.sleep(seconds)
+    return n
+
+
+@cf.task(delay=D, defer=cf.Defer(params=["key"]))
+def side_by_side(key: str, n: int, seconds: float) -> int:
+    """The same with the default (if_running="concurrent")."""
+    time.sleep(seconds)
+    return n
