@@ -128,10 +128,6 @@ class Task(Generic[P, R]):
             raise ConfigurationError(f"task name {self.name!r} must not contain {KEY_SEPARATOR!r}")
         check_modes(self.leading, self.keep, bool(self.defer), self.delay_ms, ConfigurationError,
                     self.collect, self.if_running)
-        if self.collect is not None and self.retries is not None:
-            raise ConfigurationError(
-                f"{self.name}: collect does not take retries (yet): a retry runs its own call "
-                "again and would lose the arguments the run collected")
         if self.collect is not None:
             params = list(self.signature.parameters.values())
             if len(params) != 1 or params[0].kind not in _POSITIONAL:
@@ -366,7 +362,7 @@ def task(
     *, delay: dt.timedelta | float | int = 0, defer: DeferOption = False,
     max_wait: dt.timedelta | float | int | None = None, name: str | None = None,
     leading: bool = False, keep: Keep = "last", collect: Literal[True] | Collect,
-    retries: None = None, if_running: Literal["concurrent"] = "concurrent",
+    retries: int | Retries | None = None, if_running: Literal["concurrent"] = "concurrent",
 ) -> Callable[[Callable[[list[T]], R]], Task[[T], R]]: ...
 
 

@@ -533,7 +533,8 @@ def test_no_retries_means_none() -> None:
         assert cf.task(retries=value)(lambda: None).retries is None
 
 
-def test_collect_with_retries_raises_at_decoration() -> None:
-    with pytest.raises(cf.ConfigurationError, match="collect does not take retries"):
-        @cf.task(defer=True, collect=True, retries=2)  # type: ignore[call-overload]
-        def digest(items: list[int]) -> None: ...
+def test_a_collect_task_takes_retries() -> None:
+    @cf.task(defer=True, collect=True, retries=2)
+    def digest(items: list[int]) -> None: ...
+
+    assert digest.retries == cf.Retries(limit=2) and digest.collect == cf.Collect()

@@ -380,6 +380,12 @@ class Worker:
         failed_ms = _now_ms()
         retry = dataclasses.replace(call, attempt=call.attempt + 1,
                                     not_before_ms=failed_ms + policy.delay_ms(call.attempt))
+        if call.collected is not None:
+            # A collected run is retried alone with its list, keyed by its id: the key's later
+            # calls make windows of their own, and no argument is dropped or run twice.
+            retry = dataclasses.replace(retry, args=[call.collected], kwargs={}, defer_key=None,
+                                        max_wait_ms=None, leading=False, collect=None,
+                                        collected=None)
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:  # the retry is not on Kafka: the execution ends here
@@ -392,7 +398,7 @@ class Worker:
                              next_attempt=retry.attempt, retry_at_ms=retry.not_before_ms,
                              **outcome.fields), done=job)
 
-        self.producer.produce(self.settings.calls_topic, key=call.key.encode(),
+        self.producer.produce(self.settings.calls_topic, key=retry.key.encode(),
                               value=dumps(retry.to_dict()), on_delivery=delivered)
 
     # -- reporting and committing ---------------------------------------------------------------

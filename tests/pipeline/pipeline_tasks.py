@@ -119,6 +119,16 @@ def collected(items: list[dict]) -> list[int]:
     return [item["n"] for item in items]
 
 
+@cf.task(delay=D, defer=lambda item: item["key"], collect=True,
+         retries=cf.Retries(limit=1, delay_min=1.0))
+def collected_flaky(items: list[dict]) -> list[int]:
+    """Its first attempt fails: the retry must get the same list."""
+    current = cf.current_execution()
+    if current is not None and current.attempt == 1:
+        raise ConnectionError(f"first attempt of {len(items)} items")
+    return [item["n"] for item in items]
+
+
 @cf.task(delay=60, defer=lambda item: item["key"], collect=cf.Collect(max_calls=3))
 def collected_in_threes(items: list[dict]) -> list[int]:
     return [item["n"] for item in items]

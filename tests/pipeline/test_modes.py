@@ -10,7 +10,14 @@ import uuid
 
 import pytest
 from harness import Pipeline
-from pipeline_tasks import D, collected, collected_in_threes, keep_first, leading_edge
+from pipeline_tasks import (
+    D,
+    collected,
+    collected_flaky,
+    collected_in_threes,
+    keep_first,
+    leading_edge,
+)
 from test_inspect import cli, pending
 
 import cfstream as cf
@@ -112,6 +119,22 @@ def test_collect_runs_once_with_every_calls_argument_in_order(pipeline: Pipeline
         assert (deferred["successor"], deferred["reason"]) == (later.id, "collected")
     last, started = times(pipeline, calls[-1])
     assert last + D_MS <= started["ts_ms"] <= last + D_MS + LATE_MS
+
+
+def test_a_failed_collected_run_is_retried_with_its_list_alone(pipeline: Pipeline) -> None:
+    key = uuid.uuid4().hex[:10]
+    t0 = time.monotonic()
+    calls = [submit_at(pipeline, t0 + at * D, collected_flaky, {"key": key, "n": n})
+             for n, at in enumerate((0, 0.2, 0.4))]
+    retrying = pipeline.events.one(calls[-1].id, "retrying", timeout=RESULT_TIMEOUT)
+    # A call made while the retry waits opens a window of its own: the retry keeps its list.
+    later = pipeline.submit(collected_flaky, {"key": key, "n": 3})
+    assert [pipeline.result(c, RESULT_TIMEOUT) for c in calls] == [[0, 1, 2]] * 3
+    assert pipeline.result(later, RESULT_TIMEOUT) == [3]  # its first attempt failed too
+    retried = [e for e in pipeline.events.of(calls[-1].id, "started") if e.get("attempt") == 2]
+    assert len(retried) == 1
+    assert retrying["retry_at_ms"] == retrying["ts_ms"] + 1000
+    assert retrying["retry_at_ms"] <= retried[0]["ts_ms"] <= retrying["retry_at_ms"] + LATE_MS
 
 
 def test_collect_fires_a_full_window_at_once(pipeline: Pipeline) -> None:
