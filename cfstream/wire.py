@@ -367,14 +367,7 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
     defer_key = _field(data, "defer_key", str, required=False)
     if max_wait is not None and defer_key is None:
         raise InvalidRecord("missing_field", "max_wait_ms needs a defer_key")
-    attempt = data.get("attempt")
-    if attempt is None:
-        attempt = 1
-    elif isinstance(attempt, float) and attempt.is_integer():
-        attempt = int(attempt)
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
-        raise InvalidRecord("wrong_type",
-                            f"field 'attempt' must be a whole number from 1, got {attempt!r}")
+    attempt = _attempt(data)
     not_before = _optional_ms(data, "not_before_ms")
     if (attempt > 1) != (not_before is not None):
         raise InvalidRecord("missing_field",
@@ -389,7 +382,8 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
     args = _field(data, "args", list, required=False) or []
     kwargs = _field(data, "kwargs", dict, required=False) or {}
     collect = _collect_bounds(data, defer_key, keep, args, kwargs)
-    if_running = _field(data, "if_running", str, required=False) or "concurrent"
+    if_running = _field(data, "if_running", str, required=False)
+    if_running = "concurrent" if if_running is None else if_running
     if if_running not in IF_RUNNING_VALUES:
         raise InvalidRecord("bad_value", "field 'if_running' must be 'concurrent' or 'after', "
                                          f"got {if_running!r}")
@@ -411,6 +405,21 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
         collect=collect,
         if_running=if_running,
     )
+
+
+def _attempt(data: dict[str, Any], required: bool = False) -> int:
+    """A call's or finished record's attempt: a whole number from 1 (absent: 1, if optional)."""
+    attempt = data.get("attempt")
+    if attempt is None:
+        if required:
+            raise InvalidRecord("missing_field", "missing field 'attempt'")
+        return 1
+    if isinstance(attempt, float) and attempt.is_integer():
+        attempt = int(attempt)
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise InvalidRecord("wrong_type",
+                            f"field 'attempt' must be a whole number from 1, got {attempt!r}")
+    return attempt
 
 
 def _collect_bounds(data: dict[str, Any], defer_key: str | None, keep: str, args: list[Any],
@@ -455,12 +464,7 @@ def control_from_dict(data: dict[str, Any]) -> Control:
     if kind not in ("tick", "cancel", "finished"):
         raise InvalidRecord("unknown_kind", f"unknown record kind {kind!r}; expected 'call', "
                                             "'tick', 'cancel' or 'finished'")
-    attempt = 1
-    if kind == "finished":
-        attempt = _field(data, "attempt", int)
-        if attempt < 1:
-            raise InvalidRecord("wrong_type",
-                                f"field 'attempt' must be a whole number from 1, got {attempt}")
+    attempt = _attempt(data, required=True) if kind == "finished" else 1
     return Control(kind=kind, id=_field(data, "id", str),
                    reason=_field(data, "reason", str, required=False) or "", attempt=attempt)
 

@@ -169,6 +169,7 @@ def built_calls() -> list[Call]:
         Task(fn=notify, name=name, defer=Defer(params=["user_id"]), keep="first"),
         Task(fn=notify, name=name, delay_ms=1, defer=True, max_wait_ms=9, leading=True,
              keep="first"),
+        Task(fn=notify, name=name, delay_ms=60_000, defer=True, if_running="after"),
     ]
     for task in tasks:
         task.submit_to(client, *ODD_ARGS, **ODD_KWARGS)
@@ -189,6 +190,8 @@ def built_calls() -> list[Call]:
            keep="first", client=client)
     submit("billing.tasks:charge", [3], defer_key="customer:3", keep="last", client=client)
     submit("billing.tasks:charge", [{"n": 4}], defer_key="customer:4", collect=True, client=client)
+    submit("billing.tasks:charge", [5], delay=3, defer_key="customer:5", keep="first",
+           if_running="after", client=client)
     made = list(client.calls)
     made.append(Call(id=ID, task="app.tasks:plain", args=[], kwargs={}, submitted_ms=NOW))
     made.append(Call(id=ID, task="app.tasks:full", args=[1, [2, 3]], kwargs={"x": {"y": 1.5}},
@@ -208,6 +211,7 @@ def test_the_client_builds_every_flavour_of_call() -> None:
     assert {(c.leading, c.keep) for c in CALLS} == {
         (False, "last"), (True, "last"), (False, "first"), (True, "first")}
     assert {c.collect for c in CALLS} >= {None, (1000, 131072), (2, 99)}
+    assert {c.if_running for c in CALLS} == {"concurrent", "after"}
 
 
 @pytest.mark.parametrize("call", CALLS, ids=lambda c: f"{c.task}-{c.defer_key}")
@@ -270,13 +274,15 @@ def test_executions_match_the_execution_schema_only() -> None:
 
 def test_control_records_match_the_call_schema() -> None:
     records = [Control("tick", ID).to_dict(), Control("cancel", ID).to_dict(),
-               Control("cancel", ID, reason="user left").to_dict()]
+               Control("cancel", ID, reason="user left").to_dict(),
+               Control("finished", ID).to_dict(), Control("finished", ID, attempt=3).to_dict()]
     for record in records:
         assert_valid("call", record)
         assert_valid("call", record, "control")
         assert set(record) <= declared("call", "control")
         assert control_from_dict(record).id == ID
         assert_invalid("execution", record)
+    assert records[-1]["attempt"] == 3 and "attempt" in records[-2]
 
 
 # -- events the scheduling rules and the worker's outcomes produce ------------------------------
@@ -309,8 +315,14 @@ def rule_events() -> list[dict[str, Any]]:
     gathered = rules.accept(None, dataclasses.replace(make("f", NOW), collect=(5, 99)), NOW, 0)
     gathered = rules.accept(gathered.slot, dataclasses.replace(make("g", NOW + 1),
                                                                collect=(5, 99)), NOW + 1, 0)
+    # if_running="after": "h" fires at once and runs; "i" is held until it finishes.
+    running = rules.accept(None, dataclasses.replace(make("h", NOW, delay=0),
+                                                     if_running="after"), NOW, 60_000)
+    held = rules.accept(running.slot, dataclasses.replace(make("i", NOW + 1),
+                                                          if_running="after"), NOW + 1, 60_000)
+    assert running.executions and held.events[-1]["after"] == "h"
     for decision in (first, second, late, fired, after, at_once, pending, cancelled, default,
-                     retried, replaced, kept, lead, gathered):
+                     retried, replaced, kept, lead, gathered, running, held):
         out += decision.events
     assert fired.executions and at_once.executions
     return out
@@ -616,6 +628,47 @@ def test_worker_records_match_the_event_schema(worker: Worker) -> None:
         ("backlog", executions[-1].call.id)]
 
 
+def test_worker_finished_records_match_the_call_schema(worker: Worker) -> None:
+    """if_running="after": once an execution's outcome is out, the worker tells the processor
+    that the key's run ended, on the calls topic with the call's key."""
+    when = to_json_value(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    calls = [Call(id=new_execution_id(NOW + i), task=task, args=args, kwargs={},
+                  submitted_ms=NOW + i, delay_ms=5, defer_key=f"key:{i}", if_running="after")
+             for i, (task, args) in enumerate([("tests.schemas:ok", [1, when]),
+                                               ("tests.schemas:boom", [])])]
+    for offset, call in enumerate(calls):
+        record = dumps(Execution(call=call, due_ms=NOW + 5, fired_ms=NOW + 7).to_dict())
+        worker._take(FakeMessage(record, offset, call.key.encode()))  # type: ignore[arg-type]
+    producer: FakeProducer = worker.producer  # type: ignore[assignment]
+    calls_topic = worker.settings.calls_topic
+
+    def finished() -> list[tuple[bytes, dict[str, Any]]]:
+        return [(key, json.loads(value)) for topic, key, value in producer.sent
+                if topic == calls_topic]
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(finished()) < len(calls):
+        worker._start_ready()
+        worker._report_outcomes(block=0.05)
+    by_id = {c.id: c for c in calls}
+    assert sorted(r["id"] for _, r in finished()) == sorted(by_id)
+    for key, record in finished():
+        assert_valid("call", record)
+        assert_valid("call", record, "control")
+        assert set(record) <= declared("call", "control")
+        assert processor_accepts(dumps(record))
+        assert record == {"v": 1, "kind": "finished", "id": record["id"], "attempt": 1}
+        assert key == by_id[record["id"]].key.encode()
+    order = [(topic, json.loads(value)) for topic, _, value in producer.sent]
+    for call in calls:
+        ended = next(i for i, (topic, r) in enumerate(order)
+                     if topic == worker.settings.events_topic and r["id"] == call.id
+                     and r["type"] in ("succeeded", "failed"))
+        said = next(i for i, (topic, r) in enumerate(order)
+                    if topic == calls_topic and r["id"] == call.id)
+        assert ended < said
+
+
 def test_worker_invalid_records_match_the_event_schema(worker: Worker) -> None:
     records = [b"{not json", b"[]", None, dumps({**Execution(call=CALLS[0], due_ms=NOW,
                                                              fired_ms=NOW).to_dict(),
@@ -694,6 +747,7 @@ FULL = {**BASE, "kind": "call", "args": [1, {"$date": "2026-01-01"}], "kwargs": 
 TICK = {"v": 1, "kind": "tick", "id": ID, "due_ms": NOW}
 COLLECT = {"max_calls": 10, "max_bytes": 1_000}
 CANCEL = {"v": 1, "kind": "cancel", "id": ID, "reason": "user left"}
+FINISHED = {"v": 1, "kind": "finished", "id": ID, "attempt": 1}
 
 
 def drop(record: dict[str, Any], name: str) -> dict[str, Any]:
@@ -731,6 +785,22 @@ CASES: list[tuple[str, Any, bool]] = [
     ("cancel without reason", drop(CANCEL, "reason"), True),
     ("cancel with null reason", {**CANCEL, "reason": None}, True),
     ("control with empty id", {**CANCEL, "id": ""}, True),
+    ("if_running after", {**FULL, "v": 2, "if_running": "after"}, True),
+    ("if_running concurrent", {**FULL, "if_running": "concurrent"}, True),
+    ("null if_running", {**BASE, "if_running": None}, True),
+    ("if_running after with leading and keep first", {**FULL, "v": 2, "if_running": "after",
+                                                      "leading": True, "keep": "first"}, True),
+    ("if_running after with null collect", {**FULL, "if_running": "after", "collect": None},
+     True),
+    ("collect with if_running concurrent", {**FULL, "args": [1], "kwargs": {},
+                                            "collect": COLLECT, "if_running": "concurrent"},
+     True),
+    ("finished", FINISHED, True),
+    ("finished of a retry", {**FINISHED, "attempt": 3}, True),
+    ("finished with a whole float attempt", {**FINISHED, "attempt": 2.0}, True),
+    ("finished with a reason", {**FINISHED, "reason": None}, True),
+    ("cancel ignores attempt", {**CANCEL, "attempt": 0}, True),
+    ("tick ignores attempt", {**TICK, "attempt": "first"}, True),
     ("not an object", [BASE], False),
     ("null", None, False),
     ("missing v", drop(BASE, "v"), False),
@@ -760,6 +830,23 @@ CASES: list[tuple[str, Any, bool]] = [
     ("collect boolean bound", {**FULL, "args": [1], "kwargs": {},
                                "collect": {**COLLECT, "max_calls": True}}, False),
     ("collect true", {**FULL, "args": [1], "kwargs": {}, "collect": True}, False),
+    ("if_running after without defer_key", {**BASE, "if_running": "after"}, False),
+    ("if_running after with null defer_key", {**BASE, "if_running": "after",
+                                              "defer_key": None}, False),
+    ("if_running after with collect", {**FULL, "args": [1], "kwargs": {}, "collect": COLLECT,
+                                       "if_running": "after"}, False),
+    ("if_running unknown", {**FULL, "if_running": "later"}, False),
+    ("if_running empty", {**FULL, "if_running": ""}, False),
+    ("if_running a boolean", {**FULL, "if_running": True}, False),
+    ("if_running an array", {**FULL, "if_running": ["after"]}, False),
+    ("finished without attempt", drop(FINISHED, "attempt"), False),
+    ("finished with null attempt", {**FINISHED, "attempt": None}, False),
+    ("finished of attempt 0", {**FINISHED, "attempt": 0}, False),
+    ("finished of a negative attempt", {**FINISHED, "attempt": -1}, False),
+    ("finished with a string attempt", {**FINISHED, "attempt": "1"}, False),
+    ("finished with a boolean attempt", {**FINISHED, "attempt": True}, False),
+    ("finished with a fractional attempt", {**FINISHED, "attempt": 1.5}, False),
+    ("finished without id", drop(FINISHED, "id"), False),
     ("v string", {**BASE, "v": "1"}, False),
     ("missing id", drop(BASE, "id"), False),
     ("null id", {**BASE, "id": None}, False),
@@ -824,7 +911,7 @@ edge_values = st.sampled_from([
     None, True, False, 0, 1, -1, 2, 0.0, -0.0, 1.0, 0.5, -0.5, 2.5, 1e300, -1e300,
     MAX_DELAY_MS, MAX_DELAY_MS + 1, MAX_DELAY_MS - 0.5, MAX_DELAY_MS + 0.5, float(MAX_DELAY_MS),
     NOW, float(NOW), NOW + 0.25, "", "|", "a|b", "app.tasks:x", "5", [], [1], {}, {"a": 1},
-    "call", "tick", "cancel", "execution", "first", "last",
+    "call", "tick", "cancel", "finished", "execution", "first", "last", "after", "concurrent",
 ])
 any_values = edge_values | json_values
 durations = st.none() | st.integers(0, MAX_DELAY_MS) | st.sampled_from([0, 1, MAX_DELAY_MS])
@@ -832,7 +919,8 @@ names = st.text(min_size=1, max_size=10).filter(lambda s: "|" not in s) | st.sam
     ["app.tasks:notify", "m:f"])
 ids = st.text(min_size=1, max_size=8) | st.uuids().map(str)
 FIELDS = ["v", "kind", "id", "task", "args", "kwargs", "submitted_ms", "delay_ms", "defer_key",
-          "max_wait_ms", "leading", "keep", "collect", "reason", "due_ms", "fired_ms", "other"]
+          "max_wait_ms", "leading", "keep", "collect", "if_running", "attempt", "reason", "due_ms",
+          "fired_ms", "other"]
 
 
 @st.composite
@@ -860,6 +948,9 @@ def valid_calls(draw: st.DrawFn) -> dict[str, Any]:
         record.update(args=[draw(json_values)], kwargs=draw(st.none() | st.just({})),
                       collect={"max_calls": draw(st.integers(1, 10_000)),
                                "max_bytes": draw(st.integers(10_000, 200_000))})
+    if record.get("defer_key") is not None and draw(st.booleans()):
+        modes = ["concurrent"] if "collect" in record else ["concurrent", "after"]
+        record["if_running"] = draw(st.none() | st.sampled_from(modes))
     if draw(st.booleans()):
         record["v"] = 2
     return record
@@ -867,8 +958,11 @@ def valid_calls(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def valid_controls(draw: st.DrawFn) -> dict[str, Any]:
-    record: dict[str, Any] = {"v": 1, "kind": draw(st.sampled_from(["tick", "cancel"])),
+    record: dict[str, Any] = {"v": 1,
+                              "kind": draw(st.sampled_from(["tick", "cancel", "finished"])),
                               "id": draw(st.text(max_size=8))}
+    if record["kind"] == "finished":
+        record["attempt"] = draw(st.integers(1, 2**40))
     if draw(st.booleans()):
         record["reason"] = draw(st.none() | st.text(max_size=8))
     if draw(st.booleans()):
@@ -940,7 +1034,7 @@ def test_doc_examples_match_the_schemas() -> None:
             assert_valid("call", record)
             assert processor_accepts(dumps(record))
             seen.add(record.get("kind", "call"))
-    assert seen == {"call", "tick", "cancel", "execution", *EVENT_TYPES}
+    assert seen == {"call", "tick", "cancel", "finished", "execution", *EVENT_TYPES}
 
 
 def java_murmur2(data: bytes) -> int:
