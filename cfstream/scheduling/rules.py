@@ -162,7 +162,7 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
 def _scheduled(slot: Slot, call: Call, now_ms: int) -> dict[str, Any]:
     """``call`` is in ``slot``'s window, which is due at ``slot.due_ms`` (and, when held, not
     before the execution named ``after`` finishes)."""
-    if slot.running_id is not None:
+    if slot.held:
         return event("scheduled", call, now_ms, due_ms=slot.due_ms,
                      submitted_ms=call.submitted_ms, after=slot.running_id)
     return event("scheduled", call, now_ms, due_ms=slot.due_ms, submitted_ms=call.submitted_ms)
@@ -256,10 +256,10 @@ def finished(slot: Slot | None, call_id: str, attempt: int, now_ms: int) -> Deci
     millisecond, through the timer) if that has passed."""
     if slot is None or slot.running_id != call_id or attempt < slot.running_attempt:
         return Decision(slot, changed=False)  # not the running one (a replay, or stale)
-    released = replace(slot, running_id=None, running_attempt=1)
-    if released.call is not None and released.due_ms <= now_ms:
-        released.due_ms = now_ms + 1  # a new timer entry: the old one was passed over
-    return Decision(released, changed=True)
+    due = slot.due_ms
+    if slot.call is not None and due <= now_ms:
+        due = now_ms + 1  # a new timer entry: the timer passed the old one over
+    return Decision(replace(slot, due_ms=due, running_id=None, running_attempt=1), changed=True)
 
 
 def due_before(slot: Slot | None, call: Call, now_ms: int) -> bool:
