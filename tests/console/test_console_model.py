@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from cfstream.console import state
@@ -131,6 +132,11 @@ def test_pending_calls_show_their_deferring_modes() -> None:
     collecting = Pending(Call(id="p3", task=TASK, args=[2], kwargs={}, submitted_ms=NOW,
                               delay_ms=1000, defer_key="u1", collect=(50, 999),
                               collected=[1, 2]), NOW + 700, NOW)
-    model.set_pending([plain, moded, collecting], NOW)
+    one_at_a_time = Call(id="p4", task=TASK, args=[], kwargs={}, submitted_ms=NOW,
+                         delay_ms=1000, defer_key="u2", if_running="after")
+    held = Pending(one_at_a_time, NOW + 800, NOW, running_id="r1")
+    free = Pending(dataclasses.replace(one_at_a_time, id="p5", defer_key="u3"), NOW + 900, NOW)
+    model.set_pending([plain, moded, collecting, held, free], NOW)
     rows = {c["id"]: c["modes"] for c in model.snapshot(NOW)["pending"]["calls"]}
-    assert rows == {"p1": "", "p2": "leading, keep=first", "p3": "collect 2/50 calls"}
+    assert rows == {"p1": "", "p2": "leading, keep=first", "p3": "collect 2/50 calls",
+                    "p4": "after r1 ends", "p5": "if_running=after"}
