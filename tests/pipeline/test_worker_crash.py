@@ -41,3 +41,38 @@ def test_a_run_cut_short_by_a_crash_is_reported_not_repeated(
     assert after.result(timeout=60) == 0
     ran = runs(log)
     assert sorted(ran) == sorted({*(e.id for e in quick), cut_short.id, after.id})
+
+
+def test_executions_queued_behind_a_run_are_run_by_the_next_worker(
+        pipeline_factory: PipelineFactory, tmp_path: Path) -> None:
+    """A worker starts no more executions than it has threads: those it fetched but had no
+    thread for were never ``started``, so the next worker runs them (no retries needed). Every
+    ``started`` it wrote is of a body that began (the run log has it)."""
+    log = tmp_path / "runs.log"
+    pipeline = pipeline_factory(workers=0, start=False)
+    pipeline.services.processor("processor-0")
+    pipeline.services.worker("worker-a", concurrency=1, RUN_LOG=str(log))
+    pipeline.wait_ready()
+
+    running = pipeline.submit(recorded, 60)
+    pipeline.events.one(running.id, "started")
+    queued = [pipeline.submit(recorded, 0) for _ in range(6)]
+    for execution in queued:  # fired to the worker, which has no free thread for them
+        pipeline.events.one(execution.id, "scheduled")
+    pipeline.services.stop("worker-a", sig=signal.SIGKILL)
+    pipeline.services.worker("worker-b", RUN_LOG=str(log))
+
+    with pytest.raises(cf.ExecutionFailed) as info:
+        running.result(timeout=90)
+    assert info.value.error_type == "WorkerLost"
+    assert [e.result(timeout=90) for e in queued] == [0] * 6
+    ran = runs(log)
+    ids = [running.id, *(e.id for e in queued)]
+    assert sorted(ran) == sorted(ids)  # each body once
+    # started means the body began: one started event per run, none for a body that did not
+    # (read once each outcome is: an id's events are on one partition, in order).
+    pipeline.events.one(running.id, "failed")
+    for execution in queued:
+        pipeline.events.one(execution.id, "succeeded")
+    assert [len(pipeline.events.of(i, "started")) for i in ids] == [ran.count(i) for i in ids]
+    assert all(not pipeline.events.of(e.id, "failed") for e in queued)
