@@ -76,17 +76,14 @@ def test_by_default_a_call_runs_at_its_due_time_beside_the_running_one(
 
 def test_a_run_cut_short_by_a_lost_worker_releases_its_key(
         pipeline_factory: PipelineFactory) -> None:
-    pipeline = pipeline_factory(workers=0, start=False)
-    pipeline.services.processor("processor-0")
-    pipeline.services.worker("worker-a")
-    pipeline.wait_ready()
+    pipeline = pipeline_factory()  # of its own: its worker is killed
     key = uuid.uuid4().hex[:10]
     running = pipeline.submit(one_at_a_time, key, 0, 600)
     pipeline.events.one(running.id, "started", timeout=RESULT_TIMEOUT)
-    pipeline.services.stop("worker-a", sig=signal.SIGKILL)
+    pipeline.services.stop("worker-0", sig=signal.SIGKILL)
     held = pipeline.submit(one_at_a_time, key, 1, 0)
     assert pipeline.events.one(held.id, "scheduled")["after"] == running.id
-    pipeline.services.worker("worker-b")
+    pipeline.services.worker("worker-1")
 
     # The next worker finds the execution begun and never reported: lost (the task does not
     # retry), which ends the run; then the held call runs.

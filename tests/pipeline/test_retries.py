@@ -85,14 +85,11 @@ def test_a_newer_call_replaces_a_retry_that_waits(pipeline: Pipeline) -> None:
 
 def test_an_attempt_cut_short_by_a_lost_worker_is_retried(
         pipeline_factory: PipelineFactory) -> None:
-    pipeline = pipeline_factory(workers=0, start=False)
-    pipeline.services.processor("processor-0")
-    pipeline.services.worker("worker-a")
-    pipeline.wait_ready()
+    pipeline = pipeline_factory()  # of its own: its worker is killed
     execution = pipeline.submit(outlives_a_crash, 60)
     pipeline.events.one(execution.id, "started", timeout=RESULT_TIMEOUT)
-    pipeline.services.stop("worker-a", sig=signal.SIGKILL)
-    pipeline.services.worker("worker-b")
+    pipeline.services.stop("worker-0", sig=signal.SIGKILL)
+    pipeline.services.worker("worker-1")
 
     assert pipeline.result(execution, 120) == 2
     retrying = pipeline.events.one(execution.id, "retrying")
