@@ -22,6 +22,8 @@ from cfstream.settings import Settings
 HERE = Path(__file__).parent
 # A cold processor joins the group, creates its changelog and restores before it fires anything.
 READY_TIMEOUT = 120
+# How late a start may be after its due time on a loaded 2-core machine; typical is ~50 ms.
+LATE_MS = 2000
 CFSTREAM = [sys.executable, "-m", "cfstream"]
 Event = dict[str, Any]
 

@@ -9,6 +9,7 @@ import time
 import cfstream as cf
 
 D = 1.5  # the delay most tests use, in seconds
+D_MS = int(D * 1000)
 
 
 @cf.task(delay=dt.timedelta(seconds=D))

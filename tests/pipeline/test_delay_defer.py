@@ -10,8 +10,9 @@ import time
 import uuid
 
 import pytest
-from harness import Pipeline
+from harness import LATE_MS, Pipeline
 from pipeline_tasks import (
+    D_MS,
     D,
     after_seconds,
     after_timedelta,
@@ -25,9 +26,6 @@ import cfstream as cf
 
 pytestmark = pytest.mark.kafka
 
-D_MS = int(D * 1000)
-# How late a start may be after its due time on a loaded 2-core machine; typical is ~50 ms.
-LATE_MS = 2000
 RESULT_TIMEOUT = 30
 
 

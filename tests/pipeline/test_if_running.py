@@ -11,16 +11,15 @@ import time
 import uuid
 
 import pytest
-from harness import Pipeline, PipelineFactory
-from pipeline_tasks import D, one_at_a_time, side_by_side
+from harness import LATE_MS, Pipeline, PipelineFactory
+from pipeline_tasks import D_MS, one_at_a_time, side_by_side
 from test_inspect import pending
-from test_modes import LATE_MS, submit_at
+from test_modes import submit_at
 
 import cfstream as cf
 
 pytestmark = pytest.mark.kafka
 
-D_MS = int(D * 1000)
 RESULT_TIMEOUT = 60
 # The running call's length: long enough that the calls made after it started are due (a
 # delay after they were made) well before it ends, even when its started event is read late.

@@ -7,6 +7,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rules_calls import DELAY, RETENTION, KeyLog, make_call
 
 from cfstream.scheduling import rules
 from cfstream.scheduling.rules import (
@@ -19,16 +20,6 @@ from cfstream.scheduling.rules import (
     tick,
 )
 from cfstream.wire import Call, Execution
-
-DELAY = 1_000
-RETENTION = 60_000
-
-
-def make_call(call_id: str, submitted_ms: int, delay_ms: int = DELAY,
-              max_wait_ms: int | None = None, defer_key: str | None = "k") -> Call:
-    return Call(id=call_id, task="tasks:notify", args=[1, 2], kwargs={},
-                submitted_ms=submitted_ms, delay_ms=delay_ms, defer_key=defer_key,
-                max_wait_ms=max_wait_ms)
 
 
 def types(decision: rules.Decision) -> list[tuple[str, str]]:
@@ -433,50 +424,31 @@ def histories(draw: st.DrawFn) -> dict[str, Any]:
 def test_each_call_runs_once_or_is_deferred_to_one_that_runs(history: dict[str, Any]) -> None:
     calls: list[Call] = history["calls"]
     retention = 10**12  # markers outlive the test: every redelivery is recognised
-    slot: Slot | None = None
+    key = KeyLog()  # a replay sends its execution again: the very same record, or it fails
     now = 0
-    log: list[tuple[str, Any]] = []  # ("event", dict) and ("execution", Execution) in order
-
-    def apply(decision: rules.Decision) -> None:
-        nonlocal slot
-        if not decision.changed:
-            assert decision.slot is slot
-        slot = decision.slot
-        log.extend(("event", e) for e in decision.events)
-        log.extend(("execution", e) for e in decision.executions)
 
     for kind, index, advance in history["steps"]:
         now += advance
         if kind == "call":
-            apply(accept(slot, calls[index], now, retention))
-        elif kind == "tick" and slot is not None:
-            apply(tick(slot, slot.timer_id, now, retention))  # what the due index names
+            key.apply(accept(key.slot, calls[index], now, retention))
+        elif kind == "tick" and key.slot is not None:
+            key.apply(tick(key.slot, key.slot.timer_id, now, retention))  # as the index names
         elif kind == "stale":
-            apply(tick(slot, calls[index].id, now, retention))
+            key.apply(tick(key.slot, calls[index].id, now, retention))
+    slot = key.slot
     if history["flush"] and slot is not None:
-        apply(tick(slot, slot.timer_id, max(now, slot.due_ms), retention))
+        key.apply(tick(slot, slot.timer_id, max(now, slot.due_ms), retention))
+        slot = key.slot
 
     by_id = {c.id: c for c in calls}
-    executions = [item for kind, item in log if kind == "execution"]
-    # A replayed call or tick sends its execution again: the very same record (workers run an
-    # execution id once), never a second run with other arguments or times.
-    first_sent: dict[str, Any] = {}
-    for execution in executions:
-        assert first_sent.setdefault(execution.call.id, execution) == execution, \
-            "a call fired twice"
-    executed = list(first_sent)
+    executed = list(key.sent)
     pending = slot.call.id if slot is not None and slot.call is not None else None
     if history["flush"]:
         assert pending is None
     assert pending not in executed
 
-    # The first outcome of each call: executed, or deferred (naming a successor).
-    first_outcome: dict[str, tuple[str, str | None]] = {}
-    for kind, item in log:
-        if kind == "execution":
-            first_outcome.setdefault(item.call.id, ("executed", None))
-        elif item["type"] == "deferred":
-            first_outcome.setdefault(item["id"], ("deferred", item["successor"]))
+    # The first outcome of each call: run, or deferred (naming a successor).
+    first_outcome = key.outcomes()
 
     for call in calls:
         outcome = first_outcome.get(call.id)
@@ -497,7 +469,7 @@ def test_each_call_runs_once_or_is_deferred_to_one_that_runs(history: dict[str, 
     # the latest call's delay (capped by the window's first call + max_wait) has passed.
     window: list[Call] = []
     sent: set[str] = set()
-    for kind, item in log:
+    for kind, item in key.items:
         if kind == "event" and item["type"] == "scheduled":
             window.append(by_id[item["id"]])
         elif kind == "execution":

@@ -9,21 +9,15 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rules_calls import DELAY, RETENTION, make_call
 
 from cfstream.scheduling import rules
 from cfstream.scheduling.rules import RUNNING_RECHECK_MS, Slot, accept, finished, tick
 from cfstream.wire import Call
 
-DELAY = 1_000
-RETENTION = 60_000
 
-
-def after(call_id: str, submitted_ms: int, delay_ms: int = DELAY, attempt: int = 1,
-          not_before_ms: int | None = None, if_running: str = "after",
-          leading: bool = False) -> Call:
-    return Call(id=call_id, task="tasks:sync", args=[call_id], kwargs={},
-                submitted_ms=submitted_ms, delay_ms=delay_ms, defer_key="k", attempt=attempt,
-                not_before_ms=not_before_ms, if_running=if_running, leading=leading)
+def after(call_id: str, submitted_ms: int, **fields: Any) -> Call:
+    return make_call(call_id, submitted_ms, **{"if_running": "after", **fields})
 
 
 def running_a(if_running: str = "after") -> Slot:

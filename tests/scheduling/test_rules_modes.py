@@ -8,6 +8,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rules_calls import DELAY, RETENTION, KeyLog, make_call, outcomes
 
 from cfstream.scheduling import rules
 from cfstream.scheduling.rules import (
@@ -19,17 +20,6 @@ from cfstream.scheduling.rules import (
     tick,
 )
 from cfstream.wire import Call, Execution
-
-DELAY = 1_000
-RETENTION = 60_000
-
-
-def make_call(call_id: str, submitted_ms: int, delay_ms: int = DELAY, leading: bool = False,
-              keep: str = "last", max_wait_ms: int | None = None,
-              collect: tuple[int, int] | None = None) -> Call:
-    return Call(id=call_id, task="tasks:notify", args=[call_id], kwargs={},
-                submitted_ms=submitted_ms, delay_ms=delay_ms, defer_key="k",
-                max_wait_ms=max_wait_ms, leading=leading, keep=keep, collect=collect)
 
 
 def gather(call_id: str, submitted_ms: int, max_calls: int = 100, max_bytes: int = 1_000,
@@ -43,10 +33,6 @@ def lead(call_id: str, submitted_ms: int, **kwargs: Any) -> Call:
 
 def first(call_id: str, submitted_ms: int, **kwargs: Any) -> Call:
     return make_call(call_id, submitted_ms, keep="first", **kwargs)
-
-
-def outcomes(decision: rules.Decision) -> list[tuple[str, str, str | None]]:
-    return [(e["type"], e["id"], e.get("successor")) for e in decision.events]
 
 
 # -- leading ----------------------------------------------------------------------------------
@@ -336,20 +322,7 @@ def test_modes_follow_the_event_time_model_however_calls_are_batched(
         history: dict[str, Any]) -> None:
     calls: list[Call] = history["calls"]
     retention = 10**12  # markers outlive the test
-    slot: Slot | None = None
-    log: list[tuple[str, Any]] = []
-    sent: dict[str, Execution] = {}
-
-    def apply(decision: rules.Decision) -> None:
-        nonlocal slot
-        if not decision.changed:
-            assert decision.slot is slot
-        slot = decision.slot
-        log.extend(("event", e) for e in decision.events)
-        for execution in decision.executions:  # a replay sends the same execution again
-            if execution.call.id not in sent:
-                log.append(("execution", execution))
-            assert sent.setdefault(execution.call.id, execution) == execution, "fired twice"
+    key = KeyLog()  # a replay sends its execution again: the very same record, or it fails
 
     batches: list[list[int]] = [[]]
     for i, cut in enumerate(history["cuts"]):
@@ -364,35 +337,29 @@ def test_modes_follow_the_event_time_model_however_calls_are_batched(
         # to the horizon (every call made before it is read).
         now = max(now, calls[batch[-1]].submitted_ms + history["lags"][batch[-1]])
         for i in batch:
-            if due_before(slot, calls[i], now):
-                apply(fire_if_due(slot, now, retention))
-            apply(accept(slot, calls[i], now, retention, fire_due=False))
+            if due_before(key.slot, calls[i], now):
+                key.apply(fire_if_due(key.slot, now, retention))
+            key.apply(accept(key.slot, calls[i], now, retention, fire_due=False))
         if replays and replays[0] <= batch[-1]:  # a redelivery changes nothing new
-            before = slot
-            apply(accept(slot, calls[replays.pop(0)], now, retention, fire_due=False))
-            assert slot is before
-        if fires_when_read(slot):
-            apply(fire_if_due(slot, now, retention))
+            before = key.slot
+            key.apply(accept(key.slot, calls[replays.pop(0)], now, retention, fire_due=False))
+            assert key.slot is before
+        if fires_when_read(key.slot):
+            key.apply(fire_if_due(key.slot, now, retention))
         later = batches[number + 1] if number + 1 < len(batches) else None
         horizon = min(now, calls[later[0]].submitted_ms - 1) if later else now
-        if slot is not None and slot.call is not None and slot.due_ms <= horizon:
-            apply(tick(slot, slot.timer_id, now, retention))
-    if slot is not None and slot.call is not None:  # the timer, once time has passed
-        apply(tick(slot, slot.timer_id, max(now, slot.due_ms), retention))
+        if key.slot is not None and key.slot.call is not None and key.slot.due_ms <= horizon:
+            key.apply(tick(key.slot, key.slot.timer_id, now, retention))
+    if key.slot is not None and key.slot.call is not None:  # the timer, once time has passed
+        key.apply(tick(key.slot, key.slot.timer_id, max(now, key.slot.due_ms), retention))
 
     model = reference(calls, history["delay"], history["max_wait"], history["leading"],
                       history["keep"], history["collect"])
-    runs = [(e.call.id, e.due_ms, e.call.collected) for kind, e in log if kind == "execution"]
+    runs = [(e.call.id, e.due_ms, e.call.collected) for e in key.sent.values()]
     assert runs == model.runs
     if history["collect"]:  # every argument ran, once, in order
         assert [a for _, _, collected in runs for a in collected or []] == [c.id for c in calls]
-    for execution in sent.values():
+    for execution in key.sent.values():
         assert execution.fired_ms >= execution.due_ms
         assert execution.call.args == [execution.call.id]  # the runner's own arguments
-    actual: dict[str, tuple[str, str | None]] = {}
-    for kind, item in log:
-        if kind == "execution":
-            actual.setdefault(item.call.id, ("run", None))
-        elif item["type"] == "deferred":
-            actual.setdefault(item["id"], ("deferred", item["successor"]))
-    assert actual == model.outcome
+    assert key.outcomes() == model.outcome
