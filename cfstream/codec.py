@@ -101,6 +101,15 @@ def dumps(data: Any) -> bytes:
         return json_text(data).encode("utf-8")
 
 
+def loads(raw: bytes) -> Any:
+    """Decoded JSON: orjson, and the standard library for what orjson refuses (integers beyond
+    64 bits); raises ValueError for what neither reads."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 def json_text(data: Any) -> str:
     """Compact JSON text of already-encoded data (:func:`dumps` before the UTF-8)."""
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -12,13 +12,10 @@ to delete entries ahead of the timer.
 
 from __future__ import annotations
 
-import json
 import struct
 from typing import Any
 
-import orjson
-
-from cfstream.codec import dumps
+from cfstream.codec import dumps, loads
 from cfstream.scheduling.rules import Slot
 from cfstream.settings import Settings
 from cfstream.wire import Execution, trusted_call
@@ -79,17 +76,10 @@ def encode_slot(slot: Slot) -> bytes:
     return dumps(data)
 
 
-def _loads(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:  # what orjson refuses (integers beyond 64 bits)
-        return json.loads(raw)
-
-
 def decode_slot(raw: bytes | None) -> Slot | None:
     if raw is None:
         return None
-    data = _loads(raw)
+    data = loads(raw)
     call = data.get("call")
     execution = data.get("execution")
     return Slot(
@@ -112,6 +102,6 @@ def decode_slot(raw: bytes | None) -> Slot | None:
 def slot_timer(raw: bytes) -> tuple[int, str]:
     """(due_ms, timer id) of an encoded slot, read without building it (the due index rebuild
     reads every slot of a partition)."""
-    data = _loads(raw)
+    data = loads(raw)
     call = data.get("call")
     return data["due_ms"], call["id"] if call is not None else data["fired_id"]
