@@ -4,15 +4,17 @@ from a thread or from a coroutine (``await execution``)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextvars import ContextVar
 from typing import Any
 
 from cfstream.client import Client, current_client
 from cfstream.codec import from_json_value
-from cfstream.errors import ExecutionCancelled, ExecutionFailed, SubmitError
-from cfstream.events.waiting import Event
+from cfstream.errors import CfStreamError, ExecutionCancelled, ExecutionFailed, SubmitError
+from cfstream.events.known import Event
+from cfstream.events.waiting import Watch
 
 # The execution a worker is running in this thread or coroutine.
 CURRENT: ContextVar[Execution | None] = ContextVar("cfstream_current_execution", default=None)
@@ -34,6 +36,8 @@ class Execution:
         # Which run of the call this is, inside a task with retries (1: the first).
         self.attempt = attempt
         self._client = client
+        # (the id that ran, its final event) once known: asked again, the answer is at hand.
+        self._outcome: tuple[str, Event] | None = None
 
     def __repr__(self) -> str:
         return f"Execution({self.id!r}, task={self.task!r})"
@@ -60,6 +64,8 @@ class Execution:
         ExecutionCancelled, SubmitError (the call never reached Kafka or was rejected), or
         TimeoutError when ``timeout`` seconds pass first.
         """
+        if self._outcome is not None:
+            return self._settle(*self._outcome, timeout)[1]
         deadline = None if timeout is None else time.monotonic() + timeout
         waiters = self.client.waiters()
         current, after = self.id, None
@@ -70,10 +76,12 @@ class Execution:
             if done:
                 return value
             current, after = value
-        raise RuntimeError(f"execution {self.id}: deferral chain longer than {MAX_CHAIN}")
+        raise _too_long(self.id)
 
     async def result_async(self, timeout: float | None = None) -> Any:
         """:meth:`result` for coroutines; cancelling the awaiting task stops the wait."""
+        if self._outcome is not None:
+            return self._settle(*self._outcome, timeout)[1]
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         waiters = self.client.waiters()
@@ -85,11 +93,37 @@ class Execution:
             if done:
                 return value
             current, after = value
-        raise RuntimeError(f"execution {self.id}: deferral chain longer than {MAX_CHAIN}")
+        raise _too_long(self.id)
+
+    def exception(self, timeout: float | None = None) -> CfStreamError | None:
+        """The error :meth:`result` would raise for the outcome (ExecutionFailed,
+        ExecutionCancelled, SubmitError), or None if the task returned; waits like it."""
+        try:
+            self.result(timeout)
+        except (ExecutionFailed, ExecutionCancelled, SubmitError) as error:
+            return error
+        return None
+
+    def done(self) -> bool:
+        """Whether the outcome is known without waiting (read already by this process)."""
+        if self._outcome is not None:
+            return True
+        waiters = self.client.waiters()
+        current = self.id
+        for _ in range(MAX_CHAIN):
+            event = waiters.known(current, settled=True)
+            if event is None:
+                return False
+            if event["type"] != "deferred":
+                self._outcome = (current, event)
+                return True
+            current = event["successor"]
+        return False
 
     def status(self, timeout: float = STATUS_TIMEOUT) -> str:
-        """The latest known state: scheduled, deferred, started, succeeded, failed, cancelled,
-        invalid, or unknown (no event read yet)."""
+        """The latest state: scheduled, deferred, started, retrying, succeeded, failed,
+        cancelled, invalid, or unknown (the call has no event yet). Reads the id's events up to
+        where they end now; raises TimeoutError if that takes over ``timeout`` seconds."""
         return _status(self.client.waiters().latest(self.id, timeout))
 
     async def status_async(self, timeout: float = STATUS_TIMEOUT) -> str:
@@ -115,6 +149,7 @@ class Execution:
         kind = event["type"]
         if kind == "deferred":
             return False, (event["successor"], event.get("ts_ms"))
+        self._outcome = (current, event)
         if kind == "succeeded":
             return True, from_json_value(event.get("result"))
         if kind == "failed":
@@ -130,6 +165,77 @@ class Execution:
         if kind == "undelivered":
             raise SubmitError(event.get("reason", f"call {current} never reached Kafka"))
         raise SubmitError(f"the processor rejected call {current}: {event.get('reason', '')}")
+
+
+class Follower:
+    """Follows one execution's deferral chain to its outcome without a thread of its own:
+    ``on_done(execution)`` is called once, from whichever thread learns the outcome (the one
+    calling :meth:`start` if it is known already). :meth:`stop` lets go of the wait."""
+
+    def __init__(self, execution: Execution, on_done: Callable[[Execution], None]) -> None:
+        self.execution = execution
+        self.on_done = on_done
+        self._waiters = execution.client.waiters()
+        self._lock = threading.RLock()
+        self._watch: Watch | None = None
+        self._current = execution.id
+        self._hops = 0
+        self._stopped = False
+
+    def start(self) -> None:
+        if self.execution.done():
+            self.on_done(self.execution)
+            return
+        with self._lock:
+            finished = self._follow(self.execution.id, None)
+        if finished:
+            self.on_done(self.execution)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            self._waiters.release(watch)
+
+    def _follow(self, current: str, after: int | None) -> bool:
+        """Along the chain as far as it is known; True at its end. Called with the lock."""
+        while self._hops < MAX_CHAIN:
+            self._current = current
+            event, watch = self._waiters.watch(current, after, self._resolver(current))
+            if watch is not None:
+                self._watch = watch
+                return False
+            assert event is not None  # noqa: S101 - watch() returns one of the two
+            if event["type"] != "deferred":
+                self.execution._outcome = (current, event)
+                return True
+            current, after = event["successor"], event.get("ts_ms")
+            self._hops += 1
+        return True  # result() itself will say the chain is too long
+
+    def _resolver(self, current: str) -> Callable[[Event | None], None]:
+        return lambda event: self._resolved(current, event)
+
+    def _resolved(self, current: str, event: Event | None) -> None:
+        with self._lock:
+            if self._stopped or current != self._current or event is None:
+                return
+            watch, self._watch = self._watch, None
+            if watch is not None:
+                self._waiters.release(watch)
+            if event["type"] == "deferred":
+                self._hops += 1
+                finished = self._follow(event["successor"], event.get("ts_ms"))
+            else:
+                self.execution._outcome = (current, event)
+                finished = True
+        if finished:
+            self.on_done(self.execution)
+
+
+def _too_long(execution_id: str) -> RuntimeError:
+    return RuntimeError(f"execution {execution_id}: deferral chain longer than {MAX_CHAIN}")
 
 
 def _status(event: Event | None) -> str:

@@ -138,7 +138,7 @@ class EventReader:
     def _seek(self, consumer: Consumer, topic: str, partitions: list[int],
               since_ms: int) -> None:
         """Assign every partition from ``since_ms``."""
-        starts = offsets_since(consumer, topic, partitions, since_ms)
+        starts = offsets_since(consumer, topic, partitions, since_ms)[0]
         consumer.assign([TopicPartition(topic, p, start) for p, start in starts.items()])
         with self._cond:
             self._next.update(starts)

@@ -25,7 +25,7 @@ def tail(settings: Settings, *, follow: bool = False, since_ms: int | None = Non
         if since_ms is None:
             starts = {p: OFFSET_BEGINNING for p in partitions}
         else:
-            starts = offsets_since(consumer, topic, list(partitions), since_ms)
+            starts = offsets_since(consumer, topic, list(partitions), since_ms)[0]
         consumer.assign([TopicPartition(topic, p, start) for p, start in starts.items()])
 
         def watermarks(partition: int) -> tuple[int, int]:

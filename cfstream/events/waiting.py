@@ -1,93 +1,109 @@
-"""Waiting on executions: one events reader per process, shared by ``result()``, ``status()`` and
-their asyncio forms, that reads only what the waited-on ids need.
+"""Waiting on executions: one events reader per process, shared by ``result()``, ``status()``,
+``cf.wait()`` and their asyncio forms, that reads only the partitions the waited-on ids map to.
 
 Events are keyed by execution id and placed by murmur2, so the reader knows which partition holds
-an id's events without reading the others. It assigns a partition when someone waits on an id in
-it, from the id's submit time (UUIDv7 ids carry it), and drops the partition a little after no
-one waits there any more. Records of ids no one waits on are not parsed: their keys go into a
-fixed-size ring of first offsets (:mod:`cfstream.events.recent`), so a waiter that arrives after
-its id's events were read (a deferral's successor, a second waiter) goes back to them, and one
-whose id cannot have been read yet goes back nowhere.
+an id's events without reading the others. A wait on an id in a partition no one waited on yet
+starts two reads: the tail, from the partition's end on, and a look back over what came since
+the id was submitted (UUIDv7 ids carry the time). Every record read is noted in a bounded memory
+(:mod:`cfstream.events.known`), so a later wait on an id whose outcome was read (a loop over
+results, a deferral's successor, a second waiter, ``status()``) is answered without Kafka, and a
+wait on an id from before what the partition's reads cover looks back over just that stretch
+(:mod:`cfstream.events.history`). A partition no one waits on is let go a little later.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from cfstream.codec import loads
 from cfstream.errors import CfStreamError
-from cfstream.events.recent import RecentKeys
+from cfstream.events.history import FETCH_WAIT_MS, History
+from cfstream.events.known import RANK, Event, Known, KnownEvents
 from cfstream.ids import submitted_ms
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.partitioner import partition_for, places_keys_by_murmur2
 from cfstream.kafka.retry import offsets_since, settled
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
-from cfstream.wire import EVENT_RANK, event_order
 
 logger = logging.getLogger(__name__)
 
-Event = dict[str, Any]
-
 # How far the clocks of the hosts involved (submitters, processors, workers, this one) may be
-# apart: a newly read partition starts this far before a submit time (events are stamped by the
-# processors' and workers' clocks), and an id submitted this long before the oldest record the
-# ring holds may have been read already. NTP keeps hosts within milliseconds; each second of
-# margin costs a second of a partition's traffic read again when a partition is assigned.
+# apart: a read for an id starts this far before its submit time (events are stamped by the
+# processors' and workers' clocks). NTP keeps hosts within milliseconds; each second of margin
+# costs a second of a partition's traffic read when a partition is first read.
 CLOCK_MARGIN_MS = 10_000
 # Ids that carry no submit time (not UUIDv7) are looked for this far back.
 DEFAULT_LOOKBACK_MS = 3_600_000
-# Outcomes remembered for ids waited on, so a second waiter or status() needs no re-read.
+# Ids whose latest event is remembered (about 300 bytes each): a process can collect this many
+# results after the fact without reading them again.
 MAX_REMEMBERED = 100_000
-# Records whose keys are remembered per partition (16 bytes each, 2 MiB): at 5k events/s on a
-# partition they cover the last 26 s, more than the clock margin, so a new wait on a busy
-# partition goes back only to its own id's records.
-RECENT_RECORDS = 131_072
-# A partition no one waits on is kept this long, so a stream of short waits does not reassign
-# (and re-read from a submit time) on every call.
+# A partition no one waits on is kept this long, so a stream of short waits does not start a
+# new read on every call.
 LINGER_S = 5.0
+# The broker's longest wait for new records of the tail. A partition added to the tail is
+# fetched only when the poll in flight returns, so this bounds how late the first records of a
+# newly waited-on partition can come; librdkafka's 500 ms default would let them wait that long.
+TAIL_FETCH_WAIT_MS = 100
 # How long the reader waits for records before it looks at new waiters again.
 POLL_WAIT = 0.01
+# The same while a look back is read or waits come one after another: short, so that the next
+# wait is taken up soon.
+BRISK_POLL_WAIT = 0.001
+BRISK_S = 1.0
 # Records taken per poll once one has arrived.
 BATCH = 500
 # Delivery failures remembered for waiters that come after them.
 MAX_UNDELIVERED = 10_000
-# `undelivered` is the waiters' own: the call never reached Kafka.
-RANK = {**EVENT_RANK, "undelivered": EVENT_RANK["succeeded"]}
-# A waiter is done with an id at its `deferred` event (it follows the successor) or its end.
-SETTLED = RANK["deferred"]
+
+Resolve = Callable[[Event | None], None]
 
 
 @dataclass(eq=False)
 class Watch:
-    """One wait on one id. ``status`` watches resolve once their partitions have been read up
-    to where they ended when asked; the others on the id's deferred or final event."""
+    """One wait on one id. A status watch resolves once the id's partitions have been read up to
+    where they ended when it was made; the others at the id's deferred or final event."""
 
-    key: bytes
     id: str
     since_ms: int
     status: bool
-    resolve: Callable[[Event | None], None]
+    resolve: Resolve
     partitions: tuple[int, ...] = ()
     targets: dict[int, int] = field(default_factory=dict)
+    asked: float = field(default_factory=time.monotonic)
     applied: bool = False
     done: bool = False
 
 
 @dataclass
+class _Reads:
+    """The reader's consumers: the tail of the partitions waited on (long polls, little CPU),
+    the history below it, and one that only asks for offsets (a broker answers a connection's
+    requests in turn, so a question on a consumer in a long poll waits out the poll)."""
+
+    tail: Consumer
+    history: History
+    offsets: Consumer
+
+
+@dataclass
 class _Partition:
-    position: int  # next offset the reader takes
-    recent: RecentKeys
+    """What the reader reads of one partition: every record from ``lo`` on (the tail from where
+    it began, the history below), which covers ids submitted since ``since_ms``."""
+
+    since_ms: int
+    lo: int
+    position: int  # the tail's next offset
     watchers: int = 0
     idle_since: float | None = None
 
@@ -96,30 +112,42 @@ class Waiters:
     """The process's reader of outcomes. ``tick`` runs on the reader's thread between polls
     (the client polls its producer there, so delivery failures reach waiters)."""
 
-    def __init__(self, settings: Settings, tick: Callable[[], None] | None = None) -> None:
+    def __init__(self, settings: Settings, tick: Callable[[], None] | None = None,
+                 remember: int = MAX_REMEMBERED) -> None:
         self.settings = settings
         self.tick = tick
         self.topic = settings.events_topic
         self.by_murmur2 = places_keys_by_murmur2(settings)
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._watches: dict[bytes, list[Watch]] = {}
+        self._known = KnownEvents(remember)
+        self._watches: dict[str, list[Watch]] = {}
         self._requests: deque[Watch] = deque()
         self._released: deque[Watch] = deque()
-        self._latest: OrderedDict[str, Event] = OrderedDict()
-        self._undelivered: OrderedDict[str, str] = OrderedDict()
+        self._undelivered: dict[str, str] = {}
         self._parts: dict[int, _Partition] = {}
-        self._status: list[Watch] = []
+        self._status: set[Watch] = set()
         self._partitions = 0
+        self._brisk_until = 0.0
         self._thread: threading.Thread | None = None
         self._closed = False
 
     # -- waiting ------------------------------------------------------------------------------
 
+    def watch(self, execution_id: str, after_ms: int | None,
+              resolve: Resolve) -> tuple[Event, None] | tuple[None, Watch]:
+        """The id's ``deferred`` or final event (or ``undelivered``) if it is known, else a watch
+        that calls ``resolve`` with it from the reader's thread. ``after_ms``: the id's outcome
+        comes after then (a successor). :meth:`release` the watch when done with it."""
+        return self._watch(execution_id, after_ms, False, resolve)
+
     def wait(self, execution_id: str, timeout: float | None,
              after_ms: int | None = None) -> Event | None:
         """The id's ``deferred`` or final event (or ``undelivered``); None if ``timeout``
-        seconds pass first. ``after_ms``: the id's outcome comes after then (a successor)."""
+        seconds pass first."""
+        settled = self.known(execution_id, settled=True)
+        if settled is not None:
+            return settled
         box: list[Event | None] = []
         ready = threading.Event()
 
@@ -133,11 +161,14 @@ class Waiters:
         try:
             return box[0] if ready.wait(timeout) else None
         finally:
-            self._release(watch)
+            self.release(watch)
 
     async def wait_async(self, execution_id: str, timeout: float | None,
                          after_ms: int | None = None) -> Event | None:
         """:meth:`wait` for coroutines: the event loop runs on while the reader reads."""
+        settled = self.known(execution_id, settled=True)
+        if settled is not None:
+            return settled
         future, resolve = _future_resolver()
         known, watch = self._watch(execution_id, after_ms, False, resolve)
         if watch is None:
@@ -147,46 +178,56 @@ class Waiters:
         except TimeoutError:
             return None
         finally:
-            self._release(watch)
+            self.release(watch)
 
     def latest(self, execution_id: str, timeout: float) -> Event | None:
-        """The most advanced event of the id, once its partition is read to where it ended
-        when asked (or ``timeout`` passed)."""
+        """The most advanced event of the id, once its partition is read to where it ended when
+        asked; None if it has none. Raises TimeoutError if that read takes over ``timeout``."""
         ready = threading.Event()
-        known, watch = self._watch(execution_id, None, True, lambda _: ready.set())
-        assert watch is not None  # noqa: S101 - status watches are always registered
-        try:
-            ready.wait(timeout)
-            return self.known(execution_id)
-        finally:
-            self._release(watch)
+        _, watch = self._watch(execution_id, None, True, lambda _: ready.set())
+        if watch is not None:
+            try:
+                if not ready.wait(timeout):
+                    raise _status_timeout(execution_id, timeout)
+            finally:
+                self.release(watch)
+        return self.known(execution_id)
 
     async def latest_async(self, execution_id: str, timeout: float) -> Event | None:
         future, resolve = _future_resolver()
         _, watch = self._watch(execution_id, None, True, resolve)
-        assert watch is not None  # noqa: S101
-        try:
-            await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            self._release(watch)
+        if watch is not None:
+            try:
+                await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise _status_timeout(execution_id, timeout) from None
+            finally:
+                self.release(watch)
         return self.known(execution_id)
 
-    def known(self, execution_id: str) -> Event | None:
+    def known(self, execution_id: str, settled: bool = False) -> Event | None:
+        """The most advanced event read of the id (or ``undelivered``), without waiting;
+        ``settled``: only a ``deferred`` or final one."""
         with self._lock:
-            return self._latest.get(execution_id)
+            reason = self._undelivered.get(execution_id)
+            if reason is not None:
+                return _undelivered(execution_id, reason)
+            known = self._known.get(execution_id)
+            if known is None or (settled and not known.settled):
+                return None
+            raw = known.raw
+        return loads(raw)
 
     def fail(self, execution_id: str, reason: str) -> None:
         """The call never reached Kafka: its waiters get an ``undelivered`` event."""
-        event = {"type": "undelivered", "id": execution_id, "reason": reason}
+        event = _undelivered(execution_id, reason)
         with self._lock:
             self._undelivered[execution_id] = reason
             if len(self._undelivered) > MAX_UNDELIVERED:
-                self._undelivered.popitem(last=False)
-            for watch in self._watches.get(execution_id.encode(), []):
-                if not watch.status:
-                    watch.resolve(event)
+                del self._undelivered[next(iter(self._undelivered))]
+            watches = [w for w in self._watches.get(execution_id, []) if not w.status]
+        for watch in watches:
+            watch.resolve(event)
 
     def undelivered(self, execution_id: str) -> str | None:
         with self._lock:
@@ -197,6 +238,27 @@ class Waiters:
         with self._lock:
             return {p: state.watchers for p, state in self._parts.items()}
 
+    def remembered(self) -> int:
+        """How many ids' latest events are remembered."""
+        with self._lock:
+            return len(self._known)
+
+    def release(self, watch: Watch) -> None:
+        """The wait is over (resolved, timed out or cancelled)."""
+        with self._lock:
+            if watch.done:
+                return
+            watch.done = True
+            watches = self._watches.get(watch.id)
+            if watches is not None and watch in watches:
+                watches.remove(watch)
+                if not watches:
+                    del self._watches[watch.id]
+            if watch.applied:
+                self._released.append(watch)
+        if watch.applied:
+            self._wake.set()
+
     def close(self) -> None:
         self._closed = True
         self._wake.set()
@@ -204,7 +266,7 @@ class Waiters:
             self._thread.join(timeout=5)
 
     def _watch(self, execution_id: str, after_ms: int | None, status: bool,
-               resolve: Callable[[Event | None], None]) -> tuple[Event | None, Watch | None]:
+               resolve: Resolve) -> tuple[Event, None] | tuple[None, Watch]:
         if after_ms is not None:  # a successor: its outcome comes after its predecessor's end
             since = after_ms - CLOCK_MARGIN_MS
         else:
@@ -213,33 +275,27 @@ class Waiters:
         with self._lock:
             if self._closed:
                 raise CfStreamError("the client was closed; create a new one to wait")
-            if not status:
-                reason = self._undelivered.get(execution_id)
-                if reason is not None:
-                    return {"type": "undelivered", "id": execution_id, "reason": reason}, None
-                known = self._latest.get(execution_id)
-                if known is not None and RANK[known["type"]] >= SETTLED:
-                    return known, None
-            watch = Watch(execution_id.encode(), execution_id, since, status, resolve)
-            self._watches.setdefault(watch.key, []).append(watch)
-            self._requests.append(watch)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="cfstream-waiters",
-                                                daemon=True)
-                self._thread.start()
+            reason = self._undelivered.get(execution_id)
+            if reason is not None:
+                return _undelivered(execution_id, reason), None
+            known = self._known.get(execution_id)
+            if known is not None and known.settled:
+                raw = known.raw
+            else:
+                watch = Watch(execution_id, since, status, resolve)
+                self._watches.setdefault(execution_id, []).append(watch)
+                self._requests.append(watch)
+                self._start()
+        if known is not None and known.settled:
+            return loads(raw), None
         self._wake.set()
         return None, watch
 
-    def _release(self, watch: Watch) -> None:
-        with self._lock:
-            watch.done = True
-            watches = self._watches.get(watch.key)
-            if watches is not None and watch in watches:
-                watches.remove(watch)
-                if not watches:
-                    del self._watches[watch.key]
-            self._released.append(watch)
-        self._wake.set()
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="cfstream-waiters",
+                                            daemon=True)
+            self._thread.start()
 
     # -- the reader thread --------------------------------------------------------------------
 
@@ -252,99 +308,149 @@ class Waiters:
                 time.sleep(1.0)
 
     def _read(self) -> None:
-        ensure_topics(self.settings)
-        consumer = Consumer(consumer_config(self.settings, None))
+        reads = _Reads(
+            tail=Consumer(consumer_config(
+                self.settings, None, **{"fetch.wait.max.ms": TAIL_FETCH_WAIT_MS})),
+            history=History(Consumer(consumer_config(
+                self.settings, None, **{"fetch.wait.max.ms": FETCH_WAIT_MS})), self.topic),
+            offsets=Consumer(consumer_config(self.settings, None)))
         try:
-            metadata = consumer.list_topics(self.topic, timeout=30).topics[self.topic]
-            if metadata.error is not None or not metadata.partitions:
-                raise CfStreamError(f"events topic {self.topic}: {metadata.error}")
+            metadata = self._metadata(reads)
             with self._lock:
                 self._partitions = len(metadata.partitions)
                 self._parts.clear()
                 self._status.clear()
-                # A new consumer starts with nothing assigned: ask again for every wait.
+                # New consumers start with nothing assigned: ask again for every wait.
                 live = [w for ws in self._watches.values() for w in ws]
                 for watch in live:
                     watch.applied = False
+                    watch.targets = {}
                 self._requests = deque(live)
                 self._released.clear()
             while not self._closed:
-                self._serve(consumer)
+                self._serve(reads)
         finally:
-            consumer.close()
+            for consumer in (reads.tail, reads.history.consumer, reads.offsets):
+                consumer.close()
 
-    def _serve(self, consumer: Consumer) -> None:
-        self._apply(consumer)
-        self._drop_idle(consumer)
+    def _metadata(self, reads: _Reads) -> Any:
+        """The events topic's metadata, created if it is missing. Every consumer learns it at
+        once, in parallel: a new client's first request can take ~50 ms (librdkafka drops the
+        bootstrap connection it was sent on), and the first fetch of one that has no metadata
+        yet waited up to a second."""
+        consumers = (reads.offsets, reads.tail, reads.history.consumer)
+        with ThreadPoolExecutor(len(consumers)) as pool:
+            found = list(pool.map(lambda c: c.list_topics(self.topic, timeout=30), consumers))
+        metadata = found[0].topics[self.topic]
+        if metadata.error is not None or not metadata.partitions:
+            ensure_topics(self.settings)  # a waiter may come first
+            metadata = reads.offsets.list_topics(self.topic, timeout=30).topics[self.topic]
+            if metadata.error is not None or not metadata.partitions:
+                raise CfStreamError(f"events topic {self.topic}: {metadata.error}")
+        return metadata
+
+    def _serve(self, reads: _Reads) -> None:
+        tail, history = reads.tail, reads.history
+        self._apply(reads)
+        self._drop_idle(reads)
         if self.tick is not None:
             self.tick()
         if not self._parts:
             self._wake.wait(0.5)
             self._wake.clear()
             return
-        first = consumer.poll(POLL_WAIT)
-        if first is not None:
-            self._take([first])
-            self._take(consumer.consume(BATCH, 0))
-        self._check_status()
+        # Soon after a wait was taken up, another is likely (a loop over results): poll briefly.
+        wait = POLL_WAIT if time.monotonic() > self._brisk_until else BRISK_POLL_WAIT
+        if history.busy:  # no long waits: a new wait may be about to need a partition
+            noted, watched = history.take(BATCH, BRISK_POLL_WAIT)
+            self._take(noted)
+            self._take(watched, note=False)
+            self._take(tail.consume(BATCH, 0))
+        else:
+            first = tail.poll(wait)
+            if first is not None:
+                self._take([first])
+                self._take(tail.consume(BATCH, 0))
+        if self._status:
+            self._check_status(reads)
 
-    def _apply(self, consumer: Consumer) -> None:
+    def _apply(self, reads: _Reads) -> None:
         """Start reading for new waits; count down for ended ones."""
+        ends: dict[int, tuple[int, float]] = {}  # partition -> (end, when asked)
         while True:
             with self._lock:
                 if self._released:
                     watch = self._released.popleft()
-                    if watch.applied:
-                        watch.applied = False
-                        for p in watch.partitions:
-                            self._unwatch(p)
-                        if watch in self._status:
-                            self._status.remove(watch)
+                    for p in watch.partitions:
+                        self._unwatch(p)
+                    self._status.discard(watch)
                     continue
                 if not self._requests:
                     return
                 watch = self._requests.popleft()
+                self._brisk_until = time.monotonic() + BRISK_S
                 if watch.done:
                     continue
                 watch.partitions = (
-                    (partition_for(watch.key, self._partitions),) if self.by_murmur2
+                    (partition_for(watch.id.encode(), self._partitions),) if self.by_murmur2
                     else tuple(range(self._partitions)))
             for p in watch.partitions:
-                self._want(consumer, p, watch)
+                self._want(reads, p, watch, ends)
             with self._lock:
                 watch.applied = True
-                if watch.status:
-                    self._status.append(watch)
+                if watch.done:  # released while being applied
+                    self._released.append(watch)
+                elif watch.status:
+                    self._status.add(watch)
 
-    def _want(self, consumer: Consumer, p: int, watch: Watch) -> None:
+    def _want(self, reads: _Reads, p: int, watch: Watch,
+              ends: dict[int, tuple[int, float]]) -> None:
         state = self._parts.get(p)
-        tp = TopicPartition(self.topic, p)
         if state is None:
-            start = self._offset_at(consumer, p, watch.since_ms)
-            logger.debug("events partition %d: read from offset %d for %s", p, start, watch.id)
-            consumer.incremental_assign([TopicPartition(self.topic, p, start)])
-            # Until the ring wraps it holds every record read, which is all stamped since.
-            state = _Partition(position=start, recent=RecentKeys(RECENT_RECORDS, watch.since_ms))
+            start, end = self._offsets(reads, p, watch.since_ms)
+            logger.debug("events partition %d: tail from %d, history from %d for %s",
+                         p, end, start, watch.id)
+            reads.tail.incremental_assign([TopicPartition(self.topic, p, end)])
+            reads.history.read(p, start, end)
+            state = _Partition(since_ms=watch.since_ms, lo=min(start, end), position=end)
             with self._lock:
                 self._parts[p] = state
         else:
-            first = state.recent.first_offset(watch.key)
-            if first is not None:
-                if first < state.position:  # read before anyone waited on it
-                    self._rewind(consumer, p, state, first)
-            elif watch.since_ms < state.recent.complete_since():
-                # Submitted before what the ring holds (an old id, or one from another process
-                # waited on late): its records may lie before it. Read again from its time.
-                start = self._offset_at(consumer, p, watch.since_ms)
-                if start < state.position:
-                    self._rewind(consumer, p, state, start)
-                    state.recent = RecentKeys(RECENT_RECORDS, watch.since_ms)
-        if watch.status:
-            _, high = settled(lambda: consumer.get_watermark_offsets(tp, timeout=10))
-            watch.targets[p] = high
+            self._look_back(reads, p, state, watch.since_ms)
+        if watch.status:  # one question for every status asked before it
+            if p not in ends or ends[p][1] < watch.asked:
+                asked = time.monotonic()
+                ends[p] = self._end(reads, p), asked
+            watch.targets[p] = ends[p][0]
         with self._lock:
             state.watchers += 1
             state.idle_since = None
+
+    def _look_back(self, reads: _Reads, p: int, state: _Partition, since_ms: int) -> None:
+        """Read what came before the partition's reads if an id submitted at ``since_ms`` may
+        have records there, or where the memory forgot ids. Before the reads, it goes back twice
+        as far as needed, so that waits in any order look back a few times, not once each."""
+        with self._lock:
+            forgotten = self._known.forgotten(p)
+        older = since_ms < state.since_ms
+        # A record stamped this late lies after the forgotten ones, with clocks apart by less
+        # than the margin, and so do the records of an id submitted after it.
+        forgot = (forgotten is not None and forgotten.offset >= state.lo
+                  and since_ms < forgotten.ts + 2 * CLOCK_MARGIN_MS)
+        if not (older or forgot):
+            return
+        since = since_ms - (state.since_ms - since_ms) if older else since_ms
+        end = forgotten.offset + 1 if forgot else state.lo  # type: ignore[union-attr]
+        start = self._offsets(reads, p, since)[0]
+        logger.debug("events partition %d: back from %d to %d", p, end, start)
+        # Of a stretch read before, only the ids waited on matter: noting the rest again would
+        # make the memory forget as many others.
+        reads.history.read(p, start, end, note=older)
+        if older and forgot:
+            with self._lock:
+                self._known.clear_forgotten(p, end)
+        if older:
+            state.lo, state.since_ms = min(state.lo, start), since
 
     def _unwatch(self, p: int) -> None:
         state = self._parts.get(p)
@@ -353,86 +459,110 @@ class Waiters:
             if state.watchers <= 0:
                 state.idle_since = time.monotonic()
 
-    def _drop_idle(self, consumer: Consumer) -> None:
+    def _drop_idle(self, reads: _Reads) -> None:
         now = time.monotonic()
         idle = [p for p, state in self._parts.items()
                 if state.idle_since is not None and now - state.idle_since > LINGER_S]
         if idle:
-            consumer.incremental_unassign([TopicPartition(self.topic, p) for p in idle])
+            reads.tail.incremental_unassign([TopicPartition(self.topic, p) for p in idle])
+            for p in idle:
+                reads.history.drop(p)
             with self._lock:
                 for p in idle:
                     del self._parts[p]
 
-    def _offset_at(self, consumer: Consumer, p: int, since_ms: int) -> int:
-        """The first offset of a record stamped ``since_ms`` or later (the end if none)."""
-        return offsets_since(consumer, self.topic, [p], since_ms)[p]
+    def _end(self, reads: _Reads, p: int) -> int:
+        tp = TopicPartition(self.topic, p)
+        return settled(lambda: reads.offsets.get_watermark_offsets(tp, timeout=10))[1]
 
-    def _rewind(self, consumer: Consumer, p: int, state: _Partition, offset: int) -> None:
-        logger.debug("events partition %d: back from offset %d to %d", p, state.position, offset)
-        consumer.incremental_unassign([TopicPartition(self.topic, p)])
-        consumer.incremental_assign([TopicPartition(self.topic, p, offset)])
-        state.position = offset
+    def _offsets(self, reads: _Reads, p: int, since_ms: int) -> tuple[int, int]:
+        """The first offset of a record stamped ``since_ms`` or later, and the end."""
+        starts, ends = offsets_since(reads.offsets, self.topic, [p], since_ms)
+        return starts[p], ends[p]
 
-    def _take(self, messages: list[Message]) -> None:
-        """Note each record's key; parse only those of ids someone waits on."""
-        parts, watches = self._parts, self._watches
+    def _take(self, messages: list[Message], note: bool = True) -> None:
+        """Note every record (or, without ``note``, those of ids waited on); resolve the waits
+        on ids that settled."""
+        if not messages:
+            return
+        parts, rank_of, watches = self._parts, RANK.get, self._watches
+        noted = []
         for message in messages:
-            if message.error() is not None:
+            raw = message.value()
+            if raw is None or message.error() is not None:
                 continue
-            state = parts.get(message.partition())  # type: ignore[arg-type]
-            offset, key = message.offset(), message.key()
+            if not note and (message.key() or b"").decode(errors="replace") not in watches:
+                continue
+            p, offset = message.partition(), message.offset()
+            state = parts.get(p)  # type: ignore[arg-type]
             if state is None or offset is None:
                 continue  # a partition let go of while its records were on the way
-            state.position = offset + 1
-            if key is None:
-                continue
-            state.recent.add(key, offset)
-            if key in watches:
-                self._deliver(message.value())
-
-    def _deliver(self, raw: bytes | None) -> None:
-        try:
+            if offset >= state.position:
+                state.position = offset + 1
             try:
-                event = orjson.loads(raw or b"")
-            except orjson.JSONDecodeError:
-                event = json.loads(raw or b"")  # what orjson refuses (huge integers)
-            execution_id, order = event["id"], event_order(event, RANK)
-        except (ValueError, KeyError, TypeError):
-            return  # not an event of ours; the events topic is not validated here
+                event = loads(raw)
+                rank = rank_of(event["type"])
+                execution_id = event["id"]
+            except (ValueError, TypeError, KeyError):
+                continue  # not an event of ours; the events topic is not validated here
+            if rank is None or type(execution_id) is not str:
+                continue
+            attempt = event.get("attempt")
+            order = (attempt if type(attempt) is int else 1, rank)
+            noted.append((execution_id, order, raw, p, offset, message.timestamp()[1]))
+        resolved: list[tuple[Watch, Known]] = []
         with self._lock:
-            known = self._latest.get(execution_id)
-            if known is None or order >= event_order(known, RANK):
-                known = self._latest[execution_id] = event
-            self._latest.move_to_end(execution_id)
-            if len(self._latest) > MAX_REMEMBERED:
-                self._latest.popitem(last=False)
-            if RANK[known["type"]] >= SETTLED:
-                for watch in self._watches.get(execution_id.encode(), []):
-                    if not watch.status:
-                        watch.resolve(known)
+            remember = self._known.note
+            for execution_id, order, raw, p, offset, ts in noted:
+                known = remember(execution_id, order, raw, p, offset, ts)  # type: ignore[arg-type]
+                if known.settled and execution_id in watches:
+                    resolved.extend((w, known) for w in watches[execution_id] if not w.status)
+        for watch, known in resolved:
+            watch.resolve(known.event())
 
-    def _check_status(self) -> None:
-        if not self._status:
+    def _check_status(self, reads: _Reads) -> None:
+        with self._lock:
+            waiting = [w for w in self._status if w.targets]
+        if not waiting:
             return
-        with self._lock:
-            for watch in self._status:
-                if watch.targets and all(p in self._parts
-                                         and self._parts[p].position >= end
-                                         for p, end in watch.targets.items()):
-                    watch.targets = {}
-                    watch.resolve(self._latest.get(watch.id))
+        wanted = {p for w in waiting for p in w.targets}
+        positions = {tp.partition: tp.offset for tp in reads.tail.position(
+            [TopicPartition(self.topic, p) for p in wanted if p in self._parts])}
+        ready = []
+        for watch in waiting:
+            if all(p in self._parts and not reads.history.pending(p)
+                   and max(self._parts[p].position, positions.get(p, -1)) >= end
+                   for p, end in watch.targets.items()):
+                watch.targets = {}
+                ready.append(watch)
+        for watch in ready:
+            watch.resolve(None)
 
 
-def _future_resolver() -> tuple[asyncio.Future[Event | None], Callable[[Event | None], None]]:
-    """A future of the running loop, and a function any thread may call to settle it."""
+def _undelivered(execution_id: str, reason: str) -> Event:
+    return {"type": "undelivered", "id": execution_id, "reason": reason}
+
+
+def _status_timeout(execution_id: str, timeout: float) -> TimeoutError:
+    return TimeoutError(f"the events of {execution_id} could not be read within {timeout} s; "
+                        "is the broker reachable? (pass a longer timeout to status())")
+
+
+def _future_resolver() -> tuple[asyncio.Future[Event | None], Resolve]:
+    """A future of the running loop, and a function any thread may call to settle it (now, if
+    called on the loop's own thread)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Event | None] = loop.create_future()
+    owner = threading.get_ident()
 
     def settle(event: Event | None) -> None:
         if not future.done():
             future.set_result(event)
 
     def resolve(event: Event | None) -> None:
+        if threading.get_ident() == owner:
+            settle(event)
+            return
         try:
             loop.call_soon_threadsafe(settle, event)
         except RuntimeError:

@@ -39,9 +39,10 @@ def settled(call: Callable[[], T], timeout: float = SETTLE_TIMEOUT) -> T:
 
 
 def offsets_since(consumer: Consumer, topic: str, partitions: list[int],
-                  since_ms: int) -> dict[int, int]:
+                  since_ms: int) -> tuple[dict[int, int], dict[int, int]]:
     """Partition -> the first offset of a record stamped ``since_ms`` or later, or the end of
-    the partition when there is none yet; retried while the cluster settles.
+    the partition when there is none yet; and partition -> the end it was measured against.
+    Retried while the cluster settles.
 
     The ends are asked for first: a record appended between the two requests is stamped after
     ``since_ms``, so it is found by the second or lies past the end asked for before it. A
@@ -58,5 +59,6 @@ def offsets_since(consumer: Consumer, topic: str, partitions: list[int],
                 raise KafkaException(tp.error)
         return list(found)
 
-    return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition]
-            for tp in settled(ask)}
+    starts = {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition]
+              for tp in settled(ask)}
+    return starts, ends

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from events_harness import PARTITIONS, Append, eventually, ids_in, in_thread
 
 from cfstream.codec import dumps
 from cfstream.dev.broker import LocalBroker
@@ -21,8 +22,6 @@ from cfstream.ids import new_execution_id
 from cfstream.kafka.partitioner import murmur2, partition_for
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
-
-PARTITIONS = 4
 
 
 def test_murmur2_is_kafkas() -> None:
@@ -38,59 +37,10 @@ def test_murmur2_is_kafkas() -> None:
 
 
 @pytest.fixture
-def events_settings(kafka_bootstrap: str, topic_prefix: str) -> Settings:
-    settings = Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix,
-                        partitions=PARTITIONS)
-    ensure_topics(settings)
-    return settings
-
-
-Append = Callable[..., None]
-
-
-@pytest.fixture
-def append(events_settings: Settings) -> Iterator[Append]:
-    """Writes an event as processors and workers do: keyed by the id, placed by murmur2."""
-    producer = Producer({"bootstrap.servers": events_settings.bootstrap_servers,
-                         "partitioner": "murmur2_random", "linger.ms": 0})
-
-    def write(kind: str, execution_id: str, **fields: object) -> None:
-        event = {"v": 1, "type": kind, "id": execution_id, "task": "tests:t",
-                 "ts_ms": int(time.time() * 1000), **fields}
-        producer.produce(events_settings.events_topic, dumps(event), execution_id.encode())
-        assert producer.flush(30) == 0
-
-    yield write
-
-
-@pytest.fixture
 def waiters(events_settings: Settings) -> Iterator[Waiters]:
     reader = Waiters(events_settings)
     yield reader
     reader.close()
-
-
-def ids_in(partition: int, count: int) -> list[str]:
-    found: list[str] = []
-    while len(found) < count:
-        candidate = new_execution_id()
-        if partition_for(candidate.encode(), PARTITIONS) == partition:
-            found.append(candidate)
-    return found
-
-
-def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    box: list[object] = []
-    thread = threading.Thread(target=lambda: box.append(call()), daemon=True)
-    thread.start()
-    return thread, box
-
-
-def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 @pytest.mark.kafka
