@@ -21,27 +21,41 @@ from cfstream.errors import (
     SubmitError,
 )
 from cfstream.execution import Execution, current_execution
+from cfstream.futures import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    DoneAndNotDone,
+    as_completed,
+    wait,
+)
 from cfstream.retries import Retries
 from cfstream.settings import Settings
 from cfstream.task import Collect, Defer, Task, task
 
 __all__ = [
+    "ALL_COMPLETED",
     "CfStreamError",
     "Client",
     "Collect",
     "ConfigurationError",
     "Defer",
     "DeferKeyError",
+    "DoneAndNotDone",
     "Execution",
     "ExecutionCancelled",
     "ExecutionFailed",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "KafkaUnavailable",
     "Retries",
     "Settings",
     "SubmitError",
     "Task",
+    "as_completed",
     "configure",
     "current_execution",
     "submit",
     "task",
+    "wait",
 ]
