@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, env, failover, scale, submit, throughput, timers, waiting
+from bench import after, e2e, env, failover, scale, submit, throughput, timers, waiting
 
 Bench = Callable[[str, Path, bool, bool, dict[str, Any]], env.Result]
 
@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, Bench] = {
     "e2e": e2e.run,
     "failover": failover.run,
     "waiting": waiting.run,
+    "after": after.run,
 }
 # What each benchmark measures, said as it starts.
 ABOUT = {
@@ -43,6 +44,7 @@ ABOUT = {
     "e2e": "submit() to the worker's started event, no delay",
     "failover": "one of two processor replicas killed while calls come due",
     "waiting": "result() under unrelated event traffic, and many concurrent awaits",
+    "after": "result(), status() and awaits on executions that finished before the first wait",
 }
 DEFAULT_OUT = Path(__file__).parent / "results"
 

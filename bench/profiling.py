@@ -24,9 +24,14 @@ def py_spy() -> str | None:
 
 
 class Profiler:
-    def __init__(self, output: Path, rate: int = 100) -> None:
+    """``idle``: blocked threads too (``--idle --threads``, with line numbers), for a process
+    that spends its time waiting (in a poll, an Event, a metadata request), which py-spy leaves
+    out by default."""
+
+    def __init__(self, output: Path, rate: int = 100, idle: bool = False) -> None:
         self.output = output
         self.rate = rate
+        self.idle = idle
         self.proc: subprocess.Popen[bytes] | None = None
         self.error: str | None = None
         self.binary = py_spy()
@@ -36,8 +41,9 @@ class Profiler:
     def start(self, pid: int) -> None:
         if self.binary is None:
             return
+        how = ["--idle", "--threads"] if self.idle else ["--nolineno"]
         self.proc = subprocess.Popen(
-            [self.binary, "record", "--pid", str(pid), "--format", "raw", "--nolineno",
+            [self.binary, "record", "--pid", str(pid), "--format", "raw", *how,
              "--rate", str(self.rate), "--nonblocking", "--output", str(self.output)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -59,7 +65,7 @@ class Profiler:
         return summarize(self.output.read_text(errors="replace"), top)
 
 
-def _short(frame: str) -> str:
+def short_frame(frame: str) -> str:
     """``func (/long/path/site-packages/pkg/mod.py)`` -> ``func (pkg/mod.py)``."""
     if " (" not in frame:
         return frame
@@ -89,7 +95,7 @@ def summarize(collapsed: str, top: int = 15) -> dict[str, Any]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_short(f) for f in stack.split(";")]
+        frames = [short_frame(f) for f in stack.split(";")]
         # The first frame is the thread ("process 123:..." / "thread (0x..)"): not code.
         code = [f for f in frames if " (" in f and not f.startswith(("process ", "thread "))]
         if not code:

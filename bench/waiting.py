@@ -155,11 +155,16 @@ def stopped_after(proc: subprocess.Popen[str], profiler: Profiler | None) -> Ite
     try:
         yield
     finally:
-        if profiler is not None:
-            profiler.stop()
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        stop(proc, profiler)
+
+
+def stop(proc: subprocess.Popen[str], profiler: Profiler | None) -> None:
+    """Stops the profiler, then the child if it has not ended."""
+    if profiler is not None:
+        profiler.stop()
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
 
 
 def appender(settings: Settings) -> Producer:

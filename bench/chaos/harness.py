@@ -47,7 +47,9 @@ from bench.chaos.reconcile import (
 from cfstream.client import Client
 from cfstream.dev import procs
 from cfstream.dev.broker import LocalBroker
+from cfstream.errors import CfStreamError
 from cfstream.events.tail import tail
+from cfstream.execution import Execution
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
@@ -71,6 +73,8 @@ MIN_DRAIN = 60.0
 DRAIN_STALL = 120.0
 # After the drain: time for a late duplicate to show up before counting.
 SETTLE = 5.0
+# Longest wait for one result when they are collected after the load (all have finished).
+RESULT_TIMEOUT = 30.0
 
 
 @dataclass
@@ -468,6 +472,8 @@ def run(config: Config) -> dict[str, Any]:
         time.sleep(SETTLE)
         run_end = now_ms()
         chaos.finish(timeout=min(REJOIN_TIMEOUT, drain_deadline - time.monotonic()))
+        collected = collect_results(client, state.calls, hard_deadline - TEARDOWN_RESERVE / 2)
+        log(f"collect: {collected}")
 
         cluster.stop_all()
         undelivered = {c.id for c in state.calls if client.delivery_error(c.id) is not None}
@@ -498,6 +504,7 @@ def run(config: Config) -> dict[str, Any]:
             "crashes": [{"name": c.name, "returncode": c.returncode, "ts_ms": c.ts_ms,
                          "log_tail": c.log_tail} for c in cluster.crashes],
             "follower_error": repr(follower.error) if follower.error else None,
+            "collect": collected,
             "total_s": round(time.monotonic() - t0, 1),
         })
         ok = summary["lost"] == 0 and summary["duplicated"] == 0 \
@@ -517,6 +524,28 @@ def run(config: Config) -> dict[str, Any]:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             log(f"logs and records kept in {workdir}")
+
+
+def collect_results(client: Client, calls: list[Submitted], deadline: float) -> dict[str, Any]:
+    """``result()`` of every call, one after another in submit order, after the load (what a
+    user who submitted a batch does): how long that takes, and what came back."""
+    outcomes: Counter[str] = Counter()
+    began = time.monotonic()
+    for call in calls:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            outcomes["not asked (out of time)"] += 1
+            continue
+        try:
+            Execution(call.id, client=client).result(timeout=min(RESULT_TIMEOUT, left))
+            outcomes["returned"] += 1
+        except TimeoutError:
+            outcomes["timed out"] += 1
+        except CfStreamError as error:
+            outcomes[type(error).__name__] += 1
+    took = time.monotonic() - began
+    return {"calls": len(calls), "seconds": round(took, 2),
+            "ms_per_result": round(1000 * took / max(len(calls), 1), 3), **outcomes}
 
 
 def _watchdog(deadline: float, finished: threading.Event, cluster: Any,
@@ -584,6 +613,7 @@ def report(summary: dict[str, Any]) -> str:
         f"{[c['name'] for c in summary['crashes']]}",
         f"timing              ready {summary['ready_s']}s, submit {summary['submit_s']}s, "
         f"drain {summary['drain_s']}s, total {summary['total_s']}s",
+        f"results collected   one by one after the load: {summary['collect']}",
     ]
     for what in ("lost", "duplicated", "superseded_ran", "deferred_after_start", "most_late"):
         for item in summary["diagnosis"][what][:5]:
