@@ -31,8 +31,9 @@ def test_an_id_keeps_its_most_advanced_event_whatever_order_they_are_read_in() -
     assert (known.get("a").offset, known.get("a").ts) == (7, 1_000)  # type: ignore[union-attr]
 
 
-def test_the_oldest_ids_are_forgotten_and_their_partition_says_up_to_where() -> None:
-    """Up to the last record read of any forgotten id: its outcome may lie there."""
+def test_the_oldest_ids_are_forgotten_and_asked_about_say_up_to_where() -> None:
+    """Up to the last record read of any forgotten id of the partition: its outcome may lie
+    there. An id never read is not taken for a forgotten one."""
     known = KnownEvents(3)
     for i, (p, offset, ts) in enumerate([(0, 10, 100), (1, 4, 150), (0, 11, 120)]):
         known.note(f"id{i}", order("scheduled"), raw("scheduled", f"id{i}"), p, offset, ts)
@@ -42,30 +43,35 @@ def test_the_oldest_ids_are_forgotten_and_their_partition_says_up_to_where() -> 
     assert len(known) == 3
     assert known.get("id0") is None and known.get("id1") is None
     assert [known.get(f"id{i}") is not None for i in (2, 3, 4)] == [True, True, True]
-    forgotten0, forgotten1 = known.forgotten(0), known.forgotten(1)
-    assert forgotten0 is not None and (forgotten0.offset, forgotten0.ts) == (13, 210)
-    assert forgotten1 is not None and (forgotten1.offset, forgotten1.ts) == (4, 150)
-    assert known.forgotten(2) is None
+    forgotten0, forgotten1 = known.forgotten("id0", 0), known.forgotten("id1", 1)
+    assert forgotten0 is not None and forgotten0.this_id
+    assert (forgotten0.offset, forgotten0.ts) == (13, 210)
+    assert forgotten1 is not None and (forgotten1.offset, forgotten1.ts, forgotten1.this_id) == (
+        4, 150, True)
+    assert known.forgotten("never-read", 0) is None
+    assert known.forgotten("id0", 2) is None  # nothing of partition 2 was forgotten
 
 
-def test_reading_a_partition_again_below_what_it_forgot_clears_the_mark() -> None:
-    known = KnownEvents(1)
-    known.note("x", order("scheduled"), raw("scheduled", "x"), 0, 10, 100)
-    known.note("y", order("scheduled"), raw("scheduled", "y"), 0, 20, 200)
-    forgotten = known.forgotten(0)
-    assert forgotten is not None and forgotten.offset == 10
-    known.clear_forgotten(0, below=10)  # a read that stops short of it does not
-    assert known.forgotten(0) is not None
-    known.clear_forgotten(0, below=11)
-    assert known.forgotten(0) is None
+def test_ids_forgotten_long_ago_are_known_only_by_how_far_they_lay() -> None:
+    """Two generations of forgotten ids are told apart; before them only the offset and time
+    of the newest remain, so any id from before that time may be one of them."""
+    known = KnownEvents(1, forget_generation=2)
+    for i in range(8):  # 7 forgotten: 4 in two generations let go of, then 2, then 1
+        known.note(f"id{i}", order("succeeded"), raw("succeeded", f"id{i}"), 0, i, 100 * i)
+    recent = known.forgotten("id6", 0)
+    assert recent is not None and recent.this_id and recent.offset == 6
+    lost = known.forgotten("id0", 0)
+    assert lost is not None and not lost.this_id and (lost.offset, lost.ts) == (3, 300)
+    stranger = known.forgotten("never-read", 0)
+    assert stranger is not None and not stranger.this_id and stranger.offset == 3
 
 
-def test_forgotten_marks_keep_the_highest_offset_and_time() -> None:
+def test_forgotten_bounds_keep_the_highest_offset_and_time() -> None:
     """Ids go in the order they were read, which is not offset order when a look back reads
     older records after newer ones."""
     known = KnownEvents(1)
     known.note("new", order("succeeded"), raw("succeeded", "new"), 0, 50, 5_000)
     known.note("old", order("succeeded"), raw("succeeded", "old"), 0, 3, 300)  # a look back
     known.note("next", order("succeeded"), raw("succeeded", "next"), 0, 51, 5_100)
-    forgotten = known.forgotten(0)
+    forgotten = known.forgotten("old", 0)
     assert forgotten is not None and (forgotten.offset, forgotten.ts) == (50, 5_000)
