@@ -57,6 +57,8 @@ LINGER_S = 5.0
 # fetched only when the poll in flight returns, so this bounds how late the first records of a
 # newly waited-on partition can come; librdkafka's 500 ms default would let them wait that long.
 TAIL_FETCH_WAIT_MS = 100
+# How often the reader looks for partitions to let go of.
+IDLE_CHECK_S = 0.5
 # How long the reader waits for records before it looks at new waiters again.
 POLL_WAIT = 0.01
 # The same while a look back is read or waits come one after another: short, so that the next
@@ -131,6 +133,7 @@ class Waiters:
         self._status: set[Watch] = set()
         self._partitions = 0
         self._brisk_until = 0.0
+        self._next_idle_check = 0.0
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -355,8 +358,12 @@ class Waiters:
 
     def _serve(self, reads: _Reads) -> None:
         tail, history = reads.tail, reads.history
-        self._apply(reads)
-        self._drop_idle(reads)
+        if self._requests or self._released:  # (a look without the lock: _apply takes it)
+            self._apply(reads)
+        now = time.monotonic()
+        if now >= self._next_idle_check:
+            self._next_idle_check = now + IDLE_CHECK_S
+            self._drop_idle(reads)
         if self.tick is not None:
             self.tick()
         if not self._parts:
@@ -365,7 +372,7 @@ class Waiters:
             return
         # Soon after a wait needed a read, another is likely to (a loop over results taking up
         # partition after partition): poll briefly.
-        wait = POLL_WAIT if time.monotonic() > self._brisk_until else BRISK_POLL_WAIT
+        wait = POLL_WAIT if now > self._brisk_until else BRISK_POLL_WAIT
         if history.busy:  # no long waits: a new wait may be about to need a partition
             noted, watched = history.take(BATCH, BRISK_POLL_WAIT)
             self._take(noted)
@@ -374,8 +381,7 @@ class Waiters:
         else:
             first = tail.poll(wait)
             if first is not None:
-                self._take([first])
-                self._take(tail.consume(BATCH, 0))
+                self._take([first, *tail.consume(BATCH, 0)])
         if self._status:
             self._check_status(reads)
 
