@@ -181,13 +181,12 @@ class Follower:
         self._current = execution.id
         self._hops = 0
         self._stopped = False
+        self._finished = False
 
     def start(self) -> None:
-        if self.execution.done():
-            self.on_done(self.execution)
-            return
         with self._lock:
-            finished = self._follow(self.execution.id, None)
+            finished = self.execution.done() or self._follow(self.execution.id, None)
+            finished = self._finish(finished)
         if finished:
             self.on_done(self.execution)
 
@@ -217,9 +216,16 @@ class Follower:
     def _resolver(self, current: str) -> Callable[[Event | None], None]:
         return lambda event: self._resolved(current, event)
 
+    def _finish(self, finished: bool) -> bool:
+        """True the first time only: ``on_done`` is called once. Called with the lock."""
+        if not finished or self._finished:
+            return False
+        self._finished = True
+        return True
+
     def _resolved(self, current: str, event: Event | None) -> None:
         with self._lock:
-            if self._stopped or current != self._current or event is None:
+            if self._stopped or self._finished or current != self._current or event is None:
                 return
             watch, self._watch = self._watch, None
             if watch is not None:
@@ -230,6 +236,7 @@ class Follower:
             else:
                 self.execution._outcome = (current, event)
                 finished = True
+            finished = self._finish(finished)
         if finished:
             self.on_done(self.execution)
 

@@ -49,6 +49,8 @@ def wait(executions: Iterable[Execution], timeout: float | None = None,
         pass
     finally:
         completions.close()  # lets go of the waits still open
+    # As concurrent.futures: those finished already are done, whichever came first.
+    done |= {e for e in pending - done if e.done()}
     return DoneAndNotDone(done, pending - done)
 
 

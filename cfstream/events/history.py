@@ -28,6 +28,18 @@ class Range:
     # False: only the records of ids someone waits on matter (a stretch the memory forgot;
     # noting all of it again would make it forget others).
     note: bool = True
+    # The next offset to read, from the records taken. The consumer's position counts only
+    # once it has been seen below the end: just after the partition was assigned again it can
+    # still be where the range before ended (the old assignment is let go of on another thread).
+    next: int = -1
+    position_counts: bool = False
+
+    def __post_init__(self) -> None:
+        self.next = self.start
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether reading on from here reads every record from ``start`` to ``end``."""
+        return self.next <= start and end <= self.end
 
 
 class History:
@@ -57,6 +69,12 @@ class History:
     def pending(self, partition: int) -> bool:
         return partition in self._active
 
+    def will_read(self, partition: int, start: int, end: int) -> bool:
+        """Whether a range asked for already reads, from here on, offsets ``start`` to ``end``
+        for the ids waited on (so a wait that needs them need not ask again)."""
+        ranges = [self._active.get(partition), *self._queued.get(partition, ())]
+        return any(r is not None and r.covers(start, end) for r in ranges)
+
     def drop(self, partition: int) -> None:
         """Forget the partition's ranges (no one waits on it any more)."""
         self._queued.pop(partition, None)
@@ -72,8 +90,10 @@ class History:
         watched: list[Message] = []
         for message in messages:
             current = active.get(message.partition())  # type: ignore[arg-type]
-            if current is None or (message.offset() or 0) >= current.end:
-                continue  # past the end: the tail reads it
+            offset = message.offset()
+            if current is None or offset is None or not current.start <= offset < current.end:
+                continue  # past the end: the tail reads it (or of an assignment let go of)
+            current.next = offset + 1
             (noted if current.note else watched).append(message)
         self._finish_ranges()
         return noted, watched
@@ -87,7 +107,10 @@ class History:
             [TopicPartition(self.topic, p) for p in self._active])
         for tp in positions:
             current = self._active[tp.partition]
-            if tp.offset >= current.end:
+            if tp.offset < current.end:
+                current.position_counts = True
+            if current.next >= current.end or (current.position_counts
+                                               and tp.offset >= current.end):
                 self.consumer.incremental_unassign([TopicPartition(self.topic, tp.partition)])
                 del self._active[tp.partition]
                 queued = self._queued.get(tp.partition)

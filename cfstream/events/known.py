@@ -25,6 +25,8 @@ Event = dict[str, Any]
 RANK = {**EVENT_RANK, "undelivered": EVENT_RANK["succeeded"]}
 # A waiter is done with an id at its `deferred` event (it follows the successor) or its end.
 SETTLED = RANK["deferred"]
+# Bytes of records kept at most (results and tracebacks can be large): 64 MiB.
+MAX_BYTES = 64 << 20
 # Forgotten ids told apart per generation; two generations at 20k events/s cover ~25 s, so a
 # wait on a new id is not taken for one of them.
 FORGET_GENERATION = 262_144
@@ -106,9 +108,12 @@ class KnownEvents:
     Forgotten ids are kept track of in two generations of ``forget_generation`` ids each; of
     those forgotten before, only how far they lay on each partition."""
 
-    def __init__(self, capacity: int, forget_generation: int = FORGET_GENERATION) -> None:
+    def __init__(self, capacity: int, max_bytes: int = MAX_BYTES,
+                 forget_generation: int = FORGET_GENERATION) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.forget_generation = forget_generation
+        self.bytes = 0  # of the records kept
         self._entries: dict[str, Known] = {}
         # The entries in the order they came. (Taking the first key of a dict that has lost
         # its first keys scans the holes they left: most of the reader's time, once full.)
@@ -131,10 +136,13 @@ class KnownEvents:
             known = Known(execution_id, order[0], order[1], raw, partition, offset, ts)
             entries[execution_id] = known
             self._order.append(known)
-            if len(entries) > self.capacity:
+            self.bytes += len(raw)
+            while len(entries) > self.capacity or (self.bytes > self.max_bytes
+                                                   and len(entries) > 1):
                 self._forget_oldest()
             return known
         if order >= (known.attempt, known.rank):
+            self.bytes += len(raw) - len(known.raw)
             known.attempt, known.rank, known.raw = order[0], order[1], raw
         if offset > known.offset:
             known.offset, known.ts = offset, max(known.ts, ts)
@@ -157,6 +165,7 @@ class KnownEvents:
     def _forget_oldest(self) -> None:
         known = self._order.popleft()
         del self._entries[known.id]
+        self.bytes -= len(known.raw)
         if not self._generations or self._generations[0].count >= self.forget_generation:
             self._generations.insert(0, Generation(FILTER_BITS))
             if len(self._generations) > 2:

@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from cfstream.codec import loads
 from cfstream.errors import CfStreamError
 from cfstream.events.history import FETCH_WAIT_MS, History
-from cfstream.events.known import RANK, Event, Known, KnownEvents
+from cfstream.events.known import RANK, SETTLED, Event, Known, KnownEvents
 from cfstream.ids import submitted_ms
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.partitioner import partition_for, places_keys_by_murmur2
@@ -47,8 +47,9 @@ logger = logging.getLogger(__name__)
 CLOCK_MARGIN_MS = 10_000
 # Ids that carry no submit time (not UUIDv7) are looked for this far back.
 DEFAULT_LOOKBACK_MS = 3_600_000
-# Ids whose latest event is remembered (about 300 bytes each): a process can collect this many
-# results after the fact without reading them again.
+# Ids whose latest event is remembered (a few hundred bytes each; at most known.MAX_BYTES of
+# records in all): a process can collect this many results after the fact without reading them
+# again.
 MAX_REMEMBERED = 100_000
 # A partition no one waits on is kept this long, so a stream of short waits does not start a
 # new read on every call.
@@ -85,6 +86,7 @@ class Watch:
     partitions: tuple[int, ...] = ()
     targets: dict[int, int] = field(default_factory=dict)
     asked: float = field(default_factory=time.monotonic)
+    resolved: bool = False  # set under the reader's lock: a watch is resolved once
     applied: bool = False
     done: bool = False
 
@@ -108,6 +110,7 @@ class _Partition:
     since_ms: int
     lo: int
     position: int  # the tail's next offset
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     watchers: int = 0
     idle_since: float | None = None
 
@@ -164,9 +167,11 @@ class Waiters:
         if watch is None:
             return known
         try:
-            return box[0] if ready.wait(timeout) else None
+            event = box[0] if ready.wait(timeout) else None
         finally:
             self.release(watch)
+        self._check_open()
+        return event
 
     async def wait_async(self, execution_id: str, timeout: float | None,
                          after_ms: int | None = None) -> Event | None:
@@ -180,11 +185,13 @@ class Waiters:
             return known
         try:
             async with asyncio.timeout(timeout):
-                return await future
+                event = await future
         except TimeoutError:
-            return None
+            event = None
         finally:
             self.release(watch)
+        self._check_open()
+        return event
 
     def latest(self, execution_id: str, timeout: float) -> Event | None:
         """The most advanced event of the id, once its partition is read to where it ended when
@@ -197,6 +204,7 @@ class Waiters:
                     raise _status_timeout(execution_id, timeout)
             finally:
                 self.release(watch)
+        self._check_open()
         return self.known(execution_id)
 
     async def latest_async(self, execution_id: str, timeout: float) -> Event | None:
@@ -210,6 +218,7 @@ class Waiters:
                 raise _status_timeout(execution_id, timeout) from None
             finally:
                 self.release(watch)
+        self._check_open()
         return self.known(execution_id)
 
     def known(self, execution_id: str, settled: bool = False) -> Event | None:
@@ -232,9 +241,8 @@ class Waiters:
             self._undelivered[execution_id] = reason
             if len(self._undelivered) > MAX_UNDELIVERED:
                 del self._undelivered[next(iter(self._undelivered))]
-            watches = [w for w in self._watches.get(execution_id, []) if not w.status]
-        for watch in watches:
-            watch.resolve(event)
+            watches = _unresolved(self._watches.get(execution_id, ()))
+        _resolve_all(watches, event)
 
     def undelivered(self, execution_id: str) -> str | None:
         with self._lock:
@@ -267,10 +275,20 @@ class Waiters:
             self._wake.set()
 
     def close(self) -> None:
-        self._closed = True
+        """Stop reading; waits still open end (they raise CfStreamError)."""
+        with self._lock:
+            self._closed = True
+            open_ = [w for ws in self._watches.values() for w in ws if not w.resolved]
+            for watch in open_:
+                watch.resolved = True
+        _resolve_all(open_, None)
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CfStreamError("the client was closed; create a new one to wait")
 
     def _watch(self, execution_id: str, after_ms: int | None, status: bool,
                resolve: Resolve) -> tuple[Event, None] | tuple[None, Watch]:
@@ -280,8 +298,7 @@ class Waiters:
             since = (submitted_ms(execution_id) or int(time.time() * 1000) - DEFAULT_LOOKBACK_MS)
             since -= CLOCK_MARGIN_MS
         with self._lock:
-            if self._closed:
-                raise CfStreamError("the client was closed; create a new one to wait")
+            self._check_open()
             reason = self._undelivered.get(execution_id)
             if reason is not None:
                 return _undelivered(execution_id, reason), None
@@ -312,6 +329,9 @@ class Waiters:
                 self._read()
             except (KafkaException, CfStreamError) as exc:  # broker restart, topic electing
                 logger.warning("events reader: %s; reconnecting", exc)
+                time.sleep(1.0)
+            except Exception:  # a bug: waits must not hang on it, so read on
+                logger.exception("events reader failed; reconnecting")
                 time.sleep(1.0)
 
     def _read(self) -> None:
@@ -439,12 +459,11 @@ class Waiters:
 
     def _look_back(self, reads: _Reads, p: int, state: _Partition, watch: Watch) -> None:
         """Read what came before the partition's reads if the id may have records there, or
-        where the memory forgot it. Before the reads, it goes back twice as far as needed, so
-        that waits in any order look back a few times, not once each."""
-        since_ms = watch.since_ms
-        older = since_ms < state.since_ms
-        if older:
-            since = since_ms - (state.since_ms - since_ms)
+        where the memory forgot it. Before the reads, it goes back to twice the age the id
+        needs, so that waits in any order look back a few times, not once each."""
+        since_ms, lo = watch.since_ms, state.lo
+        if since_ms < state.since_ms:
+            since = since_ms - max(state.started_ms - since_ms, 0)
             start = self._offsets(reads, p, since)[0]
             logger.debug("events partition %d: back from %d to %d", p, state.lo, start)
             reads.history.read(p, start, state.lo)
@@ -454,15 +473,17 @@ class Waiters:
             forgotten = self._known.forgotten(watch.id, p)
         # Ids forgotten long ago: a record stamped this late lies after theirs (clocks apart by
         # less than the margin), and so do the records of an id submitted after it.
-        if forgotten is None or forgotten.offset < state.lo or not (
+        if forgotten is None or forgotten.offset < lo or not (
                 forgotten.this_id or since_ms < forgotten.ts + 2 * CLOCK_MARGIN_MS):
             return
-        start = self._offsets(reads, p, since_ms)[0]
+        start = max(self._offsets(reads, p, since_ms)[0], lo)
+        if reads.history.will_read(p, start, forgotten.offset + 1):
+            return  # a read asked for by an earlier wait passes there still
         logger.debug("events partition %d: %s again from %d to %d", p, watch.id, start,
                      forgotten.offset)
         # Only the ids waited on matter there: noting all of it again would make the memory
         # forget as many others.
-        reads.history.read(p, max(start, state.lo), forgotten.offset + 1, note=False)
+        reads.history.read(p, start, forgotten.offset + 1, note=False)
         self._brisk_until = time.monotonic() + BRISK_S
 
     def _unwatch(self, p: int) -> None:
@@ -521,20 +542,22 @@ class Waiters:
                 execution_id = event["id"]
             except (ValueError, TypeError, KeyError):
                 continue  # not an event of ours; the events topic is not validated here
-            if rank is None or type(execution_id) is not str:
-                continue
+            if rank is None or type(execution_id) is not str or (
+                    rank == SETTLED and type(event.get("successor")) is not str):
+                continue  # (a deferred event that names no successor would end no wait)
             attempt = event.get("attempt")
             order = (attempt if type(attempt) is int else 1, rank)
             noted.append((execution_id, order, raw, p, offset, message.timestamp()[1]))
-        resolved: list[tuple[Watch, Known]] = []
+        resolved: list[tuple[list[Watch], Known]] = []
         with self._lock:
             remember = self._known.note
             for execution_id, order, raw, p, offset, ts in noted:
                 known = remember(execution_id, order, raw, p, offset, ts)  # type: ignore[arg-type]
                 if execution_id in watches and known.settled:
-                    resolved.extend((w, known) for w in watches[execution_id] if not w.status)
-        for watch, known in resolved:
-            watch.resolve(known.event())
+                    resolved.append((_unresolved(watches[execution_id]), known))
+        for watches_of_id, known in resolved:
+            if watches_of_id:
+                _resolve_all(watches_of_id, known.event())
 
     def _check_status(self, reads: _Reads) -> None:
         with self._lock:
@@ -551,8 +574,24 @@ class Waiters:
                    for p, end in watch.targets.items()):
                 watch.targets = {}
                 ready.append(watch)
-        for watch in ready:
-            watch.resolve(None)
+        _resolve_all(ready, None)
+
+
+def _unresolved(watches: Iterable[Watch]) -> list[Watch]:
+    """The watches (not status ones) still to resolve, marked resolved; under the lock."""
+    chosen = [w for w in watches if not w.status and not w.resolved]
+    for watch in chosen:
+        watch.resolved = True
+    return chosen
+
+
+def _resolve_all(watches: Iterable[Watch], event: Event | None) -> None:
+    """Resolve each watch, whatever one of them raises: the others must not hang on it."""
+    for watch in watches:
+        try:
+            watch.resolve(event)
+        except Exception:
+            logger.exception("resolving a wait on %s failed", watch.id)
 
 
 def _undelivered(execution_id: str, reason: str) -> Event:
@@ -595,7 +634,7 @@ class _Mailbox:
         weakref.WeakKeyDictionary())
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self.loop = weakref.ref(loop)  # (a strong one would keep the loop and its box forever)
         self.lock = threading.Lock()
         self.items: list[tuple[asyncio.Future[Event | None], Event | None]] = []
 
@@ -612,8 +651,10 @@ class _Mailbox:
             self.items.append((future, event))
             if len(self.items) > 1:
                 return  # a drain is on its way
+        loop = self.loop()
         try:
-            self.loop.call_soon_threadsafe(self._drain)
+            if loop is not None:
+                loop.call_soon_threadsafe(self._drain)
         except RuntimeError:
             pass  # the loop was closed: no one awaits any more
 

@@ -75,3 +75,15 @@ def test_forgotten_bounds_keep_the_highest_offset_and_time() -> None:
     known.note("next", order("succeeded"), raw("succeeded", "next"), 0, 51, 5_100)
     forgotten = known.forgotten("old", 0)
     assert forgotten is not None and (forgotten.offset, forgotten.ts) == (50, 5_000)
+
+
+def test_large_records_are_forgotten_sooner() -> None:
+    """The memory holds so many bytes of records at most, whatever the count."""
+    known = KnownEvents(100, max_bytes=1_000)
+    big = dumps({"v": 1, "type": "succeeded", "id": "x", "result": "r" * 400})
+    for i in range(5):
+        known.note(f"id{i}", order("succeeded"), big, 0, i, i)
+    assert len(known) == 2 and known.bytes <= 1_000
+    assert known.get("id4") is not None and known.get("id2") is None
+    forgotten = known.forgotten("id2", 0)
+    assert forgotten is not None and forgotten.this_id

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from events_harness import Append, eventually, in_thread
+from events_harness import Append, eventually, ids_in, in_thread
 
 import cfstream as cf
 from cfstream.ids import new_execution_id
@@ -49,7 +49,8 @@ def test_first_completed_returns_at_the_first_outcome_and_lets_go_of_the_rest(
 
 def test_first_exception_returns_at_a_failure_with_what_finished_before(
         client: cf.Client, append: Append) -> None:
-    ok, bad, open_ = handles(client, 3)
+    # On one partition, so that they are read in the order they were written.
+    ok, bad, open_ = (cf.Execution(i, client=client) for i in ids_in(1, 3))
 
     def finish() -> None:
         append("succeeded", ok.id, result=1)
@@ -68,6 +69,7 @@ def test_all_completed_with_a_timeout_returns_what_finished(client: cf.Client,
                                                            append: Append) -> None:
     finished, unfinished = handles(client, 2)
     append("succeeded", finished.id, result=None)
+    assert finished.result(timeout=30) is None  # the reader is warm: the timeout is the wait's
     began = time.monotonic()
     done, not_done = cf.wait([finished, unfinished, finished], timeout=0.5)
     assert done == {finished} and not_done == {unfinished}
@@ -110,12 +112,25 @@ def test_as_completed_yields_in_the_order_they_finish(client: cf.Client,
 def test_as_completed_raises_timeout_for_those_left(client: cf.Client, append: Append) -> None:
     done_one, never = handles(client, 2)
     append("succeeded", done_one.id, result=1)
+    assert done_one.result(timeout=30) == 1
     seen = []
     with pytest.raises(TimeoutError, match="1 \\(of 2\\) executions"):
         for execution in cf.as_completed([done_one, never], timeout=0.5):
             seen.append(execution)
     assert seen == [done_one]
     eventually(lambda: sum(client.waiters().waiting().values()) == 0)
+
+
+def test_first_completed_counts_every_one_already_finished(client: cf.Client,
+                                                          append: Append) -> None:
+    """As concurrent.futures: done holds all that finished, not only the first seen."""
+    first, second, open_ = handles(client, 3)
+    for execution in (first, second):
+        append("succeeded", execution.id, result=execution.id)
+        assert execution.result(timeout=30) == execution.id
+    done, not_done = cf.wait([open_, first, second], timeout=30,
+                             return_when=cf.FIRST_COMPLETED)
+    assert done == {first, second} and not_done == {open_}
 
 
 def test_return_when_must_be_one_of_the_three(client: cf.Client) -> None:

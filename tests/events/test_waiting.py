@@ -16,6 +16,7 @@ from events_harness import PARTITIONS, Append, eventually, ids_in, in_thread
 
 from cfstream.codec import dumps
 from cfstream.dev.broker import LocalBroker
+from cfstream.errors import CfStreamError
 from cfstream.events import waiting
 from cfstream.events.waiting import Waiters
 from cfstream.ids import new_execution_id
@@ -199,3 +200,36 @@ def test_an_old_id_on_a_partition_already_read_goes_back_to_its_time(
     assert found is not None and found["result"] == "old"
     waiters.fail(keeper, "done")
     kept.join(10)
+
+
+@pytest.mark.kafka
+def test_close_ends_the_waits_still_open(events_settings: Settings) -> None:
+    reader = Waiters(events_settings)
+    execution_id = new_execution_id()
+    errors: list[Exception] = []
+
+    def wait() -> None:
+        try:
+            reader.wait(execution_id, None)
+        except CfStreamError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    eventually(lambda: sum(reader.waiting().values()) == 1)
+    reader.close()
+    thread.join(10)
+    assert not thread.is_alive() and "closed" in str(errors[0])
+
+
+@pytest.mark.kafka
+def test_an_event_that_is_not_ours_ends_no_wait_and_stops_nothing(waiters: Waiters,
+                                                                  append: Append) -> None:
+    broken, fine = ids_in(3, 2)
+    thread, box = in_thread(lambda: waiters.wait(broken, 3))
+    eventually(lambda: waiters.waiting() == {3: 1})
+    append("deferred", broken)  # names no successor
+    append("succeeded", fine, result="fine")
+    assert waiters.wait(fine, 30)["result"] == "fine"  # type: ignore[index]
+    thread.join(10)
+    assert box == [None]  # timed out: nothing to follow
