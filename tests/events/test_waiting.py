@@ -17,7 +17,7 @@ from events_harness import PARTITIONS, Append, eventually, ids_in, in_thread
 from cfstream.codec import dumps
 from cfstream.dev.broker import LocalBroker
 from cfstream.errors import CfStreamError
-from cfstream.events import waiting
+from cfstream.events import reading
 from cfstream.events.waiting import Waiters
 from cfstream.ids import new_execution_id
 from cfstream.kafka.partitioner import murmur2, partition_for
@@ -73,7 +73,7 @@ def test_a_wait_reads_only_its_ids_partition_and_lets_it_go(waiters: Waiters,
     append("succeeded", execution_id, result=42)
     thread.join(30)
     assert box and box[0]["type"] == "succeeded" and box[0]["result"] == 42  # type: ignore[index]
-    eventually(lambda: waiters.waiting() == {}, timeout=waiting.LINGER_S + 10)
+    eventually(lambda: waiters.waiting() == {}, timeout=reading.LINGER_S + 10)
     # The outcome stays known: a second wait returns at once, and so does status.
     assert waiters.wait(execution_id, 0) == box[0]
     assert waiters.latest(execution_id, 10) == box[0]
@@ -134,7 +134,7 @@ def test_many_asyncio_waits_and_a_cancelled_one(waiters: Waiters, append: Append
 
     asyncio.run(main())
     eventually(lambda: sum(waiters.waiting().values()) == 0)  # the cancelled wait let go too
-    eventually(lambda: waiters.waiting() == {}, timeout=waiting.LINGER_S + 10)
+    eventually(lambda: waiters.waiting() == {}, timeout=reading.LINGER_S + 10)
 
 
 @pytest.mark.kafka
