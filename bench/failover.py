@@ -33,7 +33,6 @@ from bench import calls, env, scale
 from cfstream.client import Client
 from cfstream.kafka.config import admin_config
 from cfstream.kafka.topics import ensure_topics
-from cfstream.processor import state
 from cfstream.settings import Settings
 
 DELAY_MS = 1_000
@@ -110,7 +109,7 @@ def cfstream_failover(bootstrap: str, workdir: Path, keys: int, rate: float,
             for name in ("replica-a", "replica-b")}
         for replica in replicas.values():
             replica.wait_ready(300 + keys / 5_000)
-        held = wait_split(settings, state.group_id(settings), settings.calls_topic,
+        held = wait_split(settings, settings.processor_group, settings.calls_topic,
                           set(replicas))
         for replica in replicas.values():  # what moved in the split is restored again
             replica.wait_ready(300 + keys / 5_000)

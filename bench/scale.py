@@ -55,10 +55,6 @@ def open_store(path: Path) -> Any:
     return Databases(path, "bench").open(0)
 
 
-def changelog_topic(settings: Settings) -> str:
-    return state.changelog_topic(settings)
-
-
 class _NoOutputs(Outputs):
     """A task's outputs for the in-process timer measure, where nothing is due."""
 
@@ -94,7 +90,7 @@ def pending_records(i: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
 
 
 def write_changelog(settings: Settings, producer: Producer, start: int, stop: int) -> None:
-    topic = changelog_topic(settings)
+    topic = settings.changelog_topic
     progress = env.Progress(f"writing pending keys {start:,}..{stop:,} to the changelog",
                             stop - start, "keys")
     for i in range(start, stop):
@@ -122,7 +118,7 @@ def raw_restore(settings: Settings, workdir: Path, records: int) -> float:
 
     path = workdir / f"raw-restore-{records}"
     db = open_store(path)
-    consumer = env.raw_consumer(settings, changelog_topic(settings),
+    consumer = env.raw_consumer(settings, settings.changelog_topic,
                                 **{"fetch.max.bytes": 52428800})
     started = time.monotonic()
     seen = 0
@@ -161,7 +157,7 @@ def pending_gauge(service: env.Service) -> float | None:
 def replica_steps(bootstrap: str, workdir: Path, sizes: list[int]) -> list[dict[str, Any]]:
     settings = env.new_settings(bootstrap, "scale")
     admin = AdminClient(admin_config(settings))
-    topic = changelog_topic(settings)
+    topic = settings.changelog_topic
     if topic not in admin.list_topics(timeout=30).topics:  # cfstream may create it itself
         for future in admin.create_topics([NewTopic(
                 topic, num_partitions=settings.partitions, replication_factor=1,

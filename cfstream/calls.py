@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
 from cfstream.client import Client, current_client
+from cfstream.clock import now_ms
 from cfstream.codec import to_json_value
 from cfstream.errors import SubmitError
 from cfstream.execution import Execution
@@ -57,7 +57,7 @@ def new_call(task: str, args: dict[str, Any], kwargs: dict[str, Any], *, delay_m
              if_running: str = "concurrent") -> Call:
     """A call stamped now. ``args`` maps a name for each positional argument (used in errors)
     to its value, in order."""
-    now = int(time.time() * 1000)
+    now = now_ms()
     return Call(
         id=new_execution_id(now),
         task=task,

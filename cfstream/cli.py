@@ -79,7 +79,7 @@ def pending(
 
     from rich.table import Table
 
-    from cfstream.processor.inspect import modes, pending_calls, seconds_until
+    from cfstream.processor.pending import modes, pending_calls, seconds_until
     from cfstream.progress import records_bar
 
     with records_bar("reading the changelog", _err) as progress:
@@ -111,8 +111,8 @@ def cancel(
     """Cancel a pending call: it will not run and its waiters get cf.ExecutionCancelled."""
     from cfstream.client import Client
     from cfstream.execution import Execution
-    from cfstream.processor.inspect import cancel as cancel_pending
-    from cfstream.processor.inspect import pending_calls
+    from cfstream.processor.pending import cancel as cancel_pending
+    from cfstream.processor.pending import pending_calls
 
     if (execution_id is None) == (task is None or key is None):
         _err.print("give an EXECUTION_ID, or --task and --key", style="red")

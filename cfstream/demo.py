@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 
 import cfstream as cf
+from cfstream.clock import now_ms
 from cfstream.events.tail import describe, short_id, tail
 from cfstream.examples import notifications
 from cfstream.kafka.topics import ensure_topics
@@ -80,7 +81,7 @@ def show(client: cf.Client, console: Console) -> None:
         "def send_notification2(user_id, document_id, update): ...\n"
         f"\nuser 1 edits document 7 {EDITS} times, {EDIT_INTERVAL}s apart:\n"
     )
-    origin = int(time.time() * 1000)
+    origin = now_ms()
     ids: set[str] = set()
     lines: list[dict[str, Any]] = []
     done = threading.Event()
@@ -98,7 +99,7 @@ def show(client: cf.Client, console: Console) -> None:
         call = notifications.send_notification2.submit_to(client, 1, 7, f"edit {i}")
         ids.add(call.id)
         calls.append(call)
-        at = (int(time.time() * 1000) - origin) / 1000
+        at = (now_ms() - origin) / 1000
         timeline.append((at, f"+{at:7.3f}s  call      {short_id(call.id)}  "
                              f"send_notification2(1, 7, 'edit {i}')"))
         time.sleep(EDIT_INTERVAL)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-import time
 import uuid
+
+from cfstream import clock
 
 _COUNTER_BITS = 42  # rand_a (12 bits) and the top 30 bits of rand_b
 _RANDOM_BITS = 32  # the rest of rand_b
@@ -31,7 +32,7 @@ _taken = itertools.count()  # the word of _pool an id takes; the one that takes 
 def new_execution_id(now_ms: int | None = None) -> str:
     """A fresh UUIDv7: 48-bit Unix milliseconds, a counter seeded at random each millisecond,
     then random bits."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    ms = clock.now_ms() if now_ms is None else now_ms
     millisecond = _millisecond
     if millisecond[0] != ms:
         millisecond = _start_millisecond(ms)

@@ -104,6 +104,18 @@ class Settings(BaseSettings):
     def dead_letter_topic(self) -> str:
         return self.topic("dead-letter")
 
+    @property
+    def processor_group(self) -> str:
+        """The processors' consumer group."""
+        return f"{self.topic_prefix}.processor"
+
+    @property
+    def changelog_topic(self) -> str:
+        """The compacted changelog of the processors' pending-calls table, co-partitioned with
+        calls. It keeps the name faust gave it, so state and committed offsets carry over from
+        processors that ran on faust."""
+        return f"{self.processor_group}-pending-changelog"
+
     def to_env(self) -> dict[str, str]:
         """The connection settings as ``CFSTREAM_*`` variables, for child processes (a processor
         or worker started by the demo, the tests or the benchmarks) to read the same way."""

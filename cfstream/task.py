@@ -7,13 +7,13 @@ import hashlib
 import inspect
 import json
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
 from cfstream.client import Client, current_client
+from cfstream.clock import now_ms
 from cfstream.codec import SCALAR_TEXT, canonical, json_text, to_json_value
 from cfstream.errors import ConfigurationError, DeferKeyError, SubmitError
 from cfstream.execution import Execution
@@ -174,7 +174,7 @@ class Task(Generic[P, R]):
         args_json, kwargs_json, defer_key = self.encode_call(args, kwargs)
         if self.collect is not None:
             self._check_size(args_json, self.collect.max_bytes)
-        now = int(time.time() * 1000)
+        now = now_ms()
         call_id = new_execution_id(now)
         key, value = self.records.record(call_id, args_json, kwargs_json, now, defer_key)
         client.send(self.name, key, value)

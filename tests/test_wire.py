@@ -92,6 +92,17 @@ def test_a_fractional_delay_is_rejected_and_an_integral_float_is_read() -> None:
     assert parse_call(call_dict(delay_ms=2.0)).delay_ms == 2
 
 
+def test_the_wire_format_docs_integer_examples() -> None:
+    """docs/wire-format.md, "Rejected calls": 1795480994000, 1795480994000.0 and 1.795480994E12
+    are the same time; 1795480994000.5 is rejected."""
+    submitted = 1_795_480_994_000
+    for text in (b"1795480994000", b"1795480994000.0", b"1.795480994E12"):
+        raw = (b'{"v":1,"id":"e1","task":"t","submitted_ms":' + text + b"}")
+        assert parse_call(raw, now_ms=submitted).submitted_ms == submitted
+    assert "whole milliseconds" in reason(
+        b'{"v":1,"id":"e1","task":"t","submitted_ms":1795480994000.5}', now_ms=submitted)
+
+
 def test_execution_round_trips() -> None:
     call = Call(id="e1", task="t", args=[1], kwargs={}, submitted_ms=5, defer_key="k")
     execution = Execution(call=call, due_ms=1_005, fired_ms=1_010)

@@ -19,10 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
+from cfstream.clock import now_ms
 from cfstream.console.feed import Feed
-from cfstream.console.state import Model, now_ms
+from cfstream.console.state import Model
 from cfstream.errors import ConfigurationError
-from cfstream.processor.inspect import cancel, pending_calls
+from cfstream.processor.pending import cancel, pending_calls
 from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)

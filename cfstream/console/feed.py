@@ -11,10 +11,11 @@ import time
 
 from confluent_kafka import Consumer
 
-from cfstream.console.state import Model, now_ms
+from cfstream.clock import now_ms
+from cfstream.console.state import Model
 from cfstream.events.tail import tail
 from cfstream.kafka.config import consumer_config
-from cfstream.processor.inspect import pending_calls
+from cfstream.processor.pending import pending_calls
 from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)

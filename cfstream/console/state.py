@@ -8,12 +8,11 @@ executions only, and the pending list is the latest snapshot of the changelog.
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from cfstream.processor.inspect import Pending, modes
+from cfstream.processor.pending import Pending, modes
 from cfstream.wire import TERMINAL_EVENTS, Call
 
 Event = dict[str, Any]
@@ -212,5 +211,3 @@ def _pending_row(p: Pending) -> dict[str, Any]:
             "kwargs": call.kwargs, "modes": modes(p)}
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from cfstream.errors import KafkaUnavailable
 from cfstream.kafka.config import consumer_config
-from cfstream.kafka.retry import offsets_since, settled
+from cfstream.kafka.retry import offsets_since, watermarks
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
 from cfstream.wire import event_order
@@ -70,8 +70,7 @@ class EventReader:
         probe = Consumer(consumer_config(self.settings, None))
         try:
             partitions = probe.list_topics(topic, timeout=30).topics[topic].partitions
-            ends = {p: settled(lambda p=p: probe.get_watermark_offsets(  # type: ignore[misc]
-                TopicPartition(topic, p), timeout=30))[1] for p in partitions}
+            ends = {p: watermarks(probe, topic, p)[1] for p in partitions}
         finally:
             probe.close()
         deadline = time.monotonic() + timeout

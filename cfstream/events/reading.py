@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from cfstream.clock import now_ms
 from cfstream.codec import loads
 from cfstream.errors import CfStreamError
 from cfstream.events.history import FETCH_WAIT_MS, History
@@ -27,7 +28,7 @@ from cfstream.events.known import RANK, SETTLED, Known
 from cfstream.events.watches import CLOCK_MARGIN_MS, Watch, Watches, resolve_all, unresolved
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.partitioner import partition_for, places_keys_by_murmur2
-from cfstream.kafka.retry import offsets_since, settled
+from cfstream.kafka.retry import offsets_since, watermarks
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
 
@@ -70,7 +71,7 @@ class _Partition:
     since_ms: int
     lo: int
     position: int  # the tail's next offset
-    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    started_ms: int = field(default_factory=now_ms)
     watchers: int = 0
     idle_since: float | None = None
 
@@ -292,8 +293,7 @@ class Reader:
                     del self._parts[p]
 
     def _end(self, reads: _Reads, p: int) -> int:
-        tp = TopicPartition(self.topic, p)
-        return settled(lambda: reads.offsets.get_watermark_offsets(tp, timeout=10))[1]
+        return watermarks(reads.offsets, self.topic, p, timeout=10)[1]
 
     def _offsets(self, reads: _Reads, p: int, since_ms: int) -> tuple[int, int]:
         """The first offset of a record stamped ``since_ms`` or later, and the end."""

@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from cfstream.kafka.config import consumer_config
-from cfstream.kafka.retry import offsets_since, settled
+from cfstream.kafka.retry import offsets_since, watermarks
 from cfstream.settings import Settings
 
 
@@ -28,13 +28,9 @@ def tail(settings: Settings, *, follow: bool = False, since_ms: int | None = Non
             starts = offsets_since(consumer, topic, list(partitions), since_ms)[0]
         consumer.assign([TopicPartition(topic, p, start) for p, start in starts.items()])
 
-        def watermarks(partition: int) -> tuple[int, int]:
-            return settled(lambda: consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=30))
-
         ends, remaining = {}, set()
         for p in partitions:
-            low, ends[p] = watermarks(p)
+            low, ends[p] = watermarks(consumer, topic, p)
             first = low if starts[p] == OFFSET_BEGINNING else starts[p]
             if 0 <= first < ends[p]:
                 remaining.add(p)

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable
 
+from cfstream.clock import now_ms
 from cfstream.codec import loads
 from cfstream.errors import CfStreamError
 from cfstream.events.known import Event
@@ -214,7 +214,7 @@ class Waiters:
         if after_ms is not None:  # a successor: its outcome comes after its predecessor's end
             since = after_ms - CLOCK_MARGIN_MS
         else:
-            since = (submitted_ms(execution_id) or int(time.time() * 1000) - DEFAULT_LOOKBACK_MS)
+            since = (submitted_ms(execution_id) or now_ms() - DEFAULT_LOOKBACK_MS)
             since -= CLOCK_MARGIN_MS
         with self._board.lock:
             self._check_open()

@@ -38,6 +38,14 @@ def settled(call: Callable[[], T], timeout: float = SETTLE_TIMEOUT) -> T:
             delay = min(delay * 2, 1.0)
 
 
+def watermarks(consumer: Consumer, topic: str, partition: int,
+               timeout: float = 30) -> tuple[int, int]:
+    """The (low, high) watermark offsets of a partition, retried while the cluster settles."""
+    tp = TopicPartition(topic, partition)
+    low, high = settled(lambda: consumer.get_watermark_offsets(tp, timeout=timeout))
+    return int(low), int(high)
+
+
 def offsets_since(consumer: Consumer, topic: str, partitions: list[int],
                   since_ms: int) -> tuple[dict[int, int], dict[int, int]]:
     """Partition -> the first offset of a record stamped ``since_ms`` or later, or the end of
@@ -48,8 +56,7 @@ def offsets_since(consumer: Consumer, topic: str, partitions: list[int],
     ``since_ms``, so it is found by the second or lies past the end asked for before it. A
     partition's own error (a new topic's leader not serving yet) is retried like a failed call,
     never read as "no such record"."""
-    ends = {p: settled(lambda p=p: consumer.get_watermark_offsets(  # type: ignore[misc]
-        TopicPartition(topic, p), timeout=30))[1] for p in partitions}
+    ends = {p: watermarks(consumer, topic, p)[1] for p in partitions}
 
     def ask() -> list[TopicPartition]:
         found = consumer.offsets_for_times(

@@ -14,7 +14,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from cfstream.errors import ConfigurationError, KafkaUnavailable
 from cfstream.kafka.config import admin_config
-from cfstream.processor.state import changelog_topic
 from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ def topic_specs(settings: Settings, partitions: int | None = None) -> dict[str, 
         settings.events_topic: {"partitions": n, "config": {}},
         settings.dead_letter_topic: {"partitions": 1, "config": {}},
         # The processors' table changelog: compacted, co-partitioned with calls.
-        changelog_topic(settings): {"partitions": n, "config": {"cleanup.policy": "compact"}},
+        settings.changelog_topic: {"partitions": n, "config": {"cleanup.policy": "compact"}},
     }
 
 

@@ -27,14 +27,14 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, Message, TopicPartition
 
+from cfstream.clock import now_ms
 from cfstream.kafka.config import consumer_config
-from cfstream.kafka.retry import settled
+from cfstream.kafka.retry import settled, watermarks
 from cfstream.kafka.topics import ensure_topics
 from cfstream.observability.metrics import ProcessorMetrics
-from cfstream.processor import state
 from cfstream.processor.db import Databases, close
 from cfstream.processor.outputs import Outputs
-from cfstream.processor.partition import NEVER, PartitionTask, now_ms
+from cfstream.processor.partition import NEVER, PartitionTask
 from cfstream.processor.restore import Counted, Restored, Restorer
 from cfstream.processor.watermarks import Watermarks
 from cfstream.settings import Settings
@@ -69,7 +69,7 @@ def group_config(settings: Settings) -> dict[str, Any]:
         options.update({"partition.assignment.strategy": "cooperative-sticky",
                         "session.timeout.ms": SESSION_TIMEOUT_MS,
                         "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS})
-    return consumer_config(settings, state.group_id(settings), **options)
+    return consumer_config(settings, settings.processor_group, **options)
 
 
 class Processor:
@@ -101,14 +101,14 @@ class Processor:
         settings = self.settings
         ensure_topics(settings)
         self.databases = Databases(settings.state_dir, self.topic)
-        self.outputs = Outputs(settings, state.changelog_topic(settings))
+        self.outputs = Outputs(settings, settings.changelog_topic)
         self.restorer = Restorer(settings, self.databases, self.metrics.set_restore_remaining)
         self.watermarks = Watermarks(settings)
         self.consumer = Consumer(group_config(settings))
         self.consumer.subscribe([self.topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         logger.info("processor replica started (group %s, state in %s)",
-                    state.group_id(settings), self.databases.root)
+                    settings.processor_group, self.databases.root)
         try:
             while not self.stopping.is_set():
                 self.turn()
@@ -326,5 +326,4 @@ class Processor:
         committed = settled(lambda: consumer.committed([tp], timeout=10))[0].offset
         if committed >= 0:
             return int(committed)
-        low, _ = settled(lambda: consumer.get_watermark_offsets(tp, timeout=10))
-        return int(low)
+        return watermarks(consumer, tp.topic, tp.partition, timeout=10)[0]

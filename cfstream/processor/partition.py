@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 import rocksdict
 
+from cfstream.clock import now_ms
 from cfstream.codec import dumps
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import state
@@ -37,10 +37,6 @@ FIRED_RETENTION_MS = 15 * 60 * 1000
 # Due entries handled per partition and batch; the rest wait for the next turn of the loop.
 MAX_FIRES_PER_BATCH = 5_000
 NEVER = 2**63 - 1
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class PartitionTask:

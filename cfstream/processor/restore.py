@@ -23,8 +23,9 @@ from typing import Any
 import rocksdict
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from cfstream.clock import now_ms
 from cfstream.kafka.config import consumer_config
-from cfstream.kafka.retry import settled
+from cfstream.kafka.retry import watermarks
 from cfstream.processor import state
 from cfstream.processor.db import (
     CHANGELOG_OFFSET_KEY,
@@ -35,7 +36,6 @@ from cfstream.processor.db import (
     close,
     written_ms,
 )
-from cfstream.processor.partition import now_ms
 from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Restorer:
                  progress: Callable[[int, int], None]) -> None:
         self.settings = settings
         self.databases = databases
-        self.topic = state.changelog_topic(settings)
+        self.topic = settings.changelog_topic
         self.progress = progress  # (partition, records left) for the gauge
         self.results: queue.Queue[Restored | Counted] = queue.Queue()
         self.jobs: queue.Queue[Job | None] = queue.Queue()
@@ -176,8 +176,7 @@ class Restorer:
     def _catch_up(self, db: rocksdict.Rdict, job: Job) -> int:
         partition = job.partition
         consumer = self._consumer_for_restores()
-        tp = TopicPartition(self.topic, partition)
-        low, high = settled(lambda: consumer.get_watermark_offsets(tp, timeout=10))
+        low, high = watermarks(consumer, self.topic, partition, timeout=10)
         held = changelog_offset(db)
         written = written_ms(db)
         reason = None

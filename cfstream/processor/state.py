@@ -17,25 +17,11 @@ from typing import Any
 
 from cfstream.codec import dumps, loads
 from cfstream.scheduling.rules import Slot
-from cfstream.settings import Settings
 from cfstream.wire import Execution, trusted_call
 
-# The pending-calls table; its changelog keeps the name faust gave it, so state and committed
-# offsets carry over from processors that ran on faust.
-TABLE = "pending"
 SLOT_PREFIX = b"k:"
 DUE_PREFIX = b"d:"
 _DUE = struct.Struct(">Q")
-
-
-def group_id(settings: Settings) -> str:
-    """The processors' consumer group."""
-    return f"{settings.topic_prefix}.processor"
-
-
-def changelog_topic(settings: Settings) -> str:
-    """The compacted changelog of the pending-calls table, co-partitioned with calls."""
-    return f"{group_id(settings)}-{TABLE}-changelog"
 
 
 def slot_key(key: bytes) -> bytes:

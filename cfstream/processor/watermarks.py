@@ -15,6 +15,7 @@ import time
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from cfstream.clock import now_ms
 from cfstream.kafka.config import admin_config
 from cfstream.settings import Settings
 
@@ -69,7 +70,7 @@ class Watermarks:
                 if self._stopped:
                     return
                 wanted, self._wanted = self._wanted, set()
-            asked = int(time.time() * 1000)
+            asked = now_ms()
             try:
                 found = self._ask(wanted)
             except Exception as exc:  # noqa: BLE001 - whatever it was, ask again

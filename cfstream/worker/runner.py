@@ -24,6 +24,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from cfstream.clock import now_ms
 from cfstream.codec import dumps
 from cfstream.events.reader import EventReader
 from cfstream.kafka.config import consumer_config, producer_config
@@ -138,7 +139,7 @@ class Worker:
         self.consumer.subscribe([self.settings.executions_topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
         # Start reading events now, not on the first execution: that one would wait for it.
-        self.seen.read_since(_now_ms())
+        self.seen.read_since(now_ms())
         logger.info("worker %s running tasks: %s", self.name, ", ".join(sorted(self.tasks)))
         last_commit = last_gauges = time.monotonic()
         self.running_loop.set()
@@ -232,7 +233,7 @@ class Worker:
             return
         loser, winner = merge.loser, merge.winner
         self.metrics.deferrals.labels(task=loser.execution.call.task, where="backlog").inc()
-        self._emit(event("deferred", loser.execution.call, _now_ms(), successor=winner.id,
+        self._emit(event("deferred", loser.execution.call, now_ms(), successor=winner.id,
                          reason="backlog"), done=loser)
         self._remember(loser)
 
@@ -258,7 +259,7 @@ class Worker:
             call = job.execution.call
             self.running[job.id] = job
             self.metrics.executions_started.labels(task=call.task).inc()
-            self._emit(event("started", call, _now_ms(), worker=self.name,
+            self._emit(event("started", call, now_ms(), worker=self.name,
                              due_ms=job.execution.due_ms, fired_ms=job.execution.fired_ms))
             starting.append(job)
         if not starting:
@@ -320,7 +321,7 @@ class Worker:
         if assigned is None:
             return
         _, fired = message.timestamp()
-        rewound = self.seen.read_since(fired if fired > 0 else _now_ms())
+        rewound = self.seen.read_since(fired if fired > 0 else now_ms())
         if not rewound and self.synced_at >= assigned:
             return
         began = time.monotonic()
@@ -353,7 +354,7 @@ class Worker:
             self._remember(job)
             if outcome.type == "succeeded":
                 self.metrics.executions_succeeded.labels(task=job.execution.call.task).inc()
-                self._emit(event(outcome.type, job.execution.call, _now_ms(), worker=self.name,
+                self._emit(event(outcome.type, job.execution.call, now_ms(), worker=self.name,
                                  **outcome.fields), done=job)
             else:
                 self._fail(job, outcome)
@@ -373,11 +374,11 @@ class Worker:
         if (policy is None or not policy.allows(call.attempt)
                 or not (lost or (outcome.error is not None
                                  and policy.retries_on(outcome.error)))):
-            self._emit(event("failed", call, _now_ms(), worker=self.name, **outcome.fields),
+            self._emit(event("failed", call, now_ms(), worker=self.name, **outcome.fields),
                        done=job)
             return
         assert self.producer is not None  # noqa: S101
-        failed_ms = _now_ms()
+        failed_ms = now_ms()
         retry = dataclasses.replace(call, attempt=call.attempt + 1,
                                     not_before_ms=failed_ms + policy.delay_ms(call.attempt))
         if call.collected is not None:
@@ -390,7 +391,7 @@ class Worker:
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:  # the retry is not on Kafka: the execution ends here
                 logger.error("retry %d of %s not delivered: %s", call.attempt, call.id, err)
-                self._emit(event("failed", call, _now_ms(), worker=self.name, **outcome.fields),
+                self._emit(event("failed", call, now_ms(), worker=self.name, **outcome.fields),
                            done=job)
                 return
             self.metrics.retries.labels(task=call.task).inc()
@@ -422,7 +423,7 @@ class Worker:
                      ("cfstream-source", source.encode())], on_delivery=delivered)
         payload = {"v": 1, "type": "invalid", "id": None, "reason": error.reason,
                    "topic": message.topic(), "partition": partition, "offset": offset,
-                   "ts_ms": _now_ms()}
+                   "ts_ms": now_ms()}
         self.producer.produce(self.settings.events_topic, key=b"invalid", value=dumps(payload))
 
     def _emit(self, payload: dict[str, Any], done: Job | None = None) -> None:
@@ -506,6 +507,3 @@ class Worker:
             self.offsets.forget(partition)
             self.fresh.pop(partition, None)
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -7,7 +7,7 @@ from typing import Any
 
 from cfstream.console import state
 from cfstream.console.state import Model, percentile
-from cfstream.processor.inspect import Pending
+from cfstream.processor.pending import Pending
 from cfstream.wire import Call
 
 NOW = 1_800_000_000_000

@@ -11,7 +11,6 @@ from confluent_kafka import Consumer, TopicPartition
 import cfstream as cf
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.topics import ensure_topics
-from cfstream.processor import state
 from cfstream.processor.loop import Processor
 from cfstream.processor.partition import PartitionTask
 
@@ -38,7 +37,7 @@ def test_a_failed_turn_commits_nothing(settings: cf.Settings, tmp_path: Path,
     with pytest.raises(OSError, match="No space"):
         Processor(settings).run()
 
-    consumer = Consumer(consumer_config(settings, state.group_id(settings)))
+    consumer = Consumer(consumer_config(settings, settings.processor_group))
     try:
         (committed,) = consumer.committed([TopicPartition(settings.calls_topic, 0)], timeout=30)
     finally:

@@ -35,7 +35,7 @@ def slot(key: str, due: int, pending: bool = True) -> bytes:
 def send(settings: Settings, records: list[tuple[bytes, bytes | None]]) -> None:
     producer = Producer(producer_config(settings))
     for key, value in records:
-        producer.produce(state.changelog_topic(settings), value, key, partition=1)
+        producer.produce(settings.changelog_topic, value, key, partition=1)
     assert producer.flush(30) == 0
 
 

@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 from cfstream.codec import dumps
 from cfstream.errors import CfStreamError
 from cfstream.kafka.config import consumer_config, producer_config
-from cfstream.kafka.retry import settled
+from cfstream.kafka.retry import watermarks
 from cfstream.processor import state
 from cfstream.settings import Settings
 from cfstream.wire import Call, Control
@@ -37,7 +37,7 @@ def pending_calls(settings: Settings, *, task: str | None = None, key: str | Non
     ``progress(done, total)`` hears after each batch how many changelog offsets are read of
     those between the watermarks (compacted gaps count as read); it ends at ``done == total``.
     """
-    topic = state.changelog_topic(settings)
+    topic = settings.changelog_topic
     consumer = Consumer(consumer_config(settings, None))
     slots: dict[bytes, bytes] = {}
     try:
@@ -47,8 +47,7 @@ def pending_calls(settings: Settings, *, task: str | None = None, key: str | Non
         ends: dict[int, int] = {}
         starts: dict[int, int] = {}
         for p in metadata.partitions:
-            low, high = settled(lambda p=p: consumer.get_watermark_offsets(  # type: ignore[misc]
-                TopicPartition(topic, p), timeout=30))
+            low, high = watermarks(consumer, topic, p)
             if high > low:
                 starts[p], ends[p] = low, high
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])

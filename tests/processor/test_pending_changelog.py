@@ -1,4 +1,4 @@
-"""Reading the pending calls from the changelog (cfstream.processor.inspect), on the broker."""
+"""Reading the pending calls from the changelog (cfstream.processor.pending), on the broker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from confluent_kafka import Producer
 from cfstream.kafka.config import producer_config
 from cfstream.kafka.topics import ensure_topics
 from cfstream.processor import state
-from cfstream.processor.inspect import pending_calls
+from cfstream.processor.pending import pending_calls
 from cfstream.scheduling.rules import Slot
 from cfstream.settings import Settings
 from cfstream.wire import Call
@@ -33,12 +33,12 @@ def test_pending_reports_progress_up_to_the_changelog_end(settings: Settings) ->
     for partition in (0, 1):
         for i in range(WRITES_PER_PARTITION):
             key = f"p{partition}-k{i % KEYS_PER_PARTITION}"
-            producer.produce(state.changelog_topic(settings), slot(key, i),
+            producer.produce(settings.changelog_topic, slot(key, i),
                              state.slot_key(key.encode()), partition=partition)
             latest[key] = i
         for i in range(10):  # tombstones: these keys fired or were cancelled
             key = f"p{partition}-k{i}"
-            producer.produce(state.changelog_topic(settings), None,
+            producer.produce(settings.changelog_topic, None,
                              state.slot_key(key.encode()), partition=partition)
             del latest[key]
     assert producer.flush(30) == 0
