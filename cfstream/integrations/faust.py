@@ -11,7 +11,7 @@ event loop and waits for the result there, raising the same errors as ``result()
             if event.type == "failed":
                 ...
 
-The README's "faust" section has a whole app; tests/integrations/faust_app.py runs one.
+docs/integrations.md has a whole app; tests/integrations/faust_app.py runs one.
 """
 
 from __future__ import annotations

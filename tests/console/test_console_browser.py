@@ -141,7 +141,7 @@ def test_dead_letters_are_counted(pipeline: Pipeline, page: Any) -> None:
 
 def test_a_screenshot_of_a_burst_collapsing(pipeline: Pipeline, page: Any,
                                             tmp_path: Path) -> None:
-    """The README's picture: CFSTREAM_CONSOLE_SCREENSHOT=docs/console.png writes it there."""
+    """docs/operations.md's picture: CFSTREAM_CONSOLE_SCREENSHOT=docs/console.png writes it."""
     later = pipeline_tasks.notify.with_delay(LONG).submit_to(pipeline.client, "ada", 42)
     burst_story(pipeline, page, "7", 5)
     expect(row(page, later.id)).to_have_count(1, timeout=TIMEOUT_MS)

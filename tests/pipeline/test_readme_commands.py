@@ -1,7 +1,7 @@
 """The README's "Run the services", as a newcomer types them: default settings, one host.
 
-Only the broker's address and a topic prefix of the test's own are set (the README's "An existing
-cluster" path); ports, state dir and everything else are the defaults. A processor and a worker
+Only the broker's address and a topic prefix of the test's own are set (docs/operations.md, "An
+existing cluster" path); ports, state dir and everything else are the defaults. A processor and a worker
 then serve /readyz side by side, run the seed example, and a second worker on the same host says
 in one line which setting to change. The console runs beside them with its defaults too, shows
 the example's task, and a second console says which setting to change.
