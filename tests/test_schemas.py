@@ -684,7 +684,9 @@ def test_worker_invalid_records_match_the_event_schema(worker: Worker) -> None:
     assert len(events) == len(letters) == len(records)
     for key, record in events:
         check_event(record)
-        assert record["type"] == "invalid" and key == b"invalid"
+        # As the processor's: keyed by the record's id when it has one, so its waiters learn.
+        assert record["type"] == "invalid" and key == (record["id"] or "invalid").encode()
+    assert [record["id"] for _, record in events] == [None, None, None, CALLS[0].id]
     for headers in letters:
         assert headers is not None
         assert {name for name, _ in headers} == {"cfstream-reason", "cfstream-source"}

@@ -13,9 +13,7 @@ delay) fires as soon as it is read, after the rest of its batch.
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 import rocksdict
 
@@ -27,7 +25,13 @@ from cfstream.processor.db import CHANGELOG_OFFSET_KEY, WRITE_OPTIONS, WRITTEN_M
 from cfstream.processor.outputs import Outputs
 from cfstream.scheduling import rules
 from cfstream.settings import Settings
-from cfstream.wire import InvalidRecord, call_from_dict, control_from_dict, parse_json
+from cfstream.wire import (
+    InvalidRecord,
+    call_from_dict,
+    control_from_dict,
+    dead_letter,
+    parse_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -256,32 +260,11 @@ class PartitionTask:
 
     def _dead_letter(self, error: InvalidRecord, key: bytes | None, value: bytes | None,
                      offset: int, now: int) -> None:
-        # A lone surrogate (from the record) cannot be UTF-8: escape it.
-        reason = error.reason.encode("utf-8", "backslashreplace").decode("utf-8")
         topic = self.settings.calls_topic
+        parked = dead_letter(error, topic, self.partition, offset, key, value, now)
         self.metrics.dead_letters.labels(reason=error.code).inc()
-        logger.warning("dead-lettering %s[%d]@%d: %s", topic, self.partition, offset, reason)
-        self.outputs.produce(
-            self.settings.dead_letter_topic,
-            # Kafka clients refuse a record with neither key nor value.
-            key=b"" if key is None and value is None else key,
-            value=value,
-            headers=[("cfstream-reason", reason.encode()),
-                     ("cfstream-source", f"{topic}:{self.partition}:{offset}".encode())],
-        )
-        event: dict[str, Any] = {
-            "v": 1, "type": "invalid", "id": _guess_id(value), "reason": reason,
-            "topic": topic, "partition": self.partition, "offset": offset, "ts_ms": now}
-        self.outputs.produce(self.settings.events_topic, (event["id"] or "invalid").encode(),
-                             dumps(event))
-
-
-def _guess_id(raw: bytes | None) -> str | None:
-    try:
-        ident: Any = json.loads(raw or b"").get("id")
-        if isinstance(ident, str):
-            ident.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError, a ValueError
-            return ident
-        return None
-    except (ValueError, AttributeError, TypeError, RecursionError):
-        return None
+        logger.warning("dead-lettering %s[%d]@%d: %s", topic, self.partition, offset,
+                       parked.reason)
+        self.outputs.produce(self.settings.dead_letter_topic, key=parked.key,
+                             value=parked.value, headers=parked.headers)
+        self.outputs.produce(self.settings.events_topic, parked.event_key, parked.event)

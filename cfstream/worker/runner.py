@@ -37,6 +37,7 @@ from cfstream.wire import (
     Control,
     Execution,
     InvalidRecord,
+    dead_letter,
     event,
     event_order,
     execution_from_dict,
@@ -408,23 +409,20 @@ class Worker:
         """Park an unreadable execution record and say why; its offset is then done."""
         assert self.producer is not None  # noqa: S101
         partition, offset = message.partition(), message.offset()
+        parked = dead_letter(error, self.settings.executions_topic, partition, offset,
+                             message.key(), message.value(), now_ms())
         logger.error("dead-lettering execution record %s@%s: %s", partition, offset,
-                     error.reason)
+                     parked.reason)
         self.metrics.dead_letters.labels(reason=error.code).inc()
-        source = f"{message.topic()}:{partition}:{offset}"
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is None and partition is not None and offset is not None:
                 self.offsets.finish(partition, offset)
 
-        self.producer.produce(
-            self.settings.dead_letter_topic, key=message.key(), value=message.value(),
-            headers=[("cfstream-reason", error.reason.encode()),
-                     ("cfstream-source", source.encode())], on_delivery=delivered)
-        payload = {"v": 1, "type": "invalid", "id": None, "reason": error.reason,
-                   "topic": message.topic(), "partition": partition, "offset": offset,
-                   "ts_ms": now_ms()}
-        self.producer.produce(self.settings.events_topic, key=b"invalid", value=dumps(payload))
+        self.producer.produce(self.settings.dead_letter_topic, key=parked.key,
+                              value=parked.value, headers=parked.headers, on_delivery=delivered)
+        self.producer.produce(self.settings.events_topic, key=parked.event_key,
+                              value=parked.event)
 
     def _emit(self, payload: dict[str, Any], done: Job | None = None) -> None:
         """Publish an event; ``done``: the execution it ends here, whose offset is done once it
