@@ -186,7 +186,7 @@ class CallRecords:
 
 
 @dataclass(frozen=True, slots=True)
-class Execution:
+class FiredCall:
     """A call the processor found due: what a worker runs."""
 
     call: Call
@@ -447,12 +447,12 @@ def _collect_bounds(data: dict[str, Any], defer_key: str | None, keep: str, args
     return bounds[0], bounds[1]
 
 
-def execution_from_dict(data: dict[str, Any]) -> Execution:
+def execution_from_dict(data: dict[str, Any]) -> FiredCall:
     call = call_from_dict(data)
     collected = _field(data, "collected", list, required=False)
     if collected is not None:
         call = replace(call, collected=collected)
-    return Execution(
+    return FiredCall(
         call=call,
         due_ms=_ms(data, "due_ms"),
         fired_ms=_ms(data, "fired_ms"),

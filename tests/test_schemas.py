@@ -1,6 +1,6 @@
 """The JSON Schemas in cfstream/schemas/ against the records the code really writes and reads.
 
-Records come from the code itself: Call/Execution/Control objects, the client's call building,
+Records come from the code itself: Call/FiredCall/Control objects, the client's call building,
 the scheduling rules, a processor and a worker driven with in-memory stand-ins for Kafka. The
 calls-topic schema must accept a record iff the processor does (apart from the clock-skew check,
 the record key and the size limit). The tests at the end pin the places where they once
@@ -44,7 +44,7 @@ from cfstream.wire import (
     MAX_DELAY_MS,
     Call,
     Control,
-    Execution,
+    FiredCall,
     InvalidRecord,
     call_from_dict,
     control_from_dict,
@@ -265,7 +265,7 @@ def test_executions_match_the_execution_schema_only() -> None:
     runs = [dataclasses.replace(c, collected=[c.args[0], c.args[0]]) for c in CALLS if c.collect]
     assert runs
     for call in CALLS + runs:
-        record = json.loads(dumps(Execution(call=call, due_ms=NOW + 5, fired_ms=NOW + 7).to_dict()))
+        record = json.loads(dumps(FiredCall(call=call, due_ms=NOW + 5, fired_ms=NOW + 7).to_dict()))
         assert_valid("execution", record)
         assert set(record) <= declared("execution")
         assert execution_from_dict(record).call == call
@@ -331,7 +331,7 @@ def rule_events() -> list[dict[str, Any]]:
 def outcome_events() -> list[dict[str, Any]]:
     """Outcomes of cfstream.worker.execute wrapped with wire.event the way runner.py does."""
     call = CALLS[0]
-    execution = Execution(call=call, due_ms=NOW, fired_ms=NOW + 3)
+    execution = FiredCall(call=call, due_ms=NOW, fired_ms=NOW + 3)
     worker = "host:1234"
 
     class CustomError(Exception):
@@ -582,10 +582,10 @@ def worker() -> Iterator[Worker]:
 
 
 def test_worker_records_match_the_event_schema(worker: Worker) -> None:
-    def execution(task: str, args: list[Any], key: str | None = None, at: int = NOW) -> Execution:
+    def execution(task: str, args: list[Any], key: str | None = None, at: int = NOW) -> FiredCall:
         call = Call(id=new_execution_id(at), task=task, args=args, kwargs={}, submitted_ms=at,
                     defer_key=key)
-        return Execution(call=call, due_ms=at, fired_ms=at + 2)
+        return FiredCall(call=call, due_ms=at, fired_ms=at + 2)
 
     when = to_json_value(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
     executions = [
@@ -637,7 +637,7 @@ def test_worker_finished_records_match_the_call_schema(worker: Worker) -> None:
              for i, (task, args) in enumerate([("tests.schemas:ok", [1, when]),
                                                ("tests.schemas:boom", [])])]
     for offset, call in enumerate(calls):
-        record = dumps(Execution(call=call, due_ms=NOW + 5, fired_ms=NOW + 7).to_dict())
+        record = dumps(FiredCall(call=call, due_ms=NOW + 5, fired_ms=NOW + 7).to_dict())
         worker._take(FakeMessage(record, offset, call.key.encode()))  # type: ignore[arg-type]
     producer: FakeProducer = worker.producer  # type: ignore[assignment]
     calls_topic = worker.settings.calls_topic
@@ -670,7 +670,7 @@ def test_worker_finished_records_match_the_call_schema(worker: Worker) -> None:
 
 
 def test_worker_invalid_records_match_the_event_schema(worker: Worker) -> None:
-    records = [b"{not json", b"[]", None, dumps({**Execution(call=CALLS[0], due_ms=NOW,
+    records = [b"{not json", b"[]", None, dumps({**FiredCall(call=CALLS[0], due_ms=NOW,
                                                              fired_ms=NOW).to_dict(),
                                                  "fired_ms": "late"})]
     for offset, raw in enumerate(records):

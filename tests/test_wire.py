@@ -13,7 +13,7 @@ from cfstream.wire import (
     MAX_DELAY_MS,
     Call,
     Control,
-    Execution,
+    FiredCall,
     InvalidRecord,
     call_from_dict,
     control_from_dict,
@@ -105,7 +105,7 @@ def test_the_wire_format_docs_integer_examples() -> None:
 
 def test_execution_round_trips() -> None:
     call = Call(id="e1", task="t", args=[1], kwargs={}, submitted_ms=5, defer_key="k")
-    execution = Execution(call=call, due_ms=1_005, fired_ms=1_010)
+    execution = FiredCall(call=call, due_ms=1_005, fired_ms=1_010)
     data = json.loads(dumps(execution.to_dict()))
     assert data["kind"] == "execution"
     assert execution_from_dict(data) == execution

@@ -17,7 +17,7 @@ from typing import Any
 
 from cfstream.codec import dumps, loads
 from cfstream.scheduling.rules import Slot
-from cfstream.wire import Execution, trusted_call
+from cfstream.wire import FiredCall, trusted_call
 
 SLOT_PREFIX = b"k:"
 DUE_PREFIX = b"d:"
@@ -75,7 +75,7 @@ def decode_slot(raw: bytes | None) -> Slot | None:
         fired_id=data.get("fired_id"),
         fired_submitted_ms=data.get("fired_submitted_ms"),
         fired_attempt=data.get("fired_attempt") or 1,
-        execution=(Execution(trusted_call(execution), execution["due_ms"],
+        execution=(FiredCall(trusted_call(execution), execution["due_ms"],
                              execution["fired_ms"]) if execution is not None else None),
         latest_ms=data.get("latest_ms"),
         latest_id=data.get("latest_id"),

@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cfstream.wire import Call, Execution, argument_bytes, event
+from cfstream.wire import Call, FiredCall, argument_bytes, event
 
 # if_running="after": how often a running key's marker is looked at (it stays until the run ends).
 RUNNING_RECHECK_MS = 60 * 1000
@@ -53,7 +53,7 @@ class Slot:
     fired_attempt: int = 1
     # What firing it emitted, emitted again if the call or its tick is replayed: a replica killed
     # after writing its state may never have sent the execution (RocksDB is ahead of Kafka).
-    execution: Execution | None = None
+    execution: FiredCall | None = None
     # keep="first": the newest call collapsed into the pending (or fired) call, which is older.
     # A call not newer than it is out of order, or a replay: it must not start a new window.
     latest_ms: int | None = None
@@ -85,7 +85,7 @@ class Decision:
 
     slot: Slot | None
     changed: bool
-    executions: list[Execution] = field(default_factory=list)
+    executions: list[FiredCall] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -243,7 +243,7 @@ def tick(slot: Slot | None, timer_id: str, now_ms: int, retention_ms: int) -> De
     if slot.held:
         return Decision(slot, changed=False)  # due, but waits for the running one to finish
     call = slot.call
-    execution = Execution(call=call, due_ms=slot.due_ms, fired_ms=now_ms)
+    execution = FiredCall(call=call, due_ms=slot.due_ms, fired_ms=now_ms)
     if call.leading and retention_ms > 0:  # the marker tells the next call the key is not quiet
         retention_ms = max(retention_ms, call.delay_ms)
     marker = _marker(slot, call, now_ms, retention_ms, execution)
@@ -312,7 +312,7 @@ def cancel(slot: Slot | None, call_id: str, now_ms: int, retention_ms: int,
 
 
 def _marker(slot: Slot, call: Call, now_ms: int, retention_ms: int,
-            execution: Execution | None = None) -> Slot | None:
+            execution: FiredCall | None = None) -> Slot | None:
     """What a key keeps once ``call`` left it: fired (``execution``) or cancelled. A fired
     if_running="after" call leaves the key running; a cancelled one leaves it as it was."""
     running_id, running_attempt = slot.running_id, slot.running_attempt

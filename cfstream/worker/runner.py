@@ -35,7 +35,7 @@ from cfstream.settings import Settings
 from cfstream.task import Task, registry
 from cfstream.wire import (
     Control,
-    Execution,
+    FiredCall,
     InvalidRecord,
     dead_letter,
     event,
@@ -68,7 +68,7 @@ GAUGE_INTERVAL = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    execution: Execution
+    execution: FiredCall
     partition: int
     offset: int
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cfstream.scheduling import rules
-from cfstream.wire import Call, Execution
+from cfstream.wire import Call, FiredCall
 
 DELAY = 1_000
 RETENTION = 60_000
@@ -26,13 +26,13 @@ def outcomes(decision: rules.Decision) -> list[tuple[str, str, str | None]]:
 
 class KeyLog:
     """One key's slot as decisions change it, and what they publish, in order: ``("event",
-    dict)`` and ``("execution", Execution)``. A call or tick read again may send its execution
+    dict)`` and ``("execution", FiredCall)``. A call or tick read again may send its execution
     again, but only the very same record: a second, different one is a call run twice."""
 
     def __init__(self) -> None:
         self.slot: rules.Slot | None = None
         self.items: list[tuple[str, Any]] = []
-        self.sent: dict[str, Execution] = {}  # each call's execution, in the order first sent
+        self.sent: dict[str, FiredCall] = {}  # each call's execution, in the order first sent
 
     def apply(self, decision: rules.Decision) -> None:
         if not decision.changed:

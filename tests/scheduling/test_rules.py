@@ -19,7 +19,7 @@ from cfstream.scheduling.rules import (
     fires_when_read,
     tick,
 )
-from cfstream.wire import Call, Execution
+from cfstream.wire import Call, FiredCall
 
 
 def types(decision: rules.Decision) -> list[tuple[str, str]]:
@@ -227,7 +227,7 @@ def test_call_already_due_fires_at_once() -> None:
 
     assert types(decision) == [("scheduled", "a")]
     assert decision.events[0]["due_ms"] == DELAY
-    assert decision.executions == [Execution(call=call, due_ms=DELAY, fired_ms=5_000)]
+    assert decision.executions == [FiredCall(call=call, due_ms=DELAY, fired_ms=5_000)]
     assert decision.changed
     assert decision.slot is not None
     assert decision.slot.call is None
@@ -272,7 +272,7 @@ def test_tick_fires_due_call_and_leaves_a_marker_for_retention() -> None:
     decision = tick(slot, "a", now_ms=1_020, retention_ms=RETENTION)
 
     assert decision.changed
-    assert decision.executions == [Execution(call=call, due_ms=1_000, fired_ms=1_020)]
+    assert decision.executions == [FiredCall(call=call, due_ms=1_000, fired_ms=1_020)]
     assert decision.events == []
     assert decision.slot == Slot(call=None, first_ms=0, due_ms=1_020 + RETENTION,
                                  fired_id="a", fired_submitted_ms=0,
@@ -342,10 +342,10 @@ def test_cancel_of_another_id_is_a_no_op() -> None:
 
 
 def run(calls: list[tuple[int, Call]], until_ms: int, step_ms: int = 100,
-        retention_ms: int = RETENTION) -> list[Execution]:
+        retention_ms: int = RETENTION) -> list[FiredCall]:
     """Feed calls at their arrival times and tick every ``step_ms`` like the processor's timer."""
     slot: Slot | None = None
-    fired: list[Execution] = []
+    fired: list[FiredCall] = []
     pending = sorted(calls, key=lambda item: item[0])
     for now in range(0, until_ms + 1, step_ms):
         if slot is not None and slot.due_ms <= now:  # the timer ticks what the index has due
@@ -561,7 +561,7 @@ def test_each_attempt_runs_once_never_early_and_retries_end_in_a_run(
     calls: list[Call] = history["calls"]
     slot: Slot | None = None
     now = 0
-    ran: list[Execution] = []
+    ran: list[FiredCall] = []
     sent: list[Call] = []  # every record that reached the slot, replays included
     outcome: dict[tuple[str, int], str] = {}  # (id, attempt) -> "deferred:<successor>"
 

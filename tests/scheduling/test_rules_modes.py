@@ -19,7 +19,7 @@ from cfstream.scheduling.rules import (
     fires_when_read,
     tick,
 )
-from cfstream.wire import Call, Execution
+from cfstream.wire import Call, FiredCall
 
 
 def gather(call_id: str, submitted_ms: int, max_calls: int = 100, max_bytes: int = 1_000,
@@ -42,7 +42,7 @@ def test_the_first_call_of_a_quiet_key_fires_at_once() -> None:
     call = lead("a", 10_000)
     decision = accept(None, call, now_ms=10_004, retention_ms=RETENTION)
 
-    assert decision.executions == [Execution(call=call, due_ms=10_000, fired_ms=10_004)]
+    assert decision.executions == [FiredCall(call=call, due_ms=10_000, fired_ms=10_004)]
     assert decision.events[0]["due_ms"] == 10_000
     assert decision.slot is not None and decision.slot.call is None
 
