@@ -54,7 +54,9 @@ class Cancelled(Exception):
 
 
 @dataclass
-class Job:
+class PartitionJob:
+    """A restore or a count of one partition's DB, run by the restore thread."""
+
     partition: int
     kind: str  # "restore" or "count"
     snapshot: Any = None
@@ -86,18 +88,18 @@ class Restorer:
         self.topic = settings.changelog_topic
         self.progress = progress  # (partition, records left) for the gauge
         self.results: queue.Queue[Restored | Counted] = queue.Queue()
-        self.jobs: queue.Queue[Job | None] = queue.Queue()
-        self.active: dict[int, Job] = {}
+        self.jobs: queue.Queue[PartitionJob | None] = queue.Queue()
+        self.active: dict[int, PartitionJob] = {}
         self._lock = threading.Lock()  # a job starts, or is cancelled before it starts
         self._consumer: Consumer | None = None
         self._thread = threading.Thread(target=self._run, name="cfstream-restore", daemon=True)
         self._thread.start()
 
     def restore(self, partition: int) -> None:
-        self._submit(Job(partition, "restore"))
+        self._submit(PartitionJob(partition, "restore"))
 
     def count(self, partition: int, snapshot: Any) -> None:
-        self._submit(Job(partition, "count", snapshot=snapshot))
+        self._submit(PartitionJob(partition, "count", snapshot=snapshot))
 
     def cancel(self, partition: int) -> None:
         """Stop the partition's job; if it runs, wait until it no longer touches its DB (a
@@ -119,7 +121,7 @@ class Restorer:
         self.jobs.put(None)
         self._thread.join(timeout=30)
 
-    def _submit(self, job: Job) -> None:
+    def _submit(self, job: PartitionJob) -> None:
         self.cancel(job.partition)
         self.active[job.partition] = job
         self.jobs.put(job)
@@ -147,7 +149,7 @@ class Restorer:
         if self._consumer is not None:
             self._consumer.close()
 
-    def _count(self, job: Job) -> None:
+    def _count(self, job: PartitionJob) -> None:
         it = job.snapshot.iter()
         it.seek(state.SLOT_PREFIX)
         pending = seen = 0
@@ -163,7 +165,7 @@ class Restorer:
         del it
         self.results.put(Counted(job.partition, pending))
 
-    def _restore(self, job: Job) -> None:
+    def _restore(self, job: PartitionJob) -> None:
         partition = job.partition
         db = self.databases.open(partition)
         try:
@@ -173,7 +175,7 @@ class Restorer:
             raise
         self.results.put(Restored(partition, db, records))
 
-    def _catch_up(self, db: rocksdict.Rdict, job: Job) -> int:
+    def _catch_up(self, db: rocksdict.Rdict, job: PartitionJob) -> int:
         partition = job.partition
         consumer = self._consumer_for_restores()
         low, high = watermarks(consumer, self.topic, partition, timeout=10)
@@ -203,7 +205,7 @@ class Restorer:
         self.progress(partition, 0)
         return applied
 
-    def _apply(self, consumer: Consumer, db: rocksdict.Rdict, job: Job, start: int,
+    def _apply(self, consumer: Consumer, db: rocksdict.Rdict, job: PartitionJob, start: int,
                high: int) -> int:
         partition, total = job.partition, high - start
         began = last_report = time.monotonic()
