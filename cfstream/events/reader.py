@@ -18,6 +18,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from cfstream.clock import CLOCK_MARGIN_MS
 from cfstream.errors import KafkaUnavailable
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.retry import offsets_since, watermarks
@@ -27,8 +28,6 @@ from cfstream.wire import event_order
 
 logger = logging.getLogger(__name__)
 
-# Events are stamped by other machines' clocks; read this far before a submit time.
-CLOCK_MARGIN_MS = 60_000
 # Executions remembered at once (their latest event); older ones are re-read if asked for again.
 MAX_REMEMBERED = 100_000
 # How long a waiter sleeps before it rechecks its deadline.

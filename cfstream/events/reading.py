@@ -20,12 +20,12 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from cfstream.clock import now_ms
+from cfstream.clock import CLOCK_MARGIN_MS, now_ms
 from cfstream.codec import loads
 from cfstream.errors import CfStreamError
 from cfstream.events.history import FETCH_WAIT_MS, History
 from cfstream.events.known import RANK, SETTLED, Known
-from cfstream.events.watches import CLOCK_MARGIN_MS, Watch, Watches, resolve_all, unresolved
+from cfstream.events.watches import Watch, Watches, resolve_all, unresolved
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.partitioner import partition_for, places_keys_by_murmur2
 from cfstream.kafka.retry import offsets_since, watermarks

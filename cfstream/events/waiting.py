@@ -21,14 +21,13 @@ import logging
 import threading
 from collections.abc import Callable
 
-from cfstream.clock import now_ms
+from cfstream.clock import CLOCK_MARGIN_MS, now_ms
 from cfstream.codec import loads
 from cfstream.errors import CfStreamError
 from cfstream.events.known import Event
 from cfstream.events.loops import future_resolver
 from cfstream.events.reading import Reader
 from cfstream.events.watches import (
-    CLOCK_MARGIN_MS,
     Resolve,
     Watch,
     Watches,

@@ -17,12 +17,6 @@ logger = logging.getLogger(__name__)
 
 Resolve = Callable[[Event | None], None]
 
-# How far the clocks of the hosts involved (submitters, processors, workers, this one) may be
-# apart: a read for an id starts this far before its submit time (events are stamped by the
-# processors' and workers' clocks). NTP keeps hosts within milliseconds; each second of margin
-# costs a second of a partition's traffic read when a partition is first read.
-CLOCK_MARGIN_MS = 10_000
-
 
 @dataclass(eq=False)
 class Watch:
