@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import statistics
 import subprocess
 import sys
@@ -46,9 +45,10 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench import env
-from bench.profiling import Profiler, short_frame, summarize
+from bench.profiling import Profiler, by_thread
 from bench.waiting import stop
 from cfstream.client import Client
+from cfstream.clock import CLOCK_MARGIN_MS
 from cfstream.errors import ExecutionFailed
 from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
@@ -62,8 +62,6 @@ SIZES = {True: (2_000, 45.0), False: (10_000, 120.0)}
 # The id time the N executions are submitted over.
 SPREAD_MS = 4_000
 HOUR_MS = 3_600_000
-# The raw reader starts this far before the earliest submit (cfstream's clock margin).
-MARGIN_MS = 10_000
 WAIT_TIMEOUT_S = 30.0
 RAW_ROUNDS = 3
 SEED = 17
@@ -194,7 +192,7 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
         write_events(producer, settings.events_topic, records, stamped)
         path = workdir / f"{name}.json"
         path.write_text(json.dumps(expected))
-        sets[name] = {"expected": str(path), "since_ms": base - MARGIN_MS,
+        sets[name] = {"expected": str(path), "since_ms": base - CLOCK_MARGIN_MS,
                       "records": len(records), "ids": len({r[1] for r in records}),
                       "kinds": count_kinds(expected)}
         env.log(f"after: {name} set, {n:,} executions, {len(records):,} events "
@@ -352,36 +350,6 @@ def stop_profiler(profiler: Profiler | None) -> dict[str, Any] | None:
     if profiler.error is not None or not profiler.output.exists():
         return {"error": profiler.error or "not run"}
     return by_thread(profiler.output.read_text(errors="replace"))
-
-
-def by_thread(collapsed: str) -> dict[str, Any]:
-    """The profile of each thread: named by its first frame of code past ``threading.py`` (its
-    target), with its share of the samples."""
-    stacks: dict[str, list[str]] = defaultdict(list)
-    counts: dict[str, int] = defaultdict(int)
-    for line in collapsed.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = [f for f in stack.split(";") if " (" in f
-                  and not f.startswith(("process ", "thread "))]
-        entry = next((f for f in frames if "threading.py" not in f and "<frozen" not in f
-                      and "runpy" not in f), "?")
-        if not any("threading.py" in f for f in frames[:2]):
-            name = "main"
-        else:
-            name = short_frame(re.sub(r":\d+\)$", ")", entry)) if entry != "?" else "watchdog (bench)"
-        stacks[name].append(line)
-        counts[name] += int(count)
-    total = sum(counts.values())
-    if not total:
-        return {"error": "no samples"}
-    threads: dict[str, Any] = {}
-    for name, lines in stacks.items():
-        summary = summarize("\n".join(lines))
-        summary["share_pct"] = round(100 * counts[name] / total, 1)
-        threads[name] = summary
-    return {"samples": total, "threads": threads}
 
 
 # -- the children ---------------------------------------------------------------------------------

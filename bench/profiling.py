@@ -7,11 +7,12 @@ time (every function on the stack, once per sample).
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,33 @@ def summarize(collapsed: str, top: int = 15) -> dict[str, Any]:
 
     env.log(f"profile: {samples} samples")
     return {"samples": samples, "self_pct": share(self_time), "total_pct": share(total_time)}
+
+
+def by_thread(collapsed: str) -> dict[str, Any]:
+    """The profile of each thread: named by its first frame of code past ``threading.py`` (its
+    target), with its share of the samples."""
+    stacks: dict[str, list[str]] = defaultdict(list)
+    counts: dict[str, int] = defaultdict(int)
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [f for f in stack.split(";") if " (" in f
+                  and not f.startswith(("process ", "thread "))]
+        entry = next((f for f in frames if "threading.py" not in f and "<frozen" not in f
+                      and "runpy" not in f), "?")
+        if not any("threading.py" in f for f in frames[:2]):
+            name = "main"
+        else:
+            name = short_frame(re.sub(r":\d+\)$", ")", entry)) if entry != "?" else "watchdog (bench)"
+        stacks[name].append(line)
+        counts[name] += int(count)
+    total = sum(counts.values())
+    if not total:
+        return {"error": "no samples"}
+    threads: dict[str, Any] = {}
+    for name, lines in stacks.items():
+        summary = summarize("\n".join(lines))
+        summary["share_pct"] = round(100 * counts[name] / total, 1)
+        threads[name] = summary
+    return {"samples": total, "threads": threads}
