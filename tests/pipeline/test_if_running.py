@@ -13,8 +13,8 @@ import uuid
 import pytest
 from harness import LATE_MS, Pipeline, PipelineFactory
 from pipeline_tasks import D_MS, one_at_a_time, side_by_side
-from test_inspect import pending
 from test_modes import submit_at
+from test_pending_cancel import pending
 
 import cfstream as cf
 

@@ -19,7 +19,7 @@ from pipeline_tasks import (
     keep_first,
     leading_edge,
 )
-from test_inspect import cli, pending
+from test_pending_cancel import cli, pending
 
 import cfstream as cf
 

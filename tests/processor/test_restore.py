@@ -15,7 +15,7 @@ from cfstream.kafka.config import producer_config
 from cfstream.kafka.topics import ensure_topics
 from cfstream.processor import state
 from cfstream.processor.db import CHANGELOG_OFFSET_KEY, Databases, changelog_offset
-from cfstream.processor.restore import Counted, Job, Restored, Restorer
+from cfstream.processor.restore import Counted, PartitionJob, Restored, Restorer
 from cfstream.scheduling.rules import Slot
 from cfstream.settings import Settings
 from cfstream.wire import Call
@@ -136,7 +136,7 @@ def test_cancelling_a_queued_job_does_not_wait_for_the_jobs_ahead(
     ensure_topics(settings)
     restorer = Restorer(settings, Databases(tmp_path, settings.calls_topic), lambda p, n: None)
     gate = threading.Event()
-    restorer.jobs.put(Job(-1, "count", snapshot=_Blocking(gate)))  # holds the thread
+    restorer.jobs.put(PartitionJob(-1, "count", snapshot=_Blocking(gate)))  # holds the thread
     try:
         restorer.restore(0)
         began = time.monotonic()
