@@ -14,7 +14,7 @@ from cfstream.client import Client, current_client
 from cfstream.codec import from_json_value
 from cfstream.errors import CfStreamError, ExecutionCancelled, ExecutionFailed, SubmitError
 from cfstream.events.known import Event
-from cfstream.events.waiting import Watch
+from cfstream.events.watches import Watch
 
 # The execution a worker is running in this thread or coroutine.
 CURRENT: ContextVar[Execution | None] = ContextVar("cfstream_current_execution", default=None)
@@ -225,12 +225,14 @@ class Follower:
 
     def _resolved(self, current: str, event: Event | None) -> None:
         with self._lock:
-            if self._stopped or self._finished or current != self._current or event is None:
+            if self._stopped or self._finished or current != self._current:
                 return
             watch, self._watch = self._watch, None
             if watch is not None:
                 self._waiters.release(watch)
-            if event["type"] == "deferred":
+            if event is None:  # the client was closed: the wait is over (result() says so)
+                finished = True
+            elif event["type"] == "deferred":
                 self._hops += 1
                 finished = self._follow(event["successor"], event.get("ts_ms"))
             else:

@@ -14,6 +14,7 @@ from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
 from typing import NamedTuple
 
+from cfstream.errors import CfStreamError
 from cfstream.execution import Execution, Follower
 
 __all__ = ["ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "DoneAndNotDone",
@@ -77,10 +78,13 @@ def _completions(executions: set[Execution], deadline: float | None,
         for count in range(len(followers)):
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
-                yield finished.get(timeout=left)
+                execution = finished.get(timeout=left)
             except queue.Empty:
                 raise TimeoutError(f"{len(followers) - count} (of {len(followers)}) executions "
                                    f"did not finish within {timeout} s") from None
+            if not execution.done():  # its wait ended with no outcome: the client was closed
+                raise CfStreamError("the client was closed; create a new one to wait")
+            yield execution
     finally:
         for follower in followers:
             follower.stop()

@@ -136,3 +136,22 @@ def test_first_completed_counts_every_one_already_finished(client: cf.Client,
 def test_return_when_must_be_one_of_the_three(client: cf.Client) -> None:
     with pytest.raises(ValueError, match="FIRST_COMPLETED"):
         cf.wait(handles(client, 1), return_when="ANY")
+
+
+def test_closing_the_client_ends_a_wait_on_many(events_settings: Settings) -> None:
+    client = cf.Client(events_settings)
+    executions = handles(client, 2)
+    errors: list[Exception] = []
+
+    def wait() -> None:
+        try:
+            cf.wait(executions)  # no timeout
+        except cf.CfStreamError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    eventually(lambda: sum(client.waiters().waiting().values()) == 2)
+    client.close()
+    thread.join(10)
+    assert not thread.is_alive() and "closed" in str(errors[0])  # not a wait forever
