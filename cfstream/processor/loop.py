@@ -28,7 +28,7 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, Message, TopicPartition
 
 from cfstream.clock import now_ms
-from cfstream.kafka.config import consumer_config
+from cfstream.kafka import config as kafka_config
 from cfstream.kafka.retry import settled, watermarks
 from cfstream.kafka.topics import ensure_topics
 from cfstream.observability.metrics import ProcessorMetrics
@@ -51,25 +51,17 @@ PROOF_WAIT = 0.001
 COMMIT_INTERVAL = 0.5
 GAUGE_INTERVAL = 5.0
 # A killed replica's partitions move after this long: the broker's smallest session by default
-# (group.min.session.timeout.ms); heartbeats come from librdkafka's own thread.
+# (group.min.session.timeout.ms).
 SESSION_TIMEOUT_MS = 6_000
-HEARTBEAT_INTERVAL_MS = 1_000
 
 
 def group_config(settings: Settings) -> dict[str, Any]:
-    """Consumer options for the processors' group: incremental rebalancing, fast failover.
-
-    With ``group.protocol=consumer`` (KIP-848) in CFSTREAM_KAFKA_CONFIG the broker assigns and
-    owns the session timeout, so the classic options are left out.
-    """
+    """Consumer options for the processors' group."""
     # A partition resumed after its restore is fetched once the broker answers the fetch it
     # holds for the others: at most this long (librdkafka's default is 500 ms).
-    options: dict[str, Any] = {"enable.partition.eof": False, "fetch.wait.max.ms": 100}
-    if str(settings.kafka_config.get("group.protocol", "classic")).lower() != "consumer":
-        options.update({"partition.assignment.strategy": "cooperative-sticky",
-                        "session.timeout.ms": SESSION_TIMEOUT_MS,
-                        "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS})
-    return consumer_config(settings, settings.processor_group, **options)
+    return kafka_config.group_config(settings, settings.processor_group,
+                                     session_timeout_ms=SESSION_TIMEOUT_MS,
+                                     **{"enable.partition.eof": False, "fetch.wait.max.ms": 100})
 
 
 class Processor:
