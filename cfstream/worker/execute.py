@@ -12,6 +12,8 @@ from cfstream.execution import CURRENT, Execution
 from cfstream.task import Task
 from cfstream.wire import Call
 
+LOST = "WorkerLost"
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -21,6 +23,18 @@ class Outcome:
     type: str
     fields: dict[str, Any]
     error: BaseException | None = None
+
+    @property
+    def lost(self) -> bool:
+        """The worker that ran it stopped before it could report (see :func:`lost`)."""
+        return self.type == "failed" and self.fields["error"]["type"] == LOST
+
+
+def lost(worker: object) -> Outcome:
+    """The outcome of an attempt begun by ``worker``, which stopped before reporting it."""
+    return failure(LOST, f"worker {worker} stopped while running this execution, before "
+                         "reporting its outcome; it is not run again so that it never runs twice "
+                         "(give the task retries to run it again)")
 
 
 def prepare(task: Task[Any, Any] | None, call: Call) -> tuple[Any, Outcome | None]:

@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
 import signal
 from types import FrameType
+from typing import Any
 
+from confluent_kafka import Consumer, Producer
+
+from cfstream.kafka.config import group_config, producer_config
+from cfstream.kafka.topics import ensure_topics
 from cfstream.observability.http import serve
 from cfstream.settings import WORKER_HTTP_PORT, Settings
-from cfstream.worker.runner import Worker, import_tasks
+from cfstream.task import Task, registry
+from cfstream.worker.loop import Worker
+
+# A killed worker's partitions move after this long (librdkafka's default: 45 s).
+SESSION_TIMEOUT_MS = 10_000
+
+
+def import_tasks(modules: list[str]) -> dict[str, Task[Any, Any]]:
+    """Import ``modules``; the tasks they register are the only ones this worker runs."""
+    for name in modules:
+        importlib.import_module(name)
+    return registry()
 
 
 def run(settings: Settings, modules: list[str]) -> None:
     """Run until SIGTERM or SIGINT, then finish running tasks, commit and leave the group."""
-    worker = Worker(settings, import_tasks(modules))
+    tasks = import_tasks(modules)
+    ensure_topics(settings)
+    consumer = Consumer(group_config(settings, f"{settings.topic_prefix}.workers",
+                                     session_timeout_ms=SESSION_TIMEOUT_MS))
+    worker = Worker(settings, tasks, consumer, Producer(producer_config(settings)))
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         worker.stop()

@@ -1,5 +1,5 @@
 """Every event from a time on, for a worker: which executions other workers already began,
-merged or finished (redelivered after a crash or a rebalance).
+merged or finished (redelivered after a crash or a rebalance; see :mod:`cfstream.worker.dedupe`).
 
 The reader is a partition-assigned consumer of every events partition (no group, nothing
 committed): executions are keyed by call key, events by execution id, so no partition of one
@@ -28,23 +28,20 @@ from cfstream.wire import event_order
 
 logger = logging.getLogger(__name__)
 
-# Executions remembered at once (their latest event); older ones are re-read if asked for again.
-MAX_REMEMBERED = 100_000
+# Executions remembered at once, by their latest event (about 200 bytes each); the oldest go.
+MAX_REMEMBERED = 500_000
+# What is kept of an event: enough to tell how far its execution went, and where.
+FIELDS = ("id", "type", "attempt", "worker")
 # How long a waiter sleeps before it rechecks its deadline.
 WAKE_INTERVAL = 0.5
 # Longest wait for an event before the reader looks for a rewind or close request.
 POLL_WAIT = 0.1
 
 
-class EventReader:
-    """``fields`` keeps only those fields of each event (and its id and type), to remember more
-    executions in less memory."""
-
-    def __init__(self, settings: Settings, *, max_remembered: int = MAX_REMEMBERED,
-                 fields: tuple[str, ...] | None = None) -> None:
+class SeenEvents:
+    def __init__(self, settings: Settings, *, max_remembered: int = MAX_REMEMBERED) -> None:
         self.settings = settings
         self.max_remembered = max_remembered
-        self.fields = None if fields is None else ("id", "type", "attempt", *fields)
         self._next: dict[int, int] = {}  # partition -> next offset to read
         self._cond = threading.Condition()
         self._latest: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -154,9 +151,7 @@ class EventReader:
             if event is not None:
                 known = self._latest.get(execution_id)
                 if known is None or order >= event_order(known):
-                    if self.fields is not None:
-                        event = {k: event[k] for k in self.fields if k in event}
-                    self._latest[execution_id] = event
+                    self._latest[execution_id] = {k: event[k] for k in FIELDS if k in event}
                     self._latest.move_to_end(execution_id)
                     if len(self._latest) > self.max_remembered:
                         self._latest.popitem(last=False)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Any
+
+import pytest
 
 from cfstream.task import Collect, Task
 from cfstream.wire import Call
@@ -24,3 +27,14 @@ def test_a_collected_run_gets_the_list_of_every_calls_argument_decoded() -> None
         {"$date": "2026-01-01"}, {"$date": "2026-01-02"}, {"$date": "2026-01-03"}]))
     assert ready is None
     assert run() == ["2026-01-01", "2026-01-02", "2026-01-03"]
+
+
+def notify(user_id: int, when: dt.datetime) -> None:
+    pass
+
+
+@pytest.mark.parametrize("value", [{"$decimal": "abc"}, {"$uuid": 5}, {"$dict": [1]}])
+def test_a_malformed_tagged_argument_fails_the_execution(value: Any) -> None:
+    call = Call(id="c1", task="tests:notify", args=[value, value], kwargs={}, submitted_ms=NOW)
+    _, ready = prepare(Task(fn=notify, name=call.task), call)
+    assert ready is not None and ready.fields["error"]["type"] == "InvalidArguments"

@@ -1,0 +1,171 @@
+"""The worker's loop (cfstream.worker.loop) on in-memory stand-ins: what runs, what is skipped,
+what is committed when. tests/pipeline runs the same on the real broker, with real processes."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from worker_harness import NOW, fired
+
+from cfstream.retries import Retries
+from cfstream.task import Task
+from cfstream.worker import loop
+
+RAN: list[int] = []
+GATE = threading.Event()
+
+
+def record(n: int) -> int:
+    RAN.append(n)
+    return n
+
+
+def gated(n: int) -> int:
+    assert GATE.wait(30)
+    return n
+
+
+def flaky() -> None:
+    raise ConnectionError("try again")
+
+
+TASKS = [Task(fn=record, name="t:record"), Task(fn=gated, name="t:gated"),
+         Task(fn=flaky, name="t:flaky", retries=Retries(limit=2, delay_min=5)),
+         Task(fn=flaky, name="t:flaky_once")]
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    RAN.clear()
+    GATE.clear()
+
+
+def test_an_offset_is_committed_once_the_outcome_is_delivered(harness_of: Any) -> None:
+    harness = harness_of(TASKS)
+    harness.producer.failing.add(harness.settings.events_topic)
+    harness.feed(fired("t:record", [1]))
+    harness.run_until(lambda: RAN == [1] and not harness.worker.dispatcher.running)
+    harness.worker.turn()
+    assert harness.committed() == {}  # not delivered: read again by the next owner
+    harness.producer.failing.clear()
+    harness.feed(fired("t:record", [2]))
+    harness.run_until(lambda: RAN == [1, 2] and len(harness.events("succeeded")) == 2)
+    harness.worker.turn()
+    assert harness.committed() == {}  # the first is still open
+    assert harness.worker.offsets.pending(0) == 2
+
+
+def test_an_execution_that_ran_here_is_not_run_again(harness_of: Any) -> None:
+    harness = harness_of(TASKS)
+    once = fired("t:record", [1])
+    harness.feed(once)
+    harness.run_until(harness.ended(1))
+    harness.feed(once)  # redelivered, e.g. after a failed commit
+    harness.run_until(lambda: harness.committed() == {0: 2})
+    assert RAN == [1]
+    assert len(harness.events("started")) == 1
+
+
+def test_queued_calls_with_one_key_run_once_with_the_latest_arguments(harness_of: Any) -> None:
+    harness = harness_of(TASKS, concurrency=1)
+    harness.feed(fired("t:gated", [0]))  # keeps the one slot busy while the rest queue up
+    harness.run_until(lambda: len(harness.events("started")) == 1)
+    calls = [fired("t:record", [n], key="k", at=NOW + n) for n in range(1, 4)]
+    harness.feed(*calls)
+    harness.run_until(lambda: len(harness.events("deferred")) == 2)
+    GATE.set()
+    harness.run_until(harness.ended(4))
+    assert RAN == [3]
+    deferred = harness.events("deferred")
+    assert [e["successor"] for e in deferred] == [calls[1].call.id, calls[2].call.id]
+    assert harness.committed() == {0: 4}
+
+
+def test_an_attempt_another_worker_began_and_never_ended_is_lost(harness_of: Any) -> None:
+    once = fired("t:flaky_once", [])
+    retried = fired("t:flaky", [])
+    harness = harness_of(TASKS)
+    harness.seen.events.update({
+        e.call.id: {"id": e.call.id, "type": "started", "worker": "other:1"}
+        for e in (once, retried)})
+    harness.feed(once, retried)
+    harness.run_until(harness.ended(2))
+    assert harness.events("started") == []  # neither runs here
+    (failed,) = harness.events("failed")
+    assert failed["id"] == once.call.id and failed["error"]["type"] == "WorkerLost"
+    assert "other:1" in failed["error"]["message"]
+    (retrying,) = harness.events("retrying")
+    assert retrying["id"] == retried.call.id and retrying["next_attempt"] == 2
+    (retry,) = harness.producer.on(harness.settings.calls_topic)
+    assert retry["id"] == retried.call.id and retry["attempt"] == 2
+    assert harness.committed() == {0: 2}
+
+
+@pytest.mark.parametrize(("known", "attempt", "runs"), [
+    ({"type": "succeeded"}, 1, False), ({"type": "retrying"}, 1, False),
+    ({"type": "deferred"}, 1, False), ({"type": "scheduled"}, 1, True),
+    ({"type": "started", "attempt": 1}, 2, True), ({"type": "retrying", "attempt": 1}, 2, True),
+    ({"type": "started", "attempt": 2}, 2, False), ({"type": "succeeded", "attempt": 2}, 1, False),
+])
+def test_what_the_events_say_decides_whether_a_redelivery_runs(
+        harness_of: Any, known: dict[str, Any], attempt: int, runs: bool) -> None:
+    """An attempt runs unless the events show that it, or a later one, began or ended."""
+    retry = {"attempt": attempt, "not_before_ms": NOW} if attempt > 1 else {}
+    execution = fired("t:record", [7], **retry)
+    harness = harness_of(TASKS)
+    harness.seen.events[execution.call.id] = {"id": execution.call.id, **known}
+    harness.feed(execution)
+    harness.run_until(lambda: harness.committed() == {0: 1})
+    assert RAN == ([7] if runs else [])
+
+
+def test_a_failed_attempt_is_retried_through_the_calls_topic(harness_of: Any) -> None:
+    harness = harness_of(TASKS)
+    execution = fired("t:flaky", [])
+    harness.feed(execution)
+    harness.run_until(harness.ended(1))
+    (retrying,) = harness.events("retrying")
+    (retry,) = harness.producer.on(harness.settings.calls_topic)
+    assert retry["attempt"] == 2 and retry["not_before_ms"] == retrying["retry_at_ms"]
+    assert retrying["error"]["type"] == "ConnectionError"
+    assert harness.committed() == {0: 1}
+
+
+def test_a_retry_kafka_does_not_take_ends_the_execution_as_failed(harness_of: Any) -> None:
+    harness = harness_of(TASKS)
+    harness.producer.failing.add(harness.settings.calls_topic)
+    harness.feed(fired("t:flaky", []))
+    harness.run_until(harness.ended(1))
+    assert [e["type"] for e in harness.events()] == ["started", "failed"]
+    assert harness.committed() == {0: 1}
+
+
+def test_fetching_pauses_while_the_backlog_is_full(harness_of: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop, "MAX_BACKLOG", 10)
+    harness = harness_of(TASKS, concurrency=1)
+    harness.feed(fired("t:gated", [0]), *[fired("t:record", [n]) for n in range(1, 13)])
+    harness.run_until(lambda: harness.consumer.paused)
+    GATE.set()
+    harness.run_until(lambda: not harness.consumer.paused)
+    harness.run_until(lambda: len(RAN) == 12)
+    assert harness.committed() == {0: 13}
+
+
+def test_a_revoked_partition_is_finished_committed_and_forgotten(harness_of: Any) -> None:
+    harness = harness_of(TASKS, concurrency=1)
+    harness.consumer.rebalance(assign=(1,))
+    harness.feed(fired("t:gated", [0]), partition=1)
+    harness.run_until(lambda: len(harness.events("started")) == 1)
+    queued = fired("t:record", [1])
+    harness.feed(queued, partition=1)
+    harness.worker.turn()
+    threading.Timer(0.2, GATE.set).start()
+    harness.consumer.rebalance(revoke=(1,))  # waits for the running task, then commits it
+    assert harness.consumer.commits[-1] == {1: 1}
+    assert len(harness.events("succeeded")) == 1
+    harness.run_until(lambda: not harness.worker.dispatcher.running)
+    assert RAN == []  # the queued one is the next owner's now
+    assert harness.worker.offsets.pending(1) == 0
