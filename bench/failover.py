@@ -51,9 +51,17 @@ def owners(settings: Settings, group: str, topic: str) -> dict[str, set[int]]:
 
 
 def wait_split(settings: Settings, group: str, topic: str, members: set[str],
-               timeout: float = 120) -> dict[str, set[int]]:
+               timeout: float = 120,
+               procs: dict[str, subprocess.Popen[bytes]] | None = None) -> dict[str, set[int]]:
+    """The members' partitions once they hold them all; fails at once if one of ``procs``
+    exited (an import error, say) instead of waiting out ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
+        dead = {name: proc.returncode for name, proc in (procs or {}).items()
+                if proc.poll() is not None}
+        if dead:
+            raise RuntimeError(f"{', '.join(sorted(dead))} exited ({dead}) before {group} "
+                               "split its partitions: see their logs")
         held = owners(settings, group, topic)
         if (set(held) == members and all(held.values())
                 and set().union(*held.values()) == set(range(settings.partitions))):
@@ -154,7 +162,7 @@ def raw_failover(settings: Settings, workdir: Path, rate: float,
     reader = env.LatencyReader(settings, target, decode=lambda v: tuple(map(int, v.split())))
     producer = env.raw_producer(settings, warm_topic=source)
     try:
-        held = wait_split(settings, group, source, set(members))
+        held = wait_split(settings, group, source, set(members), procs=members)
         total = int(rate * seconds)
         killed_at: list[int] = []
         timer = kill_later(members["raw-a"].pid, KILL_AFTER_S, killed_at)

@@ -14,7 +14,8 @@ import sys
 
 from confluent_kafka import Consumer, Producer
 
-from cfstream.processor.loop import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+from cfstream.kafka.config import HEARTBEAT_INTERVAL_MS
+from cfstream.processor.loop import SESSION_TIMEOUT_MS
 
 
 def main(bootstrap: str, source: str, target: str, group: str, client_id: str) -> None:

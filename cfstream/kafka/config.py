@@ -45,18 +45,23 @@ def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) 
     return config
 
 
+# Heartbeats of a group member, from librdkafka's own thread.
+HEARTBEAT_INTERVAL_MS = 1_000
+
+
 def group_config(settings: Settings, group_id: str, *, session_timeout_ms: int,
                  **overrides: Any) -> dict[str, Any]:
     """A member of a consumer group that rebalances incrementally (``cooperative-sticky``): a
     rebalance never stops the partitions a member keeps. A member killed without leaving loses
-    its partitions after ``session_timeout_ms``; heartbeats come from librdkafka's own thread.
+    its partitions after ``session_timeout_ms``.
 
     With ``group.protocol=consumer`` (KIP-848) in CFSTREAM_KAFKA_CONFIG the broker assigns and
     owns the session timeout, so the classic options are left out.
     """
     if str(settings.kafka_config.get("group.protocol", "classic")).lower() != "consumer":
         overrides = {"partition.assignment.strategy": "cooperative-sticky",
-                     "session.timeout.ms": session_timeout_ms, "heartbeat.interval.ms": 1_000,
+                     "session.timeout.ms": session_timeout_ms,
+                     "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
                      **overrides}
     return consumer_config(settings, group_id, **overrides)
 
