@@ -51,7 +51,9 @@ def test_ids_sort_by_submit_time(times: list[int]) -> None:
 
 
 @pytest.mark.parametrize("other", [
-    str(uuid.uuid4()), str(uuid.uuid1()), "not-a-uuid", "", "00000000-0000-0000-0000-000000000000",
+    "3cf0f577-9ea8-4884-9210-9427cd82c5d2",  # uuid4
+    "68df57de-f13d-11f1-85a0-02fc00000001",  # uuid1 (a time, but not milliseconds in front)
+    "not-a-uuid", "", "00000000-0000-0000-0000-000000000000",
 ])
 def test_other_ids_carry_no_submit_time(other: str) -> None:
     assert submitted_ms(other) is None
