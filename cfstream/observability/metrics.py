@@ -32,26 +32,30 @@ def new_registry(process_metrics: bool = True) -> CollectorRegistry:
     return registry
 
 
+def _counter(registry: CollectorRegistry, name: str, documentation: str,
+             *labels: str) -> Counter:
+    return Counter(name, documentation, labels, namespace=NAMESPACE, registry=registry)
+
+
+def _gauge(registry: CollectorRegistry, name: str, documentation: str, *labels: str) -> Gauge:
+    return Gauge(name, documentation, labels, namespace=NAMESPACE, registry=registry)
+
+
 class _CommonMetrics:
     """Series both services export: merges, what they gave up on, how far behind they read."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else new_registry()
         r = self.registry
-        self.dead_letters = Counter(
-            "dead_letters", "Records sent to the dead-letter topic, by reason.",
-            ["reason"], namespace=NAMESPACE, registry=r,
-        )
-        self.deferrals = Counter(
-            "deferrals",
+        self.dead_letters = _counter(
+            r, "dead_letters", "Records sent to the dead-letter topic, by reason.", "reason")
+        self.deferrals = _counter(
+            r, "deferrals",
             "Calls that replaced a pending call with the same defer key (debounced), by task and "
-            "where the replacement happened (processor table or backlog).",
-            ["task", "where"], namespace=NAMESPACE, registry=r,
-        )
-        self.consumer_lag = Gauge(
-            "consumer_lag", "Records between the committed offset and the end of the partition.",
-            ["topic", "partition"], namespace=NAMESPACE, registry=r,
-        )
+            "where the replacement happened (processor table or backlog).", "task", "where")
+        self.consumer_lag = _gauge(
+            r, "consumer_lag", "Records between the committed offset and the end of the partition.",
+            "topic", "partition")
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(lag, 0))
@@ -63,27 +67,19 @@ class ProcessorMetrics(_CommonMetrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         super().__init__(registry)
         r = self.registry
-        self.calls_received = Counter(
-            "calls_received", "Calls read from the calls topic, by task.",
-            ["task"], namespace=NAMESPACE, registry=r,
-        )
-        self.pending_keys = Gauge(
-            "pending_keys", "Calls waiting for their time, per calls-topic partition.",
-            ["partition"], namespace=NAMESPACE, registry=r,
-        )
-        self.fires = Counter(
-            "fires", "Calls whose time came and were handed to the workers.",
-            namespace=NAMESPACE, registry=r,
-        )
+        self.calls_received = _counter(
+            r, "calls_received", "Calls read from the calls topic, by task.", "task")
+        self.pending_keys = _gauge(
+            r, "pending_keys", "Calls waiting for their time, per calls-topic partition.",
+            "partition")
+        self.fires = _counter(r, "fires", "Calls whose time came and were handed to the workers.")
         self.fire_lateness = Histogram(
             "fire_lateness_seconds", "Seconds between a call's due time and its fire.",
             namespace=NAMESPACE, registry=r, buckets=LATENESS_BUCKETS,
         )
-        self.restore_remaining = Gauge(
-            "restore_remaining_records", "Changelog records a newly assigned partition has yet "
-            "to restore before it processes calls.", ["partition"], namespace=NAMESPACE,
-            registry=r,
-        )
+        self.restore_remaining = _gauge(
+            r, "restore_remaining_records", "Changelog records a newly assigned partition has yet "
+            "to restore before it processes calls.", "partition")
         self._received: dict[str, Any] = {}
         self._deferred: dict[str, Any] = {}
 
@@ -121,19 +117,13 @@ class WorkerMetrics(_CommonMetrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         super().__init__(registry)
         r = self.registry
-        self.executions_started = Counter(
-            "executions_started", "Executions a worker began, by task.",
-            ["task"], namespace=NAMESPACE, registry=r,
-        )
-        self.executions_succeeded = Counter(
-            "executions_succeeded", "Executions that returned, by task.",
-            ["task"], namespace=NAMESPACE, registry=r,
-        )
-        self.executions_failed = Counter(
-            "executions_failed", "Executions that raised (each attempt counts), by task.",
-            ["task"], namespace=NAMESPACE, registry=r,
-        )
-        self.retries = Counter(
-            "retries", "Failed attempts put back on the calls topic to run again, by task.",
-            ["task"], namespace=NAMESPACE, registry=r,
-        )
+        self.executions_started = _counter(
+            r, "executions_started", "Executions a worker began, by task.", "task")
+        self.executions_succeeded = _counter(
+            r, "executions_succeeded", "Executions that returned, by task.", "task")
+        self.executions_failed = _counter(
+            r, "executions_failed", "Executions that raised (each attempt counts), by task.",
+            "task")
+        self.retries = _counter(
+            r, "retries", "Failed attempts put back on the calls topic to run again, by task.",
+            "task")
