@@ -6,48 +6,38 @@
     with LocalBroker(sasl_users={"alice": "alice-secret"}) as broker:
         use(broker.sasl_bootstrap_servers) # SASL_PLAINTEXT, mechanism PLAIN, on another port
 
-``start``/``stop``/``status`` back ``cfstream kafka start|stop|status``. The JVM runs detached
-(own session), logs to ``<data-dir>/broker.log`` and is recorded in ``<data-dir>/broker.pid``.
+``start``/``stop``/``status`` back ``cfstream kafka start|stop|status``. The node's config is
+written by :mod:`cfstream.dev.properties`, its JVM run by :mod:`cfstream.dev.node`; the broker
+logs to ``<data-dir>/broker.log`` and is recorded in ``<data-dir>/broker.pid``.
 """
 
 from __future__ import annotations
 
-import base64
-import os
-import re
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-
-from cfstream.dev import jvm, procs
+from cfstream.dev import jvm, node, procs
 from cfstream.dev.jars import Notify, ensure_jars
-from cfstream.errors import ConfigurationError, KafkaUnavailable
+from cfstream.dev.properties import (
+    DEFAULT_SASL_USERS,
+    FILE_NAME,
+    check_sasl_users,
+    sasl_port_of,
+    server_properties,
+)
+from cfstream.errors import KafkaUnavailable
 
 DEFAULT_PORT = 9092
 DEFAULT_DATA_DIR = Path(".cfstream/kafka")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-# The optional SASL listener: its name is also its security protocol. PLAINTEXT stays the
-# inter-broker and controller side, so only clients authenticate.
-SASL_LISTENER = "SASL_PLAINTEXT"
-SASL_MECHANISM = "PLAIN"
-# `cfstream kafka start --sasl` without --sasl-user: a dev broker on loopback, not a secret.
-DEFAULT_SASL_USERS = {"cfstream": "cfstream-secret"}
-# JAAS option names are user_<name>; values are double-quoted (so no quote or backslash), and
-# Kafka reads server.properties as ISO-8859-1: printable ASCII only.
-_SASL_NAME = re.compile(r"[A-Za-z0-9._-]+")
-_SASL_PASSWORD = re.compile(r"[!#-\[\]-~]+")
+# A broker that failed to come up gets this long to stop on SIGTERM before SIGKILL.
+FAILED_START_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -66,91 +56,6 @@ class BrokerStatus:
     def sasl_bootstrap_servers(self) -> str | None:
         """The SASL_PLAINTEXT (PLAIN) listener's address, if the broker has one."""
         return f"{procs.HOST}:{self.sasl_port}" if self.running and self.sasl_port else None
-
-
-def check_sasl_users(users: Mapping[str, str]) -> dict[str, str]:
-    """``users`` as a dict; ConfigurationError unless each fits the broker's JAAS config."""
-    if not users:
-        raise ConfigurationError("a SASL listener needs at least one user")
-    for name, password in users.items():
-        if not _SASL_NAME.fullmatch(name):
-            raise ConfigurationError(
-                f"SASL user name {name!r} must be letters, digits, '.', '_' or '-'")
-        if not _SASL_PASSWORD.fullmatch(password):
-            raise ConfigurationError(
-                f"the password of SASL user {name!r} must be printable ASCII without spaces, "
-                "quotes or backslashes")
-    return dict(users)
-
-
-def server_properties(port: int, controller_port: int, data_dir: Path, *,
-                      sasl_port: int | None = None,
-                      sasl_users: Mapping[str, str] | None = None) -> str:
-    """The broker's config: one node that is its own controller, everything on 127.0.0.1.
-
-    With ``sasl_port``, a second client listener there takes SASL_PLAINTEXT with mechanism
-    PLAIN, for ``sasl_users`` (name -> password).
-    """
-    host = procs.HOST
-    listeners = f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}"
-    advertised = f"PLAINTEXT://{host}:{port}"
-    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
-    sasl = ""
-    if sasl_port is not None:
-        users = check_sasl_users(sasl_users if sasl_users is not None else DEFAULT_SASL_USERS)
-        listeners += f",{SASL_LISTENER}://{host}:{sasl_port}"
-        advertised += f",{SASL_LISTENER}://{host}:{sasl_port}"
-        protocols += f",{SASL_LISTENER}:SASL_PLAINTEXT"
-        prefix = f"listener.name.{SASL_LISTENER.lower()}"
-        jaas = "org.apache.kafka.common.security.plain.PlainLoginModule required " + " ".join(
-            f'user_{name}="{password}"' for name, password in users.items()) + ";"
-        sasl = f"""\
-# Clients may also connect to {SASL_LISTENER} and authenticate with {SASL_MECHANISM}.
-sasl.enabled.mechanisms={SASL_MECHANISM}
-{prefix}.sasl.enabled.mechanisms={SASL_MECHANISM}
-{prefix}.plain.sasl.jaas.config={jaas}
-"""
-    return f"""\
-# Written by `cfstream kafka start` at every start: edits here are overwritten.
-process.roles=broker,controller
-node.id=1
-# A static one-voter quorum: the controller port may change between restarts.
-controller.quorum.voters=1@{host}:{controller_port}
-listeners={listeners}
-advertised.listeners={advertised}
-listener.security.protocol.map={protocols}
-inter.broker.listener.name=PLAINTEXT
-controller.listener.names=CONTROLLER
-log.dirs={data_dir / "logs"}
-num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-# Internal topics must fit one broker, or groups and transactions hang.
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=10
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-# Tests join groups constantly; Kafka's 3 s default only adds waiting on one node.
-group.initial.rebalance.delay.ms=0
-# Kafka's default, kept: consumers may subscribe before a topic exists.
-# cfstream creates its own topics explicitly with the partition count it needs.
-auto.create.topics.enable=true
-# The cleaner's 128 MiB default buffer is heap the dev broker doesn't need.
-log.cleaner.dedupe.buffer.size=33554432
-{sasl}"""
-
-
-def sasl_port_of(data_dir: Path) -> int | None:
-    """The SASL listener's port in ``data_dir``'s server.properties (written at every start)."""
-    try:
-        text = (data_dir / "server.properties").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"^listeners=.*\b{SASL_LISTENER}://[^,:]+:(\d+)", text, re.MULTILINE)
-    return int(match.group(1)) if match else None
 
 
 def status(data_dir: Path | str = DEFAULT_DATA_DIR) -> BrokerStatus:
@@ -183,73 +88,75 @@ def start(
     one already runs on this data dir. Raises KafkaUnavailable saying what to do.
     """
     sasl = sasl or bool(sasl_port) or sasl_users is not None
-    if sasl:
-        sasl_users = check_sasl_users(sasl_users if sasl_users is not None
-                                      else DEFAULT_SASL_USERS)
+    users = check_sasl_users(sasl_users if sasl_users is not None
+                             else DEFAULT_SASL_USERS) if sasl else None
     path = Path(data_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
     current = status(path)
     if current.running:
-        if port and port != current.port:
-            raise KafkaUnavailable(
-                f"A broker for {path} already runs on port {current.port} (pid {current.pid}); "
-                f"stop it first with `cfstream kafka stop --data-dir {path}`."
-            )
-        if sasl and (current.sasl_port is None or (sasl_port and sasl_port != current.sasl_port)):
-            where = (f"its SASL listener on port {current.sasl_port}" if current.sasl_port
-                     else "no SASL listener")
-            raise KafkaUnavailable(
-                f"A broker for {path} already runs on port {current.port} with {where} "
-                f"(pid {current.pid}); stop it first with "
-                f"`cfstream kafka stop --data-dir {path}`."
-            )
+        _check_same_broker(current, port, sasl, sasl_port)
         return current
     procs.remove_pid(path)  # stale: its process is gone
+    port, sasl_port = _check_ports(port, sasl_port)
+    java = jvm.find_java()
+    lib = ensure_jars(notify=notify)
+    # Free ports are drawn after the (maybe long) jar download, so they are still free.
+    ports = _draw_ports(port, sasl_port, sasl)
+    props = path / FILE_NAME
+    props.write_text(server_properties(ports.port, ports.controller_port, path,
+                                       sasl_port=ports.sasl_port, sasl_users=users))
+    if not node.is_formatted(path):
+        node.format_storage(java, lib, props, path)
+    pid = _run(java, lib, props, path, ports, time.monotonic() + timeout)
+    return BrokerStatus(running=True, data_dir=path, pid=pid, port=ports.port,
+                        sasl_port=ports.sasl_port)
+
+
+@dataclass(frozen=True)
+class _Ports:
+    port: int
+    controller_port: int
+    sasl_port: int | None
+
+
+def _check_same_broker(current: BrokerStatus, port: int | None, sasl: bool,
+                       sasl_port: int | None) -> None:
+    """KafkaUnavailable unless the broker running on the data dir is the one asked for."""
+    path = current.data_dir
+    if port and port != current.port:
+        raise KafkaUnavailable(
+            f"A broker for {path} already runs on port {current.port} (pid {current.pid}); "
+            f"stop it first with `cfstream kafka stop --data-dir {path}`."
+        )
+    if sasl and (current.sasl_port is None or (sasl_port and sasl_port != current.sasl_port)):
+        where = (f"its SASL listener on port {current.sasl_port}" if current.sasl_port
+                 else "no SASL listener")
+        raise KafkaUnavailable(
+            f"A broker for {path} already runs on port {current.port} with {where} "
+            f"(pid {current.pid}); stop it first with `cfstream kafka stop --data-dir {path}`."
+        )
+
+
+def _check_ports(port: int | None, sasl_port: int | None) -> tuple[int, int | None]:
+    """The ports asked for, each checked free; a free PLAINTEXT port if none was."""
     if not port:  # None or 0: any free port
         port = procs.free_port()
     else:
         _check_free(port, "--port")
-    if sasl and sasl_port:
+    if sasl_port:
         if sasl_port == port:
             raise KafkaUnavailable(f"The SASL port must differ from the PLAINTEXT port {port}.")
         _check_free(sasl_port, "--sasl-port")
-    java = jvm.find_java()
-    lib = ensure_jars(notify=notify)
+    return port, sasl_port or None
+
+
+def _draw_ports(port: int, sasl_port: int | None, sasl: bool) -> _Ports:
+    """A free controller port, and a free SASL port if one is needed and none was asked for."""
     taken = {port}
     if sasl:
         sasl_port = sasl_port or _free_port_besides(taken)
         taken.add(sasl_port)
-    else:
-        sasl_port = None
-    controller_port = _free_port_besides(taken)
-    props = path / "server.properties"
-    props.write_text(server_properties(port, controller_port, path, sasl_port=sasl_port,
-                                       sasl_users=sasl_users))
-    if not (path / "logs" / "meta.properties").exists():
-        _format(java, lib, props, path)
-
-    flags, pending = jvm.archive_flags(java, lib)
-    cmd = [*jvm.base_command(java, lib), *flags, "kafka.Kafka", str(props)]
-    with open(path / procs.LOG_FILE, "a") as log:
-        sasl_note = f" sasl_port={sasl_port}" if sasl_port else ""
-        log.write(f"{procs.START_MARK} {datetime.now().isoformat(timespec='seconds')} "
-                  f"port={port}{sasl_note} -----\n{' '.join(cmd)}\n")
-        log.flush()
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=path, start_new_session=True, close_fds=True,
-        )
-    pending_str = str(pending) if pending else None
-    procs.write_pid(path, procs.PidRecord(proc.pid, port, controller_port, pending_str))
-    try:
-        _wait_ready(proc, port, path, time.monotonic() + timeout, sasl_port)
-    except BaseException:
-        _terminate(proc.pid, path, grace=5.0)
-        procs.remove_pid(path)
-        jvm.promote_archive(pending, keep=False)
-        raise
-    return BrokerStatus(running=True, data_dir=path, pid=proc.pid, port=port,
-                        sasl_port=sasl_port)
+    return _Ports(port, _free_port_besides(taken), sasl_port if sasl else None)
 
 
 def _check_free(port: int, option: str) -> None:
@@ -268,6 +175,24 @@ def _free_port_besides(taken: set[int]) -> int:
     return port
 
 
+def _run(java: jvm.Java, lib: Path, props: Path, data_dir: Path, ports: _Ports,
+         deadline: float) -> int:
+    """Launch the node and record it in the pid file; its pid once it answers. A node that
+    does not come up is stopped and forgotten again."""
+    sasl_note = f" sasl_port={ports.sasl_port}" if ports.sasl_port else ""
+    proc, pending = node.launch(java, lib, props, data_dir, f"port={ports.port}{sasl_note}")
+    procs.write_pid(data_dir, procs.PidRecord(proc.pid, ports.port, ports.controller_port,
+                                              str(pending) if pending else None))
+    try:
+        node.wait_ready(proc, ports.port, data_dir, deadline, ports.sasl_port)
+    except BaseException:
+        node.terminate(proc.pid, data_dir, grace=FAILED_START_GRACE_S)
+        procs.remove_pid(data_dir)
+        jvm.promote_archive(pending, keep=False)
+        raise
+    return proc.pid
+
+
 def stop(data_dir: Path | str = DEFAULT_DATA_DIR, *, timeout: float = STOP_TIMEOUT_S) -> bool:
     """SIGTERM the broker of ``data_dir`` (SIGKILL after ``timeout``); False if none ran."""
     path = Path(data_dir).resolve()
@@ -277,7 +202,7 @@ def stop(data_dir: Path | str = DEFAULT_DATA_DIR, *, timeout: float = STOP_TIMEO
     was_running = procs.is_our_broker(record.pid, path)
     clean = True
     if was_running:
-        clean = _terminate(record.pid, path, grace=timeout)
+        clean = node.terminate(record.pid, path, grace=timeout)
     pending = Path(record.pending_archive) if record.pending_archive else None
     jvm.promote_archive(pending, keep=clean)
     procs.remove_pid(path)
@@ -337,104 +262,3 @@ class LocalBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def new_cluster_id() -> str:
-    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
-
-    Drawn again when it starts with "-" (1 in 64), as Kafka's own Uuid.randomUuid() does: the
-    storage tool would read such an id as an option.
-    """
-    while True:
-        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not text.startswith("-"):
-            return text
-
-
-def _format(java: jvm.Java, lib: Path, props: Path, data_dir: Path) -> None:
-    archive = jvm.class_archive(java, lib)
-    cds = [f"-XX:SharedArchiveFile={archive}"] if archive.is_file() else []
-    cmd = [*jvm.base_command(java, lib), *cds, "kafka.tools.StorageTool", "format",
-           "-t", new_cluster_id(), "-c", str(props)]
-    done = subprocess.run(  # noqa: S603 - fixed argv, no shell
-        cmd, capture_output=True, text=True, timeout=120, check=False, cwd=data_dir
-    )
-    if done.returncode != 0:
-        output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-30:])
-        raise KafkaUnavailable(
-            f"Formatting Kafka storage in {data_dir} failed (exit {done.returncode}):\n{output}\n"
-            "If the data dir holds an old or broken broker, delete it and start again."
-        )
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, data_dir: Path, deadline: float,
-                sasl_port: int | None = None) -> None:
-    """Until the broker answers a metadata request with itself in it (and the SASL listener
-    accepts connections), or died, or the deadline."""
-
-    def check_exit() -> None:
-        if proc.poll() is not None:
-            raise KafkaUnavailable(
-                f"The Kafka broker exited during start (exit code {proc.returncode}). "
-                f"Last lines of {data_dir / procs.LOG_FILE}:\n{procs.log_tail(data_dir)}"
-            )
-
-    # Plain TCP first: librdkafka would log every refused connection while the JVM boots.
-    while not procs.accepts(port):
-        check_exit()
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    # log_level 0: failures surface as exceptions here, not as lines on the user's terminal.
-    admin = AdminClient({"bootstrap.servers": f"{procs.HOST}:{port}", "log_level": 0})
-    while time.monotonic() < deadline:
-        check_exit()
-        try:
-            if admin.list_topics(timeout=max(0.1, min(2.0, deadline - time.monotonic()))).brokers:
-                break
-        except KafkaException:
-            pass
-        time.sleep(0.05)
-    else:
-        check_exit()
-        raise KafkaUnavailable(
-            f"The Kafka broker on port {port} did not answer within the start deadline. "
-            f"Last lines of {data_dir / procs.LOG_FILE}:\n{procs.log_tail(data_dir)}"
-        )
-    # Listeners open together; this only covers a SASL port that fails to bind.
-    while sasl_port is not None and not procs.accepts(sasl_port):
-        check_exit()
-        if time.monotonic() > deadline:
-            raise KafkaUnavailable(
-                f"The Kafka broker's SASL listener on port {sasl_port} did not open within the "
-                f"start deadline. Last lines of {data_dir / procs.LOG_FILE}:\n"
-                f"{procs.log_tail(data_dir)}"
-            )
-        time.sleep(0.05)
-
-
-def _terminate(pid: int, data_dir: Path, grace: float) -> bool:
-    """SIGTERM, wait ``grace`` s, then SIGKILL. True if it exited on SIGTERM."""
-    if not procs.is_our_broker(pid, data_dir):
-        return True
-    signal_sent = _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while signal_sent and procs.alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not procs.alive(pid):
-        return True
-    _signal(pid, signal.SIGKILL)
-    kill_deadline = time.monotonic() + 10.0
-    while procs.alive(pid) and time.monotonic() < kill_deadline:
-        time.sleep(0.05)
-    if procs.alive(pid):
-        raise KafkaUnavailable(f"Kafka broker pid {pid} survived SIGKILL; check it by hand")
-    return False
-
-
-def _signal(pid: int, sig: signal.Signals) -> bool:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    return True

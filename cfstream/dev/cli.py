@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cfstream.dev import broker
+from cfstream.dev import broker, properties
 from cfstream.dev.jars import KAFKA_VERSION
 from cfstream.errors import ConfigurationError, KafkaUnavailable
 
@@ -49,7 +49,7 @@ def start(
     sasl_user: Annotated[list[str] | None, typer.Option(
         "--sasl-user", metavar="NAME=PASSWORD",
         help="A user of the SASL listener (repeatable); implies --sasl. Default: "
-             + ", ".join(f"{n}={p}" for n, p in broker.DEFAULT_SASL_USERS.items()) + ".",
+             + ", ".join(f"{n}={p}" for n, p in properties.DEFAULT_SASL_USERS.items()) + ".",
     )] = None,
 ) -> None:
     """Start the broker in the background and print its (PLAINTEXT) bootstrap address."""
@@ -76,7 +76,8 @@ def start(
         _err.print(f"Kafka broker started (pid {started.pid}, data dir {started.data_dir}, "
                    f"log {started.data_dir / 'broker.log'}).", highlight=False)
     if started.sasl_bootstrap_servers:
-        names = "" if before.running else " for " + ", ".join(users or broker.DEFAULT_SASL_USERS)
+        named = users or properties.DEFAULT_SASL_USERS
+        names = "" if before.running else " for " + ", ".join(named)
         _err.print(f"SASL_PLAINTEXT (PLAIN) listener on {started.sasl_bootstrap_servers}{names}.",
                    markup=False, highlight=False)
     # stdout carries only the address: `export CFSTREAM_BOOTSTRAP_SERVERS=$(cfstream kafka start)`.

@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from cfstream.cli import app
-from cfstream.dev import broker, jars, jvm, procs
+from cfstream.dev import broker, jars, jvm, node, procs, properties
 from cfstream.errors import ConfigurationError, KafkaUnavailable
 
 
@@ -39,7 +39,7 @@ def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_server_properties(tmp_path: Path) -> None:
-    text = broker.server_properties(19092, 19093, tmp_path)
+    text = properties.server_properties(19092, 19093, tmp_path)
     props = dict(line.split("=", 1) for line in text.splitlines() if line and line[0] != "#")
     assert props["process.roles"] == "broker,controller"
     assert props["node.id"] == "1"
@@ -60,7 +60,7 @@ def _props(text: str) -> dict[str, str]:
 
 
 def test_server_properties_with_a_sasl_listener(tmp_path: Path) -> None:
-    props = _props(broker.server_properties(
+    props = _props(properties.server_properties(
         19092, 19093, tmp_path, sasl_port=19094, sasl_users={"alice": "a-secret", "bob": "b!"}))
     assert props["listeners"] == ("PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093,"
                                   "SASL_PLAINTEXT://127.0.0.1:19094")
@@ -76,10 +76,10 @@ def test_server_properties_with_a_sasl_listener(tmp_path: Path) -> None:
     assert props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] == (
         'org.apache.kafka.common.security.plain.PlainLoginModule required '
         'user_alice="a-secret" user_bob="b!";')
-    default = _props(broker.server_properties(19092, 19093, tmp_path, sasl_port=19094))
+    default = _props(properties.server_properties(19092, 19093, tmp_path, sasl_port=19094))
     assert 'user_cfstream="cfstream-secret";' in (
         default["listener.name.sasl_plaintext.plain.sasl.jaas.config"])
-    plain = broker.server_properties(19092, 19093, tmp_path)
+    plain = properties.server_properties(19092, 19093, tmp_path)
     assert "SASL" not in plain and "sasl" not in plain
 
 
@@ -89,19 +89,19 @@ def test_server_properties_with_a_sasl_listener(tmp_path: Path) -> None:
 ])
 def test_sasl_users_must_fit_the_jaas_config(users: dict[str, str], tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError):
-        broker.check_sasl_users(users)
+        properties.check_sasl_users(users)
     with pytest.raises(ConfigurationError):  # before anything is started or written
         broker.start(None, tmp_path / "data", sasl_users=users)
     assert not (tmp_path / "data").exists()
 
 
 def test_sasl_port_is_read_back_from_the_config(tmp_path: Path) -> None:
-    assert broker.sasl_port_of(tmp_path) is None
+    assert properties.sasl_port_of(tmp_path) is None
     (tmp_path / "server.properties").write_text(
-        broker.server_properties(1, 2, tmp_path, sasl_port=3))
-    assert broker.sasl_port_of(tmp_path) == 3
-    (tmp_path / "server.properties").write_text(broker.server_properties(1, 2, tmp_path))
-    assert broker.sasl_port_of(tmp_path) is None
+        properties.server_properties(1, 2, tmp_path, sasl_port=3))
+    assert properties.sasl_port_of(tmp_path) == 3
+    (tmp_path / "server.properties").write_text(properties.server_properties(1, 2, tmp_path))
+    assert properties.sasl_port_of(tmp_path) is None
 
 
 def test_cli_refuses_a_sasl_user_without_a_password(tmp_path: Path) -> None:
@@ -121,14 +121,14 @@ def test_parse_java_version(text: str, version: int | None) -> None:
 
 
 def test_cluster_id_is_kafka_uuid_text() -> None:
-    assert len(broker.new_cluster_id()) == 22
+    assert len(node.new_cluster_id()) == 22
 
 
 def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
     """The storage tool reads "-AAAA..." as an option: such a draw is drawn again."""
     draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=bytes(16))])
-    monkeypatch.setattr(broker.uuid, "uuid4", lambda: next(draws))
-    assert broker.new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
+    monkeypatch.setattr(node.uuid, "uuid4", lambda: next(draws))
+    assert node.new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
 
 
 # ---- errors --------------------------------------------------------------------------------
@@ -214,8 +214,8 @@ def test_broker_exiting_during_start_shows_its_log(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "meta.properties").write_text(
-        f"version=1\ncluster.id={broker.new_cluster_id()}\nnode.id=7\n"
-        f"directory.id={broker.new_cluster_id()}\n")
+        f"version=1\ncluster.id={node.new_cluster_id()}\nnode.id=7\n"
+        f"directory.id={node.new_cluster_id()}\n")
     with pytest.raises(KafkaUnavailable, match="exited during start") as info:
         broker.start(None, tmp_path)
     assert "Last lines of" in str(info.value)
