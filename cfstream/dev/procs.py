@@ -1,4 +1,5 @@
-"""The broker process on disk: its pid file, liveness checks and ports on the loopback interface."""
+"""Processes on this machine: the broker's pid file, liveness checks, /proc readings, ports on
+the loopback interface, and the tails of log files."""
 
 from __future__ import annotations
 
@@ -106,11 +107,32 @@ def accepts(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def proc_status_kib(pid: int, field_name: str) -> int | None:
+    """A ``VmRSS``/``VmHWM``-style line of /proc/PID/status, in KiB; None without one."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def last_lines(path: Path, lines: int, since: str | None = None) -> str | None:
+    """The last ``lines`` lines of the text file ``path``; with ``since``, only of those after
+    the last line holding it. None if the file cannot be read."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    if since is not None and since in text:
+        text = text.rsplit(since, 1)[1].partition("\n")[2]
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def log_tail(data_dir: Path, lines: int = 30) -> str:
     """The last lines the broker wrote since the latest start."""
-    try:
-        text = (data_dir / LOG_FILE).read_text(errors="replace")
-    except OSError:
+    tail = last_lines(data_dir / LOG_FILE, lines, since=START_MARK)
+    if tail is None:
         return "(no broker.log)"
-    current = text.rsplit(START_MARK, 1)[-1].splitlines()[1:]
-    return "\n".join(current[-lines:]) or "(broker.log is empty)"
+    return tail or "(broker.log is empty)"
