@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from cfstream.dev.services import pythonpath
+
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +31,7 @@ ARGS = ["--calls", "3000", "--keys", "300", "--rate", "30", "--processor-kills",
 def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     summary_path = tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CFSTREAM_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
+    env["PYTHONPATH"] = pythonpath(REPO)
     log = (tmp_path / "harness.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.chaos", *ARGS, "--workdir", str(tmp_path / "run"),

@@ -20,12 +20,12 @@ class Pipeline(harness.Pipeline):
 def start_console(services: Services, name: str = "console", *args: str,
                   timeout: float = 60) -> str:
     """Start ``cfstream console --port 0`` and return its URL, read from its log."""
-    proc = services.start(name, ["console", "--port", "0", *args])
+    console = services.start(name, ["console", "--port", "0", *args])
     deadline = time.monotonic() + timeout
     while True:
         found = re.search(r"console on (http://\S+)", services.log(name))
         if found:
             return found.group(1)
-        assert proc.poll() is None, services.log(name)[-3000:]
+        assert console.running, services.log(name)[-3000:]
         assert time.monotonic() < deadline, f"console did not start: {services.log(name)}"
         time.sleep(0.1)

@@ -48,7 +48,7 @@ def test_the_page_updates_again_after_the_broker_restarts(tmp_path: Path, page: 
         expect(page.locator("#recent tbody tr", has_text="after")).not_to_have_count(0)
         expect(page.locator("#errors li")).to_have_count(0, timeout=TIMEOUT_MS)
         assert page.evaluate("window.__same_page") is True
-        assert services.procs["console"].poll() is None
+        assert services.started["console"].running
     finally:
         client.close()
         services.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -152,6 +151,5 @@ def test_a_screenshot_of_a_burst_collapsing(pipeline: Pipeline, page: Any,
 
 
 def test_the_console_stops_on_sigterm(pipeline: Pipeline) -> None:
-    proc = pipeline.services.procs["console"]
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0, pipeline.services.log("console")[-3000:]
+    assert pipeline.services.started["console"].stop(timeout=30) == 0, (
+        pipeline.services.log("console")[-3000:])

@@ -80,14 +80,14 @@ def faust_app(pipeline_factory: Any, admin: AdminClient,
     created = admin.create_topics([NewTopic(t, 1, 1) for t in topics.values()])
     for future in created.values():
         future.result(30)
-    proc = pipeline.services.start(
+    faust_worker = pipeline.services.start(
         "faust", ["worker", "--loglevel", "info"], command=[sys.executable, str(APP)],
         FAUST_APP_ID=f"{prefix}-faust",
         **{f"FAUST_{name.upper()}": topic for name, topic in topics.items()})
 
     def alive() -> None:
-        if proc.poll() is not None:
-            raise AssertionError(f"the faust worker exited with {proc.returncode}:\n"
+        if not faust_worker.running:
+            raise AssertionError(f"the faust worker exited with {faust_worker.returncode}:\n"
                                  + pipeline.services.log("faust")[-5000:])
 
     def reader(topic: str) -> Topic:

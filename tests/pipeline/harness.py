@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cfstream as cf
+from cfstream.dev import services
 from cfstream.events.tail import tail
 from cfstream.settings import Settings
 
@@ -24,65 +22,19 @@ HERE = Path(__file__).parent
 READY_TIMEOUT = 120
 # How late a start may be after its due time on a loaded 2-core machine; typical is ~50 ms.
 LATE_MS = 2000
-CFSTREAM = [sys.executable, "-m", "cfstream"]
+TASK_MODULES = ("pipeline_tasks",)
 Event = dict[str, Any]
 
 
-class Services:
-    """Starts cfstream processes for one topic prefix and stops them all at the end."""
+class Services(services.Services):
+    """The pipeline tests' services: their task modules on the path, workers of 4 slots."""
 
     def __init__(self, settings: Settings, workdir: Path) -> None:
-        self.settings = settings
-        self.workdir = workdir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        super().__init__(settings, workdir, import_paths=[HERE], worker_modules=TASK_MODULES)
 
-    def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update({
-            **self.settings.to_env(),
-            "CFSTREAM_HTTP_PORT": "0",
-            "CFSTREAM_SHUTDOWN_TIMEOUT": "10",
-            "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
-        })
-        env.update(extra)
-        return env
-
-    def start(self, name: str, args: list[str], command: list[str] = CFSTREAM,
-              **env: str) -> subprocess.Popen[bytes]:
-        """``command + args`` (``python -m cfstream`` by default), logging to ``<name>.log``."""
-        log = (self.workdir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(command + args, env=self.env(**env), stdout=log,
-                                stderr=subprocess.STDOUT, cwd=self.workdir)
-        self.procs[name] = proc
-        return proc
-
-    def processor(self, name: str = "processor", **env: str) -> subprocess.Popen[bytes]:
-        state = self.workdir / f"state-{name}"
-        return self.start(name, ["processor"], CFSTREAM_STATE_DIR=str(state), **env)
-
-    def worker(self, name: str = "worker", concurrency: int = 4,
-               modules: tuple[str, ...] = ("pipeline_tasks",),
-               **env: str) -> subprocess.Popen[bytes]:
-        return self.start(name, ["worker", *modules],
-                          CFSTREAM_WORKER_CONCURRENCY=str(concurrency), **env)
-
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        proc = self.procs.pop(name)
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                return proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                return proc.wait()
-        return proc.returncode
-
-    def log(self, name: str) -> str:
-        return (self.workdir / f"{name}.log").read_text(errors="replace")
-
-    def close(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
+    def worker(self, name: str = "worker", modules: Sequence[str] | None = None,
+               concurrency: int | None = 4, **env: str) -> services.Service:
+        return super().worker(name, modules, concurrency, **env)
 
 
 class EventLog:

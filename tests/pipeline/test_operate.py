@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 import uuid
@@ -13,13 +12,9 @@ from harness import PipelineFactory
 from pipeline_tasks import notify_update
 from prometheus_client.parser import text_string_to_metric_families
 
+from cfstream.dev.procs import free_port
+
 pytestmark = pytest.mark.kafka
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(url: str) -> tuple[int, str]:

@@ -558,15 +558,15 @@ class DeadLetters:
 
 
 def alive(pipeline: Any) -> None:
-    for name, proc in pipeline.services.procs.items():
-        assert proc.poll() is None, (
-            f"{name} exited with {proc.returncode}:\n{pipeline.services.log(name)[-4000:]}")
+    for name, service in pipeline.services.started.items():
+        assert service.running, (
+            f"{name} exited with {service.returncode}:\n{pipeline.services.log(name)[-4000:]}")
 
 
 def errors_logged(pipeline: Any) -> str:
     """The last errors each process logged (a crashed process says why)."""
     out = []
-    for name in pipeline.services.procs:
+    for name in pipeline.services.started:
         lines = [line[:300] for line in pipeline.services.log(name).splitlines()
                  if " ERROR " in line or "CRITICAL" in line or "Crashed" in line]
         out.append(f"{name}: {len(lines)} error lines; the last ones:\n  "

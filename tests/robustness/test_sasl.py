@@ -5,7 +5,6 @@ is the only address they are given; and what a wrong password does."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -102,7 +101,7 @@ def test_a_delayed_deferred_call_runs_end_to_end_over_sasl(
         assert ran["ts_ms"] >= scheduled["due_ms"]
         assert time.time() - started < 30
         for name in ("processor", "worker"):
-            assert services.procs[name].poll() is None, services.log(name)[-3000:]
+            assert services.started[name].running, services.log(name)[-3000:]
     finally:
         events.close()
         client.close()
@@ -135,11 +134,8 @@ def bad_login(sasl_broker: LocalBroker,
         error = exc.with_traceback(None)  # its frames hold the client's Kafka handles
     seconds = time.monotonic() - began
     codes: dict[str, int | None] = {}
-    for name, proc in services.procs.items():
-        try:
-            codes[name] = proc.wait(max(1.0, FAIL_TIMEOUT - (time.monotonic() - began)))
-        except subprocess.TimeoutExpired:
-            codes[name] = None
+    for name, service in services.started.items():
+        codes[name] = service.wait(max(1.0, FAIL_TIMEOUT - (time.monotonic() - began)))
     try:
         yield BadLogin(error, seconds, services, codes)
     finally:
