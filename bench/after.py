@@ -48,7 +48,7 @@ from bench import env
 from bench.profiling import Profiler, by_thread
 from bench.waiting import stop
 from cfstream.client import Client
-from cfstream.clock import CLOCK_MARGIN_MS
+from cfstream.clock import CLOCK_MARGIN_MS, now_ms
 from cfstream.errors import ExecutionFailed
 from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
@@ -182,7 +182,7 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     result = env.Result("after")
     settings = env.new_settings(bootstrap, "after")
     rng = random.Random(SEED)
-    now = env.now_ms()
+    now = now_ms()
     # Every event of the "now" set is stamped before it is written (the chains end last).
     now_base = now - SPREAD_MS - 8 * 200 - 1_000
     sets: dict[str, dict[str, Any]] = {}
@@ -272,12 +272,9 @@ def run_child(settings: Settings, role: str, args: dict[str, Any], cap: float, n
               profiler: Profiler | None = None) -> dict[str, Any]:
     """Starts ``role``, lets it go once it is ready (and the profiler attached), logs its
     progress; its ``done`` report, or one made of its last progress if it had to be killed."""
-    child_env = {**os.environ, **settings.to_env(),
-                 "PYTHONPATH": os.pathsep.join(
-                     p for p in [str(env.REPO), os.environ.get("PYTHONPATH", "")] if p)}
     proc = subprocess.Popen([sys.executable, "-m", "bench.after", role, json.dumps(args)],
-                            env=child_env, cwd=env.REPO, text=True, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE)
+                            env=env.child_env(settings), cwd=env.REPO, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdin is not None
     lines: list[str] = []
     got = threading.Condition()

@@ -31,7 +31,7 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     total = int(rate * seconds)
     result = env.Result("e2e")
     settings = env.new_settings(bootstrap, "e2e")
-    services = env.Services(settings, workdir)
+    services = env.services(settings, workdir)
     client = Client(settings)
     events = env.LatencyReader(settings, settings.events_topic)
     executions = env.LatencyReader(settings, settings.executions_topic)

@@ -1,8 +1,9 @@
 """What every benchmark needs: a broker, topic prefixes, cfstream processes, raw Kafka clients,
-offsets, memory and disk readings, percentiles.
+offsets, disk readings, percentiles.
 
 Nothing here changes cfstream: the processor and worker run as the real ``python -m cfstream``
-subprocesses, configured only through ``CFSTREAM_*`` variables, the way a deployment runs them.
+subprocesses (:mod:`cfstream.dev.services`), configured only through ``CFSTREAM_*`` variables,
+the way a deployment runs them.
 """
 
 from __future__ import annotations
@@ -10,15 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,18 +24,17 @@ from typing import Any
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from cfstream.dev.services import Services, pythonpath
 from cfstream.kafka.config import admin_config, consumer_config, producer_config
 from cfstream.kafka.retry import settled
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
-CFSTREAM = [sys.executable, "-m", "cfstream"]
+TASKS_MODULE = "bench.bench_tasks"
 # Partitions of the calls/executions topics in every benchmark: the pipeline tests' count. Four
 # RocksDB stores are what a 2-core box handles without the benchmark measuring store juggling.
 PARTITIONS = 4
-# A cold processor joins the group and creates its changelog before it is ready.
-READY_TIMEOUT = 180.0
 # A phase longer than this says how far it got, this often, so a long run is seen to move.
 PROGRESS_INTERVAL = 5.0
 
@@ -77,16 +72,6 @@ class Progress:
                 f"{elapsed:.0f}s, {self.done / max(elapsed, 1e-9):,.0f}/s")
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100), nearest rank; NaN for no values."""
     if not values:
@@ -108,17 +93,6 @@ def dir_bytes(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += (Path(root) / name).stat().st_size
     return total
-
-
-def proc_status_kib(pid: int, field_name: str) -> int | None:
-    """A ``VmRSS``/``VmHWM``-style line of /proc/PID/status, in KiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 # -- the broker and one prefix per benchmark ------------------------------------------------------
@@ -195,114 +169,16 @@ class GroupOffsets:
 
 # -- cfstream processes -----------------------------------------------------------------------------
 
-@dataclass
-class Service:
-    name: str
-    proc: subprocess.Popen[bytes]
-    http_port: int
-    log_path: Path
-    state_dir: Path | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def readyz(self) -> int | None:
-        """/readyz's status; None while it does not answer."""
-        url = f"http://127.0.0.1:{self.http_port}/readyz"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-        except (OSError, ValueError):
-            return None
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> float:
-        """Seconds until /readyz answered 200; RuntimeError if the process died or timed out."""
-        started = last = time.monotonic()
-        while (now := time.monotonic()) - started < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: "
-                                   f"{self.tail()}")
-            if self.readyz() == 200:
-                return time.monotonic() - started
-            if now - last >= PROGRESS_INTERVAL:
-                last = now
-                log(f"{self.name}: not ready yet after {now - started:.0f}s (restoring?)")
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} not ready within {timeout}s: {self.tail()}")
-
-    def rss_kib(self) -> int | None:
-        return proc_status_kib(self.pid, "VmRSS")
-
-    def hwm_kib(self) -> int | None:
-        return proc_status_kib(self.pid, "VmHWM")
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait()
+def services(settings: Settings, workdir: Path) -> Services:
+    """cfstream processes for one benchmark: the bench package importable, and each serving
+    /readyz and /metrics on a port of its own."""
+    return Services(settings, workdir, import_paths=[REPO], worker_modules=[TASKS_MODULE],
+                    serve_http=True, notify=log)
 
 
-class Services:
-    """cfstream subprocesses for one prefix; all stopped by :meth:`close`."""
-
-    def __init__(self, settings: Settings, workdir: Path) -> None:
-        self.settings = settings
-        self.workdir = workdir
-        self.running: list[Service] = []
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update({
-            **self.settings.to_env(),
-            "CFSTREAM_SHUTDOWN_TIMEOUT": "10",
-            "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p),
-        })
-        env.update(extra)
-        return env
-
-    def start(self, name: str, args: list[str], state_dir: Path | None = None,
-              **extra: str) -> Service:
-        port = free_port()
-        log_path = self.workdir / f"{name}.log"
-        env = self.env(CFSTREAM_HTTP_PORT=str(port), **extra)
-        if state_dir is not None:
-            env["CFSTREAM_STATE_DIR"] = str(state_dir)
-        with log_path.open("ab") as out:
-            proc = subprocess.Popen(CFSTREAM + args, env=env, stdout=out,
-                                    stderr=subprocess.STDOUT, cwd=self.workdir)
-        service = Service(name, proc, port, log_path, state_dir)
-        self.running.append(service)
-        return service
-
-    def processor(self, name: str = "processor", state_dir: Path | None = None,
-                  **extra: str) -> Service:
-        return self.start(name, ["processor"], state_dir or self.workdir / f"state-{name}",
-                          **extra)
-
-    def worker(self, name: str = "worker", **extra: str) -> Service:
-        return self.start(name, ["worker", "bench.bench_tasks"], None, **extra)
-
-    def stop(self, service: Service) -> None:
-        service.stop()
-        if service in self.running:
-            self.running.remove(service)
-
-    def close(self) -> None:
-        for service in list(self.running):
-            self.stop(service)
+def child_env(settings: Settings) -> dict[str, str]:
+    """For a ``python -m bench.*`` child: this environment, the settings, the bench package."""
+    return {**os.environ, **settings.to_env(), "PYTHONPATH": pythonpath(REPO)}
 
 
 # -- raw Kafka --------------------------------------------------------------------------------------

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from confluent_kafka.admin import AdminClient
 
 from bench import calls, env, scale
 from cfstream.client import Client
+from cfstream.clock import now_ms
+from cfstream.dev.services import Service
 from cfstream.kafka.config import admin_config
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
@@ -40,6 +42,7 @@ KILL_AFTER_S = 6.0
 SURVIVOR_WINDOW_MS = 20_000
 TAKEOVER_TARGET_S = 15.0
 SURVIVOR_P99_TARGET_MS = 100.0
+RAW_MEMBER = (sys.executable, "-m", "bench.raw_member")
 
 
 def owners(settings: Settings, group: str, topic: str) -> dict[str, set[int]]:
@@ -50,24 +53,22 @@ def owners(settings: Settings, group: str, topic: str) -> dict[str, set[int]]:
                           if tp.topic == topic} for m in description.members}
 
 
-def wait_split(settings: Settings, group: str, topic: str, members: set[str],
-               timeout: float = 120,
-               procs: dict[str, subprocess.Popen[bytes]] | None = None) -> dict[str, set[int]]:
-    """The members' partitions once they hold them all; fails at once if one of ``procs``
-    exited (an import error, say) instead of waiting out ``timeout``."""
+def wait_split(settings: Settings, group: str, topic: str, members: Mapping[str, Service],
+               timeout: float = 120) -> dict[str, set[int]]:
+    """The members' partitions once they hold them all; fails at once if one of them exited
+    (an import error, say) instead of waiting out ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
-        dead = {name: proc.returncode for name, proc in (procs or {}).items()
-                if proc.poll() is not None}
+        dead = [member for member in members.values() if not member.running]
         if dead:
-            raise RuntimeError(f"{', '.join(sorted(dead))} exited ({dead}) before {group} "
-                               "split its partitions: see their logs")
+            raise RuntimeError("; ".join(f"{member.name} exited with {member.returncode}: "
+                                         f"{member.tail()}" for member in dead))
         held = owners(settings, group, topic)
         if (set(held) == members and all(held.values())
                 and set().union(*held.values()) == set(range(settings.partitions))):
             return held
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{group} did not split {topic} between {members}: {held}")
+            raise RuntimeError(f"{group} did not split {topic} between {set(members)}: {held}")
         time.sleep(0.25)
 
 
@@ -88,7 +89,7 @@ def split(records: list[tuple[int, int, int]], killed: set[int],
 
 def kill_later(service_pid: int, seconds: float, at: list[int]) -> threading.Timer:
     def kill() -> None:
-        at.append(env.now_ms())
+        at.append(now_ms())
         signal_pid(service_pid)
 
     timer = threading.Timer(seconds, kill)
@@ -108,7 +109,7 @@ def cfstream_failover(bootstrap: str, workdir: Path, keys: int, rate: float,
     ensure_topics(settings)
     producer = env.raw_producer(settings, overrides={"linger.ms": 20})
     scale.write_changelog(settings, producer, 0, keys)
-    services = env.Services(settings, workdir)
+    services = env.services(settings, workdir)
     reader = None
     client = Client(settings)
     try:
@@ -118,7 +119,7 @@ def cfstream_failover(bootstrap: str, workdir: Path, keys: int, rate: float,
         for replica in replicas.values():
             replica.wait_ready(300 + keys / 5_000)
         held = wait_split(settings, settings.processor_group, settings.calls_topic,
-                          set(replicas))
+                          replicas)
         for replica in replicas.values():  # what moved in the split is restored again
             replica.wait_ready(300 + keys / 5_000)
         env.log(f"failover: {keys:,} pending keys; partitions {held}")
@@ -153,19 +154,17 @@ def raw_failover(settings: Settings, workdir: Path, rate: float,
     source = env.create_topic(settings, f"{settings.topic_prefix}.raw-failover-in")
     target = env.create_topic(settings, f"{settings.topic_prefix}.raw-failover-out")
     group = f"{settings.topic_prefix}.raw-failover"
-    members = {}
+    members = env.services(settings, workdir)
     for name in ("raw-a", "raw-b"):
-        log = (workdir / f"{name}.log").open("ab")
-        members[name] = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-            [sys.executable, "-m", "bench.raw_member", settings.bootstrap_servers, source,
-             target, group, name], stdout=log, stderr=subprocess.STDOUT, cwd=env.REPO)
+        members.start(name, [settings.bootstrap_servers, source, target, group, name],
+                      command=RAW_MEMBER)
     reader = env.LatencyReader(settings, target, decode=lambda v: tuple(map(int, v.split())))
     producer = env.raw_producer(settings, warm_topic=source)
     try:
-        held = wait_split(settings, group, source, set(members), procs=members)
+        held = wait_split(settings, group, source, members.started)
         total = int(rate * seconds)
         killed_at: list[int] = []
-        timer = kill_later(members["raw-a"].pid, KILL_AFTER_S, killed_at)
+        timer = kill_later(members.started["raw-a"].pid, KILL_AFTER_S, killed_at)
 
         def send(i: int) -> None:
             producer.produce(source, key=f"k{i}".encode(), value=b"")
@@ -178,10 +177,7 @@ def raw_failover(settings: Settings, workdir: Path, rate: float,
         records = [(p, sent, ts) for _, ts, (sent, p) in reader.records]
     finally:
         reader.close()
-        for proc in members.values():
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(30)
+        members.close()
     lost, kept = split(records, held["raw-a"], killed_at[0])
     return {"takeover_s": max(lost) / 1000 if lost else None,
             "survivor_lateness_ms": env.summary(kept) if kept else None}

@@ -35,6 +35,8 @@ from confluent_kafka import Producer, murmur2
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench import calls, env
+from cfstream.clock import now_ms
+from cfstream.dev.services import Service
 from cfstream.kafka.config import admin_config
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import state
@@ -141,7 +143,7 @@ def raw_restore(settings: Settings, workdir: Path, records: int) -> float:
     return elapsed
 
 
-def pending_gauge(service: env.Service) -> float | None:
+def pending_gauge(service: Service) -> float | None:
     """The replica's own count of pending calls (cfstream_pending_keys summed), if exported."""
     url = f"http://127.0.0.1:{service.http_port}/metrics"
     try:
@@ -164,7 +166,7 @@ def replica_steps(bootstrap: str, workdir: Path, sizes: list[int]) -> list[dict[
                 config={"cleanup.policy": "compact"})]).values():
             future.result(timeout=30)
     producer = env.raw_producer(settings, overrides={"linger.ms": 20})
-    services = env.Services(settings, workdir)
+    services = env.services(settings, workdir)
     steps = []
     written = 0
     try:
@@ -179,7 +181,7 @@ def replica_steps(bootstrap: str, workdir: Path, sizes: list[int]) -> list[dict[
             fresh = services.processor(f"fresh-{size}", state_dir=state_dir)
             restore_s = fresh.wait_ready(timeout)
             rss_fresh, hwm_fresh = fresh.rss_kib(), fresh.hwm_kib()
-            services.stop(fresh)
+            fresh.stop()
             disk = env.dir_bytes(state_dir)
             resumed = services.processor(f"resume-{size}", state_dir=state_dir)
             resume_s = resumed.wait_ready(timeout)
@@ -192,7 +194,7 @@ def replica_steps(bootstrap: str, workdir: Path, sizes: list[int]) -> list[dict[
                         break
                     time.sleep(0.5)
                     gauge = pending_gauge(resumed)
-            services.stop(resumed)
+            resumed.stop()
             raw_s = raw_restore(settings, workdir, size) if size else None
             step = {"keys": size, "changelog_records": size, "restore_fresh_s": restore_s,
                     "resume_s": resume_s, "raw_restore_s": raw_s,
@@ -226,7 +228,7 @@ def tick_costs(workdir: Path, sizes: list[int]) -> list[dict[str, Any]]:
         path = Path(tempfile.mkdtemp(prefix=f"tick-{size}-", dir=workdir))
         db = open_store(path)
         task = timer_task(db)
-        now = env.now_ms()
+        now = now_ms()
         base = now + calls.HOUR_MS
         started = time.monotonic()
         _key, (slot_entry, _due) = pending_records(0)

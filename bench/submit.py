@@ -15,6 +15,7 @@ from typing import Any
 
 from bench import bench_tasks, env
 from cfstream.client import PRODUCER_OVERRIDES, configure
+from cfstream.clock import now_ms
 from cfstream.codec import dumps
 from cfstream.settings import Settings
 from cfstream.task import Task
@@ -68,7 +69,7 @@ def sample_records(task: Task[Any, Any], n: int) -> list[tuple[bytes, bytes]]:
     from cfstream.ids import new_execution_id
     from cfstream.wire import Call
 
-    now = env.now_ms()
+    now = now_ms()
     out = []
     for i in range(n):
         call = Call(id=new_execution_id(now), task=task.name, args=[i], kwargs={},

@@ -17,6 +17,7 @@ from typing import Any
 from bench import calls, env
 from bench.profiling import Profiler
 from cfstream.client import Client
+from cfstream.dev.services import Services
 from cfstream.settings import Settings
 
 TARGET_RATE = 50_000
@@ -57,7 +58,7 @@ def raw_relay(settings: Settings, topic: str, total: int, run: int) -> float:
     return total / elapsed
 
 
-def processor_rate(settings: Settings, services: env.Services, total: int,
+def processor_rate(settings: Settings, services: Services, total: int,
                    profiler: Profiler | None) -> dict[str, Any]:
     """Start one replica; calls/s from the first committed-offset movement to the end."""
     ends = env.end_offsets(settings, settings.calls_topic)
@@ -75,7 +76,7 @@ def processor_rate(settings: Settings, services: env.Services, total: int,
         now = time.monotonic()
         if now > deadline:
             raise RuntimeError(f"processor stuck at {last} of {end} offsets: {proc.tail()}")
-        if proc.proc.poll() is not None:
+        if not proc.running:
             raise RuntimeError(f"processor exited: {proc.tail()}")
         if ready_s is None and proc.readyz() == 200:
             ready_s = now - launched
@@ -95,7 +96,7 @@ def processor_rate(settings: Settings, services: env.Services, total: int,
     rss = proc.rss_kib()
     if profiler is not None:
         profiler.stop()
-    services.stop(proc)
+    proc.stop()
     assert first is not None  # noqa: S101 - the loop only ends after a commit
     measured = end - first[1]
     return {"calls_per_s": measured / max(finished - first[0], 1e-9),
@@ -119,7 +120,7 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     raws = sorted(raw_relay(settings, settings.calls_topic, total, run) for run in range(3))
     raw = raws[1]
     env.log(f"throughput: raw relay {', '.join(f'{r:,.0f}' for r in raws)}/s")
-    services = env.Services(settings, workdir)
+    services = env.services(settings, workdir)
     profiler = Profiler(workdir / "processor.pyspy.txt") if profile else None
     try:
         measured = processor_rate(settings, services, total, profiler)

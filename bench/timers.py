@@ -19,6 +19,7 @@ from typing import Any
 
 from bench import calls, env
 from cfstream.client import Client
+from cfstream.clock import now_ms
 from cfstream.settings import Settings
 from cfstream.wire import Call
 
@@ -53,7 +54,7 @@ def measure(bootstrap: str, workdir: Path, rate: int, seconds: float,
     """One round on topics and a replica of its own: lateness summaries beside the raw hop."""
     total = int(rate * seconds)
     settings = env.new_settings(bootstrap, name)
-    services = env.Services(settings, workdir / name)
+    services = env.services(settings, workdir / name)
     (workdir / name).mkdir(exist_ok=True)
     client = Client(settings)
     try:
@@ -61,7 +62,7 @@ def measure(bootstrap: str, workdir: Path, rate: int, seconds: float,
         proc.wait_ready()
         executions = env.LatencyReader(settings, settings.executions_topic)
         lead_s = LEAD_MIN_S + total / ASSUMED_INGEST
-        now = env.now_ms()
+        now = now_ms()
         first_due = now + int(lead_s * 1000)
         pending: list[Call] = [
             calls.call(i, task=calls.NOOP, defer_key=f"t{i}",
@@ -75,10 +76,10 @@ def measure(bootstrap: str, workdir: Path, rate: int, seconds: float,
         end = sum(ends.values())
         read_all_ms = None
         progress = env.Progress(f"{name}: processor committed", end, "offsets")
-        while env.now_ms() < first_due + seconds * 1000 + 60_000:
+        while now_ms() < first_due + seconds * 1000 + 60_000:
             progress(group.total())
             if progress.done >= end:
-                read_all_ms = env.now_ms()
+                read_all_ms = now_ms()
                 break
             time.sleep(0.1)
         ingested_in_time = read_all_ms is not None and read_all_ms <= first_due

@@ -45,6 +45,8 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from bench import env
 from bench.profiling import Profiler
 from cfstream.client import Client
+from cfstream.clock import now_ms
+from cfstream.dev.procs import proc_status_kib
 from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
 from cfstream.kafka.config import consumer_config, producer_config
@@ -69,7 +71,7 @@ PROFILER_ATTACH_S = 1.0
 
 def event(execution_id: str) -> bytes:
     return orjson.dumps({"v": 1, "type": "succeeded", "id": execution_id, "task": "bench.wait",
-                         "ts_ms": env.now_ms(), "result": 1})
+                         "ts_ms": now_ms(), "result": 1})
 
 
 # -- the bench side -------------------------------------------------------------------------------
@@ -136,12 +138,9 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
 
 
 def child(settings: Settings, role: str, **args: Any) -> subprocess.Popen[str]:
-    child_env = {**os.environ, **settings.to_env(),
-                 "PYTHONPATH": os.pathsep.join(
-                     p for p in [str(env.REPO), os.environ.get("PYTHONPATH", "")] if p)}
     return subprocess.Popen([sys.executable, "-m", "bench.waiting", role, json.dumps(args)],
-                            env=child_env, cwd=env.REPO, text=True, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE)
+                            env=env.child_env(settings), cwd=env.REPO, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 
 def expect(proc: subprocess.Popen[str], word: str) -> str:
@@ -291,7 +290,7 @@ def load_role(settings: Settings, rate: int) -> None:
     produced = 0
     while not stop.is_set():
         due = int((time.monotonic() - started) * rate)
-        now = env.now_ms()
+        now = now_ms()
         while produced < due:
             execution_id = new_execution_id(now)
             try:
@@ -407,7 +406,7 @@ def waiting_rounds(rounds: int, seconds: float, wait: Callable[[str], None],
 
 
 def many_role(settings: Settings, n: int, ids_file: str, raw: bool) -> None:
-    rss_before = env.proc_status_kib(os.getpid(), "VmRSS") or 0
+    rss_before = proc_status_kib(os.getpid(), "VmRSS") or 0
     returned: dict[str, float] = {}
     ids = [new_execution_id() for _ in range(n)]
 
@@ -442,10 +441,10 @@ def many_role(settings: Settings, n: int, ids_file: str, raw: bool) -> None:
         pauses = GcPauses()
         await asyncio.gather(*tasks, return_exceptions=True)
         gc.callbacks.remove(pauses.on)
-        rss_after = env.proc_status_kib(os.getpid(), "VmRSS") or 0
+        rss_after = proc_status_kib(os.getpid(), "VmRSS") or 0
         say(sys.stdout, "done", json.dumps({
             "rss_before_kib": rss_before, "rss_after_kib": rss_after,
-            "hwm_kib": env.proc_status_kib(os.getpid(), "VmHWM"), "gc_pauses": pauses.summary(),
+            "hwm_kib": proc_status_kib(os.getpid(), "VmHWM"), "gc_pauses": pauses.summary(),
             "returned": returned}))
         if raw:
             consumer.close()
