@@ -1,50 +1,39 @@
 """The system under test: a local broker, processor replicas and workers as real processes.
 
-Every process is ``python -m cfstream ...`` configured only through ``CFSTREAM_*`` variables.
-Processes the harness did not kill but that exited are restarted by :meth:`Cluster.supervise` and
-reported as crashes.
+Every process is ``python -m cfstream ...`` (:mod:`cfstream.dev.services`) configured only
+through ``CFSTREAM_*`` variables. Processes the harness did not kill but that exited are
+restarted by :meth:`Cluster.supervise` and reported as crashes.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import signal
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from cfstream.clock import now_ms
 from cfstream.dev.broker import LocalBroker
+from cfstream.dev.services import Service, Services
 from cfstream.kafka.config import admin_config
 from cfstream.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent.parent
-CFSTREAM = [sys.executable, "-m", "cfstream"]
 TASKS_MODULE = "bench.chaos.tasks"
+# What a crash report keeps of the crashed process's log.
+CRASH_TAIL_LINES = 25
+# At the end, everything gets SIGTERM and this long to stop before SIGKILL.
+STOP_ALL_TIMEOUT_S = 20.0
 
 
 def log(message: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@dataclass
-class Service:
-    name: str
-    args: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    expected_down: bool = False
-    starts: int = 0
 
 
 @dataclass
@@ -55,115 +44,67 @@ class Crash:
     log_tail: str
 
 
-@dataclass
 class Cluster:
-    settings: Settings
-    workdir: Path
-    broker: LocalBroker
-    processor_env: dict[str, str] = field(default_factory=dict)
-    services: dict[str, Service] = field(default_factory=dict)
-    crashes: list[Crash] = field(default_factory=list)
-    lock: threading.RLock = field(default_factory=threading.RLock)
+    """The services of one run, supervised: a service that exits without being killed by the
+    harness is a crash, recorded and started again."""
+
+    def __init__(self, settings: Settings, workdir: Path, broker: LocalBroker) -> None:
+        self.settings = settings
+        self.broker = broker
+        # clean_env: the services' settings come from CFSTREAM_* of the run's settings alone.
+        self.services = Services(settings, workdir, import_paths=[REPO],
+                                 worker_modules=[TASKS_MODULE], clean_env=True)
+        self.down: set[str] = set()  # killed by the harness: left down until start()
+        self.crashes: list[Crash] = []
+        self.lock = threading.RLock()
 
     # -- processes --------------------------------------------------------------------------
 
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CFSTREAM_")}
-        env.update({
-            **self.settings.to_env(),
-            "CFSTREAM_HTTP_PORT": "0",
-            "CFSTREAM_SHUTDOWN_TIMEOUT": "10",
-            "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p),
-            "PYTHONUNBUFFERED": "1",
-        })
-        env.update(extra)
-        return env
-
     def add_processor(self, name: str) -> Service:
-        state = self.workdir / f"state-{name}"
-        return self._add(name, ["processor"], CFSTREAM_STATE_DIR=str(state),
-                         **self.processor_env)
+        with self.lock:
+            return self.services.processor(name)
 
     def add_worker(self, name: str, record_dir: Path, concurrency: int = 8) -> Service:
-        return self._add(name, ["worker", TASKS_MODULE], CHAOS_RECORD_DIR=str(record_dir),
-                         CFSTREAM_WORKER_CONCURRENCY=str(concurrency))
-
-    def _add(self, name: str, args: list[str], **env: str) -> Service:
-        service = Service(name, args, self.env(**env), self.workdir / f"{name}.log")
-        self.services[name] = service
-        self.start(name)
-        return service
+        with self.lock:
+            return self.services.worker(name, concurrency=concurrency,
+                                        CHAOS_RECORD_DIR=str(record_dir))
 
     def start(self, name: str) -> None:
+        """Start ``name`` again (after :meth:`kill`)."""
         with self.lock:
-            service = self.services[name]
-            with service.log_path.open("ab") as out:
-                out.write(f"\n----- chaos: start #{service.starts + 1} at {now_ms()}\n".encode())
-                out.flush()
-                service.proc = subprocess.Popen(
-                    CFSTREAM + service.args, env=service.env, stdout=out,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir)
-            service.starts += 1
-            service.expected_down = False
+            self.services.started[name].start()
+            self.down.discard(name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill ``name`` (the supervisor leaves it down until :meth:`start`)."""
         with self.lock:
-            service = self.services[name]
-            service.expected_down = True
-            proc = service.proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            self.down.add(name)
+            service = self.services.started[name]
+        service.kill(sig)
 
     def supervise(self) -> None:
         """Restart services that exited without being killed; each one is a crash."""
         with self.lock:
-            for service in self.services.values():
-                proc = service.proc
-                if service.expected_down or proc is None or proc.poll() is None:
+            for service in self.services.started.values():
+                if service.name in self.down or service.running:
                     continue
-                tail = _tail(service.log_path)
-                self.crashes.append(Crash(service.name, proc.returncode, now_ms(), tail))
-                log(f"CRASH: {service.name} exited with {proc.returncode}; restarting. "
+                tail = service.tail(CRASH_TAIL_LINES)
+                self.crashes.append(Crash(service.name, service.returncode, now_ms(), tail))
+                log(f"CRASH: {service.name} exited with {service.returncode}; restarting. "
                     f"Last lines:\n{tail}")
-                self.start(service.name)
+                service.start()
 
-    def stop_all(self, timeout: float = 20.0) -> None:
+    def stop_all(self, timeout: float = STOP_ALL_TIMEOUT_S) -> None:
         with self.lock:
-            procs = [s.proc for s in self.services.values()]
-            for service in self.services.values():
-                service.expected_down = True
-        for proc in procs:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in procs:
-            if proc is None:
-                continue
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    pass
+            self.down.update(self.services.started)
+            self.services.close(timeout)
 
     def kill_all_now(self) -> None:
-        """For the watchdog: SIGKILL every child, no waiting."""
-        for service in list(self.services.values()):
-            service.expected_down = True
-            proc = service.proc
-            if proc is not None and proc.poll() is None:
-                try:
-                    proc.kill()
-                except OSError:
-                    pass
+        """For the watchdog: SIGKILL every child, no waiting (and no lock: it may be held)."""
+        for service in list(self.services.started.values()):
+            self.down.add(service.name)
+            with contextlib.suppress(OSError):
+                service.send_signal(signal.SIGKILL)
 
     # -- broker -----------------------------------------------------------------------------
 
@@ -219,10 +160,3 @@ def group_settled(description: Any, members: int, topic: str,
 def member_ids(description: Any) -> set[str]:
     return set() if description is None else {m.member_id for m in description.members}
 
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])

@@ -34,7 +34,6 @@ from bench.chaos.cluster import (
     group_settled,
     log,
     member_ids,
-    now_ms,
 )
 from bench.chaos.reconcile import (
     Disruption,
@@ -45,6 +44,7 @@ from bench.chaos.reconcile import (
     summarize_rejoins,
 )
 from cfstream.client import Client
+from cfstream.clock import now_ms
 from cfstream.dev import procs
 from cfstream.dev.broker import LocalBroker
 from cfstream.errors import CfStreamError
