@@ -130,3 +130,33 @@ def test_a_slot_written_before_the_modes_still_decodes() -> None:
     assert slot == Slot(call=Call(id="c1", task="t:f", args=[1], kwargs={}, submitted_ms=5,
                                   delay_ms=4, defer_key="k"), first_ms=5, due_ms=9)
     assert slot.call is not None and not slot.call.leading and slot.call.keep == "last"
+
+
+# Slots with deferring modes as the processor wrote them at cf81cee, before the modes became one
+# value on the call: a state dir written then must restore the same, and write the same bytes.
+WRITTEN_WITH_MODES = [
+    b'{"first_ms":100,"due_ms":700,"call":{"v":2,"kind":"call","id":"c1","task":"app:digest",'
+    b'"args":[{"n":1}],"kwargs":{},"submitted_ms":100,"delay_ms":500,"defer_key":"u1",'
+    b'"max_wait_ms":9000,"leading":true,"keep":"first"},"latest_ms":200,"latest_id":"c2"}',
+    b'{"first_ms":100,"due_ms":700,"call":{"v":2,"kind":"call","id":"c2","task":"app:digest",'
+    b'"args":[{"n":2}],"kwargs":{},"submitted_ms":200,"delay_ms":500,"defer_key":"u1",'
+    b'"max_wait_ms":9000,"collect":{"max_calls":3,"max_bytes":99},'
+    b'"collected":[{"n":1},{"n":2}]},"collected_bytes":14}',
+    b'{"first_ms":100,"due_ms":60300,"fired_id":"c3","fired_submitted_ms":300,"execution":{"v":2,'
+    b'"kind":"execution","id":"c3","task":"app:digest","args":[{"n":3}],"kwargs":{},'
+    b'"submitted_ms":300,"delay_ms":500,"defer_key":"u1","max_wait_ms":9000,'
+    b'"collect":{"max_calls":3,"max_bytes":99},"collected":[{"n":1},{"n":2},{"n":3}],'
+    b'"due_ms":300,"fired_ms":300}}',
+    b'{"first_ms":800,"due_ms":1300,"call":{"v":2,"kind":"call","id":"c2","task":"app:digest",'
+    b'"args":[{"n":2}],"kwargs":{},"submitted_ms":800,"delay_ms":500,"defer_key":"u1",'
+    b'"max_wait_ms":9000,"if_running":"after"},"fired_id":"c1","fired_submitted_ms":100,'
+    b'"execution":{"v":2,"kind":"execution","id":"c1","task":"app:digest","args":[{"n":1}],'
+    b'"kwargs":{},"submitted_ms":100,"delay_ms":500,"defer_key":"u1","max_wait_ms":9000,'
+    b'"if_running":"after","due_ms":600,"fired_ms":700},"running_id":"c1"}',
+]
+
+
+def test_slots_written_with_modes_before_restore_to_the_same_bytes() -> None:
+    for raw in WRITTEN_WITH_MODES:
+        slot = decode_slot(raw)
+        assert slot is not None and encode_slot(slot) == raw
