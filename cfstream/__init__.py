@@ -31,7 +31,8 @@ from cfstream.futures import (
 )
 from cfstream.retries import Retries
 from cfstream.settings import Settings
-from cfstream.task import Collect, Defer, Task, task
+from cfstream.task import Defer, Task, task
+from cfstream.wire import Collect
 
 __all__ = [
     "ALL_COMPLETED",

@@ -12,8 +12,8 @@ from cfstream.codec import to_json_value
 from cfstream.errors import SubmitError
 from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
-from cfstream.task import Collect, check_modes, to_ms
-from cfstream.wire import KEY_SEPARATOR, Call, argument_bytes
+from cfstream.task import to_ms
+from cfstream.wire import KEY_SEPARATOR, NO_MODES, Call, Collect, Modes, ModesError
 
 
 def submit(task: str, args: list[Any] | tuple[Any, ...] = (),
@@ -34,27 +34,23 @@ def submit(task: str, args: list[Any] | tuple[Any, ...] = (),
         raise SubmitError("max_wait needs a defer_key and must be greater than delay")
     if defer_key is not None and not isinstance(defer_key, str):
         raise SubmitError(f"defer_key must be a string, got {type(defer_key).__name__}")
-    bounds = Collect() if collect is True else None if collect is False else collect
-    check_modes(leading, keep, defer_key is not None, delay_ms, SubmitError, bounds, if_running)
-    if bounds is not None and (len(args) != 1 or kwargs):
-        raise SubmitError("a collect call has exactly one argument, in args")
-    positional = {f"#{i}": value for i, value in enumerate(args)}
-    call = new_call(task, positional, kwargs or {}, delay_ms=delay_ms, defer_key=defer_key,
-                    max_wait_ms=max_wait_ms, leading=leading, keep=keep,
-                    collect=None if bounds is None else (bounds.max_calls, bounds.max_bytes),
-                    if_running=if_running)
-    if call.collect is not None and argument_bytes(call.args[0]) > call.collect[1]:
-        raise SubmitError(f"{task}: the argument is {argument_bytes(call.args[0])} bytes as JSON, "
-                          f"over collect's max_bytes ({call.collect[1]})")
+    try:
+        modes = Modes.checked(leading, keep, collect, if_running,
+                              deferred=defer_key is not None, delay_ms=delay_ms)
+        positional = {f"#{i}": value for i, value in enumerate(args)}
+        call = new_call(task, positional, kwargs or {}, delay_ms=delay_ms, defer_key=defer_key,
+                        max_wait_ms=max_wait_ms, modes=modes)
+        if modes.collect is not None:
+            modes.collect.check_item(call.args, call.kwargs)
+    except ModesError as exc:
+        raise SubmitError(f"{task}: {exc}") from None
     client = client or current_client()
     client.publish(call)
     return Execution(call.id, task=task, client=client)
 
 
 def new_call(task: str, args: dict[str, Any], kwargs: dict[str, Any], *, delay_ms: int,
-             defer_key: str | None, max_wait_ms: int | None, leading: bool = False,
-             keep: str = "last", collect: tuple[int, int] | None = None,
-             if_running: str = "concurrent") -> Call:
+             defer_key: str | None, max_wait_ms: int | None, modes: Modes = NO_MODES) -> Call:
     """A call stamped now. ``args`` maps a name for each positional argument (used in errors)
     to its value, in order."""
     now = now_ms()
@@ -67,8 +63,5 @@ def new_call(task: str, args: dict[str, Any], kwargs: dict[str, Any], *, delay_m
         delay_ms=delay_ms,
         defer_key=defer_key,
         max_wait_ms=max_wait_ms,
-        leading=leading,
-        keep=keep,
-        collect=collect,
-        if_running=if_running,
+        modes=modes,
     )

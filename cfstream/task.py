@@ -20,16 +20,13 @@ from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
 from cfstream.retries import Retries, retries_option
 from cfstream.wire import (
-    COLLECT_BYTES_LIMIT,
-    COLLECT_CALLS_LIMIT,
-    IF_RUNNING_VALUES,
-    KEEP_VALUES,
     KEY_SEPARATOR,
-    MAX_COLLECT_BYTES,
-    MAX_COLLECT_CALLS,
     MAX_DELAY_MS,
+    NO_MODES,
     CallRecords,
-    argument_bytes,
+    Collect,
+    Modes,
+    ModesError,
 )
 
 P = ParamSpec("P")
@@ -48,23 +45,6 @@ class Defer:
     """Defer on the named parameters only: ``cf.Defer(params=["user_id"])``."""
 
     params: Sequence[str]
-
-
-@dataclass(frozen=True, slots=True)
-class Collect:
-    """``collect=cf.Collect(max_calls=..., max_bytes=...)``: a window's run gets every call's
-    argument, and fires early once it holds ``max_calls`` of them or the next one would take
-    them (as JSON) over ``max_bytes``."""
-
-    max_calls: int = MAX_COLLECT_CALLS
-    max_bytes: int = MAX_COLLECT_BYTES
-
-    def __post_init__(self) -> None:
-        for name, value, limit in (("max_calls", self.max_calls, COLLECT_CALLS_LIMIT),
-                                   ("max_bytes", self.max_bytes, COLLECT_BYTES_LIMIT)):
-            if type(value) is not int or not 1 <= value <= limit:
-                raise ConfigurationError(
-                    f"Collect({name}=...) must be an integer from 1 to {limit}, got {value!r}")
 
 
 DeferOption = bool | Callable[..., str] | Defer | None
@@ -118,17 +98,13 @@ class Task(Generic[P, R]):
     defer: DeferOption = None
     max_wait_ms: int | None = None
     retries: Retries | None = None
-    leading: bool = False
-    keep: str = "last"
-    collect: Collect | None = None
-    if_running: str = "concurrent"
+    modes: Modes = NO_MODES
 
     def __post_init__(self) -> None:
         if KEY_SEPARATOR in self.name:
             raise ConfigurationError(f"task name {self.name!r} must not contain {KEY_SEPARATOR!r}")
-        check_modes(self.leading, self.keep, bool(self.defer), self.delay_ms, ConfigurationError,
-                    self.collect, self.if_running)
-        if self.collect is not None:
+        self.modes.check(deferred=bool(self.defer), delay_ms=self.delay_ms)
+        if self.modes.collect is not None:
             params = list(self.signature.parameters.values())
             if len(params) != 1 or params[0].kind not in _POSITIONAL:
                 raise ConfigurationError(
@@ -169,11 +145,15 @@ class Task(Generic[P, R]):
 
     def submit_to(self, client: Client, /, *args: P.args, **kwargs: P.kwargs) -> Execution:
         """:meth:`submit` through ``client`` rather than the process's client."""
-        if self.collect is not None and (len(args) != 1 or kwargs):
+        collect = self.modes.collect
+        if collect is not None and (len(args) != 1 or kwargs):
             raise TypeError(f"{self.name}: a collect task is submitted one argument at a time")
         args_json, kwargs_json, defer_key = self.encode_call(args, kwargs)
-        if self.collect is not None:
-            self._check_size(args_json, self.collect.max_bytes)
+        if collect is not None:
+            try:
+                collect.check_item(json.loads(args_json), None)
+            except ModesError as exc:
+                raise SubmitError(f"{self.name}: {exc}") from None
         now = now_ms()
         call_id = new_execution_id(now)
         key, value = self.records.record(call_id, args_json, kwargs_json, now, defer_key)
@@ -185,12 +165,6 @@ class Task(Generic[P, R]):
 
     def with_defer(self, defer: DeferOption) -> Task[P, R]:
         return replace(self, defer=None if defer is False else defer)
-
-    def _check_size(self, args_json: str, max_bytes: int) -> None:
-        size = argument_bytes(json.loads(args_json)[0])
-        if size > max_bytes:
-            raise SubmitError(f"{self.name}: the argument is {size} bytes as JSON, over "
-                              f"collect's max_bytes ({max_bytes})")
 
     @cached_property
     def signature(self) -> inspect.Signature:
@@ -249,10 +223,7 @@ class Task(Generic[P, R]):
     @cached_property
     def records(self) -> CallRecords:
         """Writes this task's calls-topic records."""
-        collect = self.collect
-        return CallRecords(self.name, self.delay_ms, self.max_wait_ms, self.leading, self.keep,
-                           None if collect is None else (collect.max_calls, collect.max_bytes),
-                           self.if_running)
+        return CallRecords(self.name, self.delay_ms, self.max_wait_ms, self.modes)
 
     @cached_property
     def _positional(self) -> _Positional | None:
@@ -298,37 +269,6 @@ class Task(Generic[P, R]):
                 f"({key!r}); it must return a string"
             )
         return key
-
-
-def check_modes(leading: Any, keep: Any, deferred: bool, delay_ms: int,
-                error: type[Exception], collect: Any = None, if_running: Any = "concurrent") -> None:
-    """Raise ``error`` for a bad ``leading``, ``keep``, ``collect`` or ``if_running``, or one
-    without what it needs."""
-    if if_running not in IF_RUNNING_VALUES:
-        raise error(f"if_running must be 'concurrent' or 'after', got {if_running!r}")
-    if if_running == "after" and not deferred:
-        raise error("if_running='after' only applies to deferred calls (it holds a key's next "
-                    "call until its run ends); set defer too")
-    if if_running == "after" and collect is not None:
-        raise error("if_running='after' does not take collect: a window held while a run "
-                    "lasts could not fire early at its bounds")
-    if not isinstance(leading, bool):
-        raise error(f"leading must be True or False, got {leading!r}")
-    if keep not in KEEP_VALUES:
-        raise error(f"keep must be 'last' or 'first', got {keep!r}")
-    if (leading or keep != "last") and not deferred:
-        raise error("leading and keep only apply to deferred calls; set defer too")
-    if leading and delay_ms <= 0:
-        raise error("leading=True needs a delay: it is the quiet period after the leading run "
-                    "in which calls collapse into one trailing run")
-    if collect is None:
-        return
-    if not isinstance(collect, Collect):
-        raise error(f"collect must be True, False or cf.Collect(...), got {collect!r}")
-    if not deferred:
-        raise error("collect only applies to deferred calls; set defer too")
-    if keep != "last":
-        raise error("collect runs every call's argument: keep='first' does not apply")
 
 
 def _hashed(key: str) -> str:
@@ -387,9 +327,8 @@ def task(
     delay_ms = to_ms(delay, "delay") or 0
     max_wait_ms = to_ms(max_wait, "max_wait")
     retry = retries_option(retries)
-    bounds = Collect() if collect is True else None if collect is False else collect
-    check_modes(leading, keep, bool(defer), delay_ms, ConfigurationError,  # before func comes
-                bounds, if_running)
+    modes = Modes.checked(leading, keep, collect, if_running,  # before func comes
+                          deferred=bool(defer), delay_ms=delay_ms)
 
     def register(func: Callable[P, R]) -> Task[P, R]:
         if not callable(func):
@@ -397,8 +336,7 @@ def task(
         task_name = name or f"{func.__module__}:{func.__qualname__}"
         new = Task(fn=func, name=task_name, delay_ms=delay_ms,
                    defer=None if defer is False else defer, max_wait_ms=max_wait_ms,
-                   retries=retry, leading=leading, keep=keep, collect=bounds,
-                   if_running=if_running)
+                   retries=retry, modes=modes)
         _registry[task_name] = new
         return new
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from json.encoder import encode_basestring
 from typing import Any
@@ -23,10 +24,10 @@ from typing import Any
 import orjson
 
 from cfstream.codec import dumps, loads
-from cfstream.errors import CfStreamError
+from cfstream.errors import CfStreamError, ConfigurationError
 
 SCHEMA_VERSION = 1
-# A call that sets a deferring mode (leading, keep) is written as v2: a v1-only reader rejects it
+# A call that sets a deferring mode (see Modes) is written as v2: a v1-only reader rejects it
 # (dead letter) instead of ignoring the field and running the wrong call at the wrong time.
 MODES_VERSION = 2
 READ_VERSIONS = (SCHEMA_VERSION, MODES_VERSION)
@@ -82,6 +83,175 @@ class InvalidRecord(CfStreamError):
         super().__init__(reason)
 
 
+class ModesError(ConfigurationError):
+    """Deferring modes that are not valid, or that a call cannot take. ``@cf.task`` and
+    ``cf.Collect`` raise it as it is; ``cf.submit`` raises it as a SubmitError and the record
+    reader as an InvalidRecord with its ``code`` and ``reason``."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Collect:
+    """``collect=cf.Collect(max_calls=..., max_bytes=...)``: a window's run gets every call's
+    argument, and fires early once it holds ``max_calls`` of them or the next one would take
+    them (as JSON) over ``max_bytes``."""
+
+    max_calls: int = MAX_COLLECT_CALLS
+    max_bytes: int = MAX_COLLECT_BYTES
+
+    def __post_init__(self) -> None:
+        for name, value, limit in (("max_calls", self.max_calls, COLLECT_CALLS_LIMIT),
+                                   ("max_bytes", self.max_bytes, COLLECT_BYTES_LIMIT)):
+            if type(value) is not int or not 1 <= value <= limit:
+                raise ModesError("bad_value", f"collect.{name} must be an integer from 1 to "
+                                              f"{limit}, got {value!r}")
+
+    def check_item(self, args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> None:
+        """Raise ModesError unless a call's (encoded) arguments are one item of at most
+        ``max_bytes`` as JSON."""
+        if len(args) != 1 or kwargs:
+            raise ModesError("bad_value", "a collect call has exactly one argument, in args")
+        size = argument_bytes(args[0])
+        if size > self.max_bytes:
+            raise ModesError("too_large", f"a collect call's argument of {size} bytes exceeds "
+                                          f"its collect.max_bytes of {self.max_bytes}")
+
+
+@dataclass(frozen=True, slots=True)
+class Modes:
+    """A call's deferring modes, all for deferred calls (docs/deferring.md). A call that sets
+    none has :data:`NO_MODES` and is written as v1; any mode makes its record v2, with a flat
+    field for each mode set.
+
+    ``Modes(...)`` trusts its fields, as ``Call(...)`` does. Options from a user or a record
+    go through :meth:`checked`: the decorator, ``cf.submit`` and the record reader all check
+    them there (and a Task its own with :meth:`check`), so each rule and its message is
+    written once.
+    """
+
+    leading: bool = False  # a quiet key's first call runs at once
+    keep: str = "last"  # "first": newer calls push the pending one back instead of replacing it
+    collect: Collect | None = None  # the window's run gets every call's one argument
+    if_running: str = "concurrent"  # "after": held while the key's last execution runs
+
+    @classmethod
+    def checked(cls, leading: Any = False, keep: Any = "last", collect: Any = None,
+                if_running: Any = "concurrent", *, deferred: bool,
+                delay_ms: int | None = None) -> Modes:
+        """Modes from options as given (``collect``: True, False, None or a Collect), checked
+        (ModesError): see :meth:`check`."""
+        bounds = Collect() if collect is True else None if collect is False else collect
+        _check(leading, keep, bounds, if_running, deferred, delay_ms)
+        fields = (leading, keep, None if bounds is None else bounds.max_calls,
+                  None if bounds is None else bounds.max_bytes, if_running)
+        return _shared_modes.get(fields) or _share(fields)
+
+    def check(self, *, deferred: bool, delay_ms: int | None = None) -> None:
+        """Raise ModesError for a bad value, for modes that do not go together, or for modes on
+        a call that is not deferred (``deferred``: it has a defer key). With ``delay_ms``, also
+        insist that a leading call has a quiet period, as the client does (the processor
+        does not)."""
+        _check(self.leading, self.keep, self.collect, self.if_running, deferred, delay_ms)
+
+    def record_fields(self) -> dict[str, Any]:
+        """The record's fields for the modes set, in the order they are written."""
+        fields: dict[str, Any] = {}
+        if self.leading:
+            fields["leading"] = True
+        if self.keep != "last":
+            fields["keep"] = self.keep
+        if self.collect is not None:
+            fields["collect"] = {"max_calls": self.collect.max_calls,
+                                 "max_bytes": self.collect.max_bytes}
+        if self.if_running != "concurrent":
+            fields["if_running"] = self.if_running
+        return fields
+
+
+NO_MODES = Modes()  # what a call without modes has; Call.to_dict looks no further
+
+
+def _check(leading: Any, keep: Any, collect: Any, if_running: Any, deferred: bool,
+           delay_ms: int | None) -> None:
+    """Which modes are valid: see Modes.check."""
+    if type(leading) is not bool:
+        raise ModesError("wrong_type", f"leading must be True or False, got {leading!r}")
+    if keep not in KEEP_VALUES:
+        raise ModesError("bad_value", f"keep must be 'last' or 'first', got {keep!r}")
+    if if_running not in IF_RUNNING_VALUES:
+        raise ModesError("bad_value",
+                         f"if_running must be 'concurrent' or 'after', got {if_running!r}")
+    if collect is not None and not isinstance(collect, Collect):
+        raise ModesError("wrong_type",
+                         f"collect must be True, False or cf.Collect(...), got {collect!r}")
+    if not deferred:
+        for name, on in (("leading=True", leading), ("keep='first'", keep == "first"),
+                         ("collect", collect is not None),
+                         ("if_running='after'", if_running == "after")):
+            if on:
+                raise ModesError("missing_field", f"{name} only applies to deferred calls: "
+                                                  "set defer on the task (a defer_key on a call) "
+                                                  "too")
+    if collect is not None and keep == "first":
+        raise ModesError("bad_value",
+                         "collect runs every call's argument: keep='first' does not apply")
+    if collect is not None and if_running == "after":
+        raise ModesError("bad_value", "if_running='after' does not take collect: a window held "
+                                      "while a run lasts could not fire early at its bounds")
+    if leading and delay_ms is not None and delay_ms <= 0:
+        raise ModesError("bad_value", "leading=True needs a delay: it is the quiet period after "
+                                      "the leading run in which calls collapse into one "
+                                      "trailing run")
+
+
+# A process meets a handful of mode combinations, one per task or so: each is made once and
+# shared, so a call with modes costs the processor a lookup, not two frozen objects. Bounded,
+# as a producer could send any number of collect bounds.
+_SHARED_LIMIT = 1_000
+_shared_modes: dict[tuple[Any, ...], Modes] = {
+    (False, "last", None, None, "concurrent"): NO_MODES}
+_shared_bounds: dict[tuple[int, int], Collect] = {}
+
+
+def _share(fields: tuple[Any, ...]) -> Modes:
+    """Modes of ``(leading, keep, max_calls, max_bytes, if_running)`` (checked, or cfstream's
+    own; None bounds: no collect), made to be shared; callers look in _shared_modes first."""
+    leading, keep, max_calls, max_bytes, if_running = fields
+    collect = None if max_calls is None else collect_bounds(max_calls, max_bytes)
+    modes = Modes(leading, keep, collect, if_running)
+    if len(_shared_modes) < _SHARED_LIMIT:
+        _shared_modes[fields] = modes
+    return modes
+
+
+def collect_bounds(max_calls: Any, max_bytes: Any) -> Collect:
+    """``Collect(max_calls, max_bytes)`` (so checked, ModesError), shared with calls of the
+    same bounds."""
+    if type(max_calls) is not int or type(max_bytes) is not int:
+        return Collect(max_calls, max_bytes)  # raises
+    bounds = _shared_bounds.get((max_calls, max_bytes))
+    if bounds is None:
+        bounds = Collect(max_calls, max_bytes)
+        if len(_shared_bounds) < _SHARED_LIMIT:
+            _shared_bounds[max_calls, max_bytes] = bounds
+    return bounds
+
+
+def trusted_modes(data: dict[str, Any]) -> Modes:
+    """The modes of a record cfstream wrote itself (the processor's own state), unchecked."""
+    leading, keep, collect, if_running = (data.get("leading"), data.get("keep"),
+                                          data.get("collect"), data.get("if_running"))
+    if not leading and keep is None and collect is None and if_running is None:
+        return NO_MODES
+    fields = (leading is True, keep or "last", None if collect is None else collect["max_calls"],
+              None if collect is None else collect["max_bytes"], if_running or "concurrent")
+    return _shared_modes.get(fields) or _share(fields)
+
+
 # Not frozen: a frozen dataclass sets each field through object.__setattr__ (~100 ns a field),
 # and the processor builds two or three calls a record. Treat it as immutable all the same.
 @dataclass(slots=True)
@@ -100,13 +270,10 @@ class Call:
     # it must not run (the worker's backoff). First attempts leave both out of the record.
     attempt: int = 1
     not_before_ms: int | None = None
-    leading: bool = False  # a quiet key's first call runs at once
-    keep: str = "last"  # "first": newer calls push the pending one back instead of replacing it
-    # collect=: (max_calls, max_bytes); the call's one argument joins the window's list.
-    collect: tuple[int, int] | None = None
-    # The arguments of every call of the window, in order (the pending call and its execution).
+    modes: Modes = NO_MODES
+    # collect: the arguments of every call of the window, in order (the pending call and its
+    # execution).
     collected: list[Any] | None = None
-    if_running: str = "concurrent"  # "after": held while the key's last execution runs
 
     @property
     def key(self) -> str:
@@ -124,27 +291,12 @@ class Call:
         if self.attempt != 1:
             data["attempt"] = self.attempt
             data["not_before_ms"] = self.not_before_ms
-        if (self.leading or self.keep != "last" or self.collect is not None
-                or self.if_running != "concurrent"):
+        if self.modes is not NO_MODES and (modes := self.modes.record_fields()):
             data["v"] = MODES_VERSION  # modes: fields only when set, and v2
-            data.update(_mode_fields(self.leading, self.keep, self.collect, self.if_running))
+            data.update(modes)
             if self.collected is not None:
                 data["collected"] = self.collected
         return data
-
-
-def _mode_fields(leading: bool, keep: str, collect: tuple[int, int] | None = None,
-                 if_running: str = "concurrent") -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    if leading:
-        fields["leading"] = True
-    if keep != "last":
-        fields["keep"] = keep
-    if collect is not None:
-        fields["collect"] = {"max_calls": collect[0], "max_bytes": collect[1]}
-    if if_running != "concurrent":
-        fields["if_running"] = if_running
-    return fields
 
 
 def argument_bytes(value: Any) -> int:
@@ -160,18 +312,17 @@ class CallRecords:
     __slots__ = ("_key_head", "_start", "_middle", "_tail", "_deferred", "_deferred_tail")
 
     def __init__(self, task: str, delay_ms: int, max_wait_ms: int | None,
-                 leading: bool = False, keep: str = "last",
-                 collect: tuple[int, int] | None = None, if_running: str = "concurrent") -> None:
-        modes = "".join(f",{json.dumps(k)}:{dumps(v).decode()}"
-                        for k, v in _mode_fields(leading, keep, collect, if_running).items())
-        version = MODES_VERSION if modes else SCHEMA_VERSION
+                 modes: Modes = NO_MODES) -> None:
+        fields = "".join(f",{json.dumps(k)}:{dumps(v).decode()}"
+                         for k, v in modes.record_fields().items())
+        version = MODES_VERSION if fields else SCHEMA_VERSION
         self._key_head = f"{task}{KEY_SEPARATOR}"
         self._start = f'{{"v":{version},"kind":"call","id":"'
         self._middle = f'","task":{encode_basestring(task)},"args":'
-        self._tail = f',"delay_ms":{delay_ms},"defer_key":null,"max_wait_ms":null{modes}}}'
+        self._tail = f',"delay_ms":{delay_ms},"defer_key":null,"max_wait_ms":null{fields}}}'
         self._deferred = f',"delay_ms":{delay_ms},"defer_key":'
         self._deferred_tail = (',"max_wait_ms":'
-                               f'{"null" if max_wait_ms is None else max_wait_ms}{modes}}}')
+                               f'{"null" if max_wait_ms is None else max_wait_ms}{fields}}}')
 
     def record(self, call_id: str, args_json: str, kwargs_json: str, submitted_ms: int,
                defer_key: str | None) -> tuple[bytes, bytes]:
@@ -279,9 +430,7 @@ def _optional_ms(data: dict[str, Any], name: str, required: bool = False) -> int
     """Whole milliseconds; 5.0 counts (as in JSON Schema: some encoders write integers so)."""
     if data.get(name) is None:
         return _field(data, name, int, required)  # says it is missing, if required
-    value = data[name]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    value = _whole(data[name])
     if isinstance(value, bool) or not isinstance(value, int):
         shown = value if isinstance(value, float) else type(value).__name__
         raise InvalidRecord("wrong_type",
@@ -337,13 +486,7 @@ def trusted_call(data: dict[str, Any]) -> Call:
     return Call(data["id"], data["task"], data.get("args") or [], data.get("kwargs") or {},
                 data["submitted_ms"], data.get("delay_ms") or 0, data.get("defer_key"),
                 data.get("max_wait_ms"), data.get("attempt") or 1, data.get("not_before_ms"),
-                data.get("leading") or False, data.get("keep") or "last",
-                _trusted_bounds(data.get("collect")), data.get("collected"),
-                data.get("if_running") or "concurrent")
-
-
-def _trusted_bounds(collect: dict[str, int] | None) -> tuple[int, int] | None:
-    return None if collect is None else (collect["max_calls"], collect["max_bytes"])
+                trusted_modes(data), data.get("collected"))
 
 
 def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
@@ -372,23 +515,8 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
     if (attempt > 1) != (not_before is not None):
         raise InvalidRecord("missing_field",
                             "a retry (attempt above 1) needs not_before_ms, and only a retry")
-    leading = _field(data, "leading", bool, required=False) or False
-    keep = _field(data, "keep", str, required=False)
-    keep = "last" if keep is None else keep
-    if keep not in KEEP_VALUES:
-        raise InvalidRecord("bad_value", f"field 'keep' must be 'last' or 'first', got {keep!r}")
-    if (leading or keep != "last") and defer_key is None:
-        raise InvalidRecord("missing_field", "leading and keep need a defer_key")
     args = _field(data, "args", list, required=False) or []
     kwargs = _field(data, "kwargs", dict, required=False) or {}
-    collect = _collect_bounds(data, defer_key, keep, args, kwargs)
-    if_running = _field(data, "if_running", str, required=False)
-    if_running = "concurrent" if if_running is None else if_running
-    if if_running not in IF_RUNNING_VALUES:
-        raise InvalidRecord("bad_value", "field 'if_running' must be 'concurrent' or 'after', "
-                                         f"got {if_running!r}")
-    if if_running != "concurrent" and (defer_key is None or collect is not None):
-        raise InvalidRecord("bad_value", "if_running 'after' needs a defer_key, and no collect")
     return Call(
         id=call_id,
         task=task,
@@ -400,10 +528,7 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
         max_wait_ms=max_wait,
         attempt=attempt,
         not_before_ms=not_before,
-        leading=leading,
-        keep=keep,
-        collect=collect,
-        if_running=if_running,
+        modes=_modes(data, defer_key, args, kwargs),
     )
 
 
@@ -414,37 +539,35 @@ def _attempt(data: dict[str, Any], required: bool = False) -> int:
         if required:
             raise InvalidRecord("missing_field", "missing field 'attempt'")
         return 1
-    if isinstance(attempt, float) and attempt.is_integer():
-        attempt = int(attempt)
+    attempt = _whole(attempt)
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise InvalidRecord("wrong_type",
                             f"field 'attempt' must be a whole number from 1, got {attempt!r}")
     return attempt
 
 
-def _collect_bounds(data: dict[str, Any], defer_key: str | None, keep: str, args: list[Any],
-                    kwargs: dict[str, Any]) -> tuple[int, int] | None:
+def _modes(data: dict[str, Any], defer_key: str | None, args: list[Any],
+           kwargs: dict[str, Any]) -> Modes:
+    """A call's modes as Modes.checked says (null fields are absent ones), and a collect call's
+    one argument as Collect.check_item says."""
     collect = _field(data, "collect", dict, required=False)
-    if collect is None:
-        return None
-    bounds = []
-    for name, limit in (("max_calls", COLLECT_CALLS_LIMIT), ("max_bytes", COLLECT_BYTES_LIMIT)):
-        value = collect.get(name)
-        if isinstance(value, float) and value.is_integer():  # JSON Schema's integer
-            value = int(value)
-        if type(value) is not int or not 1 <= value <= limit:
-            raise InvalidRecord("bad_value", f"collect.{name} must be an integer from 1 to "
-                                             f"{limit}, got {value!r}")
-        bounds.append(value)
-    if defer_key is None or keep != "last":
-        raise InvalidRecord("bad_value", "collect needs a defer_key, and keep 'last'")
-    if len(args) != 1 or kwargs:
-        raise InvalidRecord("bad_value", "a collect call has exactly one argument, in args")
-    size = argument_bytes(args[0])
-    if size > bounds[1]:
-        raise InvalidRecord("too_large", f"a collect call's argument of {size} bytes exceeds "
-                                         f"its collect.max_bytes of {bounds[1]}")
-    return bounds[0], bounds[1]
+    leading, keep, if_running = data.get("leading"), data.get("keep"), data.get("if_running")
+    try:
+        modes = Modes.checked(
+            False if leading is None else leading, "last" if keep is None else keep,
+            None if collect is None else collect_bounds(_whole(collect.get("max_calls")),
+                                                        _whole(collect.get("max_bytes"))),
+            "concurrent" if if_running is None else if_running, deferred=defer_key is not None)
+        if modes.collect is not None:
+            modes.collect.check_item(args, kwargs)
+    except ModesError as exc:
+        raise InvalidRecord(exc.code, exc.reason) from None
+    return modes
+
+
+def _whole(value: Any) -> Any:
+    """2.0 as 2, as JSON Schema's integer takes it; anything else as it is."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def execution_from_dict(data: dict[str, Any]) -> FiredCall:

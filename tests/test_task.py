@@ -107,11 +107,11 @@ def test_modes_are_kept_and_written_on_the_call() -> None:
     @cf.task(delay=5, defer=True, leading=True, keep="first")
     def f(x: int) -> None: ...
 
-    assert (f.leading, f.keep) == (True, "first")
+    assert (f.modes.leading, f.modes.keep) == (True, "first")
     key, value = f.records.record("id", "[1]", "{}", 7, "k")
     assert b'"v":2,' in value and value.endswith(b',"leading":true,"keep":"first"}')
     plain = f.with_defer(True)
-    assert plain.keep == "first" and plain.with_delay(2).leading
+    assert plain.modes.keep == "first" and plain.with_delay(2).modes.leading
 
 
 @pytest.mark.parametrize(("options", "match"), [
@@ -119,12 +119,12 @@ def test_modes_are_kept_and_written_on_the_call() -> None:
     ({"delay": 5, "defer": True, "leading": "yes"}, "leading must be True or False"),
     ({"delay": 5, "defer": True, "keep": "latest"}, "keep must be 'last' or 'first'"),
     ({"delay": 5, "defer": True, "keep": None}, "keep must be 'last' or 'first'"),
-    ({"delay": 5, "leading": True}, "set defer too"),
-    ({"delay": 5, "defer": False, "keep": "first"}, "set defer too"),
+    ({"delay": 5, "leading": True}, "set defer on the task"),
+    ({"delay": 5, "defer": False, "keep": "first"}, "set defer on the task"),
     ({"defer": True, "leading": True}, "needs a delay"),
     ({"delay": 0, "defer": True, "leading": True}, "needs a delay"),
     ({"defer": True, "if_running": "wait"}, "if_running must be 'concurrent' or 'after'"),
-    ({"delay": 5, "if_running": "after"}, "set defer too"),
+    ({"delay": 5, "if_running": "after"}, "set defer on the task"),
     ({"defer": True, "collect": True, "if_running": "after"}, "does not take collect"),
 ])
 def test_bad_modes_raise_at_decoration(options: dict[str, Any], match: str) -> None:
@@ -136,7 +136,7 @@ def test_if_running_after_is_kept_and_written_on_the_call() -> None:
     @cf.task(delay=5, defer=True, if_running="after")
     def f(x: int) -> None: ...
 
-    assert f.if_running == "after" and f.with_delay(1).if_running == "after"
+    assert f.modes.if_running == "after" and f.with_delay(1).modes.if_running == "after"
     _, value = f.records.record("id", "[1]", "{}", 7, "k")
     assert b'"v":2,' in value and value.endswith(b',"if_running":"after"}')
     _, plain = cf.task(delay=5, defer=True)(f.fn).records.record("id", "[1]", "{}", 7, "k")
@@ -149,7 +149,7 @@ def test_a_copy_that_drops_what_a_mode_needs_raises() -> None:
 
     with pytest.raises(cf.ConfigurationError, match="needs a delay"):
         f.with_delay(0)
-    with pytest.raises(cf.ConfigurationError, match="set defer too"):
+    with pytest.raises(cf.ConfigurationError, match="set defer on the task"):
         f.with_defer(False)
 
 
@@ -158,18 +158,18 @@ def test_a_collect_task_takes_the_list_and_is_submitted_one_item_at_a_time() -> 
     def digest(items: list[int]) -> int:
         return sum(items)
 
-    assert digest.collect == cf.Collect(max_calls=3, max_bytes=20)
+    assert digest.modes.collect == cf.Collect(max_calls=3, max_bytes=20)
     key, value = digest.records.record("id", "[7]", "{}", 1, "k")
     assert value.endswith(b',"collect":{"max_calls":3,"max_bytes":20}}') and b'"v":2' in value
-    assert cf.task(delay=5, defer=True, collect=True)(digest.fn).collect == cf.Collect()
+    assert cf.task(delay=5, defer=True, collect=True)(digest.fn).modes.collect == cf.Collect()
     with pytest.raises(TypeError, match="one argument at a time"):
         digest.submit_to(cf.Client(cf.Settings()), 1, 2)  # type: ignore[call-arg]
-    with pytest.raises(cf.SubmitError, match="over collect's max_bytes"):
+    with pytest.raises(cf.SubmitError, match="exceeds its collect.max_bytes of 20"):
         digest.submit_to(cf.Client(cf.Settings()), "x" * 30)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("options", "match"), [
-    ({"collect": True}, "set defer too"),
+    ({"collect": True}, "set defer on the task"),
     ({"defer": True, "collect": True, "keep": "first"}, "keep='first' does not apply"),
     ({"defer": True, "collect": 1}, "collect must be True, False or cf.Collect"),
 ])
@@ -198,15 +198,15 @@ def test_a_collect_task_must_take_one_list_parameter() -> None:
 
 
 @pytest.mark.parametrize(("options", "match"), [
-    ({"delay": 5, "leading": True}, "set defer too"),
-    ({"collect": True}, "set defer too"),
+    ({"delay": 5, "leading": True}, "a defer_key on a call"),
+    ({"collect": True}, "a defer_key on a call"),
     ({"defer_key": "k", "collect": True, "kwargs": {"a": 1}}, "exactly one argument"),
     ({"defer_key": "k", "collect": cf.Collect(max_bytes=2), "args": ["long"]},
-     "over collect's max_bytes"),
-    ({"keep": "first"}, "set defer too"),
+     "exceeds its collect.max_bytes of 2"),
+    ({"keep": "first"}, "a defer_key on a call"),
     ({"defer_key": "k", "leading": True}, "needs a delay"),
     ({"defer_key": "k", "keep": "middle"}, "keep must be"),
-    ({"if_running": "after"}, "set defer too"),
+    ({"if_running": "after"}, "a defer_key on a call"),
     ({"defer_key": "k", "if_running": True}, "if_running must be"),
 ])
 def test_submit_by_name_checks_the_modes(options: dict[str, Any], match: str) -> None:
@@ -537,4 +537,4 @@ def test_a_collect_task_takes_retries() -> None:
     @cf.task(defer=True, collect=True, retries=2)
     def digest(items: list[int]) -> None: ...
 
-    assert digest.retries == cf.Retries(limit=2) and digest.collect == cf.Collect()
+    assert digest.retries == cf.Retries(limit=2) and digest.modes.collect == cf.Collect()

@@ -7,19 +7,24 @@ from typing import Any
 
 import pytest
 
+import cfstream as cf
 from cfstream.codec import dumps
 from cfstream.wire import (
     MAX_CLOCK_SKEW_MS,
     MAX_DELAY_MS,
+    NO_MODES,
     Call,
+    Collect,
     Control,
     FiredCall,
     InvalidRecord,
+    Modes,
     call_from_dict,
     control_from_dict,
     event,
     execution_from_dict,
     parse_json,
+    trusted_call,
 )
 
 NOW = 1_700_000_000_000
@@ -273,7 +278,7 @@ def test_a_collect_call_whose_argument_is_over_its_max_bytes_is_too_large() -> N
     assert reason(record) == ("a collect call's argument of 22 bytes exceeds its "
                               "collect.max_bytes of 21")
     assert parse_call({**record, "collect": {"max_calls": 5, "max_bytes": 22}}
-                      ).collect == (5, 22)
+                      ).modes.collect == Collect(5, 22)
 
 
 def test_an_execution_carries_the_collected_arguments_to_the_worker() -> None:
@@ -289,19 +294,67 @@ def test_an_execution_carries_the_collected_arguments_to_the_worker() -> None:
 
 def test_if_running_after_is_a_v2_field_that_round_trips() -> None:
     call = Call(id="e1", task="t:f", args=[1], kwargs={}, submitted_ms=5, delay_ms=4,
-                defer_key="k", if_running="after")
+                defer_key="k", modes=Modes(if_running="after"))
     data = call.to_dict()
     assert data["v"] == 2 and data["if_running"] == "after"
     assert parse_call(data) == call
 
 
 @pytest.mark.parametrize(("fields", "expected"), [
-    ({"if_running": "later"}, "field 'if_running' must be 'concurrent' or 'after', got 'later'"),
+    ({"if_running": "later"}, "if_running must be 'concurrent' or 'after', got 'later'"),
     ({"if_running": "after", "defer_key": None, "max_wait_ms": None},
-     "if_running 'after' needs a defer_key, and no collect"),
+     "if_running='after' only applies to deferred calls: set defer on the task (a defer_key on "
+     "a call) too"),
     ({"if_running": "after", "args": [1], "kwargs": {},
       "collect": {"max_calls": 5, "max_bytes": 99}},
-     "if_running 'after' needs a defer_key, and no collect"),
+     "if_running='after' does not take collect: a window held while a run lasts could not fire "
+     "early at its bounds"),
 ])
 def test_a_bad_if_running_is_invalid(fields: dict[str, Any], expected: str) -> None:
     assert reason(call_dict(**{"v": 2, "defer_key": "k", **fields})) == expected
+
+
+# -- Modes ------------------------------------------------------------------------------------
+
+
+def test_calls_without_modes_share_no_modes_and_are_written_as_v1() -> None:
+    for data in (call_dict(), call_dict(leading=None, keep=None, collect=None, if_running=None),
+                 call_dict(v=2, leading=False, keep="last", if_running="concurrent"),
+                 call_dict(attempt=2, not_before_ms=NOW)):
+        call = parse_call(data)
+        assert call.modes is NO_MODES and call.to_dict()["v"] == 1
+        assert trusted_call(call.to_dict()).modes is NO_MODES
+
+
+def test_calls_with_the_same_modes_share_one_value() -> None:
+    read = parse_call(call_dict(v=2, leading=True, keep="first"))
+    stored = trusted_call(read.to_dict())
+    assert read.modes == Modes(leading=True, keep="first")
+    assert stored.modes is read.modes is Modes.checked(True, "first", deferred=True)
+    collecting = call_dict(v=2, args=[1], kwargs={}, collect={"max_calls": 3, "max_bytes": 99.0})
+    assert parse_call(collecting).modes is trusted_call(parse_call(collecting).to_dict()).modes
+
+
+@pytest.mark.parametrize("fields", [
+    {"leading": 1}, {"keep": "middle"}, {"if_running": "later"},
+    {"keep": "first", "defer_key": None, "max_wait_ms": None},
+    {"if_running": "after", "collect": {"max_calls": 3, "max_bytes": 99}, "args": [1],
+     "kwargs": {}},
+    {"collect": {"max_calls": 0, "max_bytes": 99}, "args": [1], "kwargs": {}},
+    {"collect": {"max_calls": 3, "max_bytes": 5}, "args": ["too long"], "kwargs": {}},
+    {"collect": {"max_calls": 3, "max_bytes": 99}, "args": [1, 2], "kwargs": {}},
+])
+def test_the_reader_and_submit_by_name_reject_bad_modes_for_one_reason(
+        fields: dict[str, Any]) -> None:
+    record = call_dict(v=2, **fields)
+    expected = reason(record)
+    options = {name: record[name] for name in ("leading", "keep", "if_running") if name in record}
+    try:
+        if "collect" in record:
+            options["collect"] = cf.Collect(**record["collect"])
+        cf.submit(record["task"], record["args"], record["kwargs"], delay=60,
+                  defer_key=record["defer_key"], **options)
+    except (cf.ConfigurationError, cf.SubmitError) as exc:
+        assert str(exc).endswith(expected)
+    else:
+        pytest.fail("cf.submit took modes that the reader rejects")

@@ -90,15 +90,15 @@ def modes(pending: Pending) -> str:
     """The call's deferring modes as shown to people: "leading, keep=first", "collect 3/1000
     calls", "after <id> ends" (held while that execution runs), or ""."""
     call = pending.call
-    shown = ["leading"] if call.leading else []
-    if call.keep != "last":
-        shown.append(f"keep={call.keep}")
-    if call.collect is not None:
-        shown.append(f"collect {len(call.collected or ())}/{call.collect[0]} calls")
+    shown = ["leading"] if call.modes.leading else []
+    if call.modes.keep != "last":
+        shown.append(f"keep={call.modes.keep}")
+    if call.modes.collect is not None:
+        shown.append(f"collect {len(call.collected or ())}/{call.modes.collect.max_calls} calls")
     if pending.running_id is not None:
         shown.append(f"after {pending.running_id} ends")
-    elif call.if_running != "concurrent":
-        shown.append(f"if_running={call.if_running}")
+    elif call.modes.if_running != "concurrent":
+        shown.append(f"if_running={call.modes.if_running}")
     return ", ".join(shown)
 
 

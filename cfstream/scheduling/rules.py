@@ -68,7 +68,7 @@ class Slot:
         """Whether the pending call must wait for the running execution to finish (it says so:
         ``if_running="after"``)."""
         return (self.running_id is not None and self.call is not None
-                and self.call.if_running == "after")
+                and self.call.modes.if_running == "after")
 
     @property
     def timer_id(self) -> str:
@@ -127,21 +127,22 @@ def accept(slot: Slot | None, call: Call, now_ms: int, retention_ms: int,
     events: list[dict[str, Any]] = []
     if slot is not None and pending is not None:
         first = slot.first_ms
-        if call.keep == "first":
+        if call.modes.keep == "first":
             return _push_back(slot, pending, call, now_ms, retention_ms, fire_due)
-        if call.collect is not None:
+        if call.modes.collect is not None:
             return _collect(slot, pending, call, now_ms, retention_ms, fire_due)
         events.append(event("deferred", pending, now_ms, successor=call.id, reason="replaced"))
         due = due_ms(call, first)
     else:
         first = call.submitted_ms
-        due = call.submitted_ms if call.leading and _quiet(slot, call) else due_ms(call, first)
+        due = (call.submitted_ms if call.modes.leading and _quiet(slot, call)
+               else due_ms(call, first))
     size = 0
-    bounds = call.collect
+    bounds = call.modes.collect
     if bounds is not None:  # opens a window's list
         size = argument_bytes(call.args[0])
         call = replace(call, collected=[call.args[0]])
-        if bounds[0] <= 1:
+        if bounds.max_calls <= 1:
             due = min(due, call.submitted_ms)
     new = Slot(
         call=call,
@@ -193,12 +194,13 @@ def _collect(slot: Slot, pending: Call, call: Call, now_ms: int, retention_ms: i
              fire_due: bool) -> Decision:
     """collect: ``call`` replaces the pending call with the window's list plus its argument;
     a full window is due at once, one the argument would overflow fires first."""
-    assert call.collect is not None  # noqa: S101 - the caller checked
-    max_calls, max_bytes = call.collect
+    bounds = call.modes.collect
+    assert bounds is not None  # noqa: S101 - the caller checked
     collected = pending.collected if pending.collected is not None else []
     item = call.args[0]
     size = argument_bytes(item)
-    if collected and (slot.collected_bytes + size > max_bytes or len(collected) >= max_calls):
+    if collected and (slot.collected_bytes + size > bounds.max_bytes
+                      or len(collected) >= bounds.max_calls):
         early = replace(slot, due_ms=min(slot.due_ms, call.submitted_ms, now_ms))
         fired = tick(early, pending.id, now_ms, retention_ms)
         rest = accept(fired.slot, call, now_ms, retention_ms, fire_due)
@@ -206,7 +208,7 @@ def _collect(slot: Slot, pending: Call, call: Call, now_ms: int, retention_ms: i
                         events=fired.events + rest.events)
     new_call = replace(call, collected=[*collected, item])
     due = due_ms(call, slot.first_ms)
-    if len(collected) + 1 >= max_calls:
+    if len(collected) + 1 >= bounds.max_calls:
         due = min(due, call.submitted_ms)
     new = replace(slot, call=new_call, due_ms=due, collected_bytes=slot.collected_bytes + size)
     events = [event("deferred", pending, now_ms, successor=call.id, reason="collected"),
@@ -244,7 +246,7 @@ def tick(slot: Slot | None, timer_id: str, now_ms: int, retention_ms: int) -> De
         return Decision(slot, changed=False)  # due, but waits for the running one to finish
     call = slot.call
     execution = FiredCall(call=call, due_ms=slot.due_ms, fired_ms=now_ms)
-    if call.leading and retention_ms > 0:  # the marker tells the next call the key is not quiet
+    if call.modes.leading and retention_ms > 0:  # the marker tells the next call: not quiet
         retention_ms = max(retention_ms, call.delay_ms)
     marker = _marker(slot, call, now_ms, retention_ms, execution)
     return Decision(marker, changed=True, executions=[execution])
@@ -316,7 +318,7 @@ def _marker(slot: Slot, call: Call, now_ms: int, retention_ms: int,
     """What a key keeps once ``call`` left it: fired (``execution``) or cancelled. A fired
     if_running="after" call leaves the key running; a cancelled one leaves it as it was."""
     running_id, running_attempt = slot.running_id, slot.running_attempt
-    if execution is not None and call.if_running == "after":
+    if execution is not None and call.modes.if_running == "after":
         running_id, running_attempt = call.id, call.attempt
     if running_id is not None:
         retention_ms = max(retention_ms, RUNNING_RECHECK_MS)

@@ -95,7 +95,7 @@ class Reporter:
     def ended_elsewhere(self, job: Job) -> None:
         """The events say another worker ended ``job``: its offset is done. A key that runs one
         at a time is told again that it ended, in case that worker died before it could."""
-        if job.call.if_running != "after":
+        if job.call.modes.if_running != "after":
             self.offsets.finish(job.partition, job.offset)
             return
         self._produce_all([self._finished_record(job)], job)
@@ -121,7 +121,7 @@ class Reporter:
         """Publish an event; ``done``: the execution it ends here (see the module's doc)."""
         records = [(self.settings.events_topic, payload["id"].encode(), dumps(payload))]
         if (done is not None and payload["type"] != "retrying"  # a retry is on the calls topic
-                and done.call.if_running == "after"):
+                and done.call.modes.if_running == "after"):
             records.append(self._finished_record(done))
         self._produce_all(records, done)
 

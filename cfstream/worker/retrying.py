@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from cfstream.retries import Retries
-from cfstream.wire import Call
+from cfstream.wire import NO_MODES, Call
 from cfstream.worker.execute import Outcome
 
 
@@ -29,4 +29,4 @@ def next_attempt(call: Call, policy: Retries | None, outcome: Outcome,
     # A collected run is retried alone with its list, keyed by its id: the key's later calls
     # make windows of their own, and no argument is dropped or run twice.
     return dataclasses.replace(retry, args=[call.collected], kwargs={}, defer_key=None,
-                               max_wait_ms=None, leading=False, collect=None, collected=None)
+                               max_wait_ms=None, modes=NO_MODES, collected=None)

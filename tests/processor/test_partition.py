@@ -14,7 +14,7 @@ from cfstream.codec import dumps
 from cfstream.ids import new_execution_id
 from cfstream.processor import state
 from cfstream.processor.partition import FIRED_RETENTION_MS, PartitionTask
-from cfstream.wire import Call, Control
+from cfstream.wire import Call, Control, Modes
 
 T0 = 1_800_000_000_000
 Records = list[tuple[bytes, Any]]
@@ -212,7 +212,8 @@ def test_every_call_fires_once_or_is_replaced(
 def test_a_leading_call_fires_when_read_and_the_next_ones_wait_for_a_trailing_run(
         partition_task: Callable[..., PartitionTask]) -> None:
     task = partition_task()
-    first, *rest = [dataclasses.replace(call(T0 + i * 100), leading=True) for i in range(3)]
+    first, *rest = [dataclasses.replace(call(T0 + i * 100), modes=Modes(leading=True))
+                    for i in range(3)]
     # Read in one turn with the two after it: the leading one still runs, at once.
     turn(task, [first, *rest], now=T0 + 250)
     assert fired(task) == [first.id]
@@ -228,7 +229,8 @@ def test_a_leading_call_fires_when_read_and_the_next_ones_wait_for_a_trailing_ru
 def test_keep_first_runs_the_first_call_once_the_last_has_had_its_quiet_period(
         partition_task: Callable[..., PartitionTask]) -> None:
     task = partition_task()
-    calls = [dataclasses.replace(call(T0 + i * 100, args=[i]), keep="first") for i in range(3)]
+    calls = [dataclasses.replace(call(T0 + i * 100, args=[i]), modes=Modes(keep="first"))
+             for i in range(3)]
     turn(task, calls, now=T0 + 250)
     assert [(e["id"], e["successor"], e["reason"]) for e in events(task, "deferred")] == [
         (c.id, calls[0].id, "kept_first") for c in calls[1:]]

@@ -16,7 +16,7 @@ from cfstream.processor.state import (
     slot_timer,
 )
 from cfstream.scheduling.rules import Slot
-from cfstream.wire import Call
+from cfstream.wire import NO_MODES, Call, Collect, Modes
 
 DUES = st.integers(0, 2**63)
 KEYS = st.binary(max_size=40)
@@ -106,15 +106,15 @@ def test_slot_timer_reads_what_the_decoded_slot_says() -> None:
 
 
 def test_slots_of_deferring_modes_round_trip() -> None:
-    pending = Slot(call=make_call(leading=True, keep="first"), first_ms=5, due_ms=9,
+    pending = Slot(call=make_call(modes=Modes(leading=True, keep="first")), first_ms=5, due_ms=9,
                    latest_ms=7, latest_id="0190a5b2-0000-7000-8000-000000000009")
     marker = Slot(call=None, first_ms=5, due_ms=900, fired_id="c0", fired_submitted_ms=1,
                   latest_ms=7, latest_id="c2")
-    collecting = Slot(call=make_call(args=[3], kwargs={}, collect=(10, 999),
+    collecting = Slot(call=make_call(args=[3], kwargs={}, modes=Modes(collect=Collect(10, 999)),
                                      collected=[1, {"$date": "2026-01-01"}, 3]),
                       first_ms=5, due_ms=9, collected_bytes=27)
-    held = Slot(call=make_call(if_running="after"), first_ms=5, due_ms=9, running_id="c0",
-                running_attempt=2)
+    held = Slot(call=make_call(modes=Modes(if_running="after")), first_ms=5, due_ms=9,
+                running_id="c0", running_attempt=2)
     running = Slot(call=None, first_ms=5, due_ms=900, fired_id="c0", fired_submitted_ms=1,
                    running_id="c0")
     for slot in (pending, marker, collecting, held, running):
@@ -129,7 +129,7 @@ def test_a_slot_written_before_the_modes_still_decodes() -> None:
     slot = decode_slot(raw)
     assert slot == Slot(call=Call(id="c1", task="t:f", args=[1], kwargs={}, submitted_ms=5,
                                   delay_ms=4, defer_key="k"), first_ms=5, due_ms=9)
-    assert slot.call is not None and not slot.call.leading and slot.call.keep == "last"
+    assert slot.call is not None and slot.call.modes is NO_MODES
 
 
 # Slots with deferring modes as the processor wrote them at cf81cee, before the modes became one

@@ -5,18 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from cfstream.scheduling import rules
-from cfstream.wire import Call, FiredCall
+from cfstream.wire import NO_MODES, Call, Collect, FiredCall, Modes
 
 DELAY = 1_000
 RETENTION = 60_000
+MODE_NAMES = {"leading", "keep", "collect", "if_running"}
 
 
 def make_call(call_id: str, submitted_ms: int, delay_ms: int = DELAY, **fields: Any) -> Call:
     """A call of ``tasks:notify`` on key ``k``, its id as its one argument; ``fields`` set the
-    rest (``defer_key``, ``max_wait_ms``, the modes...)."""
+    rest (``defer_key``, ``max_wait_ms``...), and the modes by name (``leading=True``,
+    ``collect=(max_calls, max_bytes)``...)."""
+    modes = {name: fields.pop(name) for name in MODE_NAMES & fields.keys()}
+    if modes.get("collect") is not None:
+        modes["collect"] = Collect(*modes["collect"])
     return Call(**{"id": call_id, "task": "tasks:notify", "args": [call_id], "kwargs": {},
                    "submitted_ms": submitted_ms, "delay_ms": delay_ms, "defer_key": "k",
-                   **fields})
+                   "modes": Modes(**modes) if modes else NO_MODES, **fields})
 
 
 def outcomes(decision: rules.Decision) -> list[tuple[str, str, str | None]]:

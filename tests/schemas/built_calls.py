@@ -14,10 +14,12 @@ from cfstream.calls import submit
 from cfstream.client import Client
 from cfstream.codec import dumps
 from cfstream.settings import Settings
-from cfstream.task import Collect, Defer, Task
+from cfstream.task import Defer, Task
 from cfstream.wire import (
     MAX_DELAY_MS,
     Call,
+    Collect,
+    Modes,
     call_from_dict,
 )
 
@@ -61,19 +63,21 @@ def built_calls() -> list[Call]:
         Task(fn=notify, name=name, delay_ms=60_000, defer=True, max_wait_ms=600_000),
         Task(fn=notify, name=name, defer=Defer(params=["user_id"])),
         Task(fn=notify, name=name, defer=lambda user_id, *_a, **_k: f"user:{user_id}"),
-        Task(fn=notify, name=name, delay_ms=60_000, defer=True, leading=True),
-        Task(fn=notify, name=name, defer=Defer(params=["user_id"]), keep="first"),
-        Task(fn=notify, name=name, delay_ms=1, defer=True, max_wait_ms=9, leading=True,
-             keep="first"),
-        Task(fn=notify, name=name, delay_ms=60_000, defer=True, if_running="after"),
+        Task(fn=notify, name=name, delay_ms=60_000, defer=True, modes=Modes(leading=True)),
+        Task(fn=notify, name=name, defer=Defer(params=["user_id"]), modes=Modes(keep="first")),
+        Task(fn=notify, name=name, delay_ms=1, defer=True, max_wait_ms=9,
+             modes=Modes(leading=True, keep="first")),
+        Task(fn=notify, name=name, delay_ms=60_000, defer=True,
+             modes=Modes(if_running="after")),
     ]
     for task in tasks:
         task.submit_to(client, *ODD_ARGS, **ODD_KWARGS)
     for collector in (Task(fn=collected, name="tests.schemas:collected", delay_ms=5, defer=True,
-                           collect=Collect()),
+                           modes=Modes(collect=Collect())),
                       Task(fn=collected, name="tests.schemas:collected", delay_ms=5,
-                           defer=lambda item: str(item[0]), leading=True,
-                           collect=Collect(max_calls=2, max_bytes=99))):
+                           defer=lambda item: str(item[0]),
+                           modes=Modes(leading=True, collect=Collect(max_calls=2,
+                                                                     max_bytes=99)))):
         collector.submit_to(client, (7, dt.date(2026, 1, 1)))
     long_key = Task(fn=notify, name=name, defer=True)  # a key over 128 chars becomes sha256:...
     long_key.submit_to(client, 1, dt.datetime(2026, 1, 1), tags=("x" * 200,))

@@ -19,6 +19,7 @@ from schema_checks import ID, NOW, assert_invalid, assert_valid, declared, valid
 from cfstream.codec import dumps, to_json_value
 from cfstream.wire import (
     Call,
+    Collect,
     Control,
     FiredCall,
     call_from_dict,
@@ -32,10 +33,10 @@ def test_the_client_builds_every_flavour_of_call() -> None:
     assert any(c.max_wait_ms is not None for c in CALLS)
     assert any((c.defer_key or "").startswith("sha256:") for c in CALLS)
     assert any(c.defer_key == "" for c in CALLS)
-    assert {(c.leading, c.keep) for c in CALLS} == {
+    assert {(c.modes.leading, c.modes.keep) for c in CALLS} == {
         (False, "last"), (True, "last"), (False, "first"), (True, "first")}
-    assert {c.collect for c in CALLS} >= {None, (1000, 131072), (2, 99)}
-    assert {c.if_running for c in CALLS} == {"concurrent", "after"}
+    assert {c.modes.collect for c in CALLS} >= {None, Collect(1000, 131072), Collect(2, 99)}
+    assert {c.modes.if_running for c in CALLS} == {"concurrent", "after"}
 
 
 @pytest.mark.parametrize("call", CALLS, ids=lambda c: f"{c.task}-{c.defer_key}")
@@ -86,7 +87,8 @@ def test_malformed_tagged_values_do_not_match_encoded_value(value: Any) -> None:
 
 
 def test_executions_match_the_execution_schema_only() -> None:
-    runs = [dataclasses.replace(c, collected=[c.args[0], c.args[0]]) for c in CALLS if c.collect]
+    runs = [dataclasses.replace(c, collected=[c.args[0], c.args[0]])
+            for c in CALLS if c.modes.collect]
     assert runs
     for call in CALLS + runs:
         record = json.loads(dumps(FiredCall(call=call, due_ms=NOW + 5, fired_ms=NOW + 7).to_dict()))

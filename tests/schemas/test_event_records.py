@@ -17,7 +17,9 @@ from cfstream.task import Task
 from cfstream.wire import (
     EVENT_TYPES,
     Call,
+    Collect,
     FiredCall,
+    Modes,
     event,
 )
 from cfstream.worker import execute
@@ -43,18 +45,20 @@ def rule_events() -> list[dict[str, Any]]:
     retry = dataclasses.replace(make("b", NOW + 10), attempt=2, not_before_ms=NOW + 9_000)
     retried = rules.accept(fired.slot, retry, NOW + 3_000, 60_000)
     replaced = rules.accept(retried.slot, make("d", NOW + 3_500), NOW + 3_500, 60_000)
-    kept = rules.accept(pending.slot, dataclasses.replace(make("d", NOW + 5), keep="first"),
-                        NOW + 5, 60_000)
-    lead = rules.accept(None, dataclasses.replace(make("e", NOW), leading=True), NOW, 60_000)
+    def moded(call: Call, **modes: Any) -> Call:
+        return dataclasses.replace(call, modes=Modes(**modes))
+
+    kept = rules.accept(pending.slot, moded(make("d", NOW + 5), keep="first"), NOW + 5, 60_000)
+    lead = rules.accept(None, moded(make("e", NOW), leading=True), NOW, 60_000)
     assert lead.executions
-    gathered = rules.accept(None, dataclasses.replace(make("f", NOW), collect=(5, 99)), NOW, 0)
-    gathered = rules.accept(gathered.slot, dataclasses.replace(make("g", NOW + 1),
-                                                               collect=(5, 99)), NOW + 1, 0)
+    gathered = rules.accept(None, moded(make("f", NOW), collect=Collect(5, 99)), NOW, 0)
+    gathered = rules.accept(gathered.slot, moded(make("g", NOW + 1), collect=Collect(5, 99)),
+                            NOW + 1, 0)
     # if_running="after": "h" fires at once and runs; "i" is held until it finishes.
-    running = rules.accept(None, dataclasses.replace(make("h", NOW, delay=0),
-                                                     if_running="after"), NOW, 60_000)
-    held = rules.accept(running.slot, dataclasses.replace(make("i", NOW + 1),
-                                                          if_running="after"), NOW + 1, 60_000)
+    running = rules.accept(None, moded(make("h", NOW, delay=0), if_running="after"), NOW,
+                           60_000)
+    held = rules.accept(running.slot, moded(make("i", NOW + 1), if_running="after"), NOW + 1,
+                        60_000)
     assert running.executions and held.events[-1]["after"] == "h"
     for decision in (first, second, late, fired, after, at_once, pending, cancelled, default,
                      retried, replaced, kept, lead, gathered, running, held):

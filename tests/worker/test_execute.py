@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from cfstream.task import Collect, Task
-from cfstream.wire import Call
+from cfstream.task import Task
+from cfstream.wire import Call, Collect, Modes
 from cfstream.worker.execute import prepare
 
 NOW = 1_800_000_000_000
@@ -20,9 +20,9 @@ def digest(items: list[dt.date]) -> list[str]:
 
 
 def test_a_collected_run_gets_the_list_of_every_calls_argument_decoded() -> None:
-    task = Task(fn=digest, name="tests:digest", defer=True, collect=Collect())
+    task = Task(fn=digest, name="tests:digest", defer=True, modes=Modes(collect=Collect()))
     call = Call(id="c3", task=task.name, args=[{"$date": "2026-01-03"}], kwargs={},
-                submitted_ms=NOW, defer_key="k", collect=(5, 999))
+                submitted_ms=NOW, defer_key="k", modes=Modes(collect=Collect(5, 999)))
     run, ready = prepare(task, dataclasses.replace(call, collected=[
         {"$date": "2026-01-01"}, {"$date": "2026-01-02"}, {"$date": "2026-01-03"}]))
     assert ready is None

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from cfstream.retries import Retries
-from cfstream.wire import Call
+from cfstream.wire import NO_MODES, Call, Collect, Modes
 from cfstream.worker.execute import failure, from_exception, lost
 from cfstream.worker.retrying import next_attempt
 
@@ -46,11 +46,10 @@ def test_a_lost_worker_always_retries_and_a_failure_without_an_exception_never()
 
 
 def test_a_collected_run_is_retried_alone_with_its_list() -> None:
-    run = dataclasses.replace(CALL, collect=(10, 1_000), leading=True, max_wait_ms=5_000,
-                              collected=[1, 2, 3])
+    run = dataclasses.replace(CALL, modes=Modes(leading=True, collect=Collect(10, 1_000)),
+                              max_wait_ms=5_000, collected=[1, 2, 3])
     retry = next_attempt(run, Retries(), BOOM, NOW)
     assert retry is not None
     assert (retry.args, retry.kwargs, retry.defer_key, retry.key) == ([[1, 2, 3]], {}, None, "c1")
-    assert (retry.collect, retry.collected, retry.leading, retry.max_wait_ms) == (
-        None, None, False, None)
+    assert (retry.modes, retry.collected, retry.max_wait_ms) == (NO_MODES, None, None)
     assert (retry.attempt, retry.not_before_ms) == (2, NOW)

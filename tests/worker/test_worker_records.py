@@ -12,6 +12,7 @@ from worker_harness import NOW, fired
 
 from cfstream.codec import dumps, to_json_value
 from cfstream.task import Task
+from cfstream.wire import Modes
 
 WHEN = to_json_value(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
 
@@ -75,7 +76,8 @@ def test_worker_finished_records_match_the_call_schema(harness_of: Any) -> None:
     """if_running="after": once an execution's outcome is out, the worker tells the processor
     that the key's run ended, on the calls topic with the call's key."""
     harness = harness_of(TASKS)
-    executions = [fired(task, args, key=f"key:{i}", at=NOW + i, delay_ms=5, if_running="after")
+    executions = [fired(task, args, key=f"key:{i}", at=NOW + i, delay_ms=5,
+                        modes=Modes(if_running="after"))
                   for i, (task, args) in enumerate([("tests.worker:ok", [1, WHEN]),
                                                     ("tests.worker:boom", [])])]
     harness.feed(*executions)
