@@ -74,7 +74,7 @@ def sample_records(task: Task[Any, Any], n: int) -> list[tuple[bytes, bytes]]:
     for i in range(n):
         call = Call(id=new_execution_id(now), task=task.name, args=[i], kwargs={},
                     submitted_ms=now, delay_ms=task.delay_ms,
-                    defer_key=task.defer_key(task.bind((i,), {})),
+                    defer_key=task.arguments.defer_key(task.arguments.bind((i,), {})),
                     max_wait_ms=task.max_wait_ms)
         out.append((call.key.encode(), dumps(call.to_dict())))
     return out

@@ -9,6 +9,7 @@
     send_notification(1, 2)          # submit and wait for the result
 """
 
+from cfstream.arguments import Defer
 from cfstream.calls import submit
 from cfstream.client import Client, configure
 from cfstream.errors import (
@@ -31,7 +32,7 @@ from cfstream.futures import (
 )
 from cfstream.retries import Retries
 from cfstream.settings import Settings
-from cfstream.task import Defer, Task, task
+from cfstream.task import Task, task
 from cfstream.wire import Collect
 
 __all__ = [

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import inspect
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
+from cfstream.arguments import POSITIONAL, Arguments, DeferOption
 from cfstream.client import Client, current_client
 from cfstream.clock import now_ms
-from cfstream.codec import SCALAR_TEXT, canonical, json_text, to_json_value
-from cfstream.errors import ConfigurationError, DeferKeyError, SubmitError
+from cfstream.errors import ConfigurationError, SubmitError
 from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
 from cfstream.retries import Retries, retries_option
@@ -33,39 +32,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
-# Keys longer than this are replaced by their SHA-256: record keys stay small and readable ones
-# (ids, "user:document") stay as they are for `cfstream pending --key`.
-MAX_READABLE_KEY = 128
-
 _registry: dict[str, Task[Any, Any]] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Defer:
-    """Defer on the named parameters only: ``cf.Defer(params=["user_id"])``."""
-
-    params: Sequence[str]
-
-
-DeferOption = bool | Callable[..., str] | Defer | None
 Keep = Literal["last", "first"]
 IfRunning = Literal["concurrent", "after"]
-
-_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-
-
-@dataclass(frozen=True, slots=True)
-class _Positional:
-    """A signature of positional parameters only, as submit's fast path needs it: calls with
-    ``least`` to ``most`` positional arguments and no keywords bind to those arguments as given."""
-
-    least: int
-    most: int
-    # JSON text of each parameter's default ("": no default, or not a plain scalar).
-    defaults: tuple[str, ...]
-    # The defer key from the arguments' texts, as canonical() writes it (sorted names; plain
-    # scalars write the same either way): '{{"a":{1},"b":{0}}}'. None: not keyed by parameters.
-    key_format: str | None
 
 
 def to_ms(value: dt.timedelta | float | int | None, what: str) -> int | None:
@@ -106,7 +77,7 @@ class Task(Generic[P, R]):
         self.modes.check(deferred=bool(self.defer), delay_ms=self.delay_ms)
         if self.modes.collect is not None:
             params = list(self.signature.parameters.values())
-            if len(params) != 1 or params[0].kind not in _POSITIONAL:
+            if len(params) != 1 or params[0].kind not in POSITIONAL:
                 raise ConfigurationError(
                     f"{self.name}: a collect task takes one positional parameter, the list of "
                     f"each call's argument (def {self.fn.__name__}(items: list[...])), got "
@@ -120,18 +91,7 @@ class Task(Generic[P, R]):
                     f"({self.delay_ms / 1000:g} s): it caps how long a stream of calls can "
                     "postpone one run"
                 )
-        if isinstance(self.defer, Defer):
-            known = set(self.signature.parameters)
-            unknown = [p for p in self.defer.params if p not in known]
-            if unknown or not self.defer.params:
-                raise ConfigurationError(
-                    f"Defer(params=...) must name parameters of {self.name}: unknown {unknown}, "
-                    f"known {sorted(known)}"
-                )
-        elif not (self.defer is None or isinstance(self.defer, bool) or callable(self.defer)):
-            raise ConfigurationError(
-                "defer must be True, False, a function returning the key, or cf.Defer(params=[...])"
-            )
+        self.arguments.check()
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Submit and wait for the result."""
@@ -148,7 +108,7 @@ class Task(Generic[P, R]):
         collect = self.modes.collect
         if collect is not None and (len(args) != 1 or kwargs):
             raise TypeError(f"{self.name}: a collect task is submitted one argument at a time")
-        args_json, kwargs_json, defer_key = self.encode_call(args, kwargs)
+        args_json, kwargs_json, defer_key = self.arguments.encode(args, kwargs)
         if collect is not None:
             try:
                 collect.check_item(json.loads(args_json), None)
@@ -170,122 +130,15 @@ class Task(Generic[P, R]):
     def signature(self) -> inspect.Signature:
         return inspect.signature(self.fn)
 
-    def positional_names(self, count: int) -> list[str]:
-        """Names for the first ``count`` positional arguments, for error messages."""
-        names = []
-        for param in self.signature.parameters.values():
-            if param.kind is param.VAR_POSITIONAL:
-                break
-            names.append(param.name)
-        names += [f"*{len(names) + i}" for i in range(max(0, count - len(names)))]
-        return names[:count]
-
-    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{self.name}: {exc}") from None
-        return bound
-
-    def encode_call(self, args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> tuple[str, str, str | None]:
-        """A call's positional and keyword arguments as JSON text, and its defer key.
-
-        Raises TypeError naming a bad argument, or DeferKeyError."""
-        shape = self._positional
-        if shape is not None and not kwargs and shape.least <= len(args) <= shape.most:
-            try:
-                texts = [SCALAR_TEXT[type(value)](value) for value in args]
-            except (KeyError, ValueError):
-                pass  # not a plain scalar: to_json_value encodes it or names it below
-            else:
-                args_json = f"[{','.join(texts)}]"
-                if shape.key_format is None:
-                    if self.defer is None or self.defer is False:
-                        return args_json, "{}", None
-                    return args_json, "{}", self._key_from_function(args, {})
-                if len(texts) < shape.most:
-                    texts += shape.defaults[len(texts):]
-                if "" not in texts:
-                    key = shape.key_format.format(*texts)
-                    return args_json, "{}", key if len(key) <= MAX_READABLE_KEY else _hashed(key)
-        bound = self.bind(args, kwargs)
-        defer_key = self.defer_key(bound)
-        names = self.positional_names(len(bound.args))
-        return (
-            json_text([to_json_value(v, f"{self.name}: argument {name!r}")
-                       for name, v in zip(names, bound.args, strict=True)]),
-            json_text({k: to_json_value(v, f"{self.name}: argument {k!r}")
-                       for k, v in bound.kwargs.items()}),
-            defer_key,
-        )
+    @cached_property
+    def arguments(self) -> Arguments:
+        """How this task's calls' arguments are bound, written and keyed."""
+        return Arguments(self.name, self.signature, self.defer)
 
     @cached_property
     def records(self) -> CallRecords:
         """Writes this task's calls-topic records."""
         return CallRecords(self.name, self.delay_ms, self.max_wait_ms, self.modes)
-
-    @cached_property
-    def _positional(self) -> _Positional | None:
-        params = list(self.signature.parameters.values())
-        if any(p.kind not in _POSITIONAL for p in params):
-            return None
-        defaults = tuple(_scalar_text(p.default) for p in params)
-        key_format = None
-        if self.defer is True or isinstance(self.defer, Defer):
-            chosen = {p.name for p in params} if self.defer is True else set(self.defer.params)
-            fields = [json_text(p.name).replace("{", "{{").replace("}", "}}") + f":{{{i}}}"
-                      for i, p in sorted(enumerate(params), key=lambda item: item[1].name)
-                      if p.name in chosen]
-            key_format = "{{" + ",".join(fields) + "}}"
-        return _Positional(
-            least=sum(p.default is p.empty for p in params), most=len(params),
-            defaults=defaults, key_format=key_format,
-        )
-
-    def defer_key(self, bound: inspect.BoundArguments) -> str | None:
-        """The user-level defer key for these arguments (None: not deferred)."""
-        if self.defer is None or self.defer is False:
-            return None
-        if self.defer is True or isinstance(self.defer, Defer):
-            full = _with_defaults(bound)
-            chosen = full if self.defer is True else {p: full[p] for p in self.defer.params}
-            key = canonical(to_json_value(chosen, f"{self.name} defer key"))
-            return key if len(key) <= MAX_READABLE_KEY else _hashed(key)
-        return self._key_from_function(bound.args, bound.kwargs)
-
-    def _key_from_function(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        key_function = cast(Callable[..., Any], self.defer)  # not None, a bool or a Defer
-        try:
-            key = key_function(*args, **kwargs)
-        except Exception as exc:
-            raise DeferKeyError(
-                f"{self.name}: the defer key function raised {type(exc).__name__}: {exc}; "
-                "it must accept the task's arguments and return a string"
-            ) from exc
-        if not isinstance(key, str):
-            raise DeferKeyError(
-                f"{self.name}: the defer key function returned {type(key).__name__} "
-                f"({key!r}); it must return a string"
-            )
-        return key
-
-
-def _hashed(key: str) -> str:
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-
-
-def _scalar_text(value: Any) -> str:
-    try:
-        return SCALAR_TEXT[type(value)](value)
-    except (KeyError, ValueError):
-        return ""
-
-
-def _with_defaults(bound: inspect.BoundArguments) -> dict[str, Any]:
-    full = inspect.BoundArguments(bound.signature, bound.arguments.copy())
-    full.apply_defaults()
-    return dict(full.arguments)
 
 
 @overload

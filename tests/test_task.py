@@ -15,7 +15,7 @@ from cfstream.task import registered
 
 
 def key_of(task: cf.Task[..., Any], *args: Any, **kwargs: Any) -> str | None:
-    return task.defer_key(task.bind(args, kwargs))
+    return task.arguments.defer_key(task.arguments.bind(args, kwargs))
 
 
 def notify(user_id: int, document_id: int, update: str = "") -> None:
@@ -419,23 +419,23 @@ def test_bind_with_wrong_arguments_names_the_task(args: tuple[Any, ...],
                                                   kwargs: dict[str, Any]) -> None:
     task = cf.task(name="app:notify_user")(notify)
     with pytest.raises(TypeError, match=r"^app:notify_user: "):
-        task.bind(args, kwargs)
+        task.arguments.bind(args, kwargs)
 
 
 def test_positional_names_for_error_messages() -> None:
     task = cf.task(notify)
-    assert task.positional_names(2) == ["user_id", "document_id"]
-    assert task.positional_names(5) == ["user_id", "document_id", "update", "*3", "*4"]
+    assert task.arguments.positional_names(2) == ["user_id", "document_id"]
+    assert task.arguments.positional_names(5) == ["user_id", "document_id", "update", "*3", "*4"]
 
 
-# -- encode_call ----------------------------------------------------------------------------
+# -- Arguments.encode ------------------------------------------------------------------------
 
 
 def general_encoding(task: cf.Task[..., Any], args: tuple[Any, ...],
                      kwargs: dict[str, Any]) -> tuple[str, str, str | None]:
-    """What encode_call returns, the long way: bind, defer_key, to_json_value, JSON text."""
-    bound = task.bind(args, kwargs)
-    key = task.defer_key(bound)
+    """What Arguments.encode returns, the long way: bind, defer_key, to_json_value, JSON text."""
+    bound = task.arguments.bind(args, kwargs)
+    key = task.arguments.defer_key(bound)
     return (json_text([to_json_value(v) for v in bound.args]),
             json_text({k: to_json_value(v) for k, v in bound.kwargs.items()}), key)
 
@@ -472,21 +472,21 @@ ENCODED_TASKS = [
 @settings(max_examples=300)
 @given(st.sampled_from(ENCODED_TASKS), st.lists(SCALARS, max_size=5),
        st.dictionaries(st.sampled_from(["score", "label", "at", "colour"]), SCALARS, max_size=2))
-def test_encode_call_writes_what_the_general_encoding_writes(
+def test_encoding_writes_what_the_general_encoding_writes(
         task: cf.Task[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
-    assert outcome(task.encode_call, tuple(args), kwargs) == \
+    assert outcome(task.arguments.encode, tuple(args), kwargs) == \
         outcome(general_encoding, task, tuple(args), kwargs)
 
 
-def test_encode_call_names_a_bad_argument() -> None:
+def test_encoding_names_a_bad_argument() -> None:
     task = cf.Task(fn=scored, name="t:scored")
     with pytest.raises(TypeError, match=r"^t:scored: argument 'score': nan has no JSON"):
-        task.encode_call((1, float("nan")), {})
+        task.arguments.encode((1, float("nan")), {})
     with pytest.raises(TypeError, match=r"^t:scored: argument 'flag': set cannot be sent"):
-        task.encode_call((1, 2, "x", {1}), {})
+        task.arguments.encode((1, 2, "x", {1}), {})
     keyed = cf.Task(fn=scored, name="t:scored", defer=True)
     with pytest.raises(TypeError, match=r"^t:scored defer key\['user_id'\]: object cannot"):
-        keyed.encode_call((object(),), {})
+        keyed.arguments.encode((object(),), {})
 
 
 # -- retries ----------------------------------------------------------------------------------

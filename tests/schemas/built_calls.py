@@ -10,11 +10,12 @@ import uuid
 
 from schema_checks import ID, NOW
 
+from cfstream.arguments import Defer
 from cfstream.calls import submit
 from cfstream.client import Client
 from cfstream.codec import dumps
 from cfstream.settings import Settings
-from cfstream.task import Defer, Task
+from cfstream.task import Task
 from cfstream.wire import (
     MAX_DELAY_MS,
     Call,
