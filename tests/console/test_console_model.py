@@ -8,7 +8,7 @@ from typing import Any
 from cfstream.console import state
 from cfstream.console.state import Model, percentile
 from cfstream.processor.pending import Pending
-from cfstream.wire import Call
+from cfstream.wire import Call, Collect, Modes
 
 NOW = 1_800_000_000_000
 TASK = "app:notify"
@@ -127,13 +127,15 @@ def test_pending_calls_show_their_deferring_modes() -> None:
     model = Model()
     plain = pending("p1", NOW + 1000)
     moded = Pending(Call(id="p2", task=TASK, args=[], kwargs={}, submitted_ms=NOW,
-                         delay_ms=1000, defer_key="u1", leading=True, keep="first"),
+                         delay_ms=1000, defer_key="u1",
+                         modes=Modes(leading=True, keep="first")),
                     NOW + 500, NOW)
     collecting = Pending(Call(id="p3", task=TASK, args=[2], kwargs={}, submitted_ms=NOW,
-                              delay_ms=1000, defer_key="u1", collect=(50, 999),
+                              delay_ms=1000, defer_key="u1",
+                              modes=Modes(collect=Collect(50, 999)),
                               collected=[1, 2]), NOW + 700, NOW)
     one_at_a_time = Call(id="p4", task=TASK, args=[], kwargs={}, submitted_ms=NOW,
-                         delay_ms=1000, defer_key="u2", if_running="after")
+                         delay_ms=1000, defer_key="u2", modes=Modes(if_running="after"))
     held = Pending(one_at_a_time, NOW + 800, NOW, running_id="r1")
     free = Pending(dataclasses.replace(one_at_a_time, id="p5", defer_key="u3"), NOW + 900, NOW)
     model.set_pending([plain, moded, collecting, held, free], NOW)
