@@ -64,7 +64,7 @@ def wait_split(settings: Settings, group: str, topic: str, members: Mapping[str,
             raise RuntimeError("; ".join(f"{member.name} exited with {member.returncode}: "
                                          f"{member.tail()}" for member in dead))
         held = owners(settings, group, topic)
-        if (set(held) == members and all(held.values())
+        if (set(held) == set(members) and all(held.values())
                 and set().union(*held.values()) == set(range(settings.partitions))):
             return held
         if time.monotonic() > deadline:
