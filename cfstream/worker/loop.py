@@ -188,6 +188,8 @@ class Worker:
         if self.dedupe.done_here(job) or job.id in self.dispatcher.running:
             self.offsets.finish(partition, offset)  # redelivered: it ran or runs here
             return
+        if self._handled_elsewhere(job):  # redelivered: not merged, as if it were to run
+            return
         merge = self.backlog.add(job)
         if merge is None:
             return
@@ -213,7 +215,7 @@ class Worker:
             job = self.backlog.pop()
             if job is None:
                 break
-            if not self._handled_elsewhere(job):
+            if not self._handled_elsewhere(job):  # again: events read while it queued
                 self.report.started(job)
                 starting.append(job)
         if starting:

@@ -121,6 +121,20 @@ def test_what_the_events_say_decides_whether_a_redelivery_runs(
     assert RAN == ([7] if runs else [])
 
 
+def test_a_redelivery_that_ran_elsewhere_is_not_merged_with_a_newer_call(
+        harness_of: Any) -> None:
+    """After a worker dies, its uncommitted executions come again: one that had already run is
+    not reported as deferred to a newer call of its key (it ran; its waiters have its result)."""
+    ran, newer = (fired("t:record", [n], key="k", at=NOW + n) for n in (1, 2))
+    harness = harness_of(TASKS)
+    harness.seen.events[ran.call.id] = {"id": ran.call.id, "type": "succeeded", "worker": "w:1"}
+    harness.feed(ran, newer)
+    harness.run_until(harness.ended(1))
+    assert RAN == [2]
+    assert harness.events("deferred") == []
+    assert harness.committed() == {0: 2}
+
+
 def test_a_failed_attempt_is_retried_through_the_calls_topic(harness_of: Any) -> None:
     harness = harness_of(TASKS)
     execution = fired("t:flaky", [])
