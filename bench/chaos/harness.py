@@ -47,7 +47,7 @@ from cfstream.client import Client
 from cfstream.clock import now_ms
 from cfstream.dev import procs
 from cfstream.dev.broker import LocalBroker
-from cfstream.errors import CfStreamError
+from cfstream.errors import CfStreamError, ExecutionFailed
 from cfstream.events.tail import tail
 from cfstream.execution import Execution
 from cfstream.kafka.config import consumer_config
@@ -541,6 +541,8 @@ def collect_results(client: Client, calls: list[Submitted], deadline: float) -> 
             outcomes["returned"] += 1
         except TimeoutError:
             outcomes["timed out"] += 1
+        except ExecutionFailed as error:  # WorkerLost: begun by a killed worker, not run again
+            outcomes[f"failed: {error.error_type}"] += 1
         except CfStreamError as error:
             outcomes[type(error).__name__] += 1
     took = time.monotonic() - began
