@@ -39,8 +39,9 @@ check-deploy: setup
 check-browser:
 	bash scripts/install-chromium.sh
 
+# Two test processes share one broker; each test module runs whole, in order, in one of them.
 test: check-browser lint check-deploy
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 # Benchmarks beside raw Kafka (~15 min; `--quick` runs in the test suite). Results: bench/results.
 bench: setup

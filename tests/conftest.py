@@ -1,14 +1,20 @@
 """Shared fixtures.
 
 Kafka: ``kafka_bootstrap`` is ``$CFSTREAM_BOOTSTRAP_SERVERS`` if set, else a real single-node
-broker (``cfstream.dev.broker.LocalBroker``) started once per session on a free port. Tests that
-use it are marked ``@pytest.mark.kafka`` and isolate themselves with ``topic_prefix``.
+broker (``cfstream.dev.broker``) started on a free port when a test first needs it. Under
+pytest-xdist (``make test`` runs ``pytest -n 2``) the workers share that one broker: the first to
+need it starts it, and the controller stops it at the end. Tests that use it are marked
+``@pytest.mark.kafka`` and isolate themselves with ``topic_prefix``; a test that restarts a
+broker starts one of its own.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +25,7 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from cfstream.dev import broker
 from cfstream.dev.broker import LocalBroker
 from cfstream.errors import KafkaUnavailable
 from cfstream.settings import Settings
@@ -26,22 +33,51 @@ from cfstream.settings import Settings
 CreateTopics = Callable[..., list[str]]
 
 
+# The session's broker lives here; set by the first pytest process (the xdist controller, or
+# the only one) and inherited by the xdist workers it starts.
+BROKER_DIR = "CFSTREAM_TESTS_BROKER_DIR"
+_OWN_BROKER_DIR = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if BROKER_DIR not in os.environ:
+        path = Path(tempfile.mkdtemp(prefix="cfstream-tests-kafka-"))
+        os.environ[BROKER_DIR] = str(path)
+        config.stash[_OWN_BROKER_DIR] = path
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The process that made the broker's dir stops the broker (if a test started it)."""
+    path = config.stash.get(_OWN_BROKER_DIR, None)
+    if path is not None:
+        broker.stop(path / "kafka")
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first: in two processes (``make test``), each then takes one at the start,
+    instead of both queueing at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kafka_bootstrap() -> str:
     """Bootstrap servers of the cluster the integration tests use."""
     external = os.environ.get("CFSTREAM_BOOTSTRAP_SERVERS")
     if external:
-        yield external
-        return
-    broker = LocalBroker(port=None, data_dir=tmp_path_factory.mktemp("kafka"))
-    try:
-        broker.start()
-    except KafkaUnavailable as exc:
-        pytest.fail(f"could not start the test broker: {exc}", pytrace=False)
-    try:
-        yield broker.bootstrap_servers
-    finally:
-        broker.stop()
+        return external
+    shared = Path(os.environ[BROKER_DIR])
+    with (shared / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one starts it; the others wait, then find it running
+        running = broker.status(shared / "kafka")
+        if not running.running:
+            try:
+                LocalBroker(port=None, data_dir=shared / "kafka").start()
+            except KafkaUnavailable as exc:
+                pytest.fail(f"could not start the test broker: {exc}", pytrace=False)
+            running = broker.status(shared / "kafka")
+    assert running.bootstrap_servers is not None
+    return running.bootstrap_servers
 
 
 @pytest.fixture
