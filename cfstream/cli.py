@@ -172,16 +172,22 @@ def demo(
 
 @topics_app.command("create")
 def topics_create() -> None:
-    """Create the calls, executions, events and dead-letter topics if missing."""
-    from cfstream.kafka.topics import ensure_topics, topic_specs
+    """Create the calls, executions, events and dead-letter topics if missing, replicated for
+    the cluster (CFSTREAM_REPLICATION_FACTOR, CFSTREAM_MIN_INSYNC_REPLICAS: unset, the cluster's
+    size decides), and show each one's partitions, replicas and min ISR."""
+    from cfstream.kafka.topics import ensure_topics, shapes, topic_specs
 
     settings = get_settings()
-    # A slow broker gets named waits on stderr (kafka.topics.Notice); stdout keeps the table.
+    # A slow broker gets named waits on stderr (kafka.topics.Notice), and the replication
+    # chosen for new topics; stdout keeps the table of what each topic has on the cluster.
     configure_logging(settings.log_level, settings.log_format)
     created = ensure_topics(settings)
-    for name, spec in topic_specs(settings).items():
+    names = list(topic_specs(settings))
+    for name, shape in shapes(settings, names).items():
         state = "created" if name in created else "exists"
-        _out.print(f"{name:<40} {spec['partitions']:>3} partitions  {state}")
+        # One line a topic, never wrapped: scripts read it.
+        _out.print(f"{name:<40} {shape.partitions:>3} partitions  RF {shape.replicas}  "
+                   f"min ISR {shape.min_insync or '?'}  {state}", soft_wrap=True)
 
 
 def main() -> None:

@@ -17,6 +17,9 @@ DEFAULT_TOPIC_PREFIX = "cfstream"
 # Calls and executions share this count: keys are placed by murmur2 over it. 8 lets up to 8
 # processor replicas split the work without making a 2-core dev box juggle many RocksDB stores.
 DEFAULT_PARTITIONS = 8
+# CFSTREAM_REPLICATION_FACTOR / CFSTREAM_MIN_INSYNC_REPLICAS spelling "choose for the cluster";
+# the field holds None then.
+AUTO = "auto"
 # Kafka's default max.message.bytes is 1 MiB; stay under it with headroom for the envelope.
 DEFAULT_MAX_PAYLOAD_BYTES = 900_000
 # Prometheus' registry lists 9400-9499 for exporters. One port per kind of service, so a
@@ -38,7 +41,10 @@ class Settings(BaseSettings):
     bootstrap_servers: str = DEFAULT_BOOTSTRAP_SERVERS
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
     partitions: int = Field(DEFAULT_PARTITIONS, ge=1)
-    replication_factor: int = Field(1, ge=1)
+    # Replicas of the topics cfstream creates, and how many must have a write (acks=all) before
+    # it counts. Unset or "auto": min(3, brokers) and one fewer (kafka/replication.py).
+    replication_factor: int | None = Field(None, ge=1)
+    min_insync_replicas: int | None = Field(None, ge=1)
 
     # Security settings for every client (producer, consumer, admin).
     security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
@@ -68,6 +74,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Kubernetes' terminationGracePeriodSeconds must exceed this.
     shutdown_timeout: float = Field(DEFAULT_SHUTDOWN_TIMEOUT, gt=0)
+
+    @field_validator("replication_factor", "min_insync_replicas", mode="before")
+    @classmethod
+    def _parse_auto(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", AUTO):
+            return None
+        return value
 
     @field_validator("kafka_config", mode="before")
     @classmethod
@@ -122,6 +135,7 @@ class Settings(BaseSettings):
         values: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers, "topic_prefix": self.topic_prefix,
             "partitions": self.partitions, "replication_factor": self.replication_factor,
+            "min_insync_replicas": self.min_insync_replicas,
             "security_protocol": self.security_protocol, "sasl_mechanism": self.sasl_mechanism,
             "sasl_username": self.sasl_username,
             "sasl_password": self.sasl_password.get_secret_value() if self.sasl_password else None,

@@ -17,3 +17,22 @@ def test_to_env_round_trips_through_the_environment(monkeypatch: pytest.MonkeyPa
     assert Settings() == settings
     assert settings.to_env()["CFSTREAM_SASL_PASSWORD"] == "secret"  # noqa: S105
     assert "CFSTREAM_SSL_CA_LOCATION" not in settings.to_env()  # unset stays unset
+
+
+@pytest.mark.parametrize("value", ["auto", "AUTO", " ", ""])
+def test_replication_is_auto_unless_set(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CFSTREAM_REPLICATION_FACTOR", value)
+    monkeypatch.setenv("CFSTREAM_MIN_INSYNC_REPLICAS", value)
+    settings = Settings()
+    assert settings.replication_factor is None and settings.min_insync_replicas is None
+    # Unset travels as unset, so a child process chooses for the cluster the same way.
+    assert "CFSTREAM_REPLICATION_FACTOR" not in settings.to_env()
+
+
+def test_explicit_replication_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(replication_factor=3, min_insync_replicas=2)
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert (Settings().replication_factor, Settings().min_insync_replicas) == (3, 2)
+    with pytest.raises(ValueError, match="min_insync_replicas"):
+        Settings(min_insync_replicas=0)

@@ -6,13 +6,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import wait
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from cfstream.errors import ConfigurationError, KafkaUnavailable
+from cfstream.kafka import replication
 from cfstream.kafka.config import admin_config
 from cfstream.settings import Settings
 
@@ -64,17 +66,14 @@ def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> list[
 
             config["error_cb"] = remember
             admin = AdminClient(config)
-        existing = _metadata(admin, settings, errors)
+        cluster = _metadata(admin, settings, errors)
+        existing = cluster.topics
         calls = existing.get(settings.calls_topic)
         specs = topic_specs(settings, len(calls.partitions) if calls is not None else None)
-        missing = [
-            NewTopic(name, num_partitions=spec["partitions"],
-                     replication_factor=settings.replication_factor, config=spec["config"])
-            for name, spec in specs.items() if name not in existing
-        ]
+        missing = {name: spec for name, spec in specs.items() if name not in existing}
         created = []
         if missing:
-            created = _create(admin, missing)
+            created = _create(admin, _new_topics(settings, missing, len(cluster.brokers)))
             existing = _wait_for_leaders(admin, created)
         counts = {name: len(existing[name].partitions) for name in
                   (settings.calls_topic, settings.executions_topic) if name in existing}
@@ -85,6 +84,49 @@ def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> list[
             )
         _ensured.add(marker)
         return created
+
+
+@dataclass(frozen=True)
+class TopicShape:
+    """What a topic has on the cluster: partitions, replicas, and min.insync.replicas."""
+
+    partitions: int
+    replicas: int
+    min_insync: int | None  # None: the cluster would not say (no DescribeConfigs right)
+
+
+def shapes(settings: Settings, names: Iterable[str],
+           admin: AdminClient | None = None) -> dict[str, TopicShape]:
+    """The shape of each of ``names`` that exists (its fewest replicas over its partitions)."""
+    admin = admin or AdminClient(admin_config(settings))
+    topics = admin.list_topics(timeout=ADMIN_TIMEOUT).topics
+    present = [name for name in names if name in topics and topics[name].partitions]
+    if not present:
+        return {}
+    asked = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in present],
+                                   request_timeout=ADMIN_TIMEOUT)
+    min_insync = {resource.name: _min_insync(future) for resource, future in asked.items()}
+    return {name: TopicShape(len(topics[name].partitions),
+                             min(len(p.replicas) for p in topics[name].partitions.values()),
+                             min_insync[name])
+            for name in present}
+
+
+def _min_insync(described: Future[dict[str, Any]]) -> int | None:
+    try:
+        return int(described.result()["min.insync.replicas"].value)
+    except KafkaException:
+        return None
+
+
+def _new_topics(settings: Settings, specs: dict[str, dict[str, Any]],
+                brokers: int) -> list[NewTopic]:
+    """``specs`` as topics to create, replicated for a cluster of ``brokers`` (said once)."""
+    chosen = replication.choose(settings, brokers)
+    logger.info("creating topics %s with %s", ", ".join(specs), chosen.describe())
+    return [NewTopic(name, num_partitions=spec["partitions"], replication_factor=chosen.factor,
+                     config={**spec["config"], "min.insync.replicas": str(chosen.min_insync)})
+            for name, spec in specs.items()]
 
 
 class Notice:
@@ -134,14 +176,14 @@ def _create(admin: AdminClient, missing: list[NewTopic]) -> list[str]:
 
 
 def _metadata(admin: AdminClient, settings: Settings, errors: list[KafkaError]) -> Any:
-    """Topic metadata; KafkaUnavailable at once if the broker refused the login, else after
-    ADMIN_TIMEOUT. librdkafka reports SASL failures only to error_cb, served by poll()."""
+    """The cluster's metadata (brokers, topics); KafkaUnavailable at once if the broker refused
+    the login, else after ADMIN_TIMEOUT. librdkafka reports SASL failures only to error_cb,
+    served by poll()."""
     deadline = time.monotonic() + ADMIN_TIMEOUT
     notice = Notice("waiting for Kafka at")
     while True:
         try:
-            return admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic()))
-                                     ).topics
+            return admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
         except KafkaException as exc:
             admin.poll(0)
             refused = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]

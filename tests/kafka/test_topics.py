@@ -10,8 +10,9 @@ import sys
 import uuid
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
-from cfstream.errors import KafkaUnavailable
+from cfstream.errors import ConfigurationError, KafkaUnavailable
 from cfstream.kafka import topics
 from cfstream.kafka.topics import Notice, ensure_topics, topic_specs
 from cfstream.settings import Settings
@@ -65,7 +66,35 @@ def test_topics_create_prints_the_table_and_logs_what_it_created(kafka_bootstrap
     first = create()
     assert [line.split()[0] for line in first.stdout.splitlines()] == names
     assert all(line.split()[-1] == "created" for line in first.stdout.splitlines())
+    # What each topic has on the cluster, and why (the replication on stderr, said once).
+    assert all("RF 1  min ISR 1" in line for line in first.stdout.splitlines())
+    assert first.stderr.count("replication factor 1 (CFSTREAM_REPLICATION_FACTOR), "
+                              "min.insync.replicas 1 (auto: factor - 1)") == 1
     assert all(f"created topic {name}" in first.stderr for name in names)
     second = create()
     assert all(line.split()[-1] == "exists" for line in second.stdout.splitlines())
-    assert "created topic" not in second.stderr
+    assert "created topic" not in second.stderr and "replication factor" not in second.stderr
+
+
+@pytest.mark.kafka
+def test_topics_are_replicated_for_the_cluster_unless_set(
+        kafka_bootstrap: str, topic_prefix: str) -> None:
+    settings = Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    brokers = len(AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(
+        timeout=10).brokers)
+    assert ensure_topics(settings)
+    created = topics.shapes(settings, topic_specs(settings))
+    assert set(created) == set(topic_specs(settings))
+    factor = min(3, brokers)
+    assert all((s.replicas, s.min_insync) == (factor, max(1, factor - 1))
+               for s in created.values()), created
+
+
+@pytest.mark.kafka
+def test_more_replicas_than_brokers_stops_before_creating(
+        kafka_bootstrap: str, topic_prefix: str) -> None:
+    settings = Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix,
+                        replication_factor=1000)
+    with pytest.raises(ConfigurationError, match="CFSTREAM_REPLICATION_FACTOR is 1000"):
+        ensure_topics(settings)
+    assert topics.shapes(settings, topic_specs(settings)) == {}
