@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from cfstream.dev import jvm, node, procs
 from cfstream.dev.jars import Notify, ensure_jars
@@ -36,8 +37,6 @@ DEFAULT_PORT = 9092
 DEFAULT_DATA_DIR = Path(".cfstream/kafka")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-# A broker that failed to come up gets this long to stop on SIGTERM before SIGKILL.
-FAILED_START_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -112,13 +111,6 @@ def start(
                         sasl_port=ports.sasl_port)
 
 
-@dataclass(frozen=True)
-class _Ports:
-    port: int
-    controller_port: int
-    sasl_port: int | None
-
-
 def _check_same_broker(current: BrokerStatus, port: int | None, sasl: bool,
                        sasl_port: int | None) -> None:
     """KafkaUnavailable unless the broker running on the data dir is the one asked for."""
@@ -142,24 +134,24 @@ def _check_ports(port: int | None, sasl_port: int | None) -> tuple[int, int | No
     if not port:  # None or 0: any free port
         port = procs.free_port()
     else:
-        _check_free(port, "--port")
+        check_free(port, "--port")
     if sasl_port:
         if sasl_port == port:
             raise KafkaUnavailable(f"The SASL port must differ from the PLAINTEXT port {port}.")
-        _check_free(sasl_port, "--sasl-port")
+        check_free(sasl_port, "--sasl-port")
     return port, sasl_port or None
 
 
-def _draw_ports(port: int, sasl_port: int | None, sasl: bool) -> _Ports:
+def _draw_ports(port: int, sasl_port: int | None, sasl: bool) -> node.Ports:
     """A free controller port, and a free SASL port if one is needed and none was asked for."""
     taken = {port}
     if sasl:
-        sasl_port = sasl_port or _free_port_besides(taken)
+        sasl_port = sasl_port or free_port_besides(taken)
         taken.add(sasl_port)
-    return _Ports(port, _free_port_besides(taken), sasl_port if sasl else None)
+    return node.Ports(port, free_port_besides(taken), sasl_port if sasl else None)
 
 
-def _check_free(port: int, option: str) -> None:
+def check_free(port: int, option: str) -> None:
     if procs.port_in_use(port):
         raise KafkaUnavailable(
             f"Port {port} on {procs.HOST} is already in use. Stop whatever listens there, choose "
@@ -168,27 +160,22 @@ def _check_free(port: int, option: str) -> None:
         )
 
 
-def _free_port_besides(taken: set[int]) -> int:
+def free_port_besides(taken: set[int]) -> int:
     port = procs.free_port()
     while port in taken:
         port = procs.free_port()
     return port
 
 
-def _run(java: jvm.Java, lib: Path, props: Path, data_dir: Path, ports: _Ports,
+def _run(java: jvm.Java, lib: Path, props: Path, data_dir: Path, ports: node.Ports,
          deadline: float) -> int:
     """Launch the node and record it in the pid file; its pid once it answers. A node that
     does not come up is stopped and forgotten again."""
-    sasl_note = f" sasl_port={ports.sasl_port}" if ports.sasl_port else ""
-    proc, pending = node.launch(java, lib, props, data_dir, f"port={ports.port}{sasl_note}")
-    procs.write_pid(data_dir, procs.PidRecord(proc.pid, ports.port, ports.controller_port,
-                                              str(pending) if pending else None))
+    proc, pending = node.start_recorded(java, lib, props, data_dir, ports)
     try:
         node.wait_ready(proc, ports.port, data_dir, deadline, ports.sasl_port)
     except BaseException:
-        node.terminate(proc.pid, data_dir, grace=FAILED_START_GRACE_S)
-        procs.remove_pid(data_dir)
-        jvm.promote_archive(pending, keep=False)
+        node.forget(proc.pid, data_dir, pending)
         raise
     return proc.pid
 
@@ -209,7 +196,37 @@ def stop(data_dir: Path | str = DEFAULT_DATA_DIR, *, timeout: float = STOP_TIMEO
     return was_running
 
 
-class LocalBroker:
+class LocalKafka:
+    """What :class:`LocalBroker` and the cluster's ``LocalCluster`` share: started on entering a
+    ``with`` block, stopped on leaving it; a temporary data dir (none given) is deleted then."""
+
+    def __init__(self, data_dir: Path | str | None, timeout: float) -> None:
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="cfstream-kafka-")).resolve()
+        self.timeout = timeout
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, *, remove_data: bool | None = None) -> None:
+        self._stop()
+        if self._own_dir if remove_data is None else remove_data:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalBroker(LocalKafka):
     """A broker for the span of a ``with`` block; a temporary data dir is deleted afterwards.
 
     ``sasl_users`` (name -> password) also opens a SASL_PLAINTEXT listener (mechanism PLAIN) on
@@ -221,12 +238,10 @@ class LocalBroker:
         *, sasl_users: Mapping[str, str] | None = None, sasl_port: int | None = None,
         timeout: float = START_TIMEOUT_S,
     ) -> None:
-        self._own_dir = data_dir is None
-        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="cfstream-kafka-")).resolve()
+        super().__init__(data_dir, timeout)
         self.port = port
         self.sasl_users = dict(sasl_users) if sasl_users is not None else None
         self.sasl_port = sasl_port
-        self.timeout = timeout
         self.status: BrokerStatus | None = None
 
     @property
@@ -241,24 +256,13 @@ class LocalBroker:
             raise KafkaUnavailable(f"LocalBroker on {self.data_dir} has no SASL listener running")
         return self.status.sasl_bootstrap_servers
 
-    def start(self) -> LocalBroker:
+    def start(self) -> Self:
         self.status = start(self.port, self.data_dir, sasl_users=self.sasl_users,
                             sasl_port=self.sasl_port, timeout=self.timeout)
         self.port = self.status.port
         self.sasl_port = self.status.sasl_port
         return self
 
-    def stop(self, *, remove_data: bool | None = None) -> None:
+    def _stop(self) -> None:
         stop(self.data_dir)
         self.status = None
-        if self._own_dir if remove_data is None else remove_data:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> LocalBroker:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

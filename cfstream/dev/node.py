@@ -1,4 +1,4 @@
-"""One broker node's JVM: format its storage, launch it, wait until it answers, terminate it.
+"""One broker node's JVM: format its storage, launch it, wait until it answers, stop or kill it.
 
 The JVM runs detached (its own session), appending to ``<data-dir>/broker.log``.
 """
@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +23,17 @@ from cfstream.errors import KafkaUnavailable
 
 # After SIGKILL, how long the kernel gets to reap the JVM before we call it stuck.
 KILL_WAIT_S = 10.0
+# A broker that failed to come up gets this long to stop on SIGTERM before SIGKILL.
+FAILED_START_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Ports:
+    """A node's listeners: clients (PLAINTEXT), the controller quorum, and SASL if any."""
+
+    port: int
+    controller_port: int
+    sasl_port: int | None = None
 
 
 def new_cluster_id() -> str:
@@ -40,12 +52,14 @@ def is_formatted(data_dir: Path) -> bool:
     return (data_dir / "logs" / "meta.properties").exists()
 
 
-def format_storage(java: jvm.Java, lib: Path, props: Path, data_dir: Path) -> None:
-    """Kafka's storage tool on ``data_dir``, with a new cluster id."""
+def format_storage(java: jvm.Java, lib: Path, props: Path, data_dir: Path,
+                   cluster_id: str | None = None) -> None:
+    """Kafka's storage tool on ``data_dir``, with ``cluster_id`` (a cluster's nodes share one)
+    or a new one."""
     archive = jvm.class_archive(java, lib)
     cds = [f"-XX:SharedArchiveFile={archive}"] if archive.is_file() else []
     cmd = [*jvm.base_command(java, lib), *cds, "kafka.tools.StorageTool", "format",
-           "-t", new_cluster_id(), "-c", str(props)]
+           "-t", cluster_id or new_cluster_id(), "-c", str(props)]
     done = subprocess.run(  # noqa: S603 - fixed argv, no shell
         cmd, capture_output=True, text=True, timeout=120, check=False, cwd=data_dir
     )
@@ -75,10 +89,28 @@ def launch(java: jvm.Java, lib: Path, props: Path, data_dir: Path,
     return proc, pending
 
 
+def start_recorded(java: jvm.Java, lib: Path, props: Path, data_dir: Path, ports: Ports,
+                   ) -> tuple[subprocess.Popen[bytes], Path | None]:
+    """:func:`launch` the node and record it in ``data_dir``'s pid file."""
+    sasl_note = f" sasl_port={ports.sasl_port}" if ports.sasl_port else ""
+    proc, pending = launch(java, lib, props, data_dir, f"port={ports.port}{sasl_note}")
+    procs.write_pid(data_dir, procs.PidRecord(proc.pid, ports.port, ports.controller_port,
+                                              str(pending) if pending else None))
+    return proc, pending
+
+
+def forget(pid: int, data_dir: Path, pending: Path | None) -> None:
+    """After a failed start: stop the node, remove its pid file, drop its class archive."""
+    terminate(pid, data_dir, grace=FAILED_START_GRACE_S)
+    procs.remove_pid(data_dir)
+    jvm.promote_archive(pending, keep=False)
+
+
 def wait_ready(proc: subprocess.Popen[bytes], port: int, data_dir: Path, deadline: float,
-               sasl_port: int | None = None) -> None:
-    """Until the broker answers a metadata request with itself in it (and the SASL listener
-    accepts connections), or died, or the deadline."""
+               sasl_port: int | None = None, brokers: int = 1) -> None:
+    """Until the broker answers a metadata request listing ``brokers`` brokers (itself at
+    least; in a cluster, all of them registered with the controller quorum's leader) and the
+    SASL listener accepts connections; or died, or the deadline."""
 
     def check_exit() -> None:
         if proc.poll() is not None:
@@ -98,15 +130,17 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, data_dir: Path, deadlin
     while time.monotonic() < deadline:
         check_exit()
         try:
-            if admin.list_topics(timeout=max(0.1, min(2.0, deadline - time.monotonic()))).brokers:
+            metadata = admin.list_topics(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+            if len(metadata.brokers) >= brokers:
                 break
         except KafkaException:
             pass
         time.sleep(0.05)
     else:
         check_exit()
+        seen = "" if brokers == 1 else f" with all {brokers} brokers of its cluster"
         raise KafkaUnavailable(
-            f"The Kafka broker on port {port} did not answer within the start deadline. "
+            f"The Kafka broker on port {port} did not answer{seen} within the start deadline. "
             f"Last lines of {data_dir / procs.LOG_FILE}:\n{procs.log_tail(data_dir)}"
         )
     # Listeners open together; this only covers a SASL port that fails to bind.
@@ -131,13 +165,18 @@ def terminate(pid: int, data_dir: Path, grace: float) -> bool:
         time.sleep(0.05)
     if not procs.alive(pid):
         return True
+    kill(pid)
+    return False
+
+
+def kill(pid: int) -> None:
+    """SIGKILL, as a crash would: no shutdown, storage left as it is. Returns once it is gone."""
     _signal(pid, signal.SIGKILL)
     kill_deadline = time.monotonic() + KILL_WAIT_S
     while procs.alive(pid) and time.monotonic() < kill_deadline:
         time.sleep(0.05)
     if procs.alive(pid):
         raise KafkaUnavailable(f"Kafka broker pid {pid} survived SIGKILL; check it by hand")
-    return False
 
 
 def _signal(pid: int, sig: signal.Signals) -> bool:

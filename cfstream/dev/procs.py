@@ -78,7 +78,9 @@ def is_our_broker(pid: int, data_dir: Path) -> bool:
     except OSError:
         return False
     decoded = [a.decode(errors="replace") for a in args]
-    return "kafka.Kafka" in decoded and any(str(data_dir) in a for a in decoded)
+    # Its config file lies in data_dir: a cluster's node-1 is not its node-10 nor the cluster.
+    inside = f"{data_dir}{os.sep}"
+    return "kafka.Kafka" in decoded and any(a.startswith(inside) for a in decoded)
 
 
 def free_port() -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -83,6 +85,31 @@ def test_server_properties_with_a_sasl_listener(tmp_path: Path) -> None:
     assert "SASL" not in plain and "sasl" not in plain
 
 
+def test_a_node_lists_every_voter_and_replicates_internal_topics(tmp_path: Path) -> None:
+    props = _props(properties.server_properties(
+        19093, 29002, tmp_path, node_id=2, controller_ports=[29001, 29002, 29003]))
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == (
+        "1@127.0.0.1:29001,2@127.0.0.1:29002,3@127.0.0.1:29003")
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19093,CONTROLLER://127.0.0.1:29002"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19093"
+    for key in ("default.replication.factor", "offsets.topic.replication.factor",
+                "transaction.state.log.replication.factor",
+                "share.coordinator.state.topic.replication.factor"):
+        assert props[key] == "3", key
+    for key in ("min.insync.replicas", "transaction.state.log.min.isr",
+                "share.coordinator.state.topic.min.isr"):
+        assert props[key] == "2", key
+    # A killed node leaves the ISRs within seconds, not Kafka's 9 s session or 30 s lag.
+    assert int(props["broker.session.timeout.ms"]) <= 6000
+    assert int(props["replica.lag.time.max.ms"]) <= 10000
+    alone = _props(properties.server_properties(19092, 29001, tmp_path))
+    assert "broker.session.timeout.ms" not in alone
+    with pytest.raises(ValueError, match="not the one its voters list gives it"):
+        properties.server_properties(19093, 29009, tmp_path, node_id=2,
+                                     controller_ports=[29001, 29002, 29003])
+
+
 @pytest.mark.parametrize("users", [
     {}, {"a b": "x"}, {"al|ce": "x"}, {"alice": ""}, {"alice": 'say "hi"'},
     {"alice": "back\\slash"}, {"alice": "new\nline"}, {"alice": "pässword"},
@@ -157,6 +184,19 @@ def test_status_and_stop_ignore_a_foreign_pid(tmp_path: Path) -> None:
     assert not broker.status(tmp_path).running
     assert broker.stop(tmp_path) is False
     assert not (tmp_path / procs.PID_FILE).exists()
+
+
+def test_a_node_is_told_from_its_neighbour_by_its_config_path(tmp_path: Path) -> None:
+    config = tmp_path / "node-10" / "server.properties"
+    child = subprocess.Popen(  # noqa: S603 - fixed argv
+        [sys.executable, "-c", "import time; time.sleep(60)", "kafka.Kafka", str(config)])
+    try:
+        assert procs.is_our_broker(child.pid, tmp_path / "node-10")
+        assert not procs.is_our_broker(child.pid, tmp_path / "node-1")
+        assert not procs.is_our_broker(child.pid, tmp_path / "node-10" / "logs")
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_cached_jars_never_run_maven(fake_bin: Path, tmp_path: Path,
