@@ -61,6 +61,12 @@ class Settings(BaseSettings):
 
     # Processor: RocksDB state lives here; one replica per directory.
     state_dir: Path = Path(".cfstream/state")
+    # Processor: its group.instance.id (static membership), the same across its restarts (Helm:
+    # the pod name). Back within the session timeout, it keeps its partitions. Unset: dynamic.
+    instance_id: str | None = None
+    # Processor with an instance id: SIGTERM hands its partitions over at once (true), or keeps
+    # them for a restart back within the session timeout (false).
+    leave_on_stop: bool = True
 
     # Worker: tasks run at once per worker process.
     worker_concurrency: int = Field(8, ge=1)
@@ -79,6 +85,13 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_auto(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("", AUTO):
+            return None
+        return value
+
+    @field_validator("instance_id", mode="before")
+    @classmethod
+    def _parse_instance_id(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
             return None
         return value
 

@@ -36,3 +36,15 @@ def test_explicit_replication_round_trips(monkeypatch: pytest.MonkeyPatch) -> No
     assert (Settings().replication_factor, Settings().min_insync_replicas) == (3, 2)
     with pytest.raises(ValueError, match="min_insync_replicas"):
         Settings(min_insync_replicas=0)
+
+
+def test_instance_id_is_unset_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().instance_id is None
+    monkeypatch.setenv("CFSTREAM_INSTANCE_ID", "")  # a chart value left empty
+    assert Settings().instance_id is None
+    monkeypatch.setenv("CFSTREAM_INSTANCE_ID", "cfstream-processor-1")
+    monkeypatch.setenv("CFSTREAM_LEAVE_ON_STOP", "false")
+    settings = Settings()
+    assert (settings.instance_id, settings.leave_on_stop) == ("cfstream-processor-1", False)
+    # Each replica has its own: it never travels to the processes a replica starts.
+    assert "CFSTREAM_INSTANCE_ID" not in settings.to_env()

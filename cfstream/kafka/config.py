@@ -49,20 +49,30 @@ def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) 
 HEARTBEAT_INTERVAL_MS = 1_000
 
 
+def consumer_protocol(settings: Settings) -> bool:
+    """Whether groups use the KIP-848 protocol (``group.protocol=consumer`` in
+    CFSTREAM_KAFKA_CONFIG) rather than the classic one."""
+    return str(settings.kafka_config.get("group.protocol", "classic")).lower() == "consumer"
+
+
 def group_config(settings: Settings, group_id: str, *, session_timeout_ms: int,
-                 **overrides: Any) -> dict[str, Any]:
+                 instance_id: str | None = None, **overrides: Any) -> dict[str, Any]:
     """A member of a consumer group that rebalances incrementally (``cooperative-sticky``): a
     rebalance never stops the partitions a member keeps. A member killed without leaving loses
-    its partitions after ``session_timeout_ms``.
+    its partitions after ``session_timeout_ms``, unless CFSTREAM_KAFKA_CONFIG sets
+    ``session.timeout.ms``. An ``instance_id`` makes it a static member (``group.instance.id``).
 
     With ``group.protocol=consumer`` (KIP-848) in CFSTREAM_KAFKA_CONFIG the broker assigns and
     owns the session timeout, so the classic options are left out.
     """
-    if str(settings.kafka_config.get("group.protocol", "classic")).lower() != "consumer":
+    if not consumer_protocol(settings):
+        session = settings.kafka_config.get("session.timeout.ms", session_timeout_ms)
         overrides = {"partition.assignment.strategy": "cooperative-sticky",
-                     "session.timeout.ms": session_timeout_ms,
+                     "session.timeout.ms": session,
                      "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
                      **overrides}
+    if instance_id is not None:
+        overrides["group.instance.id"] = instance_id
     return consumer_config(settings, group_id, **overrides)
 
 
