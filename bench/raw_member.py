@@ -15,7 +15,7 @@ import sys
 from confluent_kafka import Consumer, Producer
 
 from cfstream.kafka.config import HEARTBEAT_INTERVAL_MS
-from cfstream.processor.loop import SESSION_TIMEOUT_MS
+from cfstream.processor.membership import SESSION_TIMEOUT_MS
 
 
 def main(bootstrap: str, source: str, target: str, group: str, client_id: str) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from cfstream.dev.cli import kafka_app
-from cfstream.errors import CfStreamError, ExecutionCancelled
+from cfstream.errors import CfStreamError, ExecutionCancelled, ReplicaFenced
 from cfstream.logs import configure_logging
 from cfstream.settings import get_settings
 
@@ -16,6 +16,8 @@ from cfstream.settings import get_settings
 RET_OK = 0
 RET_ERROR = 1
 RET_USAGE = 2
+# A processor replica fenced by another that joined under its CFSTREAM_INSTANCE_ID.
+RET_FENCED = 3
 
 app = typer.Typer(help="Delayed and deferred (debounced) task execution on Apache Kafka.",
                   no_args_is_help=True, add_completion=False)
@@ -195,4 +197,4 @@ def main() -> None:
         app()
     except CfStreamError as exc:
         _err.print(f"error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
-        raise SystemExit(RET_ERROR) from None
+        raise SystemExit(RET_FENCED if isinstance(exc, ReplicaFenced) else RET_ERROR) from None

@@ -6,7 +6,8 @@
     │   └── DeferKeyError       the task's defer key function failed
     ├── ExecutionFailed         the task raised on a worker
     ├── ExecutionCancelled      the call was cancelled before it ran
-    └── KafkaUnavailable        the broker could not be reached or started
+    ├── KafkaUnavailable        the broker could not be reached or started
+    └── ReplicaFenced           another processor took this one's CFSTREAM_INSTANCE_ID
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class DeferKeyError(SubmitError):
 
 class KafkaUnavailable(CfStreamError):
     """The Kafka broker could not be reached, started or stopped."""
+
+
+class ReplicaFenced(CfStreamError):
+    """Another processor replica joined under this one's CFSTREAM_INSTANCE_ID and took over."""
 
 
 class ExecutionCancelled(CfStreamError):

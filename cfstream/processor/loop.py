@@ -15,7 +15,8 @@ CFSTREAM_KAFKA_CONFIG) by the failover benchmark: with it the broker owns the se
 7 s (bench/failover.py, 20k keys; the survivor's lateness p99 was 4 and 9 ms).
 
 A partition assigned here is paused until :mod:`cfstream.processor.restore` has brought its DB
-up to the changelog; a revoked one is committed and closed between two turns.
+up to the changelog; a revoked one is committed and closed between two turns. How the replica
+joins and leaves its group (static membership, the stop) is :mod:`cfstream.processor.membership`.
 """
 
 from __future__ import annotations
@@ -23,15 +24,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
-from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from cfstream.clock import now_ms
-from cfstream.kafka import config as kafka_config
+from cfstream.errors import ReplicaFenced
 from cfstream.kafka.retry import settled, watermarks
 from cfstream.kafka.topics import ensure_topics
 from cfstream.observability.metrics import ProcessorMetrics
+from cfstream.processor import membership
 from cfstream.processor.db import Databases, close
 from cfstream.processor.outputs import Outputs
 from cfstream.processor.partition import NEVER, PartitionTask
@@ -50,18 +58,6 @@ MAX_WAIT = 0.1
 PROOF_WAIT = 0.001
 COMMIT_INTERVAL = 0.5
 GAUGE_INTERVAL = 5.0
-# A killed replica's partitions move after this long: the broker's smallest session by default
-# (group.min.session.timeout.ms).
-SESSION_TIMEOUT_MS = 6_000
-
-
-def group_config(settings: Settings) -> dict[str, Any]:
-    """Consumer options for the processors' group."""
-    # A partition resumed after its restore is fetched once the broker answers the fetch it
-    # holds for the others: at most this long (librdkafka's default is 500 ms).
-    return kafka_config.group_config(settings, settings.processor_group,
-                                     session_timeout_ms=SESSION_TIMEOUT_MS,
-                                     **{"enable.partition.eof": False, "fetch.wait.max.ms": 100})
 
 
 class Processor:
@@ -74,6 +70,7 @@ class Processor:
         self.joined = False
         # False once a turn failed: its input was not persisted, so no offset may be committed.
         self.healthy = True
+        self.dead = False  # a fatal error (a fence): the consumer can do nothing more
         self.stopping = threading.Event()
         self.consumer: Consumer | None = None
         self.committed: dict[int, int] = {}
@@ -96,7 +93,8 @@ class Processor:
         self.outputs = Outputs(settings, settings.changelog_topic)
         self.restorer = Restorer(settings, self.databases, self.metrics.set_restore_remaining)
         self.watermarks = Watermarks(settings)
-        self.consumer = Consumer(group_config(settings))
+        self.consumer = Consumer(membership.group_config(settings))
+        membership.announce(settings)
         self.consumer.subscribe([self.topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         logger.info("processor replica started (group %s, state in %s)",
@@ -114,7 +112,7 @@ class Processor:
     def _close(self) -> None:
         consumer = self.consumer
         if consumer is not None:
-            consumer.close()  # revokes (commits and closes every task) and leaves the group
+            membership.close(consumer, self.settings, usable=not self.dead)
         for partition in list(self.tasks):
             self._drop(partition)
         self.restorer.close()
@@ -155,6 +153,8 @@ class Processor:
     def _dispatch(self, message: Message, now: int) -> None:
         error = message.error()
         if error is not None:
+            if error.fatal() or error.code() == KafkaError._FATAL:
+                self._fatal(error)
             if error.code() != KafkaError._PARTITION_EOF:
                 logger.warning("%s: %s", self.topic, error)
             return
@@ -168,6 +168,16 @@ class Processor:
         kind, timestamp = message.timestamp()
         task.process(message.key(), message.value(), message.offset(),  # type: ignore[arg-type]
                      timestamp if kind == TIMESTAMP_LOG_APPEND_TIME else None, now)
+
+    def _fatal(self, error: KafkaError) -> None:
+        """Stop now and commit nothing: the consumer is unusable, and after a fence another
+        replica owns the partitions."""
+        self.healthy, self.dead = False, True
+        if "fenced" in error.str().lower():  # FENCED_INSTANCE_ID, wrapped in _FATAL
+            raise ReplicaFenced(
+                f"another processor joined as CFSTREAM_INSTANCE_ID={self.settings.instance_id} "
+                f"and took over ({error.str()}): give each replica its own id")
+        raise KafkaException(error)
 
     def _wait(self) -> float:
         """How long the next poll may wait for records."""

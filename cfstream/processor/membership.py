@@ -1,0 +1,134 @@
+"""A processor replica in its consumer group: the options it joins with, and how it goes.
+
+With CFSTREAM_INSTANCE_ID the replica is a static member (KIP-345, ``group.instance.id``): back
+under the same id within the session timeout, it gets its partitions again without a rebalance
+and runs on its own disk, restoring only its changelog's tail. librdkafka never sends a
+LeaveGroup for a static member on close(), so a stop that hands over at once leaves first:
+
+    dynamic (no id)         close(): revoke (commit, close each task), leave
+    static, leave on stop   leave(): unsubscribe, serve the revoke, see the member gone; close()
+    static, stay            close(): revoke; the group keeps the assignment for the session
+
+A second process under the same id fences the first (FENCED_INSTANCE_ID, fatal in librdkafka),
+which then stops without committing (:class:`~cfstream.errors.ReplicaFenced`).
+
+Under KIP-848 (``group.protocol=consumer``) librdkafka leaves a static member with epoch -2, on
+unsubscribe and close alike: the broker keeps its assignment until its session times out
+(``group.consumer.session.timeout.ms``), whatever CFSTREAM_LEAVE_ON_STOP says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from cfstream.kafka import config as kafka_config
+from cfstream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# A killed replica's partitions move after this long: the broker's smallest session by default
+# (group.min.session.timeout.ms). CFSTREAM_KAFKA_CONFIG's session.timeout.ms wins.
+SESSION_TIMEOUT_MS = 6_000
+# Serving the revoke after unsubscribe() needs no broker, only polls and the commit.
+REVOKE_TIMEOUT = 10.0
+# How long a leaving replica waits to see the coordinator drop it; past this its partitions
+# move when its session times out instead.
+LEAVE_CONFIRM_TIMEOUT = 3.0
+# Polls while leaving: short, so the leave goes out right after the revoke.
+LEAVE_POLL = 0.05
+
+
+def group_config(settings: Settings) -> dict[str, Any]:
+    """Consumer options for the processors' group."""
+    # A partition resumed after its restore is fetched once the broker answers the fetch it
+    # holds for the others: at most this long (librdkafka's default is 500 ms).
+    return kafka_config.group_config(settings, settings.processor_group,
+                                     session_timeout_ms=SESSION_TIMEOUT_MS,
+                                     instance_id=settings.instance_id,
+                                     **{"enable.partition.eof": False, "fetch.wait.max.ms": 100})
+
+
+def leaves_on_stop(settings: Settings) -> bool:
+    """Whether a stop must leave the group itself (close() would not): a static member on the
+    classic protocol that hands its partitions over at once."""
+    return (settings.instance_id is not None and settings.leave_on_stop
+            and not kafka_config.consumer_protocol(settings))
+
+
+def announce(settings: Settings) -> None:
+    """Say at start how this replica is a member of its group."""
+    if settings.instance_id is None:
+        return
+    if kafka_config.consumer_protocol(settings):
+        logger.log(logging.WARNING if settings.leave_on_stop else logging.INFO,
+                   "static member %s of %s under group.protocol=consumer: librdkafka cannot make "
+                   "a static member leave for good, so its partitions move only after the "
+                   "broker's group.consumer.session.timeout.ms (45 s by default)",
+                   settings.instance_id, settings.processor_group)
+    else:
+        session = group_config(settings)["session.timeout.ms"]
+        logger.info("static member %s of %s (session %s ms): a stop %s", settings.instance_id,
+                    settings.processor_group, session,
+                    "hands its partitions over" if settings.leave_on_stop
+                    else "keeps its partitions for a restart within the session")
+
+
+def close(consumer: Consumer, settings: Settings, usable: bool = True) -> None:
+    """Leave the group or stay in it, as configured, and close ``consumer``. Closing revokes
+    what is left (the revoke callback commits and closes each partition)."""
+    if not usable:  # after a fatal error close() only raises it again
+        with contextlib.suppress(KafkaException):
+            consumer.close()
+        return
+    if leaves_on_stop(settings):
+        leave(consumer, settings)
+    consumer.close()
+
+
+def leave(consumer: Consumer, settings: Settings, admin: AdminClient | None = None) -> None:
+    """Leave the group now and hand the partitions over: unsubscribe, poll until the revoke is
+    served (the revoke callback commits and closes the partitions), then wait until the group
+    (read through ``admin``) no longer lists this member. Records polled meanwhile are dropped:
+    they are not committed."""
+    started = time.monotonic()
+    member = consumer.memberid()  # unsubscribe() resets it
+    consumer.unsubscribe()
+    deadline = started + REVOKE_TIMEOUT
+    while consumer.assignment() and time.monotonic() < deadline:
+        consumer.poll(LEAVE_POLL)
+    if consumer.assignment():
+        logger.warning("partitions still assigned %.0fs after unsubscribing", REVOKE_TIMEOUT)
+    if not member:
+        return
+    admin = admin or AdminClient(kafka_config.admin_config(settings))
+    if _wait_gone(consumer, admin, settings.processor_group, member):
+        logger.info("left the group in %.2fs", time.monotonic() - started)
+    else:
+        logger.warning("the group still lists this replica %.0fs after it left: its partitions "
+                       "move when its session times out", LEAVE_CONFIRM_TIMEOUT)
+
+
+def _wait_gone(consumer: Consumer, admin: AdminClient, group: str, member: str) -> bool:
+    """Whether ``group`` stopped listing ``member`` within LEAVE_CONFIRM_TIMEOUT (polling
+    ``consumer`` meanwhile, so its leave goes out)."""
+    deadline = time.monotonic() + LEAVE_CONFIRM_TIMEOUT
+    while time.monotonic() < deadline:
+        future = admin.describe_consumer_groups(
+            [group], request_timeout=max(0.1, deadline - time.monotonic()))[group]
+        while not future.done():
+            consumer.poll(LEAVE_POLL)
+        try:
+            members = {m.member_id for m in future.result().members}
+        except KafkaException as exc:
+            logger.info("could not describe group %s: %s", group, exc)
+            members = {member}
+        if member not in members:
+            return True
+        consumer.poll(LEAVE_POLL)
+    return False
