@@ -99,6 +99,18 @@ def test_processor_state_is_on_a_claim_per_replica(rendered: Rendered) -> None:
     assert container["args"] == ["processor"]
 
 
+@pytest.mark.parametrize(("args", "leave"), [((), "true"),
+                                             (("--set", "processor.leaveOnStop=false"), "false")])
+def test_each_processor_pod_is_a_static_member_under_its_name(args: tuple[str, ...],
+                                                              leave: str) -> None:
+    r = Rendered(render(*args))
+    env = r.container_env(r.one("StatefulSet", "processor"))
+    assert env["CFSTREAM_INSTANCE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["CFSTREAM_LEAVE_ON_STOP"] == leave
+    # Workers hold no state: they stay dynamic members.
+    assert "CFSTREAM_INSTANCE_ID" not in r.container_env(r.one("Deployment", "worker"))
+
+
 def test_grace_period_exceeds_the_shutdown_timeout(rendered: Rendered) -> None:
     for workload in rendered.workloads():
         timeout = float(rendered.container_env(workload)["CFSTREAM_SHUTDOWN_TIMEOUT"])
