@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka.admin import AdminClient
+
 import cfstream as cf
+from cfstream.clock import now_ms
 from cfstream.dev import services
 from cfstream.events.tail import tail
 from cfstream.settings import Settings
@@ -79,6 +82,76 @@ class EventLog:
     def close(self) -> None:
         self._stopped = True
         self._thread.join(timeout=5)
+
+
+@dataclass(frozen=True)
+class GroupSnapshot:
+    """The processors' group as the coordinator described it at ``at_ms``."""
+
+    at_ms: int
+    state: str  # STABLE, PREPARING_REBALANCING, ...
+    held: dict[str, frozenset[int]]  # calls partitions by member (its instance id if static)
+    member_ids: dict[str, str]  # member id by the same name
+
+
+class GroupWatch:
+    """The processors' group, described every ``interval`` seconds in the background, so a
+    test sees every rebalance that lasts longer than that, with its time."""
+
+    def __init__(self, admin: AdminClient, settings: Settings, interval: float = 0.1) -> None:
+        self.admin, self.interval = admin, interval
+        self.group, self.topic = settings.processor_group, settings.calls_topic
+        self.snapshots: list[GroupSnapshot] = []
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _describe(self) -> GroupSnapshot:
+        description = self.admin.describe_consumer_groups([self.group])[self.group].result(10)
+        held, member_ids = {}, {}
+        for m in description.members:
+            name = m.group_instance_id or m.member_id
+            held[name] = frozenset(tp.partition for tp in m.assignment.topic_partitions
+                                   if tp.topic == self.topic)
+            member_ids[name] = m.member_id
+        return GroupSnapshot(now_ms(), description.state.name, held, member_ids)
+
+    def _run(self) -> None:
+        while not self._stopped:
+            try:
+                snapshot = self._describe()
+            except Exception:  # the coordinator moving or busy: ask again
+                snapshot = None
+            if snapshot is not None:
+                with self._cond:
+                    self.snapshots.append(snapshot)
+                    self._cond.notify_all()
+            time.sleep(self.interval)
+
+    def wait_for(self, predicate: Callable[[GroupSnapshot], bool], timeout: float,
+                 since_ms: int = 0) -> GroupSnapshot:
+        """The first snapshot from ``since_ms`` on that matches; AssertionError at the deadline."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = next((s for s in self.snapshots
+                              if s.at_ms >= since_ms and predicate(s)), None)
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    last = self.snapshots[-1] if self.snapshots else None
+                    raise AssertionError(f"no such group within {timeout}s; last: {last}")
+                self._cond.wait(left)
+
+    def since(self, at_ms: int) -> list[GroupSnapshot]:
+        with self._cond:
+            return [s for s in self.snapshots if s.at_ms >= at_ms]
+
+    def close(self) -> None:
+        self._stopped = True
+        self._thread.join(timeout=15)
 
 
 def pipeline_conftest() -> types.ModuleType:

@@ -1,5 +1,5 @@
 """How a processor replica joins its group and leaves it (cfstream.processor.membership), on
-stand-ins for the consumer and the admin client; tests/pipeline/test_membership.py runs the
+stand-ins for the consumer and the admin client; tests/pipeline/test_static_membership.py runs the
 same on the real broker."""
 
 from __future__ import annotations
