@@ -7,7 +7,7 @@
     ├── ExecutionFailed         the task raised on a worker
     ├── ExecutionCancelled      the call was cancelled before it ran
     ├── KafkaUnavailable        the broker could not be reached or started
-    └── ReplicaFenced           another processor took this one's CFSTREAM_INSTANCE_ID
+    └── ReplicaFenced           a processor replica lost its CFSTREAM_INSTANCE_ID's membership
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class KafkaUnavailable(CfStreamError):
 
 
 class ReplicaFenced(CfStreamError):
-    """Another processor replica joined under this one's CFSTREAM_INSTANCE_ID and took over."""
+    """The group gave this replica's CFSTREAM_INSTANCE_ID to a newer member: another process
+    under the same id, or the replica's own rejoin after its session timed out."""
 
 
 class ExecutionCancelled(CfStreamError):

@@ -175,8 +175,9 @@ class Processor:
         self.healthy, self.dead = False, True
         if "fenced" in error.str().lower():  # FENCED_INSTANCE_ID, wrapped in _FATAL
             raise ReplicaFenced(
-                f"another processor joined as CFSTREAM_INSTANCE_ID={self.settings.instance_id} "
-                f"and took over ({error.str()}): give each replica its own id")
+                f"fenced as CFSTREAM_INSTANCE_ID={self.settings.instance_id} ({error.str()}): "
+                "another process joined under this id (give each replica its own), or this "
+                "one's session timed out and librdkafka's rejoin fenced it; a restart rejoins")
         raise KafkaException(error)
 
     def _wait(self) -> float:

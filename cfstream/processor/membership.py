@@ -10,7 +10,9 @@ LeaveGroup for a static member on close(), so a stop that hands over at once lea
     static, stay            close(): revoke; the group keeps the assignment for the session
 
 A second process under the same id fences the first (FENCED_INSTANCE_ID, fatal in librdkafka),
-which then stops without committing (:class:`~cfstream.errors.ReplicaFenced`).
+which then stops without committing (:class:`~cfstream.errors.ReplicaFenced`). So does a
+replica whose session times out on its side (heartbeats unanswered that long): librdkafka
+rejoins under the same id, and the new member fences the old one (librdkafka#3437).
 
 Under KIP-848 (``group.protocol=consumer``) librdkafka leaves a static member with epoch -2, on
 unsubscribe and close alike: the broker keeps its assignment until its session times out

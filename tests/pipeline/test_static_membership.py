@@ -32,6 +32,9 @@ pytestmark = pytest.mark.kafka
 NAMES = ("processor-0", "processor-1")
 # A session long enough that a handover within a few seconds can only be the leave.
 LONG_SESSION_MS = 30_000
+# A restarted replica opens its DBs and restores its tail before it fires what came due while it
+# was away: on top of LATE_MS, up to this long on a loaded 2-core machine.
+RESTART_MS = 3_000
 RESTORED = re.compile(r"running from offset \d+ \((\d+) changelog records restored\)")
 
 
@@ -96,10 +99,11 @@ def fired_once(pipeline: Pipeline, calls: dict[str, cf.Execution]) -> list[Event
 
 
 def assert_on_time(starts: list[Event], back_ms: int) -> None:
-    """Each start came at its due time, or soon after ``back_ms`` (when the replica that owns
-    its partition now got it) if it was due before that."""
+    """Each start came at its due time, or soon after ``back_ms`` (when a replica came back or
+    took over) if it was due before that."""
     for start in starts:
-        assert start["due_ms"] <= start["ts_ms"] <= max(start["due_ms"], back_ms) + LATE_MS, start
+        latest = max(start["due_ms"], back_ms + RESTART_MS) + LATE_MS
+        assert start["due_ms"] <= start["ts_ms"] <= latest, start
 
 
 def rejoined(name: str, before: GroupSnapshot) -> Callable[[GroupSnapshot], bool]:
@@ -183,7 +187,7 @@ def test_a_second_process_under_the_same_id_fences_the_first(
     pipeline.wait_ready()
     pipeline.services.processor("processor-0b", CFSTREAM_INSTANCE_ID="processor-0")
     assert first.wait(30) == RET_FENCED
-    assert "another processor joined as CFSTREAM_INSTANCE_ID=processor-0" in first.tail(50)
+    assert "fenced as CFSTREAM_INSTANCE_ID=processor-0" in first.tail(50)
     # The newcomer holds the partitions now.
     call = pipeline.submit(after_seconds.with_delay(0), "after the fence")
     assert pipeline.result(call) == "after the fence"
