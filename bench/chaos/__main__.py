@@ -1,5 +1,6 @@
 """``python -m bench.chaos``: see :mod:`bench.chaos.harness`. Exits 1 on lost, duplicated or
-superseded-but-ran executions, 2 if the run itself failed."""
+superseded-but-ran executions (with ``--nodes 3`` also on a crash of any cfstream process or a
+worst extra delay above --max-extra-delay after a leader kill), 2 if the run itself failed."""
 
 from __future__ import annotations
 
@@ -11,19 +12,42 @@ from pathlib import Path
 from bench.chaos.cluster import log
 from bench.chaos.harness import Config, install_signal_handlers, report, run
 
+# Cluster mode's defaults (--nodes 3): issue #19's target load, 3 minutes of it.
+CLUSTER_RATE = 5000.0
+CLUSTER_LOAD_S = 180
+CLUSTER_DURATION_LIMIT = 900.0
+
 
 def parse(argv: list[str]) -> Config:
     defaults = Config()
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
-    parser.add_argument("--calls", type=int, default=defaults.calls, help="calls to submit")
+    parser.add_argument("--nodes", type=int, default=defaults.nodes,
+                        help="Kafka nodes: 1 (a broker, restarted) or a cluster whose partition "
+                             "leaders are killed (no cfstream process is)")
+    parser.add_argument("--calls", type=int, default=None,
+                        help=f"calls to submit (default {defaults.calls}; on a cluster "
+                             f"{CLUSTER_LOAD_S} s of the rate)")
     parser.add_argument("--keys", type=int, default=defaults.keys, help="defer keys")
-    parser.add_argument("--rate", type=float, default=defaults.rate, help="calls per second")
-    parser.add_argument("--duration-limit", type=float, default=defaults.duration_limit,
-                        help="seconds the whole run may take")
-    parser.add_argument("--processor-kills", type=int, default=defaults.processor_kills)
-    parser.add_argument("--worker-kills", type=int, default=defaults.worker_kills)
+    parser.add_argument("--rate", type=float, default=None,
+                        help=f"calls per second (default {defaults.rate}; on a cluster "
+                             f"{CLUSTER_RATE})")
+    parser.add_argument("--duration-limit", type=float, default=None,
+                        help=f"seconds the whole run may take (default {defaults.duration_limit};"
+                             f" on a cluster {CLUSTER_DURATION_LIMIT})")
+    parser.add_argument("--delay-share", type=float, default=defaults.delay_share,
+                        help="share of delay-only calls (each runs; the rest are debounced)")
+    parser.add_argument("--processors", type=int, default=defaults.processors)
+    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--processor-kills", type=int, default=None,
+                        help=f"default {defaults.processor_kills}; none on a cluster")
+    parser.add_argument("--worker-kills", type=int, default=None,
+                        help=f"default {defaults.worker_kills}; none on a cluster")
     parser.add_argument("--broker-restart", action=argparse.BooleanOptionalAction,
-                        default=defaults.broker_restart)
+                        default=None, help="default on; off on a cluster")
+    parser.add_argument("--max-extra-delay", type=float, default=defaults.max_extra_delay_s,
+                        help="cluster mode: the worst extra delay a leader kill may cause (s)")
+    parser.add_argument("--collect", action=argparse.BooleanOptionalAction, default=None,
+                        help="result() of every call after the load (default: on a broker)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep logs, state and records here (default: a temporary dir, "
@@ -31,11 +55,31 @@ def parse(argv: list[str]) -> Config:
     parser.add_argument("--keep-workdir", action="store_true")
     parser.add_argument("--json-out", type=Path, default=None, help="write the summary here")
     args = parser.parse_args(argv)
-    if args.calls < 1 or args.keys < 2 or args.rate <= 0:
-        parser.error("--calls >= 1, --keys >= 2 and --rate > 0")
-    return Config(calls=args.calls, keys=args.keys, rate=args.rate,
-                  duration_limit=args.duration_limit, processor_kills=args.processor_kills,
-                  worker_kills=args.worker_kills, broker_restart=args.broker_restart,
+    cluster = args.nodes > 1
+    if cluster and (args.processor_kills or args.worker_kills or args.broker_restart):
+        parser.error("on a cluster (--nodes > 1) only partition leaders are killed: no "
+                     "--processor-kills, --worker-kills or --broker-restart")
+    rate = args.rate if args.rate is not None else CLUSTER_RATE if cluster else defaults.rate
+    calls = args.calls if args.calls is not None else \
+        int(rate * CLUSTER_LOAD_S) if cluster else defaults.calls
+    if args.nodes < 1 or calls < 1 or args.keys < 2 or rate <= 0 or args.processors < 1 \
+            or args.workers < 1 or not 0 <= args.delay_share <= 1:
+        parser.error("--nodes, --calls, --processors and --workers >= 1, --keys >= 2, "
+                     "--rate > 0 and --delay-share in [0, 1]")
+
+    def either(value: float | None, single: float, on_cluster: float) -> float:
+        return value if value is not None else on_cluster if cluster else single
+
+    return Config(calls=calls, keys=args.keys, rate=rate,
+                  duration_limit=either(args.duration_limit, defaults.duration_limit,
+                                        CLUSTER_DURATION_LIMIT),
+                  processor_kills=int(either(args.processor_kills, defaults.processor_kills, 0)),
+                  worker_kills=int(either(args.worker_kills, defaults.worker_kills, 0)),
+                  broker_restart=bool(either(args.broker_restart, defaults.broker_restart, False)),
+                  nodes=args.nodes, processors=args.processors, workers=args.workers,
+                  max_extra_delay_s=args.max_extra_delay,
+                  collect=bool(either(args.collect, defaults.collect, False)),
+                  delay_share=args.delay_share,
                   seed=args.seed, workdir=args.workdir, keep_workdir=args.keep_workdir,
                   json_out=args.json_out)
 

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from cfstream.clock import now_ms
 from cfstream.dev.broker import LocalBroker
+from cfstream.dev.cluster import LocalCluster
 from cfstream.dev.services import Service, Services
 from cfstream.kafka.config import admin_config
 from cfstream.settings import Settings
@@ -48,7 +49,8 @@ class Cluster:
     """The services of one run, supervised: a service that exits without being killed by the
     harness is a crash, recorded and started again."""
 
-    def __init__(self, settings: Settings, workdir: Path, broker: LocalBroker) -> None:
+    def __init__(self, settings: Settings, workdir: Path,
+                 broker: LocalBroker | LocalCluster) -> None:
         self.settings = settings
         self.broker = broker
         # clean_env: the services' settings come from CFSTREAM_* of the run's settings alone.
@@ -110,6 +112,7 @@ class Cluster:
 
     def restart_broker(self) -> tuple[int, int]:
         """Stop the broker (SIGTERM) and start it on the same port and data dir."""
+        assert isinstance(self.broker, LocalBroker), "a cluster's nodes are restarted one by one"
         port = self.broker.port
         stopped = now_ms()
         self.broker.stop(remove_data=False)

@@ -5,6 +5,11 @@ Timeline (every phase has a deadline inside ``duration_limit``):
   -> submit N calls at R/s while the chaos thread SIGKILLs processors and workers and restarts
   the broker -> drain (every call deferred or terminal) -> stop the services -> reconcile the
   workers' records with the events topic (and the executions topic, for diagnosis).
+
+With ``nodes`` > 1 (cluster mode) a local KRaft cluster replaces the broker, and the chaos
+thread kill -9s partition leaders instead (:mod:`bench.chaos.leaders`): no cfstream process is
+killed, so the run also fails on any crash, or on a worst extra delay above
+``max_extra_delay_s`` after a leader kill.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from bench.chaos import tasks
+from bench.chaos import leaders, tasks
 from bench.chaos.cluster import (
     Cluster,
     describe_errors,
@@ -46,7 +51,8 @@ from bench.chaos.reconcile import (
 from cfstream.client import Client
 from cfstream.clock import now_ms
 from cfstream.dev import procs
-from cfstream.dev.broker import LocalBroker
+from cfstream.dev.broker import LocalBroker, LocalKafka
+from cfstream.dev.cluster import LocalCluster
 from cfstream.errors import CfStreamError, ExecutionFailed
 from cfstream.events.tail import tail
 from cfstream.execution import Execution
@@ -57,7 +63,7 @@ from cfstream.settings import Settings
 PROCESSORS = 3
 WORKERS = 2
 PARTITIONS = 6
-# Share of calls that are delay-only; the rest are deferred (half per deferred task).
+# Share of calls that are delay-only (each runs); the rest are deferred (half per deferred task).
 DELAY_ONLY_SHARE = 0.2
 # Half of the deferred calls go to the hottest 2% of the keys, so keys get calls within one
 # debounce window (deferrals) as well as calls far apart (several runs of one key).
@@ -86,6 +92,15 @@ class Config:
     processor_kills: int = 10
     worker_kills: int = 2
     broker_restart: bool = True
+    # Kafka nodes: 1 is a single broker; more is a cluster whose partition leaders are killed.
+    nodes: int = 1
+    processors: int = PROCESSORS
+    workers: int = WORKERS
+    # Cluster mode's target (issue #19): no call later than this because of a leader kill.
+    max_extra_delay_s: float = 15.0
+    # result() of every call after the load (slow at hundreds of thousands of calls).
+    collect: bool = True
+    delay_share: float = DELAY_ONLY_SHARE
     seed: int | None = None
     workdir: Path | None = None
     keep_workdir: bool = False
@@ -186,9 +201,10 @@ def count_ids(settings: Settings, topic: str, timeout: float = 180.0) -> Counter
 class Chaos:
     """Runs the planned kills and restarts, one at a time, at their offsets from ``start``."""
 
-    def __init__(self, cluster: Cluster, state: RunState, rng: random.Random,
+    def __init__(self, cluster: Cluster, config: Config, state: RunState, rng: random.Random,
                  plan: list[tuple[float, str]], start: float, stop_at: float) -> None:
         self.cluster = cluster
+        self.config = config
         self.state = state
         self.rng = rng
         self.plan = plan
@@ -217,14 +233,15 @@ class Chaos:
                 self.state.chaos_errors.append(f"{action} at +{offset:.0f}s skipped: no time left")
                 continue
             try:
-                getattr(self, f"_{action}")()
+                name, _, argument = action.partition(":")  # "kill_leader:calls"
+                getattr(self, f"_{name}")(*([argument] if argument else []))
                 self.state.actions_done[action] += 1
             except Exception as exc:  # noqa: BLE001 - a failed action is reported, run goes on
                 self.state.chaos_errors.append(f"{action} at +{offset:.0f}s: {exc!r}")
                 log(f"chaos action {action} failed: {exc!r}")
 
     def _kill_processor(self) -> None:
-        name = f"processor-{self.rng.randrange(PROCESSORS)}"
+        name = f"processor-{self.rng.randrange(self.config.processors)}"
         group = f"{self.cluster.settings.topic_prefix}.processor"
         admin = self.cluster.admin()
         before = member_ids(describe_group(admin, group))
@@ -239,14 +256,14 @@ class Chaos:
         self.state.rejoins.append(None)
         monitor = threading.Thread(
             target=self._watch_rejoin,
-            args=(group, self.cluster.settings.calls_topic, PROCESSORS, before, index,
+            args=(group, self.cluster.settings.calls_topic, self.config.processors, before, index,
                   self.state.rejoins, name),
             daemon=True, name=f"chaos-rejoin-{index}")
         monitor.start()
         self.monitors.append(monitor)
 
     def _kill_worker(self) -> None:
-        name = f"worker-{self.rng.randrange(WORKERS)}"
+        name = f"worker-{self.rng.randrange(self.config.workers)}"
         group = f"{self.cluster.settings.topic_prefix}.workers"
         before = member_ids(describe_group(self.cluster.admin(), group))
         killed = now_ms()
@@ -260,7 +277,7 @@ class Chaos:
         self.state.worker_rejoins.append(None)
         monitor = threading.Thread(
             target=self._watch_rejoin,
-            args=(group, self.cluster.settings.executions_topic, WORKERS, before, index,
+            args=(group, self.cluster.settings.executions_topic, self.config.workers, before, index,
                   self.state.worker_rejoins, name),
             daemon=True, name=f"chaos-worker-rejoin-{index}")
         monitor.start()
@@ -271,6 +288,12 @@ class Chaos:
         stopped, back = self.cluster.restart_broker()
         log(f"broker back after {(back - stopped) / 1000:.1f}s")
         self.state.disruptions.append(Disruption("broker", "broker", stopped, back))
+
+    def _kill_leader(self, topic: str) -> None:
+        kafka = self.cluster.broker
+        assert isinstance(kafka, LocalCluster), "leader kills need a cluster (nodes > 1)"
+        self.state.disruptions.append(
+            leaders.kill_leader(kafka, self.cluster.settings, topic, self.rng))
 
     def _watch_rejoin(self, group: str, topic: str, members: int, before: set[str], index: int,
                       into: list[float | None], name: str) -> None:
@@ -310,7 +333,10 @@ class Chaos:
 
 def plan_chaos(config: Config, duration: float, rng: random.Random) -> list[tuple[float, str]]:
     """Processor kills evenly over the submit phase; the broker restart and worker kills in the
-    gaps between them, so each disruption's effect can be told apart."""
+    gaps between them, so each disruption's effect can be told apart. On a cluster: one leader
+    kill per topic instead."""
+    if config.nodes > 1:
+        return leaders.plan(duration)
     kills = config.processor_kills
     spacing = duration / (kills + 1)
     plan = [(spacing * (j + 1), "kill_processor") for j in range(kills)]
@@ -331,14 +357,14 @@ def plan_chaos(config: Config, duration: float, rng: random.Random) -> list[tupl
     return sorted(plan)
 
 
-def wait_ready(cluster: Cluster, client: Client, follower: EventFollower,
+def wait_ready(cluster: Cluster, config: Config, client: Client, follower: EventFollower,
                deadline: float) -> float:
     """Until both groups are settled and probes through every partition have run."""
     started = time.monotonic()
     admin = cluster.admin()
     settings = cluster.settings
-    groups = [(f"{settings.topic_prefix}.processor", settings.calls_topic, PROCESSORS),
-              (f"{settings.topic_prefix}.workers", settings.executions_topic, WORKERS)]
+    groups = [(f"{settings.topic_prefix}.processor", settings.calls_topic, config.processors),
+              (f"{settings.topic_prefix}.workers", settings.executions_topic, config.workers)]
     pending = list(groups)
     while pending and time.monotonic() < deadline:
         cluster.supervise()
@@ -370,7 +396,7 @@ def produce(config: Config, client: Client, state: RunState, rng: random.Random,
             break
         if target > now:
             time.sleep(target - now)
-        if rng.random() < DELAY_ONLY_SHARE:
+        if rng.random() < config.delay_share:
             kind, key = "delay", f"d{i}"
             execution = delayed[rng.choice(tasks.DELAYS)].submit_to(client, key, i)
         else:
@@ -401,8 +427,11 @@ def run(config: Config) -> dict[str, Any]:
     record_dir.mkdir(exist_ok=True)
     log(f"seed {seed}, workdir {workdir}")
 
-    port = procs.free_port()
-    broker = LocalBroker(port=port, data_dir=workdir / "kafka")
+    broker: LocalBroker | LocalCluster
+    if config.nodes > 1:
+        broker = LocalCluster(nodes=config.nodes, data_dir=workdir / "kafka")
+    else:
+        broker = LocalBroker(port=procs.free_port(), data_dir=workdir / "kafka")
     cluster: Cluster | None = None
     follower: EventFollower | None = None
     finished = threading.Event()
@@ -415,22 +444,24 @@ def run(config: Config) -> dict[str, Any]:
     ok = False
     try:
         broker.start()
-        log(f"broker on {broker.bootstrap_servers}")
+        bootstrap = broker.bootstrap_servers
+        log(f"{'cluster' if config.nodes > 1 else 'broker'} on {bootstrap}")
         # The harness's own clients stay quiet while the broker restarts (log_level 2: only
         # critical); the services get none of this, their settings come from CFSTREAM_* alone.
-        settings = Settings(bootstrap_servers=broker.bootstrap_servers,
+        settings = Settings(bootstrap_servers=bootstrap,
                             topic_prefix=f"chaos-{uuid.uuid4().hex[:8]}", partitions=PARTITIONS,
                             kafka_config={"log_level": 2})
         logging.getLogger("cfstream.kafka").setLevel(logging.ERROR)
         ensure_topics(settings)
         cluster = Cluster(settings, workdir, broker)
-        for n in range(PROCESSORS):
+        for n in range(config.processors):
             cluster.add_processor(f"processor-{n}")
-        for n in range(WORKERS):
+        for n in range(config.workers):
             cluster.add_worker(f"worker-{n}", record_dir)
         follower = EventFollower(settings)
         client = Client(settings)
-        ready_s = wait_ready(cluster, client, follower, min(hard_deadline, t0 + READY_TIMEOUT))
+        ready_s = wait_ready(cluster, config, client, follower,
+                             min(hard_deadline, t0 + READY_TIMEOUT))
         log(f"ready after {ready_s:.1f}s (since start {time.monotonic() - t0:.1f}s)")
 
         submit_start = time.monotonic()
@@ -441,7 +472,7 @@ def run(config: Config) -> dict[str, Any]:
                 f"than the {cutoff - submit_start:.0f}s the time limit leaves")
         plan = plan_chaos(config, min(duration, cutoff - submit_start), rng)
         log("chaos plan: " + ", ".join(f"+{o:.0f}s {a}" for o, a in plan))
-        chaos = Chaos(cluster, state, rng, plan, submit_start, cutoff)
+        chaos = Chaos(cluster, config, state, rng, plan, submit_start, cutoff)
         chaos.begin()
         produce(config, client, state, rng, follower, submit_start, cutoff)
         left = client.flush(60)
@@ -472,8 +503,9 @@ def run(config: Config) -> dict[str, Any]:
         time.sleep(SETTLE)
         run_end = now_ms()
         chaos.finish(timeout=min(REJOIN_TIMEOUT, drain_deadline - time.monotonic()))
-        collected = collect_results(client, state.calls, hard_deadline - TEARDOWN_RESERVE / 2)
-        log(f"collect: {collected}")
+        collected = (collect_results(client, state.calls, hard_deadline - TEARDOWN_RESERVE / 2)
+                     if config.collect else {})
+        log(f"collect: {collected or 'skipped'}")
 
         cluster.stop_all()
         undelivered = {c.id for c in state.calls if client.delivery_error(c.id) is not None}
@@ -507,8 +539,16 @@ def run(config: Config) -> dict[str, Any]:
             "collect": collected,
             "total_s": round(time.monotonic() - t0, 1),
         })
+        summary["rate"] = round(len(state.calls) / max(submit_s, 1e-9), 1)
+        summary["worst_extra_delay_s"] = worst_extra_delays(summary["windows"])
         ok = summary["lost"] == 0 and summary["duplicated"] == 0 \
             and summary["superseded_ran"] == 0
+        if config.nodes > 1:
+            leader_kills = [k for k in summary["worst_extra_delay_s"] if k.startswith("leader:")]
+            ok = ok and not cluster.crashes and not state.chaos_errors \
+                and len(leader_kills) == len(leaders.TOPICS) \
+                and all(summary["worst_extra_delay_s"][k] <= config.max_extra_delay_s
+                        for k in leader_kills)
         summary["ok"] = ok
         return summary
     finally:
@@ -550,8 +590,16 @@ def collect_results(client: Client, calls: list[Submitted], deadline: float) -> 
             "ms_per_result": round(1000 * took / max(len(calls), 1), 3), **outcomes}
 
 
+def worst_extra_delays(windows: list[dict[str, Any]]) -> dict[str, float]:
+    """The worst extra delay after each kind of disruption (``leader:calls``, ``processor``...)."""
+    worst: dict[str, float] = {}
+    for w in windows:
+        worst[w["kind"]] = max(worst.get(w["kind"], 0.0), w["worst_extra_delay_s"])
+    return worst
+
+
 def _watchdog(deadline: float, finished: threading.Event, cluster: Any,
-              broker: LocalBroker) -> None:
+              broker: LocalKafka) -> None:
     """The run's last resort: past the deadline, kill everything and exit."""
     if finished.wait(max(0.0, deadline - time.monotonic())):
         return
@@ -604,9 +652,13 @@ def report(summary: dict[str, Any]) -> str:
         f"deferred after it ran: {summary['deferred_after_start']}; latest call deferred: "
         f"{summary['latest_deferred']}; wrong value: {summary['wrong_value']}",
         f"lateness            p50 {lat['p50']:.3f}s  p99 {lat['p99']:.3f}s  max {lat['max']:.3f}s",
-        f"worst extra delay   after a processor kill: {worst('processor')}",
-        f"                    after a worker kill: {worst('worker')}",
-        f"                    after the broker restart: {worst('broker')}",
+        *([f"worst extra delay   after a processor kill: {worst('processor')}",
+           f"                    after a worker kill: {worst('worker')}",
+           f"                    after the broker restart: {worst('broker')}"]
+          if summary["config"]["nodes"] <= 1 else
+          [f"{'worst extra delay' if n == 0 else '':20}after a kill -9 of the leader of {t}: "
+           f"{worst(leaders.kind(t))}" for n, t in enumerate(leaders.TOPICS)]),
+        f"rate                {summary['rate']} calls/s submitted",
         f"replica back        group rejoin after restart: median {rejoin['median_s']} s, "
         f"max {rejoin['max_s']} s, timed out {rejoin['timed_out']} ({rejoin['all_s']})",
         f"worker back         {summary['worker_rejoin']['all_s']} s",
