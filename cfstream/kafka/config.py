@@ -13,6 +13,20 @@ librdkafka_logger = logging.getLogger("cfstream.kafka.librdkafka")
 
 # Java clients, aiokafka and faust place keys with murmur2; librdkafka's default is CRC32.
 PARTITIONER = "murmur2_random"
+# After a broker dies, a client may hold metadata naming no leader for a partition. librdkafka
+# keeps it for 3 x topic.metadata.refresh.interval.ms (15 min by default), and calls that read
+# the cache (get_watermark_offsets) fail with "Unknown partition" all that time: a processor's
+# changelog restore did, for as long as we watched (90 s), after a leader kill on 3 brokers.
+# A 5 s refresh finds new leaders within seconds; the cache then lasts 15 s at most.
+METADATA_REFRESH_MS = 5_000
+
+
+def _cluster_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """What every client gets to ride out a broker's death (see METADATA_REFRESH_MS)."""
+    config.setdefault("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS)
+    config.setdefault("error_cb", log_error)
+    config.setdefault("logger", librdkafka_logger)
+    return config
 
 
 def log_error(error: Any) -> None:
@@ -21,26 +35,22 @@ def log_error(error: Any) -> None:
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    config = settings.librdkafka_config()
+    config = _cluster_defaults(settings.librdkafka_config())
     config.setdefault("partitioner", PARTITIONER)
     config.setdefault("enable.idempotence", True)  # retries never duplicate or reorder
     config.setdefault("linger.ms", 5)  # batches bursts; adds at most 5 ms
-    config.setdefault("error_cb", log_error)
-    config.setdefault("logger", librdkafka_logger)
     config.update(overrides)
     return config
 
 
 def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) -> dict[str, Any]:
-    config = settings.librdkafka_config()
+    config = _cluster_defaults(settings.librdkafka_config())
     if group_id is not None:
         config["group.id"] = group_id
     else:
         config["group.id"] = "cfstream-unused"  # librdkafka wants one even for assign()
     config.setdefault("enable.auto.commit", False)  # we commit after the work is done
     config.setdefault("auto.offset.reset", "earliest")
-    config.setdefault("error_cb", log_error)
-    config.setdefault("logger", librdkafka_logger)
     config.update(overrides)
     return config
 
@@ -77,7 +87,4 @@ def group_config(settings: Settings, group_id: str, *, session_timeout_ms: int,
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:
-    config = settings.librdkafka_config()
-    config.setdefault("error_cb", log_error)
-    config.setdefault("logger", librdkafka_logger)
-    return config
+    return _cluster_defaults(settings.librdkafka_config())

@@ -18,6 +18,8 @@ SETTLING = frozenset({
     KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
     KafkaError.REQUEST_TIMED_OUT, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
     KafkaError._ALL_BROKERS_DOWN, KafkaError._WAIT_COORD,
+    # A partition whose leader the client's metadata does not name (a broker just died).
+    KafkaError._UNKNOWN_PARTITION,
 })
 
 
