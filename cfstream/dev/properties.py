@@ -27,10 +27,12 @@ _SASL_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _SASL_PASSWORD = re.compile(r"[!#-\[\]-~]+")
 # A cluster's failure detection. The controller fences a node that missed heartbeats for
 # SESSION_MS and takes it out of every ISR: after a kill -9, acks=all writes waited 8-9 s here
-# (10-12 s with Kafka's 9 s). Still 6 heartbeats long, so a busy 2-core box does not fence a
-# live node. A live follower behind for REPLICA_LAG_MS leaves the ISR (Kafka: 30 s).
-HEARTBEAT_MS = 1000
-SESSION_MS = 6000
+# with 6 s (10-12 s with Kafka's 9 s). 3 s keeps a killed group coordinator's successor up
+# before the processors' 6 s consumer session runs out (with 6 s every processor lost its
+# partitions and restored them). Still 6 heartbeats long, so a busy 2-core box does not fence
+# a live node. A live follower behind for REPLICA_LAG_MS leaves the ISR (Kafka: 30 s).
+HEARTBEAT_MS = 500
+SESSION_MS = 3000
 REPLICA_LAG_MS = 10000
 
 
