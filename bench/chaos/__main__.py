@@ -44,6 +44,8 @@ def parse(argv: list[str]) -> Config:
                         help=f"default {defaults.worker_kills}; none on a cluster")
     parser.add_argument("--broker-restart", action=argparse.BooleanOptionalAction,
                         default=None, help="default on; off on a cluster")
+    parser.add_argument("--leader-kills", action=argparse.BooleanOptionalAction, default=True,
+                        help="cluster mode: kill partition leaders (off: the baseline)")
     parser.add_argument("--max-extra-delay", type=float, default=defaults.max_extra_delay_s,
                         help="cluster mode: the worst extra delay a leader kill may cause (s)")
     parser.add_argument("--collect", action=argparse.BooleanOptionalAction, default=None,
@@ -77,7 +79,7 @@ def parse(argv: list[str]) -> Config:
                   worker_kills=int(either(args.worker_kills, defaults.worker_kills, 0)),
                   broker_restart=bool(either(args.broker_restart, defaults.broker_restart, False)),
                   nodes=args.nodes, processors=args.processors, workers=args.workers,
-                  max_extra_delay_s=args.max_extra_delay,
+                  max_extra_delay_s=args.max_extra_delay, leader_kills=args.leader_kills,
                   collect=bool(either(args.collect, defaults.collect, False)),
                   delay_share=args.delay_share,
                   seed=args.seed, workdir=args.workdir, keep_workdir=args.keep_workdir,
