@@ -72,8 +72,8 @@ def kill_leader(kafka: LocalCluster, settings: Settings, topic: str,
 
 
 def wait_in_sync(bootstrap: str, prefix: str, replicas: int, timeout: float) -> float | None:
-    """Seconds until every partition of the topics named ``prefix``.* has ``replicas`` in sync
-    (None after ``timeout``)."""
+    """Seconds until every partition of the topics named ``prefix``.* (or ``prefix`` itself)
+    has ``replicas`` in sync (None after ``timeout``)."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     began = time.monotonic()
     while time.monotonic() - began < timeout:
@@ -82,7 +82,8 @@ def wait_in_sync(bootstrap: str, prefix: str, replicas: int, timeout: float) -> 
         except Exception:  # noqa: BLE001 - metadata moving with the node: ask again
             time.sleep(0.5)
             continue
-        partitions = [p for name, t in meta.topics.items() if name.startswith(prefix + ".")
+        partitions = [p for name, t in meta.topics.items()
+                      if name == prefix or name.startswith(prefix + ".")
                       for p in t.partitions.values()]
         if partitions and all(len(p.isrs) >= replicas for p in partitions):
             return time.monotonic() - began
