@@ -7,51 +7,22 @@ producer), with a time limit the harness enforces itself; the summary comes back
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-from cfstream.dev.services import pythonpath
+from chaos_run import GRACE_S, run_harness
 
 pytestmark = [pytest.mark.kafka, pytest.mark.long]
 
-REPO = Path(__file__).resolve().parents[2]
 # The harness stops itself within this; the test allows a little more for the subprocess.
 DURATION_LIMIT = 480
 ARGS = ["--calls", "3000", "--keys", "300", "--rate", "30", "--processor-kills", "3",
-        "--worker-kills", "1", "--broker-restart", "--duration-limit", str(DURATION_LIMIT)]
+        "--worker-kills", "1", "--broker-restart"]
 
 
-@pytest.mark.timeout(DURATION_LIMIT + 180)
+@pytest.mark.timeout(DURATION_LIMIT + GRACE_S + 30)
 def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    summary_path = tmp_path / "summary.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CFSTREAM_")}
-    env["PYTHONPATH"] = pythonpath(REPO)
-    log = (tmp_path / "harness.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.chaos", *ARGS, "--workdir", str(tmp_path / "run"),
-         "--json-out", str(summary_path)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        code = proc.wait(DURATION_LIMIT + 150)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)  # the harness tears everything down on SIGTERM
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        raise
-    finally:
-        log.close()
-    output = (tmp_path / "harness.log").read_text(errors="replace")
-    assert summary_path.exists(), f"the harness wrote no summary (exit {code}):\n{output[-4000:]}"
-    summary = json.loads(summary_path.read_text())
-    report = output[-6000:]
+    summary, report, code = run_harness(tmp_path, ARGS, DURATION_LIMIT)
 
     assert summary["submitted"] == 3000, report
     assert summary["undelivered"] == 0, report
