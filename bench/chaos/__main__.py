@@ -12,8 +12,12 @@ from pathlib import Path
 from bench.chaos.cluster import log
 from bench.chaos.harness import Config, install_signal_handlers, report, run
 
-# Cluster mode's defaults (--nodes 3): issue #19's target load, 3 minutes of it.
-CLUSTER_RATE = 5000.0
+# Cluster mode's defaults (--nodes 3), 3 minutes of load. Issue #19 asks 5000 calls/s; beside
+# three JVMs this 2-core box makes calls late without any kill from ~1000/s (bench/README.md),
+# so the default is the load measured clean: 500/s over 100 keys, 4 % delay-only.
+CLUSTER_RATE = 500.0
+CLUSTER_KEYS = 100
+CLUSTER_DELAY_SHARE = 0.04
 CLUSTER_LOAD_S = 180
 CLUSTER_DURATION_LIMIT = 900.0
 
@@ -27,15 +31,18 @@ def parse(argv: list[str]) -> Config:
     parser.add_argument("--calls", type=int, default=None,
                         help=f"calls to submit (default {defaults.calls}; on a cluster "
                              f"{CLUSTER_LOAD_S} s of the rate)")
-    parser.add_argument("--keys", type=int, default=defaults.keys, help="defer keys")
+    parser.add_argument("--keys", type=int, default=None,
+                        help=f"defer keys (default {defaults.keys}; on a cluster {CLUSTER_KEYS})")
     parser.add_argument("--rate", type=float, default=None,
                         help=f"calls per second (default {defaults.rate}; on a cluster "
                              f"{CLUSTER_RATE})")
     parser.add_argument("--duration-limit", type=float, default=None,
                         help=f"seconds the whole run may take (default {defaults.duration_limit};"
                              f" on a cluster {CLUSTER_DURATION_LIMIT})")
-    parser.add_argument("--delay-share", type=float, default=defaults.delay_share,
-                        help="share of delay-only calls (each runs; the rest are debounced)")
+    parser.add_argument("--delay-share", type=float, default=None,
+                        help=f"share of delay-only calls, each runs; the rest are debounced "
+                             f"(default {defaults.delay_share}; on a cluster "
+                             f"{CLUSTER_DELAY_SHARE})")
     parser.add_argument("--processors", type=int, default=defaults.processors)
     parser.add_argument("--workers", type=int, default=defaults.workers)
     parser.add_argument("--processor-kills", type=int, default=None,
@@ -64,15 +71,18 @@ def parse(argv: list[str]) -> Config:
     rate = args.rate if args.rate is not None else CLUSTER_RATE if cluster else defaults.rate
     calls = args.calls if args.calls is not None else \
         int(rate * CLUSTER_LOAD_S) if cluster else defaults.calls
-    if args.nodes < 1 or calls < 1 or args.keys < 2 or rate <= 0 or args.processors < 1 \
-            or args.workers < 1 or not 0 <= args.delay_share <= 1:
+    keys = args.keys if args.keys is not None else CLUSTER_KEYS if cluster else defaults.keys
+    delay_share = args.delay_share if args.delay_share is not None else \
+        CLUSTER_DELAY_SHARE if cluster else defaults.delay_share
+    if args.nodes < 1 or calls < 1 or keys < 2 or rate <= 0 or args.processors < 1 \
+            or args.workers < 1 or not 0 <= delay_share <= 1:
         parser.error("--nodes, --calls, --processors and --workers >= 1, --keys >= 2, "
                      "--rate > 0 and --delay-share in [0, 1]")
 
     def either(value: float | None, single: float, on_cluster: float) -> float:
         return value if value is not None else on_cluster if cluster else single
 
-    return Config(calls=calls, keys=args.keys, rate=rate,
+    return Config(calls=calls, keys=keys, rate=rate,
                   duration_limit=either(args.duration_limit, defaults.duration_limit,
                                         CLUSTER_DURATION_LIMIT),
                   processor_kills=int(either(args.processor_kills, defaults.processor_kills, 0)),
@@ -81,7 +91,7 @@ def parse(argv: list[str]) -> Config:
                   nodes=args.nodes, processors=args.processors, workers=args.workers,
                   max_extra_delay_s=args.max_extra_delay, leader_kills=args.leader_kills,
                   collect=bool(either(args.collect, defaults.collect, False)),
-                  delay_share=args.delay_share,
+                  delay_share=delay_share,
                   seed=args.seed, workdir=args.workdir, keep_workdir=args.keep_workdir,
                   json_out=args.json_out)
 
