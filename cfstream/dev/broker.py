@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from cfstream.dev import jvm, node, procs
 from cfstream.dev.jars import Notify, ensure_jars
@@ -196,14 +196,29 @@ def stop(data_dir: Path | str = DEFAULT_DATA_DIR, *, timeout: float = STOP_TIMEO
     return was_running
 
 
+class _Started(Protocol):
+    @property
+    def bootstrap_servers(self) -> str | None: ...
+
+
 class LocalKafka:
     """What :class:`LocalBroker` and the cluster's ``LocalCluster`` share: started on entering a
     ``with`` block, stopped on leaving it; a temporary data dir (none given) is deleted then."""
+
+    status: _Started | None
 
     def __init__(self, data_dir: Path | str | None, timeout: float) -> None:
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="cfstream-kafka-")).resolve()
         self.timeout = timeout
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Where clients connect, as started (a cluster lists every node, even one down later:
+        clients skip it)."""
+        if self.status is None or self.status.bootstrap_servers is None:
+            raise KafkaUnavailable(f"{type(self).__name__} on {self.data_dir} is not started")
+        return self.status.bootstrap_servers
 
     def start(self) -> Self:
         raise NotImplementedError
@@ -243,12 +258,6 @@ class LocalBroker(LocalKafka):
         self.sasl_users = dict(sasl_users) if sasl_users is not None else None
         self.sasl_port = sasl_port
         self.status: BrokerStatus | None = None
-
-    @property
-    def bootstrap_servers(self) -> str:
-        if self.status is None or self.status.bootstrap_servers is None:
-            raise KafkaUnavailable(f"LocalBroker on {self.data_dir} is not started")
-        return self.status.bootstrap_servers
 
     @property
     def sasl_bootstrap_servers(self) -> str:

@@ -251,13 +251,6 @@ class LocalCluster(LocalKafka):
         self.port = port
         self.status: ClusterStatus | None = None
 
-    @property
-    def bootstrap_servers(self) -> str:
-        """Every node's address (as started: a node down later stays listed, clients skip it)."""
-        if self.status is None or self.status.bootstrap_servers is None:
-            raise KafkaUnavailable(f"LocalCluster on {self.data_dir} is not started")
-        return self.status.bootstrap_servers
-
     def node(self, node_id: int) -> ClusterNode:
         if not 1 <= node_id <= self.nodes:
             raise ValueError(f"node ids run from 1 to {self.nodes}, not {node_id}")
