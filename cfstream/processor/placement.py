@@ -47,7 +47,8 @@ def joining_id(instance_id: str) -> str:
 
 
 def heirs(assignment: Mapping[str, Collection[int]], owner: str) -> dict[int, str]:
-    """For each partition of ``owner``, the member that gets it if ``owner`` leaves or dies."""
+    """For each partition of ``owner``, the member that gets it if ``owner`` leaves or dies
+    (alone): in descending partition order, the survivor then holding the fewest."""
     survivors = {m: ps for m, ps in assignment.items() if m != owner}
     if not survivors:
         return {}
