@@ -132,7 +132,13 @@ def test_a_killed_leader_costs_seconds_and_rejoins(tmp_path: Path) -> None:
         settings = Settings(bootstrap_servers=bootstrap, topic_prefix=f"c-{uuid.uuid4().hex[:8]}",
                             partitions=2)
         ensure_topics(settings)
-        shapes = topics.shapes(settings, topic_specs(settings))
+        # Created through one node: the others learn of the topics from the controller shortly
+        # after, and the admin client below may ask any of them.
+        names = topic_specs(settings)
+        deadline = time.monotonic() + 30
+        while len(shapes := topics.shapes(settings, names)) < len(names):
+            assert time.monotonic() < deadline, f"topics not visible on every node: {shapes}"
+            time.sleep(0.1)
         assert {(s.replicas, s.min_insync) for s in shapes.values()} == {(3, 2)}, shapes
         topic = settings.calls_topic
         _produce_all(bootstrap, topic, 10, timeout=30)
