@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     # Processor with an instance id: SIGTERM hands its partitions over at once (true), or keeps
     # them for a restart back within the session timeout (false).
     leave_on_stop: bool = True
+    # Processor: how many other replicas keep a warm copy of each partition (standby replicas,
+    # tailing its changelog), so a takeover replays only the copy's lag. At most replicas - 1.
+    standby_replicas: int = Field(1, ge=0)
+    # Processor: seconds a partition must stay wanted as a standby before a copy with nothing on
+    # disk starts from scratch (a rolling restart moves partitions for a few seconds only).
+    standby_delay: float = Field(30.0, ge=0)
+    # Processor joining a group that runs without it: up to this many seconds warming the
+    # partitions it will be given (and its standbys) before it joins; 0 joins at once.
+    warmup_timeout: float = Field(300.0, ge=0)
 
     # Worker: tasks run at once per worker process.
     worker_concurrency: int = Field(8, ge=1)

@@ -80,8 +80,21 @@ class ProcessorMetrics(_CommonMetrics):
         self.restore_remaining = _gauge(
             r, "restore_remaining_records", "Changelog records a newly assigned partition has yet "
             "to restore before it processes calls.", "partition")
+        self.standby_partitions = _gauge(
+            r, "standby_partitions", "Partitions this replica keeps a standby copy of.")
+        self.standby_lag = _gauge(
+            r, "standby_lag_records", "Changelog records a standby copy has yet to apply "
+            "(a takeover of the partition replays these).", "partition")
+        self.takeovers = _counter(
+            r, "takeovers", "Partitions this replica took over, by where their state came from: "
+            "a standby copy, its own disk (a tail), or nothing (cold, the whole changelog).",
+            "source")
+        self.takeover_records = _counter(
+            r, "takeover_restored_records", "Changelog records replayed to take partitions over, "
+            "by where their state came from.", "source")
         self._received: dict[str, Any] = {}
         self._deferred: dict[str, Any] = {}
+        self._lagging: set[str] = set()
 
     def received(self, task: str, count: int = 1) -> None:
         """``count`` more calls of ``task`` read (the labelled child cached)."""
@@ -92,6 +105,20 @@ class ProcessorMetrics(_CommonMetrics):
 
     def set_restore_remaining(self, partition: int, records: int) -> None:
         self.restore_remaining.labels(partition=str(partition)).set(records)
+
+    def took_over(self, source: str, records: int) -> None:
+        self.takeovers.labels(source=source).inc()
+        self.takeover_records.labels(source=source).inc(records)
+
+    def set_standby_lags(self, lags: dict[int, int]) -> None:
+        """The lag of each standby copy (-1: not known yet); copies gone lose their series."""
+        labels = {str(p) for p in lags}
+        for gone in self._lagging - labels:
+            self.standby_lag.remove(gone)
+        self._lagging = labels
+        for partition, lag in lags.items():
+            if lag >= 0:
+                self.standby_lag.labels(partition=str(partition)).set(lag)
 
     def forget_partition(self, partition: int) -> None:
         """Drop the series of a partition that moved to another replica."""

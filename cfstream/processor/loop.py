@@ -15,8 +15,11 @@ CFSTREAM_KAFKA_CONFIG) by the failover benchmark: with it the broker owns the se
 7 s (bench/failover.py, 20k keys; the survivor's lateness p99 was 4 and 9 ms).
 
 A partition assigned here is paused until :mod:`cfstream.processor.restore` has brought its DB
-up to the changelog; a revoked one is committed and closed between two turns. How the replica
-joins and leaves its group (static membership, the stop) is :mod:`cfstream.processor.membership`.
+up to the changelog; a revoked one is committed and closed between two turns. The replica keeps
+standby copies of the partitions it would take over if their owner went
+(:mod:`cfstream.processor.group`, :mod:`cfstream.processor.standby`), so a takeover replays only
+what the copy has yet to read. How the replica joins and leaves its group (static membership,
+the warm-up before it joins, the stop) is :mod:`cfstream.processor.membership`.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from cfstream.kafka.topics import ensure_topics
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import membership
 from cfstream.processor.db import Databases, close
+from cfstream.processor.group import GroupView, standbys_of
 from cfstream.processor.outputs import Outputs
 from cfstream.processor.partition import NEVER, PartitionTask
 from cfstream.processor.restore import Counted, Restored, Restorer
@@ -58,6 +62,8 @@ MAX_WAIT = 0.1
 PROOF_WAIT = 0.001
 COMMIT_INTERVAL = 0.5
 GAUGE_INTERVAL = 5.0
+# Where a partition's DB came from when it came here, for the log.
+SOURCES = {"standby": "from a standby", "disk": "from its disk", "cold": "cold"}
 
 
 class Processor:
@@ -74,6 +80,8 @@ class Processor:
         self.stopping = threading.Event()
         self.consumer: Consumer | None = None
         self.committed: dict[int, int] = {}
+        self.group: GroupView | None = None  # read for standby placement
+        self.standby_set: set[int] = set()  # partitions this replica copies, owned or not
         self._last_commit = self._last_gauges = time.monotonic()
 
     def ready(self) -> bool:
@@ -93,6 +101,8 @@ class Processor:
         self.outputs = Outputs(settings, settings.changelog_topic)
         self.restorer = Restorer(settings, self.databases, self.metrics.set_restore_remaining)
         self.watermarks = Watermarks(settings)
+        if settings.standby_replicas > 0:
+            self.group = GroupView(settings)
         self.consumer = Consumer(membership.group_config(settings))
         membership.announce(settings)
         self.consumer.subscribe([self.topic], on_assign=self._on_assign,
@@ -134,6 +144,7 @@ class Processor:
         for message in messages:
             self._dispatch(message, now)
         self._take_restored()
+        self._place_standbys()
         self._prove_horizons(now)
         now = now_ms()
         tasks = list(self.tasks.values())
@@ -227,9 +238,31 @@ class Processor:
         for tp in offsets:
             self.committed[tp.partition] = tp.offset
 
+    def _place_standbys(self) -> None:
+        """Keep copies of what the latest stable snapshot of the group says this replica would
+        take over."""
+        group, consumer = self.group, self.consumer
+        if group is None or consumer is None or not self.joined:
+            return
+        snapshot = group.poll()
+        if snapshot is None:
+            return
+        standbys = standbys_of(snapshot, consumer.memberid() or "",
+                               self.settings.standby_replicas)
+        if standbys != self.standby_set:
+            logger.info("standby copies of %s[%s]", self.topic,
+                        ",".join(map(str, sorted(standbys))) or "none")
+        self.standby_set = standbys
+        self._want_standbys()
+
+    def _want_standbys(self) -> None:
+        self.restorer.standbys.want(self.standby_set - set(self.tasks) - set(self.restoring))
+        self.metrics.standby_partitions.set(len(self.restorer.standbys.wanted))
+
     def _update_gauges(self) -> None:
         self._last_gauges = time.monotonic()
         consumer = self.consumer
+        self.metrics.set_standby_lags(self.restorer.standbys.lags)
         for partition, task in self.tasks.items():
             pending = task.pending_calls()
             if pending is not None:
@@ -249,7 +282,11 @@ class Processor:
             consumer.pause(mine)  # until restored
         for tp in mine:
             self.restoring[tp.partition] = []
+        self._want_standbys()  # before the restores, which take the copies
+        for tp in mine:
             self.restorer.restore(tp.partition)
+        if self.group is not None:
+            self.group.refresh_soon()
         self.joined = True
         if mine:
             logger.info("assigned %s[%s]: restoring", self.topic,
@@ -277,6 +314,8 @@ class Processor:
             self._drop(partition)
         if mine:
             logger.info("revoked %s[%s]", self.topic, ",".join(map(str, mine)))
+        if self.group is not None:
+            self.group.refresh_soon()
 
     def _drop(self, partition: int) -> None:
         self.restorer.cancel(partition)
@@ -319,8 +358,10 @@ class Processor:
             self._dispatch(message, now)
         assert self.consumer is not None  # noqa: S101 - assigned through it
         self.consumer.resume([tp])
-        logger.info("%s[%d]: running from offset %d (%d changelog records restored)",
-                    self.topic, partition, task.position, restored.records)
+        self.metrics.took_over(restored.source, restored.records)
+        logger.info("%s[%d]: running from offset %d (%d changelog records restored, %s)",
+                    self.topic, partition, task.position, restored.records,
+                    SOURCES[restored.source])
 
     def _start_offset(self, tp: TopicPartition) -> int:
         """Where the partition's processing starts: the committed offset, else its start."""

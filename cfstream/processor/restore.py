@@ -1,13 +1,11 @@
 """Bringing a newly assigned partition's DB up to its changelog, in a thread of its own.
 
 The loop keeps processing the partitions it already runs while this thread opens a new one's
-DB, reads the changelog from the offset the DB holds to the end, and writes it in WriteBatches
-(the due index entries too, from each slot: stale ones are dropped by the timer later). Then
-it hands the DB to the loop, and counts its pending calls on a snapshot for the gauge.
-
-A DB that claims changelog records the topic does not have (the topic was recreated), or that
-is older than the changelog's tombstones are kept (a deletion may have been compacted away), is
-wiped and restored from the start.
+DB (or takes its standby copy), reads the changelog from the offset the DB holds to the end, and
+writes it in WriteBatches (:mod:`cfstream.processor.changelog`). Then it hands the DB to the
+loop, and counts its pending calls on a snapshot for the gauge. While no job waits, the same
+thread keeps the standby copies (:mod:`cfstream.processor.standby`): restores come first, and
+every DB that is not owned has this one thread as its writer.
 """
 
 from __future__ import annotations
@@ -16,26 +14,18 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import rocksdict
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from cfstream.clock import now_ms
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.retry import watermarks
-from cfstream.processor import state
-from cfstream.processor.db import (
-    CHANGELOG_OFFSET_KEY,
-    WRITE_OPTIONS,
-    WRITTEN_MS_KEY,
-    Databases,
-    changelog_offset,
-    close,
-    written_ms,
-)
+from cfstream.processor import changelog, state
+from cfstream.processor.db import Databases, changelog_offset, close
+from cfstream.processor.standby import Standbys
 from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -43,10 +33,11 @@ logger = logging.getLogger(__name__)
 BATCH_RECORDS = 10_000
 POLL_TIMEOUT = 0.5
 PROGRESS_INTERVAL = 5.0
-# Kafka's default delete.retention.ms is a day: a DB last written longer ago than half of that
-# may miss a tombstone that compaction has removed since, so it starts over.
-MAX_DB_AGE_MS = 12 * 3600 * 1000
 COUNT_CHUNK = 50_000
+# With standby copies to keep, how long the thread waits for their records before it looks for
+# a job again; with none, how long it waits for a job before it looks at what to copy.
+TAIL_POLL = 0.05
+IDLE_WAIT = 0.5
 
 
 class Cancelled(Exception):
@@ -70,6 +61,7 @@ class Restored:
     partition: int
     db: rocksdict.Rdict | None  # None: the job failed or was cancelled
     records: int
+    source: str = "cold"  # where the DB came from: "standby", "disk" or "cold" (from nothing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +81,8 @@ class Restorer:
         self.progress = progress  # (partition, records left) for the gauge
         self.results: queue.Queue[Restored | Counted] = queue.Queue()
         self.jobs: queue.Queue[PartitionJob | None] = queue.Queue()
-        self.active: dict[int, PartitionJob] = {}
+        self.active: dict[int, PartitionJob] = {}  # owned partitions' latest jobs
+        self.standbys = Standbys(settings, databases)
         self._lock = threading.Lock()  # a job starts, or is cancelled before it starts
         self._consumer: Consumer | None = None
         self._thread = threading.Thread(target=self._run, name="cfstream-restore", daemon=True)
@@ -127,27 +120,46 @@ class Restorer:
         self.jobs.put(job)
 
     def _run(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            with self._lock:
-                if job.cancelled.is_set():
+        standbys = self.standbys
+        try:
+            while True:
+                try:
+                    job = (self.jobs.get_nowait() if standbys.copies
+                           else self.jobs.get(timeout=IDLE_WAIT))
+                except queue.Empty:
+                    standbys.reconcile(set(self.active))
+                    standbys.tail(TAIL_POLL)
                     continue
-                job.started = True
-            try:
-                if job.kind == "restore":
-                    self._restore(job)
-                else:
-                    self._count(job)
-            except Cancelled:
-                pass
-            except Exception:
-                logger.exception("%s[%d]: %s failed", self.topic, job.partition, job.kind)
-                if job.kind == "restore":
-                    self.results.put(Restored(job.partition, None, 0))
-            finally:
-                job.snapshot = None
-                job.done.set()
-        if self._consumer is not None:
-            self._consumer.close()
+                if job is None:
+                    break
+                standbys.pause(True)
+                self._run_job(job)
+                if self.jobs.empty():
+                    standbys.pause(False)
+        finally:
+            standbys.close()
+            if self._consumer is not None:
+                self._consumer.close()
+
+    def _run_job(self, job: PartitionJob) -> None:
+        with self._lock:
+            if job.cancelled.is_set():
+                return
+            job.started = True
+        try:
+            if job.kind == "restore":
+                self._restore(job)
+            else:
+                self._count(job)
+        except Cancelled:
+            pass
+        except Exception:
+            logger.exception("%s[%d]: %s failed", self.topic, job.partition, job.kind)
+            if job.kind == "restore":
+                self.results.put(Restored(job.partition, None, 0))
+        finally:
+            job.snapshot = None
+            job.done.set()
 
     def _count(self, job: PartitionJob) -> None:
         it = job.snapshot.iter()
@@ -167,31 +179,23 @@ class Restorer:
 
     def _restore(self, job: PartitionJob) -> None:
         partition = job.partition
-        db = self.databases.open(partition)
+        db = self.standbys.take(partition)
+        source = "standby"
+        if db is None:
+            db = self.databases.open(partition)
+            source = "disk" if changelog_offset(db) is not None else "cold"
         try:
             records = self._catch_up(db, job)
         except BaseException:
             close(db)
             raise
-        self.results.put(Restored(partition, db, records))
+        self.results.put(Restored(partition, db, records, source))
 
     def _catch_up(self, db: rocksdict.Rdict, job: PartitionJob) -> int:
         partition = job.partition
         consumer = self._consumer_for_restores()
         low, high = watermarks(consumer, self.topic, partition, timeout=10)
-        held = changelog_offset(db)
-        written = written_ms(db)
-        reason = None
-        if held is not None and held >= high:
-            reason = f"it holds changelog offset {held} and the changelog ends at {high}"
-        elif held is not None and written is not None and now_ms() - written > MAX_DB_AGE_MS:
-            reason = "it was last written over 12 h ago (tombstones may be gone)"
-        if reason is not None:
-            logger.warning("%s[%d]: starting the local state over: %s", self.topic, partition,
-                           reason)
-            _clear(db)
-            held = None
-        start = max(held + 1 if held is not None else 0, low)
+        start = changelog.start_offset(db, f"{self.topic}[{partition}]", low, high)
         if start >= high:
             return 0
         total = high - start
@@ -217,29 +221,8 @@ class Restorer:
             # whenever fewer than n are left (0.5 s a partition, measured).
             first = consumer.poll(POLL_TIMEOUT)
             records = [first, *consumer.consume(BATCH_RECORDS - 1, 0)] if first is not None else []
-            batch = rocksdict.WriteBatch(raw_mode=True)
-            last = None
-            for record in records:
-                error = record.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        logger.warning("%s[%d]: %s", self.topic, partition, error)
-                    continue
-                offset = record.offset()
-                key, value = record.key() or b"", record.value()
-                if value is None:
-                    batch.delete(key)
-                else:
-                    batch.put(key, value)
-                    if key.startswith(state.SLOT_PREFIX):
-                        due, timer_id = state.slot_timer(value)
-                        batch.put(state.due_key(due, key[len(state.SLOT_PREFIX):]),
-                                  timer_id.encode())
-                last = offset
+            last = changelog.apply(db, _changelog_records(records, self.topic, partition))
             if last is not None:
-                batch.put(CHANGELOG_OFFSET_KEY, str(last).encode())
-                batch.put(WRITTEN_MS_KEY, str(now_ms()).encode())
-                db.write(batch, WRITE_OPTIONS)
                 applied += len(records)
                 position = last + 1
             now = time.monotonic()
@@ -268,13 +251,13 @@ class Restorer:
         return self._consumer
 
 
-def _clear(db: rocksdict.Rdict) -> None:
-    """Delete every key of ``db`` (its files stay open)."""
-    it = db.iter()
-    it.seek_to_first()
-    first = it.key() if it.valid() else None
-    it.seek_to_last()
-    last = it.key() if it.valid() else None
-    del it
-    if first is not None and last is not None:
-        db.delete_range(first, last + b"\0")
+
+def _changelog_records(records: list[Any], topic: str,
+                       partition: int) -> Iterator[tuple[bytes, bytes | None, int]]:
+    for record in records:
+        error = record.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                logger.warning("%s[%d]: %s", topic, partition, error)
+            continue
+        yield record.key() or b"", record.value(), record.offset()

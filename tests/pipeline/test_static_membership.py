@@ -35,7 +35,7 @@ LONG_SESSION_MS = 30_000
 # A restarted replica opens its DBs and restores its tail before it fires what came due while it
 # was away: on top of LATE_MS, up to this long on a loaded 2-core machine.
 RESTART_MS = 3_000
-RESTORED = re.compile(r"running from offset \d+ \((\d+) changelog records restored\)")
+RESTORED = re.compile(r"running from offset \d+ \((\d+) changelog records restored, ([^)]+)\)")
 
 
 def static_processor(pipeline: Pipeline, name: str, **env: str) -> Service:
@@ -175,8 +175,8 @@ def test_a_replica_that_stays_through_a_stop_keeps_its_partitions(
         assert_no_rebalance(watch, stopped_at, before)
         assert_on_time(starts, back.at_ms)
         # It ran on its own disk: nothing to restore after a clean stop.
-        restored = [int(n) for n in RESTORED.findall(restarted.tail(200))]
-        assert restored == [0] * len(before.held["processor-0"])
+        restored = [(int(n), source) for n, source in RESTORED.findall(restarted.tail(200))]
+        assert restored == [(0, "from its disk")] * len(before.held["processor-0"])
 
 
 def test_a_second_process_under_the_same_id_fences_the_first(

@@ -1,0 +1,98 @@
+"""The processors' group as this replica reads it, and the standby copies that follow from it.
+
+The group's assignment is read with ``describe_consumer_groups`` after every rebalance and every
+REFRESH_INTERVAL, without blocking the loop (the answer is picked up by a later turn). From a
+stable group's snapshot :func:`cfstream.processor.placement.standbys` names, for every
+partition, the replicas that would take it over; every replica computes the same map from the
+same snapshot, and keeps copies of the partitions the map gives it. A snapshot taken mid
+rebalance is not used: the next one is asked for sooner.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from confluent_kafka import ConsumerGroupState, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from cfstream.kafka import config as kafka_config
+from cfstream.processor import placement
+from cfstream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+REFRESH_INTERVAL = 10.0
+# A snapshot taken while the group rebalanced, or a failed read: look again this soon.
+RETRY_INTERVAL = 1.0
+DESCRIBE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Who owns which partitions of the calls topic, in a stable group."""
+
+    assignment: Mapping[str, frozenset[int]]  # member id -> partitions
+    instances: Mapping[str, str | None]  # member id -> group.instance.id
+
+
+class GroupView:
+    def __init__(self, settings: Settings, admin: AdminClient | None = None) -> None:
+        self.settings = settings
+        self.group = settings.processor_group
+        self.topic = settings.calls_topic
+        self.admin = admin or AdminClient(kafka_config.admin_config(settings))
+        self.latest: Snapshot | None = None
+        self._future: Future | None = None
+        self._next = 0.0  # monotonic time of the next read
+
+    def refresh_soon(self) -> None:
+        """Read the group at the next turn (after a rebalance)."""
+        self._next = 0.0
+
+    def poll(self) -> Snapshot | None:
+        """A new stable snapshot if one arrived since the last call; asks for the next one when
+        it is time. Never blocks."""
+        now = time.monotonic()
+        future = self._future
+        if future is None:
+            if now >= self._next:
+                self._future = self.admin.describe_consumer_groups(
+                    [self.group], request_timeout=DESCRIBE_TIMEOUT)[self.group]
+            return None
+        if not future.done():
+            return None
+        self._future = None
+        snapshot = self._read(future)
+        self._next = now + (REFRESH_INTERVAL if snapshot is not None else RETRY_INTERVAL)
+        if snapshot is not None:
+            self.latest = snapshot
+        return snapshot
+
+    def _read(self, future: Future) -> Snapshot | None:
+        try:
+            description = future.result()
+        except KafkaException as exc:
+            logger.info("could not describe group %s: %s", self.group, exc)
+            return None
+        if description.state != ConsumerGroupState.STABLE:
+            return None
+        assignment, instances = {}, {}
+        for member in description.members:
+            partitions = member.assignment.topic_partitions if member.assignment else []
+            assignment[member.member_id] = frozenset(
+                tp.partition for tp in partitions if tp.topic == self.topic)
+            instances[member.member_id] = member.group_instance_id
+        return Snapshot(assignment, instances)
+
+
+def standbys_of(snapshot: Snapshot, member_id: str, replicas: int) -> set[int]:
+    """The partitions ``member_id`` keeps standby copies of, ``replicas`` copies a partition."""
+    if member_id not in snapshot.assignment or replicas <= 0:
+        return set()
+    return {partition
+            for partition, members in placement.standbys(snapshot.assignment, replicas).items()
+            if member_id in members}

@@ -1,0 +1,128 @@
+"""Standby copies kept by the restore thread (cfstream.processor.standby), on the broker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from test_changelog import contents, expected, slot
+
+from cfstream.kafka.config import producer_config
+from cfstream.kafka.topics import ensure_topics
+from cfstream.processor import state
+from cfstream.processor.db import Databases, changelog_offset, close
+from cfstream.processor.restore import Restored, Restorer
+from cfstream.settings import Settings
+
+pytestmark = pytest.mark.kafka
+
+Record = tuple[bytes, bytes | None, int]
+
+
+def send(settings: Settings, partition: int, records: list[tuple[str, bytes | None]],
+         offset: int) -> list[Record]:
+    """Produce (call key, slot or None) to the changelog; returns them as applied records."""
+    producer = Producer(producer_config(settings))
+    out = []
+    for i, (key, value) in enumerate(records):
+        producer.produce(settings.changelog_topic, value, state.slot_key(key.encode()),
+                         partition=partition)
+        out.append((state.slot_key(key.encode()), value, offset + i))
+    assert producer.flush(30) == 0
+    return out
+
+
+def until(check: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def restorer(settings: Settings, tmp_path: Path):  # type: ignore[no-untyped-def]
+    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path,
+                                           "standby_delay": 0.0})
+    ensure_topics(settings)
+    restorer = Restorer(settings, Databases(tmp_path, settings.calls_topic), lambda p, n: None)
+    yield restorer
+    restorer.close()
+
+
+def test_a_standby_copy_follows_its_changelog_and_a_takeover_replays_nothing(
+        restorer: Restorer) -> None:
+    settings = restorer.settings
+    records = send(settings, 1, [("a", slot("a", 100, 1)), ("b", slot("b", 200, 2)),
+                                 ("a", slot("a", 300, 3)), ("b", None)], offset=0)
+    standbys = restorer.standbys
+    standbys.want({1})
+    until(lambda: standbys.lags == {1: 0})
+    records += send(settings, 1, [("c", slot("c", 50, 4)), ("a", slot("a", 400, 5))], offset=4)
+    until(lambda: standbys.lags == {1: 0} and standbys.copies[1].position == 6)
+    assert contents(standbys.copies[1].db) == expected(records)
+
+    # The partition comes here: its restore takes the copy and has nothing left to replay.
+    restorer.restore(1)
+    restored = restorer.results.get(timeout=30)
+    assert isinstance(restored, Restored) and restored.db is not None
+    assert (restored.source, restored.records) == ("standby", 0)
+    assert 1 not in standbys.copies
+    assert contents(restored.db) == expected(records)
+    assert changelog_offset(restored.db) == 5
+    close(restored.db)
+
+
+def test_a_takeover_replays_at_most_what_the_copy_had_yet_to_read(restorer: Restorer) -> None:
+    settings = restorer.settings
+    standbys = restorer.standbys
+    records = send(settings, 1, [(f"k{i}", slot(f"k{i}", i, i)) for i in range(50)], offset=0)
+    standbys.want({1})
+    until(lambda: standbys.lags == {1: 0})
+    records += send(settings, 1, [(f"k{i}", None) for i in range(20)], offset=50)
+    restorer.restore(1)
+    restored = restorer.results.get(timeout=30)
+    assert isinstance(restored, Restored) and restored.db is not None
+    assert restored.source == "standby" and restored.records <= 20
+    assert contents(restored.db) == expected(records)
+    close(restored.db)
+
+
+def test_copies_no_longer_wanted_close_and_cold_ones_wait(settings: Settings,
+                                                          tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path,
+                                           "standby_delay": 2.0})
+    ensure_topics(settings)
+    send(settings, 0, [("x", slot("x", 1, 1))], offset=0)
+    restorer = Restorer(settings, Databases(tmp_path, settings.calls_topic), lambda p, n: None)
+    standbys = restorer.standbys
+    try:
+        began = time.monotonic()
+        standbys.want({0})  # nothing on disk: starts after standby_delay
+        until(lambda: 0 in standbys.copies)
+        assert time.monotonic() - began >= 2.0
+        standbys.want(set())
+        until(lambda: not standbys.copies)
+        # Its DB stayed on disk: wanted again, it is copied at once, from its checkpoint.
+        began = time.monotonic()
+        standbys.want({0})
+        until(lambda: standbys.lags == {0: 0})
+        assert time.monotonic() - began < 2.0
+    finally:
+        restorer.close()
+
+
+def test_a_restore_with_no_copy_says_where_its_db_came_from(restorer: Restorer) -> None:
+    send(restorer.settings, 1, [("a", slot("a", 1, 1))], offset=0)
+    restorer.restore(1)
+    cold = restorer.results.get(timeout=30)
+    assert isinstance(cold, Restored) and cold.db is not None
+    assert (cold.source, cold.records) == ("cold", 1)
+    close(cold.db)
+    restorer.restore(1)
+    disk = restorer.results.get(timeout=30)
+    assert isinstance(disk, Restored) and disk.db is not None
+    assert (disk.source, disk.records) == ("disk", 0)
+    close(disk.db)
