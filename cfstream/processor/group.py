@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from confluent_kafka import ConsumerGroupState, KafkaException
+from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from cfstream.kafka import config as kafka_config
@@ -25,6 +25,9 @@ from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# Where groups live: before anything joined a group on the cluster, the topic does not exist,
+# and describing a group then aborts librdkafka 2.16.0 (asserting on the coordinator).
+OFFSETS_TOPIC = "__consumer_offsets"
 REFRESH_INTERVAL = 10.0
 # A snapshot taken while the group rebalanced, or a failed read: look again this soon.
 RETRY_INTERVAL = 1.0
@@ -33,10 +36,11 @@ DESCRIBE_TIMEOUT = 5.0
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Who owns which partitions of the calls topic, in a stable group."""
+    """Who owns which partitions of the calls topic."""
 
     assignment: Mapping[str, frozenset[int]]  # member id -> partitions
     instances: Mapping[str, str | None]  # member id -> group.instance.id
+    stable: bool = True  # False: taken mid rebalance, the assignment is not settled
 
 
 class GroupView:
@@ -67,26 +71,43 @@ class GroupView:
             return None
         self._future = None
         snapshot = self._read(future)
-        self._next = now + (REFRESH_INTERVAL if snapshot is not None else RETRY_INTERVAL)
-        if snapshot is not None:
-            self.latest = snapshot
+        if snapshot is None or not snapshot.stable:
+            self._next = now + RETRY_INTERVAL
+            return None
+        self._next = now + REFRESH_INTERVAL
+        self.latest = snapshot
         return snapshot
+
+    def read(self) -> Snapshot | None:
+        """The group now (blocking): empty if it has no members, None if it could not be
+        read."""
+        try:
+            topics = self.admin.list_topics(timeout=DESCRIBE_TIMEOUT).topics
+        except KafkaException as exc:
+            logger.info("could not read the cluster's topics: %s", exc)
+            return None
+        if OFFSETS_TOPIC not in topics:
+            return Snapshot({}, {})
+        return self._read(self.admin.describe_consumer_groups(
+            [self.group], request_timeout=DESCRIBE_TIMEOUT)[self.group])
 
     def _read(self, future: Future) -> Snapshot | None:
         try:
             description = future.result()
         except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return Snapshot({}, {})
             logger.info("could not describe group %s: %s", self.group, exc)
             return None
-        if description.state != ConsumerGroupState.STABLE:
-            return None
+        if description.state in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD):
+            return Snapshot({}, {})
         assignment, instances = {}, {}
         for member in description.members:
             partitions = member.assignment.topic_partitions if member.assignment else []
             assignment[member.member_id] = frozenset(
                 tp.partition for tp in partitions if tp.topic == self.topic)
             instances[member.member_id] = member.group_instance_id
-        return Snapshot(assignment, instances)
+        return Snapshot(assignment, instances, description.state == ConsumerGroupState.STABLE)
 
 
 def standbys_of(snapshot: Snapshot, member_id: str, replicas: int) -> set[int]:

@@ -48,6 +48,7 @@ from cfstream.processor.group import GroupView, standbys_of
 from cfstream.processor.outputs import Outputs
 from cfstream.processor.partition import NEVER, PartitionTask
 from cfstream.processor.restore import Counted, Restored, Restorer
+from cfstream.processor.warmup import warm_up
 from cfstream.processor.watermarks import Watermarks
 from cfstream.settings import Settings
 
@@ -101,8 +102,11 @@ class Processor:
         self.outputs = Outputs(settings, settings.changelog_topic)
         self.restorer = Restorer(settings, self.databases, self.metrics.set_restore_remaining)
         self.watermarks = Watermarks(settings)
-        if settings.standby_replicas > 0:
+        if membership.predicts_assignment(settings):
             self.group = GroupView(settings)
+            if settings.warmup_timeout > 0:  # copies kept until the group says otherwise
+                self.standby_set = warm_up(settings, self.group, self.restorer.standbys,
+                                           self.stopping)
         self.consumer = Consumer(membership.group_config(settings))
         membership.announce(settings)
         self.consumer.subscribe([self.topic], on_assign=self._on_assign,
@@ -282,9 +286,8 @@ class Processor:
             consumer.pause(mine)  # until restored
         for tp in mine:
             self.restoring[tp.partition] = []
-        self._want_standbys()  # before the restores, which take the copies
-        for tp in mine:
-            self.restorer.restore(tp.partition)
+            self.restorer.restore(tp.partition)  # takes the partition's copy if there is one
+        self._want_standbys()
         if self.group is not None:
             self.group.refresh_soon()
         self.joined = True

@@ -63,8 +63,20 @@ def leaves_on_stop(settings: Settings) -> bool:
             and not kafka_config.consumer_protocol(settings))
 
 
+def predicts_assignment(settings: Settings) -> bool:
+    """Whether this replica keeps standby copies and warms up before it joins: only where it can
+    tell where partitions will go (librdkafka's cooperative-sticky on the classic protocol; under
+    KIP-848 the broker's assignor places them)."""
+    return ((settings.standby_replicas > 0 or settings.warmup_timeout > 0)
+            and not kafka_config.consumer_protocol(settings))
+
+
 def announce(settings: Settings) -> None:
     """Say at start how this replica is a member of its group."""
+    if settings.standby_replicas > 0 and kafka_config.consumer_protocol(settings):
+        logger.warning("no standby copies under group.protocol=consumer: the broker places the "
+                       "partitions, so a takeover restores what its disk lacks (set "
+                       "CFSTREAM_STANDBY_REPLICAS=0 to say this is intended)")
     if settings.instance_id is None:
         return
     if kafka_config.consumer_protocol(settings):

@@ -20,6 +20,7 @@ from test_static_membership import (
     assert_on_time,
     fired_once,
     pending_calls,
+    static_processor,
     two_static_replicas,
 )
 
@@ -68,7 +69,6 @@ def test_a_takeover_starts_from_the_standby_copy(pipeline_factory: PipelineFacto
             survivor, lambda log: gone <= {int(p) for p, _, _ in TAKEN_OVER.findall(log[seen:])},
             timeout=SESSION_TIMEOUT_MS / 1000 + 30)
         took = {int(p): (int(n), source) for p, n, source in TAKEN_OVER.findall(log[seen:])}
-        print(f"took over {took}")
         assert {p: s for p, (_, s) in took.items()} == dict.fromkeys(gone, "from a standby")
         # A copy is at most a tail behind: at most the calls of this test, 2 records each.
         assert all(n <= 2 * len(calls) for n, _ in took.values()), took
@@ -76,3 +76,27 @@ def test_a_takeover_starts_from_the_standby_copy(pipeline_factory: PipelineFacto
         # Killed: nothing moves until the session runs out. Stopped: it hands over at once.
         away_ms = SESSION_TIMEOUT_MS if sig == signal.SIGKILL else 0
         assert_on_time(starts, stopped_at + away_ms + LATE_MS)
+
+
+def test_a_replica_back_from_a_stop_warms_up_before_it_joins(
+        pipeline_factory: PipelineFactory, admin: AdminClient) -> None:
+    """A rolling restart: processor-1 stops (handing over), and starts again. It copies what it
+    will be given before it joins, so it takes nothing cold."""
+    with two_static_replicas(pipeline_factory, admin, **ENV) as (pipeline, watch, before):
+        copies_everything_of_the_other(pipeline, before)
+        pipeline.services.stop("processor-1", sig=signal.SIGTERM)
+        watch.wait_for(lambda s: set(s.held) == {"processor-0"} and s.state == "STABLE",
+                       timeout=30)
+        calls = pending_calls(pipeline, delay=6)
+        seen = len(pipeline.services.log("processor-1"))
+        restarted_at = now_ms()
+        back = static_processor(pipeline, "processor-1", **ENV)
+        after = watch.wait_for(lambda s: s.state == "STABLE" and all(
+            s.held.get(name) for name in NAMES), timeout=60, since_ms=restarted_at)
+        log = wait_log(back, lambda log: len(TAKEN_OVER.findall(log[seen:])) >= len(
+            after.held["processor-1"]), timeout=30)[seen:]
+        assert "warming up" in log and "warmed up in" in log, back.tail(30)
+        sources = {int(p): s for p, _, s in TAKEN_OVER.findall(log)}
+        assert sources == dict.fromkeys(after.held["processor-1"], "from a standby")
+        starts = fired_once(pipeline, calls)
+        assert_on_time(starts, restarted_at)
