@@ -111,6 +111,18 @@ def test_each_processor_pod_is_a_static_member_under_its_name(args: tuple[str, .
     assert "CFSTREAM_INSTANCE_ID" not in r.container_env(r.one("Deployment", "worker"))
 
 
+@pytest.mark.parametrize(("args", "standbys", "warmup"), [
+    ((), "1", "300"),
+    (("--set", "processor.standbyReplicas=2", "--set", "processor.warmupTimeout=60"), "2", "60")])
+def test_processor_pods_keep_standby_copies_and_warm_up(args: tuple[str, ...], standbys: str,
+                                                        warmup: str) -> None:
+    r = Rendered(render(*args))
+    env = r.container_env(r.one("StatefulSet", "processor"))
+    assert (env["CFSTREAM_STANDBY_REPLICAS"], env["CFSTREAM_WARMUP_TIMEOUT"]) == (standbys, warmup)
+    # The names are the settings the processor reads.
+    assert {"standby_replicas", "warmup_timeout"} <= set(Settings.model_fields)
+
+
 def test_grace_period_exceeds_the_shutdown_timeout(rendered: Rendered) -> None:
     for workload in rendered.workloads():
         timeout = float(rendered.container_env(workload)["CFSTREAM_SHUTDOWN_TIMEOUT"])
