@@ -40,6 +40,7 @@ from confluent_kafka import (
 from cfstream.clock import now_ms
 from cfstream.errors import ReplicaFenced
 from cfstream.kafka.retry import settled, watermarks
+from cfstream.kafka.sessions import member_session_ms
 from cfstream.kafka.topics import ensure_topics
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import membership
@@ -107,8 +108,10 @@ class Processor:
             if settings.warmup_timeout > 0:  # copies kept until the group says otherwise
                 self.standby_set = warm_up(settings, self.group, self.restorer.standbys,
                                            self.stopping)
-        self.consumer = Consumer(membership.group_config(settings))
-        membership.announce(settings)
+        config = membership.group_config(
+            settings, member_session_ms(settings, membership.SESSION_TIMEOUT_MS))
+        self.consumer = Consumer(config)
+        membership.announce(settings, config)
         self.consumer.subscribe([self.topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         logger.info("processor replica started (group %s, state in %s)",

@@ -35,7 +35,8 @@ from cfstream.settings import Settings
 logger = logging.getLogger(__name__)
 
 # A killed replica's partitions move after this long: the broker's smallest session by default
-# (group.min.session.timeout.ms). CFSTREAM_KAFKA_CONFIG's session.timeout.ms wins.
+# (group.min.session.timeout.ms). Longer on a cluster slower to fence a lost broker
+# (cfstream.kafka.sessions); CFSTREAM_KAFKA_CONFIG's session.timeout.ms wins.
 SESSION_TIMEOUT_MS = 6_000
 # Serving the revoke after unsubscribe() needs no broker, only polls and the commit.
 REVOKE_TIMEOUT = 10.0
@@ -46,12 +47,13 @@ LEAVE_CONFIRM_TIMEOUT = 3.0
 LEAVE_POLL = 0.05
 
 
-def group_config(settings: Settings) -> dict[str, Any]:
-    """Consumer options for the processors' group."""
+def group_config(settings: Settings, session_timeout_ms: int = SESSION_TIMEOUT_MS) -> dict[str, Any]:
+    """Consumer options for the processors' group (``session_timeout_ms`` unless
+    CFSTREAM_KAFKA_CONFIG sets one: :func:`cfstream.kafka.sessions.member_session_ms`)."""
     # A partition resumed after its restore is fetched once the broker answers the fetch it
     # holds for the others: at most this long (librdkafka's default is 500 ms).
     return kafka_config.group_config(settings, settings.processor_group,
-                                     session_timeout_ms=SESSION_TIMEOUT_MS,
+                                     session_timeout_ms=session_timeout_ms,
                                      instance_id=settings.instance_id,
                                      **{"enable.partition.eof": False, "fetch.wait.max.ms": 100})
 
@@ -71,8 +73,9 @@ def predicts_assignment(settings: Settings) -> bool:
             and not kafka_config.consumer_protocol(settings))
 
 
-def announce(settings: Settings) -> None:
-    """Say at start how this replica is a member of its group."""
+def announce(settings: Settings, config: dict[str, Any]) -> None:
+    """Say at start how this replica, joining with consumer ``config``, is a member of its
+    group."""
     if settings.standby_replicas > 0 and kafka_config.consumer_protocol(settings):
         logger.warning("no standby copies under group.protocol=consumer: the broker places the "
                        "partitions, so a takeover restores what its disk lacks (set "
@@ -86,7 +89,7 @@ def announce(settings: Settings) -> None:
                    "broker's group.consumer.session.timeout.ms (45 s by default)",
                    settings.instance_id, settings.processor_group)
     else:
-        session = group_config(settings)["session.timeout.ms"]
+        session = config["session.timeout.ms"]
         logger.info("static member %s of %s (session %s ms): a stop %s", settings.instance_id,
                     settings.processor_group, session,
                     "hands its partitions over" if settings.leave_on_stop

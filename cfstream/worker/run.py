@@ -10,6 +10,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from cfstream.kafka.config import group_config, producer_config
+from cfstream.kafka.sessions import member_session_ms
 from cfstream.kafka.topics import ensure_topics
 from cfstream.observability.http import serve
 from cfstream.settings import WORKER_HTTP_PORT, Settings
@@ -32,7 +33,8 @@ def run(settings: Settings, modules: list[str]) -> None:
     tasks = import_tasks(modules)
     ensure_topics(settings)
     consumer = Consumer(group_config(settings, f"{settings.topic_prefix}.workers",
-                                     session_timeout_ms=SESSION_TIMEOUT_MS))
+                                     session_timeout_ms=member_session_ms(settings,
+                                                                          SESSION_TIMEOUT_MS)))
     worker = Worker(settings, tasks, consumer, Producer(producer_config(settings)))
 
     def stop(signum: int, _frame: FrameType | None) -> None:

@@ -18,7 +18,10 @@ from cfstream.dev import cluster_layout, node, procs, properties
 from cfstream.dev.cluster import LocalCluster
 from cfstream.errors import KafkaUnavailable
 from cfstream.kafka import topics
+from cfstream.kafka.config import admin_config
+from cfstream.kafka.sessions import broker_session_ms, member_session_ms
 from cfstream.kafka.topics import ensure_topics, topic_specs
+from cfstream.processor.membership import SESSION_TIMEOUT_MS
 from cfstream.settings import Settings
 
 # ---- unit: layout and CLI ----------------------------------------------------------------
@@ -140,6 +143,9 @@ def test_a_killed_leader_costs_seconds_and_rejoins(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, f"topics not visible on every node: {shapes}"
             time.sleep(0.1)
         assert {(s.replicas, s.min_insync) for s in shapes.values()} == {(3, 2)}, shapes
+        # The dev cluster fences a lost node after 3 s: the services' own sessions outlive it.
+        assert broker_session_ms(AdminClient(admin_config(settings))) == properties.SESSION_MS
+        assert member_session_ms(settings, SESSION_TIMEOUT_MS) == SESSION_TIMEOUT_MS
         topic = settings.calls_topic
         _produce_all(bootstrap, topic, 10, timeout=30)
 
