@@ -64,6 +64,9 @@ MAX_WAIT = 0.1
 PROOF_WAIT = 0.001
 COMMIT_INTERVAL = 0.5
 GAUGE_INTERVAL = 5.0
+# A failed restore (logged) is tried again after this, doubling up to RESTORE_BACKOFF_MAX.
+RESTORE_BACKOFF = 0.5
+RESTORE_BACKOFF_MAX = 10.0
 # Where a partition's DB came from when it came here, for the log.
 SOURCES = {"standby": "from a standby", "disk": "from its disk", "cold": "cold"}
 
@@ -75,6 +78,7 @@ class Processor:
         self.topic = settings.calls_topic
         self.tasks: dict[int, PartitionTask] = {}
         self.restoring: dict[int, list[Message]] = {}  # partition -> records read meanwhile
+        self.retries: dict[int, tuple[int, float]] = {}  # partition -> (failures, when again)
         self.joined = False
         # False once a turn failed: its input was not persisted, so no offset may be committed.
         self.healthy = True
@@ -327,6 +331,7 @@ class Processor:
         self.restorer.cancel(partition)
         self.watermarks.forget(partition)
         self.restoring.pop(partition, None)
+        self.retries.pop(partition, None)
         self.committed.pop(partition, None)
         self.metrics.forget_partition(partition)
         task = self.tasks.pop(partition, None)
@@ -334,6 +339,12 @@ class Processor:
             close(task.db)
 
     def _take_restored(self) -> None:
+        if self.retries:
+            now = time.monotonic()
+            for partition, (_, at) in list(self.retries.items()):
+                if at <= now and partition in self.restoring:
+                    self.retries[partition] = (self.retries[partition][0], float("inf"))
+                    self.restorer.restore(partition)
         while not self.restorer.results.empty():
             result = self.restorer.results.get_nowait()
             if isinstance(result, Counted):
@@ -350,9 +361,14 @@ class Processor:
             if db is not None:
                 close(db)
             return
-        if db is None:  # the restore failed (logged): try again
-            self.restorer.restore(partition)
+        if db is None:  # the restore failed (logged): try again, later each time
+            failures = self.retries.get(partition, (0, 0.0))[0] + 1
+            backoff = min(RESTORE_BACKOFF * 2 ** (failures - 1), RESTORE_BACKOFF_MAX)
+            self.retries[partition] = (failures, time.monotonic() + backoff)
+            logger.warning("%s[%d]: restore failed %d time(s); trying again in %.1fs",
+                           self.topic, partition, failures, backoff)
             return
+        self.retries.pop(partition, None)
         tp = TopicPartition(self.topic, partition)
         task = PartitionTask(self.settings, partition, db, self.outputs, self.metrics,
                              position=self._start_offset(tp))

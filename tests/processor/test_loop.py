@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 import cfstream as cf
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.topics import ensure_topics
-from cfstream.processor.loop import Processor
+from cfstream.processor.loop import RESTORE_BACKOFF, Processor
 from cfstream.processor.partition import PartitionTask
+from cfstream.processor.restore import Restorer
 
 pytestmark = pytest.mark.kafka
 
@@ -43,3 +46,38 @@ def test_a_failed_turn_commits_nothing(settings: cf.Settings, tmp_path: Path,
     finally:
         consumer.close()
     assert committed.offset < 1
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_restore_is_tried_again_later_each_time(
+        settings: cf.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restore that fails (the changelog's leader gone, say) is retried with a growing pause,
+    not in a loop as fast as it fails; once it succeeds the partition runs."""
+    settings = settings.model_copy(update={"state_dir": tmp_path, "partitions": 1})
+    ensure_topics(settings)
+    attempts: list[float] = []
+    real = Restorer._catch_up
+
+    def flaky(restorer: Restorer, db: Any, job: Any) -> int:
+        attempts.append(time.monotonic())
+        if len(attempts) <= 3:
+            raise KafkaException("changelog leader not available")
+        return real(restorer, db, job)
+
+    monkeypatch.setattr(Restorer, "_catch_up", flaky)
+    processor = Processor(settings)
+    thread = threading.Thread(target=processor.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not processor.ready():
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.05)
+    finally:
+        processor.stop()
+        thread.join(30)
+    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert len(attempts) == 4
+    for gap, backoff in zip(gaps, (RESTORE_BACKOFF, 2 * RESTORE_BACKOFF, 4 * RESTORE_BACKOFF),
+                            strict=True):
+        assert backoff <= gap < backoff + 1.0, gaps
