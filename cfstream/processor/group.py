@@ -51,11 +51,15 @@ class GroupView:
         self.admin = admin or AdminClient(kafka_config.admin_config(settings))
         self.latest: Snapshot | None = None
         self._future: Future | None = None
+        self._stale = False  # the read in flight was asked before the latest rebalance
         self._next = 0.0  # monotonic time of the next read
 
-    def refresh_soon(self) -> None:
-        """Read the group at the next turn (after a rebalance)."""
-        self._next = 0.0
+    def refresh_soon(self, after: float = 0.0) -> None:
+        """Read the group again ``after`` seconds from now at the latest; after a rebalance
+        (``after`` 0) a read already in flight is not used."""
+        self._next = min(self._next, time.monotonic() + after)
+        if after == 0.0 and self._future is not None:
+            self._stale = True
 
     def poll(self) -> Snapshot | None:
         """A new stable snapshot if one arrived since the last call; asks for the next one when
@@ -70,6 +74,9 @@ class GroupView:
         if not future.done():
             return None
         self._future = None
+        if self._stale:
+            self._stale = False
+            return None
         snapshot = self._read(future)
         if snapshot is None or not snapshot.stable:
             self._next = now + RETRY_INTERVAL

@@ -67,6 +67,8 @@ GAUGE_INTERVAL = 5.0
 # A failed restore (logged) is tried again after this, doubling up to RESTORE_BACKOFF_MAX.
 RESTORE_BACKOFF = 0.5
 RESTORE_BACKOFF_MAX = 10.0
+# After a rebalance, how soon the group is read again until it lists this replica as it is.
+RETRY_SETTLED = 0.5
 # Where a partition's DB came from when it came here, for the log.
 SOURCES = {"standby": "from a standby", "disk": "from its disk", "cold": "cold"}
 
@@ -80,6 +82,10 @@ class Processor:
         self.restoring: dict[int, list[Message]] = {}  # partition -> records read meanwhile
         self.retries: dict[int, tuple[int, float]] = {}  # partition -> (failures, when again)
         self.joined = False
+        # The group's latest stable snapshot lists this replica with what it holds (False after
+        # each rebalance until then): a cooperative rebalance assigns in two rounds, and a
+        # rollout must not stop the next replica between them.
+        self.settled = False
         # False once a turn failed: its input was not persisted, so no offset may be committed.
         self.healthy = True
         self.dead = False  # a fatal error (a fence): the consumer can do nothing more
@@ -91,8 +97,10 @@ class Processor:
         self._last_commit = self._last_gauges = time.monotonic()
 
     def ready(self) -> bool:
-        """In the group, and every partition assigned here restored (read from any thread)."""
-        return self.joined and not self.restoring and not self.stopping.is_set()
+        """In a settled group, and every partition assigned here restored (read from any
+        thread)."""
+        return (self.joined and not self.restoring and not self.stopping.is_set()
+                and (self.settled or self.group is None))
 
     def stop(self) -> None:
         """Finish the current turn, commit, leave the group (safe from a signal handler)."""
@@ -258,8 +266,11 @@ class Processor:
         snapshot = group.poll()
         if snapshot is None:
             return
-        standbys = standbys_of(snapshot, consumer.memberid() or "",
-                               self.settings.standby_replicas)
+        member = consumer.memberid() or ""
+        self.settled = snapshot.assignment.get(member) == frozenset(self.tasks) | set(self.restoring)
+        if not self.settled:
+            group.refresh_soon(RETRY_SETTLED)
+        standbys = standbys_of(snapshot, member, self.settings.standby_replicas)
         if standbys != self.standby_set:
             logger.info("standby copies of %s[%s]", self.topic,
                         ",".join(map(str, sorted(standbys))) or "none")
@@ -297,7 +308,7 @@ class Processor:
         self._want_standbys()
         if self.group is not None:
             self.group.refresh_soon()
-        self.joined = True
+        self.joined, self.settled = True, False
         if mine:
             logger.info("assigned %s[%s]: restoring", self.topic,
                         ",".join(str(tp.partition) for tp in mine))
@@ -326,6 +337,7 @@ class Processor:
             logger.info("revoked %s[%s]", self.topic, ",".join(map(str, mine)))
         if self.group is not None:
             self.group.refresh_soon()
+        self.settled = False
 
     def _drop(self, partition: int) -> None:
         self.restorer.cancel(partition)
