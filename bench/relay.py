@@ -1,0 +1,49 @@
+"""A raw confluent-kafka group member relaying a topic of JSON records: the replicas baseline.
+
+    python -m bench.relay BOOTSTRAP SOURCE TARGET GROUP
+
+Per record what the least processor would do: decode its JSON and produce it on, in batches of
+up to 1000 as benchmark 1's raw relay does; runs until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+
+from confluent_kafka import Consumer, Producer
+
+
+def main(bootstrap: str, source: str, target: str, group: str) -> None:
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "partition.assignment.strategy": "cooperative-sticky",
+                         "auto.offset.reset": "earliest"})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    consumer.subscribe([source])
+    while not stopping:
+        for message in consumer.consume(1000, 0.1):
+            if message.error() is not None:
+                continue
+            value = message.value()
+            json.loads(value or b"")
+            while True:
+                try:
+                    producer.produce(target, value, message.key())
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        producer.poll(0)
+    consumer.close()
+    producer.flush(10)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])

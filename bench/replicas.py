@@ -1,0 +1,162 @@
+"""Replicas on one machine: calls/s of 1 and of 2 processor replicas sharing a calls topic.
+
+Each run fills a calls topic of its own with the same ``n`` calls (over ``n/2`` defer keys, due
+in an hour, as benchmark 1), starts the replicas together, and times the group's committed
+offsets from their first movement to the end. While it runs, the box's CPU is read from
+/proc: each replica's, and the whole machine's, so a shortfall shows where the two cores went
+(the broker's JVM and this harness run here too).
+
+Baseline, in the same run: one and two raw confluent-kafka group members (``python -m
+bench.relay``) consuming the same kind of topic, decoding each record's JSON and producing it
+to another topic, timed until the target holds every record.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import calls, env
+from cfstream.client import Client
+from cfstream.dev.services import Service
+from cfstream.settings import Settings
+
+TARGET_SPEEDUP = 1.6
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def box_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, over all cores."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def filled(bootstrap: str, name: str, total: int) -> Settings:
+    settings = env.new_settings(bootstrap, name)
+    client = Client(settings)
+    calls.publish(client, calls.colliding(total),
+                  env.Progress(f"replicas: filling {settings.calls_topic}", total, "calls"))
+    client.close()
+    return settings
+
+
+def timed(what: str, end: int, progress: Callable[[], int], pids: Callable[[], Sequence[int]],
+          alive: Callable[[], None], timeout: float) -> dict[str, Any]:
+    """Poll ``progress`` until it reaches ``end``; calls/s from its first movement, and the CPU
+    the processes ``pids`` and the whole box spent meanwhile."""
+    bar = env.Progress(what, end, "records")
+    first = None
+    deadline = time.monotonic() + timeout
+    last = 0
+    before: dict[int, float] = {}
+    box_before = (0.0, 0.0)
+    while last < end:
+        alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: stuck at {last} of {end}")
+        done = progress()
+        if done != last and first is None:
+            first = (time.monotonic(), done)
+            before = {pid: cpu_s(pid) for pid in pids()}
+            box_before = box_busy()
+        last = done
+        bar(done)
+        time.sleep(0.05)
+    finished = time.monotonic()
+    after = {pid: cpu_s(pid) for pid in before}
+    busy, total = box_busy()
+    bar.finish()
+    assert first is not None  # noqa: S101 - the loop ends only after a movement
+    seconds = finished - first[0]
+    return {"per_s": (end - first[1]) / seconds, "seconds": seconds,
+            "process_cpu_s": [after[pid] - before[pid] for pid in before],
+            "box_busy_cores": (busy - box_before[0]) / seconds,
+            "box_cores": (total - box_before[1]) / seconds}
+
+
+def cfstream_rate(bootstrap: str, workdir: Path, replicas: int, total: int) -> dict[str, Any]:
+    settings = filled(bootstrap, f"replicas{replicas}", total)
+    ends = env.end_offsets(settings, settings.calls_topic)
+    group = env.GroupOffsets(settings, settings.processor_group, settings.calls_topic, list(ends))
+    (workdir := workdir / f"cfstream-{replicas}").mkdir(parents=True, exist_ok=True)
+    services = env.services(settings, workdir)
+    try:
+        started: list[Service] = [services.processor(f"replica-{i}", CFSTREAM_INSTANCE_ID=f"r{i}")
+                                  for i in range(replicas)]
+
+        def alive() -> None:
+            for service in started:
+                if not service.running:
+                    raise RuntimeError(f"{service.name} exited: {service.tail()}")
+
+        return timed(f"replicas: {replicas} processor(s)", sum(ends.values()), group.total,
+                     lambda: [s.pid for s in started], alive, timeout=120 + total / 200)
+    finally:
+        services.close()
+
+
+def raw_rate(bootstrap: str, members: int, total: int) -> dict[str, Any]:
+    settings = filled(bootstrap, f"relay{members}", total)
+    target = env.create_topic(settings, f"{settings.topic_prefix}.relayed")
+    group = f"{settings.topic_prefix}.relay"
+    children = [subprocess.Popen(  # noqa: S603 - our own module
+        [sys.executable, "-m", "bench.relay", bootstrap, settings.calls_topic, target, group],
+        env=env.child_env(settings)) for _ in range(members)]
+    try:
+        def alive() -> None:
+            for child in children:
+                if child.poll() is not None:
+                    raise RuntimeError(f"relay exited with {child.returncode}")
+
+        return timed(f"replicas: {members} raw relay(s)", total,
+                     lambda: sum(env.end_offsets(settings, target).values()),
+                     lambda: [c.pid for c in children], alive, timeout=120 + total / 200)
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(30)
+
+
+def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
+        shared: dict[str, Any]) -> env.Result:
+    total = 10_000 if quick else 300_000
+    result = env.Result("replicas")
+    runs = {}
+    for n in (1, 2):
+        runs[f"raw_{n}"] = raw_rate(bootstrap, n, total)
+        runs[f"cfstream_{n}"] = cfstream_rate(bootstrap, workdir, n, total)
+        env.log(f"replicas: {n} -> cfstream {runs[f'cfstream_{n}']['per_s']:,.0f}/s, "
+                f"raw {runs[f'raw_{n}']['per_s']:,.0f}/s")
+    ours = runs["cfstream_2"]["per_s"] / runs["cfstream_1"]["per_s"]
+    raw = runs["raw_2"]["per_s"] / runs["raw_1"]["per_s"]
+    result.row("calls/s, 2 replicas over 1", ours, raw, "x", f">= {TARGET_SPEEDUP}x")
+    for n in (1, 2):
+        result.row(f"calls/s, {n} replica(s)", runs[f"cfstream_{n}"]["per_s"],
+                   runs[f"raw_{n}"]["per_s"], "calls/s", "")
+        result.row(f"busy cores of {runs[f'cfstream_{n}']['box_cores']:.1f}, {n} replica(s)",
+                   runs[f"cfstream_{n}"]["box_busy_cores"], runs[f"raw_{n}"]["box_busy_cores"],
+                   "cores", "")
+    result.details.update(runs, calls=total, target_met=ours >= TARGET_SPEEDUP)
+    if ours < TARGET_SPEEDUP:
+        busy = runs["cfstream_2"]["box_busy_cores"]
+        replicas_cpu = sum(runs["cfstream_2"]["process_cpu_s"]) / runs["cfstream_2"]["seconds"]
+        result.notes.append(
+            f"2 replicas reach {ours:.2f}x of one (raw relays {raw:.2f}x): the box was "
+            f"{busy:.2f} cores busy, {replicas_cpu:.2f} of them the replicas', the rest the "
+            "broker and this harness")
+    return result
