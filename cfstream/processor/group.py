@@ -20,7 +20,9 @@ from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from cfstream.kafka import config as kafka_config
+from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import placement
+from cfstream.processor.standby import Standbys
 from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,8 @@ logger = logging.getLogger(__name__)
 # and describing a group then aborts librdkafka 2.16.0 (asserting on the coordinator).
 OFFSETS_TOPIC = "__consumer_offsets"
 REFRESH_INTERVAL = 10.0
+# After a rebalance, how soon the group is read again until it lists this replica as it is.
+RETRY_SETTLED = 0.5
 # A snapshot taken while the group rebalanced, or a failed read: look again this soon.
 RETRY_INTERVAL = 1.0
 DESCRIBE_TIMEOUT = 5.0
@@ -124,3 +128,47 @@ def standbys_of(snapshot: Snapshot, member_id: str, replicas: int) -> set[int]:
     return {partition
             for partition, members in placement.standbys(snapshot.assignment, replicas).items()
             if member_id in members}
+
+
+class StandbyPlan:
+    """What the loop knows of the group: the copies this replica keeps, and whether the group
+    has settled on what it holds. Driven from the loop's thread."""
+
+    def __init__(self, settings: Settings, group: GroupView | None, standbys: Standbys,
+                 metrics: ProcessorMetrics, copies: set[int] | None = None) -> None:
+        self.settings = settings
+        self.group = group  # None: no placement (KIP-848, or neither copies nor warm-up)
+        self.standbys = standbys
+        self.metrics = metrics
+        self.copies: set[int] = copies or set()  # partitions to copy, owned here or not
+        # The group's latest stable snapshot lists this replica with what it holds (False after
+        # each rebalance until then): a cooperative rebalance assigns in two rounds, and a
+        # rollout must not stop the next replica between them.
+        self.settled = group is None
+
+    def rebalanced(self, owned: set[int]) -> None:
+        """Partitions came or went: copy none of the owned ones, and read the group again."""
+        self.want(owned)
+        if self.group is not None:
+            self.group.refresh_soon()
+            self.settled = False
+
+    def turn(self, member: str, owned: set[int]) -> None:
+        """Take a new snapshot of the group if one arrived (never blocks)."""
+        group = self.group
+        snapshot = group.poll() if group is not None else None
+        if group is None or snapshot is None:
+            return
+        self.settled = snapshot.assignment.get(member) == frozenset(owned)
+        if not self.settled:
+            group.refresh_soon(RETRY_SETTLED)
+        copies = standbys_of(snapshot, member, self.settings.standby_replicas)
+        if copies != self.copies:
+            logger.info("standby copies of %s[%s]", self.settings.calls_topic,
+                        ",".join(map(str, sorted(copies))) or "none")
+        self.copies = copies
+        self.want(owned)
+
+    def want(self, owned: set[int]) -> None:
+        self.standbys.want(self.copies - owned)
+        self.metrics.standby_partitions.set(len(self.standbys.wanted))

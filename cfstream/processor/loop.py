@@ -45,7 +45,7 @@ from cfstream.kafka.topics import ensure_topics
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import membership
 from cfstream.processor.db import Databases, close
-from cfstream.processor.group import GroupView, standbys_of
+from cfstream.processor.group import GroupView, StandbyPlan
 from cfstream.processor.outputs import Outputs
 from cfstream.processor.partition import NEVER, PartitionTask
 from cfstream.processor.restore import Counted, Restored, Restorer
@@ -67,8 +67,6 @@ GAUGE_INTERVAL = 5.0
 # A failed restore (logged) is tried again after this, doubling up to RESTORE_BACKOFF_MAX.
 RESTORE_BACKOFF = 0.5
 RESTORE_BACKOFF_MAX = 10.0
-# After a rebalance, how soon the group is read again until it lists this replica as it is.
-RETRY_SETTLED = 0.5
 # Where a partition's DB came from when it came here, for the log.
 SOURCES = {"standby": "from a standby", "disk": "from its disk", "cold": "cold"}
 
@@ -82,25 +80,20 @@ class Processor:
         self.restoring: dict[int, list[Message]] = {}  # partition -> records read meanwhile
         self.retries: dict[int, tuple[int, float]] = {}  # partition -> (failures, when again)
         self.joined = False
-        # The group's latest stable snapshot lists this replica with what it holds (False after
-        # each rebalance until then): a cooperative rebalance assigns in two rounds, and a
-        # rollout must not stop the next replica between them.
-        self.settled = False
+        self.plan: StandbyPlan | None = None  # copies and the group's view, from run()
         # False once a turn failed: its input was not persisted, so no offset may be committed.
         self.healthy = True
         self.dead = False  # a fatal error (a fence): the consumer can do nothing more
         self.stopping = threading.Event()
         self.consumer: Consumer | None = None
         self.committed: dict[int, int] = {}
-        self.group: GroupView | None = None  # read for standby placement
-        self.standby_set: set[int] = set()  # partitions this replica copies, owned or not
         self._last_commit = self._last_gauges = time.monotonic()
 
     def ready(self) -> bool:
         """In a settled group, and every partition assigned here restored (read from any
         thread)."""
         return (self.joined and not self.restoring and not self.stopping.is_set()
-                and (self.settled or self.group is None))
+                and self.plan is not None and self.plan.settled)
 
     def stop(self) -> None:
         """Finish the current turn, commit, leave the group (safe from a signal handler)."""
@@ -115,11 +108,12 @@ class Processor:
         self.outputs = Outputs(settings, settings.changelog_topic)
         self.restorer = Restorer(settings, self.databases, self.metrics.set_restore_remaining)
         self.watermarks = Watermarks(settings)
+        group, copies = None, set()
         if membership.predicts_assignment(settings):
-            self.group = GroupView(settings)
+            group = GroupView(settings)
             if settings.warmup_timeout > 0:  # copies kept until the group says otherwise
-                self.standby_set = warm_up(settings, self.group, self.restorer.standbys,
-                                           self.stopping)
+                copies = warm_up(settings, group, self.restorer.standbys, self.stopping)
+        self.plan = StandbyPlan(settings, group, self.restorer.standbys, self.metrics, copies)
         config = membership.group_config(
             settings, member_session_ms(settings, membership.SESSION_TIMEOUT_MS))
         self.consumer = Consumer(config)
@@ -163,7 +157,8 @@ class Processor:
         for message in messages:
             self._dispatch(message, now)
         self._take_restored()
-        self._place_standbys()
+        if self.joined and self.plan is not None:
+            self.plan.turn(consumer.memberid() or "", self._owned())
         self._prove_horizons(now)
         now = now_ms()
         tasks = list(self.tasks.values())
@@ -257,29 +252,8 @@ class Processor:
         for tp in offsets:
             self.committed[tp.partition] = tp.offset
 
-    def _place_standbys(self) -> None:
-        """Keep copies of what the latest stable snapshot of the group says this replica would
-        take over."""
-        group, consumer = self.group, self.consumer
-        if group is None or consumer is None or not self.joined:
-            return
-        snapshot = group.poll()
-        if snapshot is None:
-            return
-        member = consumer.memberid() or ""
-        self.settled = snapshot.assignment.get(member) == frozenset(self.tasks) | set(self.restoring)
-        if not self.settled:
-            group.refresh_soon(RETRY_SETTLED)
-        standbys = standbys_of(snapshot, member, self.settings.standby_replicas)
-        if standbys != self.standby_set:
-            logger.info("standby copies of %s[%s]", self.topic,
-                        ",".join(map(str, sorted(standbys))) or "none")
-        self.standby_set = standbys
-        self._want_standbys()
-
-    def _want_standbys(self) -> None:
-        self.restorer.standbys.want(self.standby_set - set(self.tasks) - set(self.restoring))
-        self.metrics.standby_partitions.set(len(self.restorer.standbys.wanted))
+    def _owned(self) -> set[int]:
+        return set(self.tasks) | set(self.restoring)
 
     def _update_gauges(self) -> None:
         self._last_gauges = time.monotonic()
@@ -305,10 +279,9 @@ class Processor:
         for tp in mine:
             self.restoring[tp.partition] = []
             self.restorer.restore(tp.partition)  # takes the partition's copy if there is one
-        self._want_standbys()
-        if self.group is not None:
-            self.group.refresh_soon()
-        self.joined, self.settled = True, False
+        if self.plan is not None:
+            self.plan.rebalanced(self._owned())
+        self.joined = True
         if mine:
             logger.info("assigned %s[%s]: restoring", self.topic,
                         ",".join(str(tp.partition) for tp in mine))
@@ -335,9 +308,8 @@ class Processor:
             self._drop(partition)
         if mine:
             logger.info("revoked %s[%s]", self.topic, ",".join(map(str, mine)))
-        if self.group is not None:
-            self.group.refresh_soon()
-        self.settled = False
+        if self.plan is not None:
+            self.plan.rebalanced(self._owned())
 
     def _drop(self, partition: int) -> None:
         self.restorer.cancel(partition)
