@@ -79,6 +79,11 @@ class Databases:
     def path(self, partition: int) -> Path:
         return self.root / f"{partition}.db"
 
+    def on_disk(self) -> list[int]:
+        """The partitions with a DB under the root."""
+        return sorted(int(path.name[:-3]) for path in self.root.glob("*.db")
+                      if path.name[:-3].isdigit())
+
     def open(self, partition: int) -> rocksdict.Rdict:
         return rocksdict.Rdict(str(self.path(partition)), self.options)
 

@@ -10,11 +10,15 @@ owned, and that thread serves restores first: standbys are tailed only while no 
 A copy the replica has no DB for on disk starts only after ``standby_delay`` seconds of being
 wanted, so a rolling restart, which moves partitions for a few seconds, does not make the
 survivors copy each other's partitions in full for nothing. A DB found on disk is tailed at once.
+A DB on disk that is neither owned, copied nor wanted for CLEANUP_DELAY is deleted (Kafka
+Streams' state.cleanup.delay.ms), so a replica's disk holds what it serves, not every partition
+it ever held.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -34,6 +38,8 @@ BATCH_RECORDS = 10_000
 # A copy at its changelog's end records so this often, so an idle one is not taken for a DB too
 # old to trust (changelog.MAX_DB_AGE_MS) when it is promoted.
 TOUCH_INTERVAL = 600.0
+CLEANUP_DELAY = 600.0
+CLEANUP_INTERVAL = 60.0
 
 
 @dataclass
@@ -59,6 +65,8 @@ class Standbys:
         # calls on one client, so they must not ask the consumer this thread polls all along.
         self.lags: dict[int, int] = {}
         self._since: dict[int, float] = {}  # when a partition with no DB on disk was wanted
+        self._unused: dict[int, float] = {}  # when a DB on disk was last seen in use
+        self._next_cleanup = 0.0
         self._consumer: Consumer | None = None
 
     def want(self, partitions: Collection[int], warm: bool = False) -> None:
@@ -87,6 +95,9 @@ class Standbys:
                 if now - since < self.delay:
                     continue
             self._open(partition)
+        if now >= self._next_cleanup:
+            self._next_cleanup = now + CLEANUP_INTERVAL
+            self._clean_up(set(wanted) | set(owned) | set(self.copies), now)
 
     def tail(self, timeout: float) -> int:
         """Apply what the changelog has for the copies, waiting up to ``timeout`` for it.
@@ -158,6 +169,19 @@ class Standbys:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+
+    def _clean_up(self, used: set[int], now: float) -> None:
+        """Delete the DBs on disk unused for CLEANUP_DELAY."""
+        for partition in self.databases.on_disk():
+            if partition in used:
+                self._unused.pop(partition, None)
+                continue
+            since = self._unused.setdefault(partition, now)
+            if now - since >= CLEANUP_DELAY:
+                shutil.rmtree(self.databases.path(partition), ignore_errors=True)
+                del self._unused[partition]
+                logger.info("%s[%d]: deleted the local state, unused for %.0fs", self.topic,
+                            partition, now - since)
 
     def _open(self, partition: int) -> None:
         name = f"{self.topic}[{partition}]"

@@ -126,3 +126,26 @@ def test_a_restore_with_no_copy_says_where_its_db_came_from(restorer: Restorer) 
     assert isinstance(disk, Restored) and disk.db is not None
     assert (disk.source, disk.records) == ("disk", 0)
     close(disk.db)
+
+
+def test_dbs_unused_for_a_while_are_deleted(settings: Settings, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from cfstream.processor import standby
+
+    monkeypatch.setattr(standby, "CLEANUP_DELAY", 0.5)
+    monkeypatch.setattr(standby, "CLEANUP_INTERVAL", 0.1)
+    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path,
+                                           "standby_delay": 0.0})
+    ensure_topics(settings)
+    databases = Databases(tmp_path, settings.calls_topic)
+    for partition in (0, 1):
+        close(databases.open(partition))
+    restorer = Restorer(settings, databases, lambda p, n: None)
+    try:
+        restorer.standbys.want({1})  # copied: kept
+        until(lambda: databases.on_disk() == [1])
+        began = time.monotonic()
+        until(lambda: time.monotonic() - began > 1.0)
+        assert databases.on_disk() == [1] and 1 in restorer.standbys.copies
+    finally:
+        restorer.close()
