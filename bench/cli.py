@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import after, e2e, env, failover, replicas, scale, submit, throughput, timers, waiting
+from bench import after, e2e, env, failover, scale, scaling, submit, throughput, timers, waiting
 
 Bench = Callable[[str, Path, bool, bool, dict[str, Any]], env.Result]
 
@@ -31,7 +31,7 @@ BENCHMARKS: dict[str, Bench] = {
     "recovery": scale.run_recovery,
     "e2e": e2e.run,
     "failover": failover.run,
-    "replicas": replicas.run,
+    "scaling": scaling.run,
     "waiting": waiting.run,
     "after": after.run,
 }
@@ -44,7 +44,7 @@ ABOUT = {
     "recovery": "a replica's restore from the changelog, and its restart on its own state",
     "e2e": "submit() to the worker's started event, no delay",
     "failover": "one of two processor replicas killed while calls come due",
-    "replicas": "calls/s of 1 and of 2 processor replicas on this machine, and where its CPU goes",
+    "scaling": "calls/s of 1 and of 2 processor replicas on this machine, and where its CPU goes",
     "waiting": "result() under unrelated event traffic, and many concurrent awaits",
     "after": "result(), status() and awaits on executions that finished before the first wait",
 }

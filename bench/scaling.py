@@ -49,7 +49,7 @@ def filled(bootstrap: str, name: str, total: int) -> Settings:
     settings = env.new_settings(bootstrap, name)
     client = Client(settings)
     calls.publish(client, calls.colliding(total),
-                  env.Progress(f"replicas: filling {settings.calls_topic}", total, "calls"))
+                  env.Progress(f"scaling: filling {settings.calls_topic}", total, "calls"))
     client.close()
     return settings
 
@@ -89,7 +89,7 @@ def timed(what: str, end: int, progress: Callable[[], int], pids: Callable[[], S
 
 
 def cfstream_rate(bootstrap: str, workdir: Path, replicas: int, total: int) -> dict[str, Any]:
-    settings = filled(bootstrap, f"replicas{replicas}", total)
+    settings = filled(bootstrap, f"scaling{replicas}", total)
     ends = env.end_offsets(settings, settings.calls_topic)
     group = env.GroupOffsets(settings, settings.processor_group, settings.calls_topic, list(ends))
     (workdir := workdir / f"cfstream-{replicas}").mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ def cfstream_rate(bootstrap: str, workdir: Path, replicas: int, total: int) -> d
                 if not service.running:
                     raise RuntimeError(f"{service.name} exited: {service.tail()}")
 
-        return timed(f"replicas: {replicas} processor(s)", sum(ends.values()), group.total,
+        return timed(f"scaling: {replicas} processor(s)", sum(ends.values()), group.total,
                      lambda: [s.pid for s in started], alive, timeout=120 + total / 200)
     finally:
         services.close()
@@ -122,7 +122,7 @@ def raw_rate(bootstrap: str, members: int, total: int) -> dict[str, Any]:
                 if child.poll() is not None:
                     raise RuntimeError(f"relay exited with {child.returncode}")
 
-        return timed(f"replicas: {members} raw relay(s)", total,
+        return timed(f"scaling: {members} raw relay(s)", total,
                      lambda: sum(env.end_offsets(settings, target).values()),
                      lambda: [c.pid for c in children], alive, timeout=120 + total / 200)
     finally:
@@ -135,12 +135,12 @@ def raw_rate(bootstrap: str, members: int, total: int) -> dict[str, Any]:
 def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
         shared: dict[str, Any]) -> env.Result:
     total = 10_000 if quick else 300_000
-    result = env.Result("replicas")
+    result = env.Result("scaling")
     runs = {}
     for n in (1, 2):
         runs[f"raw_{n}"] = raw_rate(bootstrap, n, total)
         runs[f"cfstream_{n}"] = cfstream_rate(bootstrap, workdir, n, total)
-        env.log(f"replicas: {n} -> cfstream {runs[f'cfstream_{n}']['per_s']:,.0f}/s, "
+        env.log(f"scaling: {n} -> cfstream {runs[f'cfstream_{n}']['per_s']:,.0f}/s, "
                 f"raw {runs[f'raw_{n}']['per_s']:,.0f}/s")
     ours = runs["cfstream_2"]["per_s"] / runs["cfstream_1"]["per_s"]
     raw = runs["raw_2"]["per_s"] / runs["raw_1"]["per_s"]
