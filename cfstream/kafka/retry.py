@@ -17,6 +17,8 @@ SETTLING = frozenset({
     KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
     KafkaError.REQUEST_TIMED_OUT, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    # The group's coordinator moved (its broker died): the next try finds the new one.
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
     KafkaError._ALL_BROKERS_DOWN, KafkaError._WAIT_COORD,
     # A partition whose leader the client's metadata does not name (a broker just died).
     KafkaError._UNKNOWN_PARTITION,

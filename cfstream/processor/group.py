@@ -1,7 +1,8 @@
 """The processors' group as this replica reads it, and the standby copies that follow from it.
 
-The group's assignment is read with ``describe_consumer_groups`` after every rebalance and every
-REFRESH_INTERVAL, without blocking the loop (the answer is picked up by a later turn). From a
+The group's assignment is read with ``describe_consumer_groups`` (in a child process:
+:mod:`cfstream.kafka.groups`) after every rebalance and every REFRESH_INTERVAL, without blocking
+the loop (the answer is picked up by a later turn). From a
 stable group's snapshot :func:`cfstream.processor.placement.standbys` names, for every
 partition, the replicas that would take it over; every replica computes the same map from the
 same snapshot, and keeps copies of the partitions the map gives it. A snapshot taken mid
@@ -16,10 +17,11 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from cfstream.kafka import config as kafka_config
+from cfstream.kafka.groups import Group, GroupReadError, Groups
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import placement
 from cfstream.processor.standby import Standbys
@@ -28,7 +30,7 @@ from cfstream.settings import Settings
 logger = logging.getLogger(__name__)
 
 # Where groups live: before anything joined a group on the cluster, the topic does not exist,
-# and describing a group then aborts librdkafka 2.16.0 (asserting on the coordinator).
+# and describing a group then fails slowly (librdkafka waits for a coordinator).
 OFFSETS_TOPIC = "__consumer_offsets"
 REFRESH_INTERVAL = 10.0
 # After a rebalance, how soon the group is read again until it lists this replica as it is.
@@ -48,13 +50,15 @@ class Snapshot:
 
 
 class GroupView:
-    def __init__(self, settings: Settings, admin: AdminClient | None = None) -> None:
+    def __init__(self, settings: Settings, groups: Groups | None = None,
+                 admin: AdminClient | None = None) -> None:
         self.settings = settings
         self.group = settings.processor_group
         self.topic = settings.calls_topic
+        self.groups = groups or Groups(settings)
         self.admin = admin or AdminClient(kafka_config.admin_config(settings))
         self.latest: Snapshot | None = None
-        self._future: Future | None = None
+        self._future: Future[Group] | None = None
         self._stale = False  # the read in flight was asked before the latest rebalance
         self._next = 0.0  # monotonic time of the next read
 
@@ -72,8 +76,7 @@ class GroupView:
         future = self._future
         if future is None:
             if now >= self._next:
-                self._future = self.admin.describe_consumer_groups(
-                    [self.group], request_timeout=DESCRIBE_TIMEOUT)[self.group]
+                self._future = self.groups.describe(self.group, DESCRIBE_TIMEOUT)
             return None
         if not future.done():
             return None
@@ -99,26 +102,27 @@ class GroupView:
             return None
         if OFFSETS_TOPIC not in topics:
             return Snapshot({}, {})
-        return self._read(self.admin.describe_consumer_groups(
-            [self.group], request_timeout=DESCRIBE_TIMEOUT)[self.group])
+        return self._read(self.groups.describe(self.group, DESCRIBE_TIMEOUT))
 
-    def _read(self, future: Future) -> Snapshot | None:
+    def close(self) -> None:
+        self.groups.close()
+
+    def _read(self, future: Future[Group]) -> Snapshot | None:
         try:
             description = future.result()
-        except KafkaException as exc:
-            if exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
+        except GroupReadError as exc:
+            if exc.code == KafkaError.GROUP_ID_NOT_FOUND:
                 return Snapshot({}, {})
             logger.info("could not describe group %s: %s", self.group, exc)
             return None
-        if description.state in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD):
+        if description.state in ("EMPTY", "DEAD"):
             return Snapshot({}, {})
         assignment, instances = {}, {}
         for member in description.members:
-            partitions = member.assignment.topic_partitions if member.assignment else []
             assignment[member.member_id] = frozenset(
-                tp.partition for tp in partitions if tp.topic == self.topic)
-            instances[member.member_id] = member.group_instance_id
-        return Snapshot(assignment, instances, description.state == ConsumerGroupState.STABLE)
+                p for topic, p in member.partitions if topic == self.topic)
+            instances[member.member_id] = member.instance_id
+        return Snapshot(assignment, instances, description.state == "STABLE")
 
 
 def standbys_of(snapshot: Snapshot, member_id: str, replicas: int) -> set[int]:

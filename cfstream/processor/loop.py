@@ -139,6 +139,8 @@ class Processor:
         for partition in list(self.tasks):
             self._drop(partition)
         self.restorer.close()
+        if self.plan is not None and self.plan.group is not None:
+            self.plan.group.close()
         self.watermarks.close()
         self.outputs.close()
         logger.info("processor replica stopped")

@@ -27,9 +27,9 @@ import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException
-from confluent_kafka.admin import AdminClient
 
 from cfstream.kafka import config as kafka_config
+from cfstream.kafka.groups import GroupReadError, Groups
 from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -108,10 +108,10 @@ def close(consumer: Consumer, settings: Settings, usable: bool = True) -> None:
     consumer.close()
 
 
-def leave(consumer: Consumer, settings: Settings, admin: AdminClient | None = None) -> None:
+def leave(consumer: Consumer, settings: Settings, groups: Groups | None = None) -> None:
     """Leave the group now and hand the partitions over: unsubscribe, poll until the revoke is
     served (the revoke callback commits and closes the partitions), then wait until the group
-    (read through ``admin``) no longer lists this member. Records polled meanwhile are dropped:
+    (read through ``groups``) no longer lists this member. Records polled meanwhile are dropped:
     they are not committed."""
     started = time.monotonic()
     member = consumer.memberid()  # unsubscribe() resets it
@@ -123,26 +123,29 @@ def leave(consumer: Consumer, settings: Settings, admin: AdminClient | None = No
         logger.warning("partitions still assigned %.0fs after unsubscribing", REVOKE_TIMEOUT)
     if not member:
         return
-    admin = admin or AdminClient(kafka_config.admin_config(settings))
-    if _wait_gone(consumer, admin, settings.processor_group, member):
+    groups = groups or Groups(settings)
+    try:
+        gone = _wait_gone(consumer, groups, settings.processor_group, member)
+    finally:
+        groups.close()
+    if gone:
         logger.info("left the group in %.2fs", time.monotonic() - started)
     else:
         logger.warning("the group still lists this replica %.0fs after it left: its partitions "
                        "move when its session times out", LEAVE_CONFIRM_TIMEOUT)
 
 
-def _wait_gone(consumer: Consumer, admin: AdminClient, group: str, member: str) -> bool:
+def _wait_gone(consumer: Consumer, groups: Groups, group: str, member: str) -> bool:
     """Whether ``group`` stopped listing ``member`` within LEAVE_CONFIRM_TIMEOUT (polling
     ``consumer`` meanwhile, so its leave goes out)."""
     deadline = time.monotonic() + LEAVE_CONFIRM_TIMEOUT
     while time.monotonic() < deadline:
-        future = admin.describe_consumer_groups(
-            [group], request_timeout=max(0.1, deadline - time.monotonic()))[group]
+        future = groups.describe(group, max(0.1, deadline - time.monotonic()))
         while not future.done():
             consumer.poll(LEAVE_POLL)
         try:
             members = {m.member_id for m in future.result().members}
-        except KafkaException as exc:
+        except GroupReadError as exc:
             logger.info("could not describe group %s: %s", group, exc)
             members = {member}
         if member not in members:

@@ -4,11 +4,9 @@ the admin client and the standby copies."""
 from __future__ import annotations
 
 from concurrent.futures import Future
-from types import SimpleNamespace
 from typing import Any
 
-from confluent_kafka import ConsumerGroupState, TopicPartition
-
+from cfstream.kafka.groups import Group, Member
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor.group import GroupView, Snapshot, StandbyPlan, standbys_of
 from cfstream.settings import Settings
@@ -17,24 +15,22 @@ SETTINGS = Settings(topic_prefix="g", partitions=4)
 TOPIC = SETTINGS.calls_topic
 
 
-def description(state: ConsumerGroupState, held: dict[str, set[int]]) -> Any:
-    members = [SimpleNamespace(member_id=m, group_instance_id=m.split("-")[0],
-                               assignment=SimpleNamespace(topic_partitions=[
-                                   TopicPartition(TOPIC, p) for p in sorted(ps)]))
-               for m, ps in held.items()]
-    return SimpleNamespace(state=state, members=members)
+def description(state: str, held: dict[str, set[int]]) -> Group:
+    return Group(state, tuple(Member(m, m.split("-")[0], tuple((TOPIC, p) for p in sorted(ps)))
+                              for m, ps in held.items()))
 
 
 class Admin:
-    """Answers describe_consumer_groups with the futures the test resolves."""
+    """A group reader (cfstream.kafka.groups.Groups) answering with futures the test
+    resolves."""
 
     def __init__(self) -> None:
         self.asked: list[Future] = []
 
-    def describe_consumer_groups(self, groups: list[str], request_timeout: float) -> Any:
+    def describe(self, group: str, timeout: float) -> Future:
         future: Future = Future()
         self.asked.append(future)
-        return {groups[0]: future}
+        return future
 
 
 class Copies:
@@ -50,13 +46,13 @@ HELD = {"a-1": {0, 1}, "b-1": {2, 3}}
 
 def test_a_stable_snapshot_is_used_and_one_mid_rebalance_is_asked_again() -> None:
     admin = Admin()
-    view = GroupView(SETTINGS, admin)  # type: ignore[arg-type]
+    view = GroupView(SETTINGS, admin, admin)  # type: ignore[arg-type]
     assert view.poll() is None and len(admin.asked) == 1
-    admin.asked[0].set_result(description(ConsumerGroupState.PREPARING_REBALANCING, HELD))
+    admin.asked[0].set_result(description("PREPARING_REBALANCING", HELD))
     assert view.poll() is None  # not settled: not used
     view.refresh_soon()
     assert view.poll() is None and len(admin.asked) == 2
-    admin.asked[1].set_result(description(ConsumerGroupState.STABLE, HELD))
+    admin.asked[1].set_result(description("STABLE", HELD))
     snapshot = view.poll()
     assert snapshot is not None and snapshot.assignment == {"a-1": {0, 1}, "b-1": {2, 3}}
     assert snapshot.instances == {"a-1": "a", "b-1": "b"}
@@ -64,10 +60,10 @@ def test_a_stable_snapshot_is_used_and_one_mid_rebalance_is_asked_again() -> Non
 
 def test_a_read_asked_before_a_rebalance_is_dropped() -> None:
     admin = Admin()
-    view = GroupView(SETTINGS, admin)  # type: ignore[arg-type]
+    view = GroupView(SETTINGS, admin, admin)  # type: ignore[arg-type]
     view.poll()
     view.refresh_soon()  # a rebalance while the read is in flight
-    admin.asked[0].set_result(description(ConsumerGroupState.STABLE, HELD))
+    admin.asked[0].set_result(description("STABLE", HELD))
     assert view.poll() is None
     assert view.poll() is None and len(admin.asked) == 2  # asked again at once
 
@@ -79,19 +75,19 @@ def test_two_replicas_copy_each_other_and_settle_once_the_group_lists_them() -> 
     assert standbys_of(snapshot, "c-1", 1) == set()  # not a member (yet)
 
     admin, copies = Admin(), Copies()
-    plan = StandbyPlan(SETTINGS, GroupView(SETTINGS, admin), copies,  # type: ignore[arg-type]
+    plan = StandbyPlan(SETTINGS, GroupView(SETTINGS, admin, admin), copies,  # type: ignore[arg-type]
                        ProcessorMetrics())
     plan.rebalanced({0, 1})
     assert not plan.settled
     plan.turn("a-1", {0, 1})
-    admin.asked[-1].set_result(description(ConsumerGroupState.STABLE, HELD))
+    admin.asked[-1].set_result(description("STABLE", HELD))
     plan.turn("a-1", {0, 1})
     assert plan.settled and copies.wanted == {2, 3}
     # b-1 went; a-1 was given its partitions, owns them now, and copies nothing.
     plan.rebalanced({0, 1, 2, 3})
     assert not plan.settled and copies.wanted == frozenset()
     plan.turn("a-1", {0, 1, 2, 3})
-    admin.asked[-1].set_result(description(ConsumerGroupState.STABLE, {"a-1": {0, 1, 2, 3}}))
+    admin.asked[-1].set_result(description("STABLE", {"a-1": {0, 1, 2, 3}}))
     plan.turn("a-1", {0, 1, 2, 3})
     assert plan.settled and copies.wanted == frozenset()
 

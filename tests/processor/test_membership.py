@@ -80,17 +80,21 @@ class Member:
 
 
 class Group:
-    """An admin stand-in listing ``member`` for the first ``listed`` descriptions."""
+    """A group reader (cfstream.kafka.groups.Groups) stand-in listing ``member`` for the first
+    ``listed`` descriptions."""
 
     def __init__(self, member: str, listed: int) -> None:
         self.member, self.listed, self.asked = member, listed, 0
 
-    def describe_consumer_groups(self, groups: list[str], **_: Any) -> dict[str, Future[Any]]:
+    def describe(self, group: str, timeout: float) -> Future[Any]:
         self.asked += 1
         members = [SimpleNamespace(member_id=self.member)] if self.asked <= self.listed else []
         future: Future[Any] = Future()
         future.set_result(SimpleNamespace(members=members))
-        return {groups[0]: future}
+        return future
+
+    def close(self) -> None:
+        pass
 
 
 def test_leave_unsubscribes_serves_the_revoke_then_waits_for_the_group() -> None:

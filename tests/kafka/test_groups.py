@@ -1,0 +1,61 @@
+"""Describing a consumer group from a child process (cfstream.kafka.groups), on the broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from confluent_kafka import Consumer, KafkaError
+
+from cfstream.kafka.config import consumer_config
+from cfstream.kafka.groups import GroupReadError, Groups
+from cfstream.kafka.topics import ensure_topics
+from cfstream.settings import Settings
+
+pytestmark = pytest.mark.kafka
+
+
+def test_a_group_is_described_and_a_dead_reader_is_replaced(settings: Settings) -> None:
+    ensure_topics(settings)
+    group = f"{settings.topic_prefix}.g"
+    consumer = Consumer(consumer_config(settings, group, **{"client.id": "one"}))
+    consumer.subscribe([settings.calls_topic])
+    groups = Groups(settings)
+    try:
+        while not consumer.assignment():
+            consumer.poll(0.1)
+        described = groups.describe(group, 10).result(30)
+        assert described.state == "STABLE"
+        (member,) = described.members
+        assert member.member_id == consumer.memberid()
+        assert {p for _, p in member.partitions} == set(range(settings.partitions))
+
+        # The child aborts with a request in flight (as librdkafka#4605 makes it do): that
+        # request fails, and the next one goes to a new child.
+        child = groups._child  # noqa: SLF001 - the test stops and kills our own child
+        assert child is not None
+        os.kill(child.pid, signal.SIGSTOP)  # so it cannot answer first
+        asked = groups.describe(group, 10)
+        os.kill(child.pid, signal.SIGKILL)
+        with pytest.raises(GroupReadError, match="exited"):
+            asked.result(30)
+        assert groups.describe(group, 10).result(30).state == "STABLE"
+        assert groups._child is not None and groups._child.pid != child.pid  # noqa: SLF001
+
+        unknown = groups.describe(f"{settings.topic_prefix}.nobody", 10).result(30)
+        assert unknown.state in ("DEAD", "EMPTY") and unknown.members == ()
+    finally:
+        groups.close()
+        consumer.close()
+
+
+def test_an_error_carries_its_kafka_code(settings: Settings) -> None:
+    groups = Groups(settings.model_copy(update={"bootstrap_servers": "127.0.0.1:1"}))
+    try:
+        with pytest.raises(GroupReadError) as raised:
+            groups.describe("g", 1).result(30)
+        assert raised.value.code in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+                                     KafkaError._ALL_BROKERS_DOWN)
+    finally:
+        groups.close()
