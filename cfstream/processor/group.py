@@ -125,6 +125,15 @@ class GroupView:
         return Snapshot(assignment, instances, description.state == "STABLE")
 
 
+def balanced(snapshot: Snapshot) -> bool:
+    """Whether no member holds two partitions more than another: how cooperative-sticky leaves
+    a group of identical subscriptions once a rebalance is over. Between its two rounds the
+    group is stable too, with a newcomer holding nothing while the others still hold its
+    share."""
+    counts = [len(partitions) for partitions in snapshot.assignment.values()]
+    return not counts or max(counts) - min(counts) <= 1
+
+
 def standbys_of(snapshot: Snapshot, member_id: str, replicas: int) -> set[int]:
     """The partitions ``member_id`` keeps standby copies of, ``replicas`` copies a partition."""
     if member_id not in snapshot.assignment or replicas <= 0:
@@ -163,7 +172,8 @@ class StandbyPlan:
         snapshot = group.poll() if group is not None else None
         if group is None or snapshot is None:
             return
-        self.settled = snapshot.assignment.get(member) == frozenset(owned)
+        self.settled = (snapshot.assignment.get(member) == frozenset(owned)
+                        and balanced(snapshot))
         if not self.settled:
             group.refresh_soon(RETRY_SETTLED)
         copies = standbys_of(snapshot, member, self.settings.standby_replicas)

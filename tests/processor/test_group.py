@@ -98,3 +98,21 @@ def test_without_a_group_view_a_replica_is_settled_and_copies_nothing() -> None:
     plan.rebalanced({0})
     plan.turn("a-1", {0})
     assert plan.settled and copies.wanted == frozenset()
+
+
+def test_between_the_two_rounds_of_a_join_the_newcomer_is_not_settled() -> None:
+    """After the first round of a cooperative join the group is stable with the newcomer holding
+    nothing: a rollout must not take it as ready then."""
+    admin, copies = Admin(), Copies()
+    plan = StandbyPlan(SETTINGS, GroupView(SETTINGS, admin, admin),  # type: ignore[arg-type]
+                       copies, ProcessorMetrics())  # type: ignore[arg-type]
+    plan.rebalanced(set())
+    plan.turn("c-1", set())
+    admin.asked[-1].set_result(description("STABLE", {**HELD, "c-1": set()}))
+    plan.turn("c-1", set())
+    assert not plan.settled
+    plan.rebalanced({3})
+    plan.turn("c-1", {3})
+    admin.asked[-1].set_result(description("STABLE", {"a-1": {0, 1}, "b-1": {2}, "c-1": {3}}))
+    plan.turn("c-1", {3})
+    assert plan.settled
