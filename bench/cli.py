@@ -17,7 +17,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import after, e2e, env, failover, scale, scaling, submit, throughput, timers, waiting
+from bench import (
+    after,
+    e2e,
+    env,
+    failover,
+    rolling,
+    scale,
+    scaling,
+    submit,
+    throughput,
+    timers,
+    waiting,
+)
 
 Bench = Callable[[str, Path, bool, bool, dict[str, Any]], env.Result]
 
@@ -32,6 +44,7 @@ BENCHMARKS: dict[str, Bench] = {
     "e2e": e2e.run,
     "failover": failover.run,
     "scaling": scaling.run,
+    "rolling": rolling.run,
     "waiting": waiting.run,
     "after": after.run,
 }
@@ -45,6 +58,7 @@ ABOUT = {
     "e2e": "submit() to the worker's started event, no delay",
     "failover": "one of two processor replicas killed while calls come due",
     "scaling": "calls/s of 1 and of 2 processor replicas on this machine, and where its CPU goes",
+    "rolling": "rolling restarts (leave and stay) and scaling of three replicas under load",
     "waiting": "result() under unrelated event traffic, and many concurrent awaits",
     "after": "result(), status() and awaits on executions that finished before the first wait",
 }
