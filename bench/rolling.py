@@ -41,6 +41,7 @@ import re
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -53,7 +54,8 @@ from confluent_kafka.admin import AdminClient
 from bench import calls, env, scale
 from cfstream.client import Client
 from cfstream.clock import now_ms
-from cfstream.dev.services import START_MARK, Services
+from cfstream.dev import procs
+from cfstream.dev.services import START_MARK, Service, Services
 from cfstream.kafka.config import admin_config, consumer_config
 from cfstream.settings import Settings
 
@@ -80,6 +82,11 @@ DRAIN_TIMEOUT_S = 90.0
 # A replica that restores a quarter of the state cold, on a loaded 2-core box.
 READY_TIMEOUT_S = 300.0
 GROUP_TIMEOUT_S = 120.0
+# With warm replicas: a phase starts once every partition has a standby copy this close to its
+# changelog's end (Kafka Streams' acceptable.recovery.lag), waiting at most this long (a copy
+# with nothing on disk starts CFSTREAM_STANDBY_DELAY, 30 s, after it is wanted).
+STANDBY_WARM_RECORDS = 10_000
+STANDBY_TIMEOUT_S = 180.0
 TARGETS_S = {"leave": 5.0, "leave_running": 5.0, "stay": 5.0, "scale": 15.0}
 PHASES = ("steady", "leave", "leave_running", "stay", "scale")
 
@@ -149,6 +156,44 @@ def running(log: str) -> set[int]:
         elif (m := MOVED.match(line)) is not None:
             now -= {int(p) for p in m["ps"].split(",")}
     return now
+
+
+def standby_lags(replicas: Iterable[Service]) -> dict[int, int] | None:
+    """Each partition's least lag (changelog records) over the replicas' standby copies, from
+    their /metrics; None if they keep no copies (a build without warm replicas)."""
+    lags: dict[int, int] = {}
+    exported = False
+    for replica in replicas:
+        url = f"http://{procs.HOST}:{replica.http_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+                text = response.read().decode()
+        except OSError:
+            continue
+        exported |= "cfstream_standby_partitions" in text
+        for line in text.splitlines():
+            if line.startswith("cfstream_standby_lag_records{"):
+                partition = int(line.split('partition="', 1)[1].split('"', 1)[0])
+                lag = int(float(line.rsplit(" ", 1)[1]))
+                lags[partition] = min(lag, lags.get(partition, lag))
+    return lags if exported else None
+
+
+def wait_standbys(replicas: list[Service], partitions: int, warm: int,
+                  timeout: float) -> dict[int, int] | None:
+    """Until every partition has a standby copy at most ``warm`` records behind (the gauge is
+    refreshed every few seconds) or ``timeout`` runs out; the last lags, None without warm
+    replicas."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lags = standby_lags(replicas)
+        if lags is None or (set(lags) == set(range(partitions))
+                            and max(lags.values()) <= warm):
+            return lags
+        if time.monotonic() > deadline:
+            env.log(f"rolling: standby copies not warm after {timeout:.0f}s: {lags}")
+            return lags
+        time.sleep(0.5)
 
 
 # -- the group ----------------------------------------------------------------------------------
@@ -260,6 +305,7 @@ class Replicas(Members):
 
     def __init__(self, settings: Settings, services: Services) -> None:
         super().__init__(settings, services, settings.processor_group, settings.calls_topic)
+        self.standby_waits: list[dict[str, Any]] = []
 
     def launch(self, name: str, on_stop: str) -> None:
         self.services.processor(name, CFSTREAM_INSTANCE_ID=name,
@@ -273,12 +319,22 @@ class Replicas(Members):
         return running(self.services.started[name].log().rsplit(START_MARK, 1)[-1])
 
     def settled(self, names: Iterable[str]) -> None:
-        """Until the group is split between ``names`` and each runs what it holds: /readyz
-        alone can say 200 before a replica holds anything (between the two rebalances of a
-        cooperative join), so this is what a phase starts from."""
+        """Until the group is split between ``names`` and each runs what it holds (/readyz
+        alone can say 200 before a replica holds anything, between the two rebalances of a
+        cooperative join), then until every partition has a warm standby copy if the replicas
+        keep any: what a phase, and each scale step, starts from."""
+        names = list(names)
         self.wait(lambda view: self.split(view, names) and all(
             view.held[name] <= self.running(name) for name in names),
             f"running every partition on {sorted(names)}", READY_TIMEOUT_S)
+        started = time.monotonic()
+        lags = wait_standbys([self.services.started[name] for name in names], self.partitions,
+                             STANDBY_WARM_RECORDS, STANDBY_TIMEOUT_S)
+        if lags is not None:
+            self.standby_waits.append({"phase": self.phase, "members": len(names),
+                                       "seconds": round(time.monotonic() - started, 1),
+                                       "worst_lag": max(lags.values(), default=None),
+                                       "copied": len(lags)})
 
     def wait_running(self, name: str) -> None:
         self.wait(lambda view: view.state == "STABLE" and bool(view.held.get(name))
@@ -547,6 +603,7 @@ def cfstream_rolling(bootstrap: str, workdir: Path, keys: int, rate: float,
             "steps": [s.__dict__ for s in replicas.steps],
             "ready_holding_nothing": [f"{s.phase} {s.member}" for s in replicas.steps
                                       if s.action == "start" and not s.held_when_ready],
+            "standby_waits": replicas.standby_waits,
             "takeovers": [t.__dict__ for t in found]}
 
 
