@@ -12,7 +12,26 @@ import json
 import signal
 import sys
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
+
+
+def forward(messages: list[Message], producer: Producer, target: str) -> int:
+    """Decode each record's JSON and produce it to ``target``, waiting for room in a full local
+    queue. Returns how many were forwarded (errors are skipped)."""
+    forwarded = 0
+    for message in messages:
+        if message.error() is not None:
+            continue
+        value = message.value()
+        json.loads(value or b"")
+        while True:
+            try:
+                producer.produce(target, value, message.key())
+                break
+            except BufferError:
+                producer.poll(0.01)
+        forwarded += 1
+    return forwarded
 
 
 def main(bootstrap: str, source: str, target: str, group: str) -> None:
@@ -29,17 +48,7 @@ def main(bootstrap: str, source: str, target: str, group: str) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     consumer.subscribe([source])
     while not stopping:
-        for message in consumer.consume(1000, 0.1):
-            if message.error() is not None:
-                continue
-            value = message.value()
-            json.loads(value or b"")
-            while True:
-                try:
-                    producer.produce(target, value, message.key())
-                    break
-                except BufferError:
-                    producer.poll(0.01)
+        forward(consumer.consume(1000, 0.1), producer, target)
         producer.poll(0)
     consumer.close()
     producer.flush(10)

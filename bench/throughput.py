@@ -9,13 +9,13 @@ confluent-kafka consume + json decode + produce one record per input to another 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import calls, env
 from bench.profiling import Profiler
+from bench.relay import forward
 from cfstream.client import Client
 from cfstream.dev.services import Services
 from cfstream.settings import Settings
@@ -37,18 +37,7 @@ def raw_relay(settings: Settings, topic: str, total: int, run: int) -> float:
         batch = consumer.consume(1000, 1.0)
         if batch and started is None:
             started = time.monotonic()
-        for message in batch:
-            if message.error() is not None:
-                continue
-            value = message.value()
-            json.loads(value or b"")
-            while True:
-                try:
-                    producer.produce(out, key=message.key(), value=value)
-                    break
-                except BufferError:
-                    producer.poll(0.01)
-            seen += 1
+        seen += forward(batch, producer, out)
         producer.poll(0)
     producer.flush(60)
     elapsed = time.monotonic() - (started or time.monotonic())

@@ -22,9 +22,11 @@ from cfstream.wire import Call
 Record = tuple[bytes, bytes | None, int]
 
 
-def slot(key: str, due: int, version: int, pending: bool = True) -> bytes:
-    call = Call(id=f"id-{key}-{version}", task="t", args=[], kwargs={}, submitted_ms=due,
-                defer_key=key)
+def slot(key: str, due: int, version: int | None = None, pending: bool = True) -> bytes:
+    """A slot of ``key`` due at ``due``: a pending call (its id names ``version``, else
+    ``due``), or the marker of a fired one."""
+    call = Call(id=f"id-{key}-{due if version is None else version}", task="t", args=[],
+                kwargs={}, submitted_ms=due, defer_key=key)
     if pending:
         return state.encode_slot(Slot(call=call, first_ms=due, due_ms=due))
     return state.encode_slot(Slot(call=None, first_ms=due, due_ms=due, fired_id=call.id,

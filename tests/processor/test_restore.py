@@ -10,26 +10,16 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from test_changelog import slot
 
 from cfstream.kafka.config import producer_config
 from cfstream.kafka.topics import ensure_topics
 from cfstream.processor import state
 from cfstream.processor.db import CHANGELOG_OFFSET_KEY, Databases, changelog_offset
 from cfstream.processor.restore import Counted, PartitionJob, Restored, Restorer
-from cfstream.scheduling.rules import Slot
 from cfstream.settings import Settings
-from cfstream.wire import Call
 
 pytestmark = pytest.mark.kafka
-
-
-def slot(key: str, due: int, pending: bool = True) -> bytes:
-    call = Call(id=f"id-{key}-{due}", task="t", args=[], kwargs={}, submitted_ms=due,
-                defer_key=key)
-    if pending:
-        return state.encode_slot(Slot(call=call, first_ms=due, due_ms=due))
-    return state.encode_slot(Slot(call=None, first_ms=due, due_ms=due, fired_id=call.id,
-                                  fired_submitted_ms=due))
 
 
 def send(settings: Settings, records: list[tuple[bytes, bytes | None]]) -> None:
