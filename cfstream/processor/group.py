@@ -172,8 +172,11 @@ class StandbyPlan:
         snapshot = group.poll() if group is not None else None
         if group is None or snapshot is None:
             return
-        self.settled = (snapshot.assignment.get(member) == frozenset(owned)
-                        and balanced(snapshot))
+        if not balanced(snapshot):  # mid rebalance: partitions in flight, keep the copies
+            self.settled = False
+            group.refresh_soon(RETRY_SETTLED)
+            return
+        self.settled = snapshot.assignment.get(member) == frozenset(owned)
         if not self.settled:
             group.refresh_soon(RETRY_SETTLED)
         copies = standbys_of(snapshot, member, self.settings.standby_replicas)

@@ -111,6 +111,14 @@ def test_between_the_two_rounds_of_a_join_the_newcomer_is_not_settled() -> None:
     admin.asked[-1].set_result(description("STABLE", {**HELD, "c-1": set()}))
     plan.turn("c-1", set())
     assert not plan.settled
+    # The copies it warmed up stay while partitions are in flight (revoked, not yet given).
+    plan.copies = {0, 3}
+    assert plan.group is not None
+    plan.group.refresh_soon()  # instead of waiting RETRY_SETTLED
+    plan.turn("c-1", set())
+    admin.asked[-1].set_result(description("STABLE", {"a-1": {1}, "b-1": {2, 3}, "c-1": set()}))
+    plan.turn("c-1", set())
+    assert not plan.settled and plan.copies == {0, 3}
     plan.rebalanced({3})
     plan.turn("c-1", {3})
     admin.asked[-1].set_result(description("STABLE", {"a-1": {0, 1}, "b-1": {2}, "c-1": {3}}))
