@@ -247,7 +247,7 @@ class Chaos:
     def _kill_processor(self) -> None:
         name = f"processor-{self.rng.randrange(self.config.processors)}"
         group = f"{self.cluster.settings.topic_prefix}.processor"
-        admin = self.cluster.admin()
+        admin = self.cluster.groups()
         before = member_ids(describe_group(admin, group))
         killed = now_ms()
         self.cluster.kill(name)
@@ -269,7 +269,7 @@ class Chaos:
     def _kill_worker(self) -> None:
         name = f"worker-{self.rng.randrange(self.config.workers)}"
         group = f"{self.cluster.settings.topic_prefix}.workers"
-        before = member_ids(describe_group(self.cluster.admin(), group))
+        before = member_ids(describe_group(self.cluster.groups(), group))
         killed = now_ms()
         self.cluster.kill(name)
         time.sleep(1.0)
@@ -304,7 +304,7 @@ class Chaos:
         """Seconds from the restart until the group is stable with every member (a new one
         among them) holding partitions of ``topic``."""
         started = time.monotonic()
-        admin = self.cluster.admin()
+        admin = self.cluster.groups()
         while time.monotonic() - started < REJOIN_TIMEOUT and not self.halt.is_set():
             if group_settled(describe_group(admin, group), members, topic, before):
                 into[index] = time.monotonic() - started
@@ -365,7 +365,7 @@ def wait_ready(cluster: Cluster, config: Config, client: Client, follower: Event
                deadline: float) -> float:
     """Until both groups are settled and probes through every partition have run."""
     started = time.monotonic()
-    admin = cluster.admin()
+    admin = cluster.groups()
     settings = cluster.settings
     groups = [(f"{settings.topic_prefix}.processor", settings.calls_topic, config.processors),
               (f"{settings.topic_prefix}.workers", settings.executions_topic, config.workers)]
