@@ -222,8 +222,8 @@ class Restorer:
             first = consumer.poll(POLL_TIMEOUT)
             records = [first, *consumer.consume(BATCH_RECORDS - 1, 0)] if first is not None else []
             last = changelog.apply(db, _changelog_records(records, self.topic, partition))
-            if last is not None:
-                applied += len(records)
+            if last is not None:  # counted without the end-of-partition events
+                applied += sum(record.error() is None for record in records)
                 position = last + 1
             now = time.monotonic()
             if now - last_report >= PROGRESS_INTERVAL:
