@@ -25,6 +25,7 @@ from bench import (
     rolling,
     scale,
     scaling,
+    standby,
     submit,
     throughput,
     timers,
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, Bench] = {
     "rolling": rolling.run,
     "waiting": waiting.run,
     "after": after.run,
+    "standby": standby.run,
 }
 # What each benchmark measures, said as it starts.
 ABOUT = {
@@ -61,6 +63,7 @@ ABOUT = {
     "rolling": "rolling restarts (leave and stay) and scaling of three replicas under load",
     "waiting": "result() under unrelated event traffic, and many concurrent awaits",
     "after": "result(), status() and awaits on executions that finished before the first wait",
+    "standby": "what a standby copy costs: a cold copy, and two replicas under load, K=0 vs 1",
 }
 DEFAULT_OUT = Path(__file__).parent / "results"
 
