@@ -111,6 +111,11 @@ def kill_one(settings: Settings, workdir: Path, members: Mapping[str, dict[str, 
         if standby_replicas:
             copies_s = replicas.wait_copies(
                 started, standby_replicas * settings.partitions, 300 + keys / 20_000)
+        # Before the load, the DBs of what each replica owns and copies (without the data
+        # still in memtables).
+        disk = {name: replicas.db_bytes(workdir / f"state-{name}", settings.calls_topic,
+                                        held[name] | replicas.copied(r))
+                for name, r in started.items()}
         env.log(f"{what}: {keys:,} pending keys; partitions {held}"
                 + (f"; copies caught up in {copies_s:.0f}s" if copies_s is not None else ""))
         reader = env.LatencyReader(settings, settings.executions_topic)
@@ -140,6 +145,7 @@ def kill_one(settings: Settings, workdir: Path, members: Mapping[str, dict[str, 
     return {"keys": keys, "calls": total, "executions": found, "killed": sorted(held[names[0]]),
             "partitions": {name: sorted(ps) for name, ps in held.items()},
             "standby_replicas": standby_replicas, "copies_caught_up_s": copies_s,
+            "held_and_copied_bytes_live": disk,
             "takeover_s": max(lost) / 1000 if lost else None,
             "survivor_lateness_ms": env.summary(kept) if kept else None,
             "taken_over": taken,
@@ -259,6 +265,10 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
                    higher_is_better=False)
         result.row("same, changelog records the survivors restored to take over",
                    sum(t["records"] for t in taken), None, "count", higher_is_better=False)
+        disk = outcome["held_and_copied_bytes_live"]
+        result.row("same, a replica's DBs of its partitions and copies before the kill "
+                   "(memtables not counted)", sum(disk.values()) / len(disk) / 2**20, None,
+                   "MiB", f"(1+K)/N = {1 + k}/3 of the state", higher_is_better=False)
     result.details.update(cfstream=ours, raw=raw, group_protocol=protocol,
                           three={str(k): v for k, v in three.items()}, raw3=raw3)
     for outcome in (ours, *three.values()):

@@ -106,7 +106,18 @@ def takeovers(log: str) -> list[dict[str, Any]]:
             for p, n, s in TAKEN_OVER.findall(log)]
 
 
+def db_bytes(state_dir: Path, topic: str, partitions: Iterable[int]) -> int:
+    """Bytes on disk of a replica's DBs of ``partitions`` (memtables not flushed yet are not
+    there: the WAL is off; a stop flushes them)."""
+    return sum(env.dir_bytes(state_dir / topic / f"{p}.db") for p in partitions)
+
+
 # -- standby copies ---------------------------------------------------------------------------------
+
+def copied(replica: Service) -> set[int]:
+    """The partitions the replica keeps a copy of, as its /metrics reports them."""
+    return {int(p) for p in metrics(replica).get("cfstream_standby_lag_records", {})}
+
 
 def copies(replicas: Iterable[Service]) -> tuple[int, list[float]]:
     """(copies the replicas keep in all, the lag each copy last reported)."""

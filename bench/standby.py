@@ -181,15 +181,14 @@ def under_load(bootstrap: str, workdir: Path, standby_replicas: int, keys: int, 
                              - sum(pending.values()))
         # What each replica holds: its partitions and its copies (a DB of a partition it ran
         # before the split stays on its disk, and is counted apart).
-        kept = {name: held[name] | {int(p) for p in replicas.metrics(r).get(
-            "cfstream_standby_lag_records", {})} for name, r in members.items()}
+        kept = {name: held[name] | replicas.copied(r) for name, r in members.items()}
         sampler.close()
         lateness = [float(ts - e["due_ms"]) for _, ts, e in reader.records]
         for name in names:  # a stop flushes the memtables
             services.stop(name)
         disk = {name: env.dir_bytes(run_dir / f"state-{name}") for name in names}
-        kept_disk = {name: sum(env.dir_bytes(run_dir / f"state-{name}" / settings.calls_topic
-                                             / f"{p}.db") for p in kept[name]) for name in names}
+        kept_disk = {name: replicas.db_bytes(run_dir / f"state-{name}", settings.calls_topic,
+                                             kept[name]) for name in names}
         # Keys a replica holds: the pending ones of its partitions and copies, and a fired
         # marker for each call of the load (spread evenly, as the ids are random).
         kept_keys = {name: sum(pending[p] for p in kept[name])
