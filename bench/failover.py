@@ -11,7 +11,9 @@ restarted). From the executions topic:
   the kill, through the rebalance (p50 / p99);
 - **sources**: where each partition the survivors took over got its state, from their logs
   (``running from offset N (M changelog records restored, from a standby | from its disk |
-  cold)``).
+  cold)``); in the details also the survivors' lateness second by second after the kill, and
+  the standby copies they started after it (from their logs: a copy started then competes with
+  their own partitions).
 
 Two modes:
 
@@ -79,6 +81,17 @@ def split(records: list[tuple[int, int, int]], killed: set[int],
     return lost, kept
 
 
+def by_second(records: list[tuple[int, int, int]], killed: set[int],
+              kill_ms: int) -> list[dict[str, float]]:
+    """The survivors' lateness of the calls due in each second after the kill (SURVIVOR_WINDOW_MS
+    of them): when in the takeover it grows."""
+    seconds: dict[int, list[float]] = {}
+    for partition, due, fired in records:
+        if partition not in killed and kill_ms <= due < kill_ms + SURVIVOR_WINDOW_MS:
+            seconds.setdefault((due - kill_ms) // 1000, []).append(float(fired - due))
+    return [{"second": s, **env.summary(seconds[s])} for s in sorted(seconds)]
+
+
 def kill_later(service_pid: int, seconds: float, at: list[int]) -> threading.Timer:
     def kill() -> None:
         at.append(now_ms())
@@ -133,8 +146,9 @@ def kill_one(settings: Settings, workdir: Path, members: Mapping[str, dict[str, 
         found = reader.wait_count(total, 90 + keys / 50_000, what=f"{what}: executions fired")
         records = [(murmur2(e["id"].encode(), settings.partitions), e["due_ms"], ts)
                    for _, ts, e in reader.records]
-        taken = {name: replicas.takeovers(started[name].log()[seen[name]:])
-                 for name in names[1:]}
+        logs = {name: started[name].log()[seen[name]:] for name in names[1:]}
+        taken = {name: replicas.takeovers(log) for name, log in logs.items()}
+        copying = {name: replicas.copies_started(log) for name, log in logs.items()}
     finally:
         if reader is not None:
             reader.close()
@@ -148,7 +162,8 @@ def kill_one(settings: Settings, workdir: Path, members: Mapping[str, dict[str, 
             "held_and_copied_bytes_live": disk,
             "takeover_s": max(lost) / 1000 if lost else None,
             "survivor_lateness_ms": env.summary(kept) if kept else None,
-            "taken_over": taken,
+            "taken_over": taken, "copies_started": copying,
+            "survivor_lateness_by_second": by_second(records, held[names[0]], killed_at[0]),
             "sources": {source: sources.count(source) for source in sorted(set(sources))},
             "missing": total - len({e["id"] for _, _, e in reader.records})}
 

@@ -29,6 +29,9 @@ SAMPLE_INTERVAL = 1.0
 TAKEN_OVER = re.compile(r"\[(\d+)\]: running from offset \d+ \((\d+) changelog records restored, "
                         r"(from a standby|from its disk|cold)\)")
 SOURCES = {"from a standby": "standby", "from its disk": "disk", "cold": "cold"}
+# The line a replica logs when it starts a standby copy (cfstream/processor/standby.py).
+COPY_STARTED = re.compile(r"\[(\d+)\]: standby copy from offset (\d+) \(the changelog ends at "
+                          r"(\d+)\)")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -110,6 +113,13 @@ def db_bytes(state_dir: Path, topic: str, partitions: Iterable[int]) -> int:
     """Bytes on disk of a replica's DBs of ``partitions`` (memtables not flushed yet are not
     there: the WAL is off; a stop flushes them)."""
     return sum(env.dir_bytes(state_dir / topic / f"{p}.db") for p in partitions)
+
+
+def copies_started(log: str) -> list[dict[str, int]]:
+    """The standby copies a replica's log says it started: partition, the offset it starts
+    from, where the changelog ended (what it had to copy is the difference)."""
+    return [{"partition": int(p), "from": int(start), "end": int(end)}
+            for p, start, end in COPY_STARTED.findall(log)]
 
 
 # -- standby copies ---------------------------------------------------------------------------------
