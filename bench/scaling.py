@@ -13,7 +13,6 @@ to another topic, timed until the target holds every record.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -22,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import calls, env
+from bench.replicas import CLOCK_TICKS, cpu_seconds
 from cfstream.client import Client
 from cfstream.dev.services import Service
 from cfstream.settings import Settings
 
 TARGET_SPEEDUP = 1.6
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def box_busy() -> tuple[float, float]:
@@ -35,14 +34,7 @@ def box_busy() -> tuple[float, float]:
     with open("/proc/stat") as stat:
         fields = [int(x) for x in stat.readline().split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return (sum(fields) - idle) / CLOCK_TICKS, sum(fields) / CLOCK_TICKS
 
 
 def filled(bootstrap: str, name: str, total: int) -> Settings:
@@ -71,13 +63,13 @@ def timed(what: str, end: int, progress: Callable[[], int], pids: Callable[[], S
         done = progress()
         if done != last and first is None:
             first = (time.monotonic(), done)
-            before = {pid: cpu_s(pid) for pid in pids()}
+            before = {pid: cpu_seconds(pid) for pid in pids()}
             box_before = box_busy()
         last = done
         bar(done)
         time.sleep(0.05)
     finished = time.monotonic()
-    after = {pid: cpu_s(pid) for pid in before}
+    after = {pid: cpu_seconds(pid) for pid in before}
     busy, total = box_busy()
     bar.finish()
     assert first is not None  # noqa: S101 - the loop ends only after a movement
