@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import IO, Any
@@ -29,6 +31,8 @@ from cfstream.kafka.config import admin_config
 from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+PARENT_CHECK_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -160,5 +164,15 @@ def main(stdin: IO[str], stdout: IO[str]) -> None:
         stdout.flush()
 
 
+def _exit_with(parent: int) -> None:
+    """Exit once ``parent`` is gone (killed with -9, it closes no pipe in time for a request
+    that waits on the cluster)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_INTERVAL)
+    os._exit(0)
+
+
 if __name__ == "__main__":
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     main(sys.stdin, sys.stdout)
+    os._exit(0)  # not waiting on librdkafka's teardown while the cluster is unreachable

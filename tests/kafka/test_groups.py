@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError
@@ -59,3 +60,28 @@ def test_an_error_carries_its_kafka_code(settings: Settings) -> None:
                                      KafkaError._ALL_BROKERS_DOWN)
     finally:
         groups.close()
+
+
+def test_the_reader_exits_when_its_parent_is_killed(settings: Settings, tmp_path: Any) -> None:
+    """A replica killed with -9 leaves no reader behind."""
+    import subprocess
+    import sys
+    import time
+
+    script = ("import sys, time\n"
+              "from cfstream.kafka.groups import Groups\n"
+              "from cfstream.settings import Settings\n"
+              f"groups = Groups(Settings(bootstrap_servers={settings.bootstrap_servers!r}))\n"
+              "groups.describe('g', 5).result(30)\n"
+              "print(groups._child.pid, flush=True)\n"
+              "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{child}") and "zombie" not in open(
+            f"/proc/{child}/status").read().lower():
+        assert time.monotonic() < deadline, "the reader outlived its parent"
+        time.sleep(0.1)
