@@ -34,6 +34,10 @@ BATCH_RECORDS = 10_000
 POLL_TIMEOUT = 0.5
 PROGRESS_INTERVAL = 5.0
 COUNT_CHUNK = 50_000
+# The count walks every slot in Python; it lets go of the GIL this often, or the loop's thread,
+# which takes the GIL back after each poll, flush and write, waits out 5 ms switch intervals
+# behind it (a survivor's fire lateness p99 reached 263 ms while it counted 1.67M slots).
+COUNT_YIELD = 1_000
 # With standby copies to keep, how long the thread waits for their records before it looks for
 # a job again; with none, how long it waits for a job before it looks at what to copy.
 TAIL_POLL = 0.05
@@ -171,8 +175,10 @@ class Restorer:
                 break
             pending += b'"call"' in it.value()
             seen += 1
-            if seen % COUNT_CHUNK == 0 and job.cancelled.is_set():
-                raise Cancelled
+            if seen % COUNT_YIELD == 0:
+                time.sleep(0.0005)
+                if seen % COUNT_CHUNK == 0 and job.cancelled.is_set():
+                    raise Cancelled
             it.next()
         del it
         self.results.put(Counted(job.partition, pending))
