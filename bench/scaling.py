@@ -51,6 +51,7 @@ def timed(what: str, end: int, progress: Callable[[], int], pids: Callable[[], S
     """Poll ``progress`` until it reaches ``end``; calls/s from its first movement, and the CPU
     the processes ``pids`` and the whole box spent meanwhile."""
     bar = env.Progress(what, end, "records")
+    began = time.monotonic()
     first = None
     deadline = time.monotonic() + timeout
     last = 0
@@ -73,6 +74,8 @@ def timed(what: str, end: int, progress: Callable[[], int], pids: Callable[[], S
     busy, total = box_busy()
     bar.finish()
     assert first is not None  # noqa: S101 - the loop ends only after a movement
+    if first[1] >= end:  # all of it done by the first look: time it from the start
+        first = (began, 0)
     seconds = finished - first[0]
     return {"per_s": (end - first[1]) / seconds, "seconds": seconds,
             "process_cpu_s": [after[pid] - before[pid] for pid in before],

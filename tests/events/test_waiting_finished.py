@@ -191,7 +191,9 @@ def test_a_reader_that_remembers_less_than_the_run_goes_back_for_the_rest(
                 assert event["type"] == ("failed" if execution_id in finished.failed
                                          else "succeeded")
 
-        assert timed(collect) < 2 * PASS_S  # ~1.6 s here, 4 ms for each forgotten id
+        # ~1.6 s here, 4 ms for each forgotten id; 10.5 s once beside the cluster chaos test's
+        # three JVMs. One wait per id read back one by one would take minutes.
+        assert timed(collect) < 4 * PASS_S
         assert waiters.remembered() <= RUN // 2
     finally:
         waiters.close()
