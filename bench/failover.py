@@ -112,14 +112,7 @@ def kill_one(settings: Settings, workdir: Path, members: Mapping[str, dict[str, 
     client = Client(settings)
     names = list(members)
     try:
-        started = {name: services.processor(name, workdir / f"state-{name}", **extra)
-                   for name, extra in members.items()}
-        for replica in started.values():
-            replica.wait_ready(300 + keys / 5_000)
-        held = replicas.wait_split(settings, settings.processor_group, settings.calls_topic,
-                                   started)
-        for replica in started.values():  # what moved in the split is restored again
-            replica.wait_ready(300 + keys / 5_000)
+        started, held = replicas.launch_split(settings, services, members, 300 + keys / 5_000)
         copies_s = None
         if standby_replicas:
             copies_s = replicas.wait_copies(

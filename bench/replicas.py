@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from bench import env
-from cfstream.dev.services import Service
+from cfstream.dev.services import Service, Services
 from cfstream.kafka.config import admin_config
 from cfstream.settings import Settings
 
@@ -76,6 +76,21 @@ def wait_split(settings: Settings, group: str, topic: str, members: Mapping[str,
 
 
 # -- a replica's readings ---------------------------------------------------------------------------
+
+def launch_split(settings: Settings, services: Services, members: Mapping[str, Mapping[str, str]],
+                 ready_s: float) -> tuple[dict[str, Service], dict[str, set[int]]]:
+    """Processor replicas named and configured by ``members`` (each's state in the services'
+    workdir), once they split the calls topic and each is ready again after the split (what
+    moved in it is restored again). Returns them and what each holds."""
+    started = {name: services.processor(name, services.workdir / f"state-{name}", **extra)
+               for name, extra in members.items()}
+    for replica in started.values():
+        replica.wait_ready(ready_s)
+    held = wait_split(settings, settings.processor_group, settings.calls_topic, started)
+    for replica in started.values():
+        replica.wait_ready(ready_s)
+    return started, held
+
 
 def metrics(service: Service) -> dict[str, dict[str, float]]:
     """The replica's cfstream_* series: name -> {its label values joined by ",": value}; empty

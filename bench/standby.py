@@ -147,16 +147,10 @@ def under_load(bootstrap: str, workdir: Path, standby_replicas: int, keys: int, 
     # Stopped, a replica stays in the group (no leave), so nothing moves while the state dirs
     # are read.
     try:
-        members = {name: services.processor(
-            name, run_dir / f"state-{name}",
-            **{**replicas.static_env(name, k), "CFSTREAM_LEAVE_ON_STOP": "false"})
-            for name in names}
-        for replica in members.values():
-            replica.wait_ready(300 + keys / 5_000)
-        held = replicas.wait_split(settings, settings.processor_group, settings.calls_topic,
-                                   members)
-        for replica in members.values():  # what moved in the split is restored again
-            replica.wait_ready(300 + keys / 5_000)
+        members, held = replicas.launch_split(
+            settings, services,
+            {name: {**replicas.static_env(name, k), "CFSTREAM_LEAVE_ON_STOP": "false"}
+             for name in names}, 300 + keys / 5_000)
         # Caught up to the last record, so the CPU measured is the load's alone.
         caught_up_s = (replicas.wait_copies(members, k * settings.partitions, 300 + keys / 5_000,
                                             max_lag=0) if k else 0.0)

@@ -315,9 +315,7 @@ class Chaos:
         last = describe_group(admin, group)
         seen = describe_errors.get(group, "?") if last is None else (
             f"state {last.state}, members "
-            + "; ".join(f"{m.member_id[-12:]}: "
-                        f"{sorted((tp.topic, tp.partition) for tp in m.assignment.topic_partitions) if m.assignment else None}"
-                        for m in last.members))
+            + "; ".join(f"{m.member_id[-12:]}: {sorted(m.partitions)}" for m in last.members))
         log(f"{name}: group {group} did not settle within {REJOIN_TIMEOUT:.0f}s; last seen: "
             f"{seen}; members before the kill: {sorted(x[-12:] for x in before)}")
 
