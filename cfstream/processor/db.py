@@ -79,6 +79,11 @@ class Databases:
     def path(self, partition: int) -> Path:
         return self.root / f"{partition}.db"
 
+    def holds_state(self, partition: int) -> bool:
+        """Whether the partition's DB on disk holds anything: a restore cancelled before its
+        first flush leaves a DB directory with no table file, which is as good as none."""
+        return any(self.path(partition).glob("*.sst"))
+
     def on_disk(self) -> list[int]:
         """The partitions with a DB under the root."""
         return sorted(int(path.name[:-3]) for path in self.root.glob("*.db")

@@ -9,7 +9,8 @@ owned, and that thread serves restores first: standbys are tailed only while no 
 
 A copy the replica has no DB for on disk starts only after ``standby_delay`` seconds of being
 wanted, so a rolling restart, which moves partitions for a few seconds, does not make the
-survivors copy each other's partitions in full for nothing. A DB found on disk is tailed at once.
+survivors copy each other's partitions in full for nothing. A DB found on disk with state in it
+is tailed at once.
 A DB on disk that is neither owned, copied nor wanted for CLEANUP_DELAY is deleted (Kafka
 Streams' state.cleanup.delay.ms), so a replica's disk holds what it serves, not every partition
 it ever held.
@@ -90,7 +91,7 @@ class Standbys:
         for partition in wanted:
             if partition in self.copies or partition in owned:
                 continue
-            if not self.warm and not self.databases.path(partition).exists():
+            if not self.warm and not self.databases.holds_state(partition):
                 since = self._since.setdefault(partition, now)
                 if now - since < self.delay:
                     continue

@@ -114,6 +114,26 @@ def test_copies_no_longer_wanted_close_and_cold_ones_wait(settings: Settings,
         restorer.close()
 
 
+def test_an_empty_db_left_by_a_cancelled_restore_waits_like_none(settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path,
+                                           "standby_delay": 2.0})
+    ensure_topics(settings)
+    send(settings, 0, [("x", slot("x", 1, 1))], offset=0)
+    databases = Databases(tmp_path, settings.calls_topic)
+    close(databases.open(0))  # a DB directory with no table file in it
+    assert databases.path(0).exists() and not databases.holds_state(0)
+    restorer = Restorer(settings, databases, lambda p, n: None)
+    standbys = restorer.standbys
+    try:
+        began = time.monotonic()
+        standbys.want({0})
+        until(lambda: 0 in standbys.copies)
+        assert time.monotonic() - began >= 2.0
+    finally:
+        restorer.close()
+
+
 def test_a_restore_with_no_copy_says_where_its_db_came_from(restorer: Restorer) -> None:
     send(restorer.settings, 1, [("a", slot("a", 1, 1))], offset=0)
     restorer.restore(1)
