@@ -30,6 +30,7 @@ from bench import (
     throughput,
     timers,
     waiting,
+    worker,
 )
 
 Bench = Callable[[str, Path, bool, bool, dict[str, Any]], env.Result]
@@ -49,6 +50,7 @@ BENCHMARKS: dict[str, Bench] = {
     "waiting": waiting.run,
     "after": after.run,
     "standby": standby.run,
+    "worker": worker.run,
 }
 # What each benchmark measures, said as it starts.
 ABOUT = {
@@ -64,6 +66,7 @@ ABOUT = {
     "waiting": "result() under unrelated event traffic, and many concurrent awaits",
     "after": "result(), status() and awaits on executions that finished before the first wait",
     "standby": "what a standby copy costs: a cold copy, and two replicas under load, K=0 vs 1",
+    "worker": "executions/s and CPU per execution of one worker, no-op, sleeping and async tasks",
 }
 DEFAULT_OUT = Path(__file__).parent / "results"
 

@@ -1,0 +1,184 @@
+"""Workers: executions/s one worker runs off a filled executions topic, and its CPU per execution.
+
+Each round writes ``n`` executions of one task to an executions topic of its own, as the
+processor writes them, then starts one worker (``cfstream worker bench.bench_tasks``, default
+settings unless said) and reads the events topic: the rate is the executions ended (``succeeded``)
+over the time from the first ``started`` event to the last ``succeeded`` one, both stamped by the
+worker. The worker's CPU is read from /proc over the same stretch.
+
+Tasks: a no-op, one that sleeps 1 ms (the rate concurrency allows is ``concurrency / 1 ms``), and
+an async one that awaits a 1 ms sleep.
+
+Baseline, in the same run: a raw confluent-kafka loop with the worker's guarantees and nothing
+else: take a batch of executions, produce a ``started`` record for each and flush, produce an
+outcome record for each and flush, commit the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from bench import bench_tasks, env
+from bench.replicas import cpu_seconds
+from cfstream.calls import new_call
+from cfstream.codec import dumps
+from cfstream.kafka.config import consumer_config
+from cfstream.settings import Settings
+from cfstream.wire import FiredCall
+
+ROUNDS = 3
+DEFAULT_CONCURRENCY = Settings.model_fields["worker_concurrency"].default
+TASKS = {
+    "no-op": bench_tasks.noop,
+    "1 ms sleep": bench_tasks.sleep_1ms,
+    "async 1 ms sleep": bench_tasks.async_sleep_1ms,
+}
+
+
+def fill(settings: Settings, task_name: str, total: int) -> None:
+    """``total`` executions of ``task_name`` on the executions topic, each its own key."""
+    producer = env.raw_producer(settings)
+    progress = env.Progress(f"worker: filling {settings.executions_topic}", total)
+    for i in range(total):
+        call = new_call(task_name, {"i": i}, {}, delay_ms=0, defer_key=None, max_wait_ms=None)
+        fired = FiredCall(call, due_ms=call.submitted_ms, fired_ms=call.submitted_ms)
+        env.produce(producer, settings.executions_topic, call.key.encode(),
+                    dumps(fired.to_dict()))
+        progress(i + 1)
+    producer.flush(60)
+    progress.finish()
+
+
+class EventTimes:
+    """Reads the events topic from the beginning: when the first ``started`` and the last
+    ``succeeded`` event were stamped, and how many succeeded."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.consumer = Consumer(consumer_config(settings, None))
+        topic = settings.events_topic
+        parts = self.consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        self.first_started: int | None = None
+        self.last_ended = 0
+        self.ended = 0
+
+    def read(self) -> None:
+        for message in self.consumer.consume(10_000, 0.1):
+            if message.error() is not None:
+                continue
+            event = json.loads(message.value() or b"{}")
+            if event.get("type") == "started":
+                stamp = event["ts_ms"]
+                self.first_started = min(self.first_started or stamp, stamp)
+            elif event.get("type") in ("succeeded", "failed"):
+                self.ended += 1
+                self.last_ended = max(self.last_ended, event["ts_ms"])
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def cfstream_round(bootstrap: str, workdir: Path, task_name: str, total: int,
+                   concurrency: int | None) -> dict[str, float]:
+    settings = env.new_settings(bootstrap, "worker")
+    fill(settings, task_name, total)
+    services = env.services(settings, workdir)
+    events = EventTimes(settings)
+    try:
+        worker = services.worker(concurrency=concurrency)
+        worker.wait_ready()
+        cpu_before = cpu_seconds(worker.pid)
+        progress = env.Progress("worker: executions ended", total)
+        deadline = time.monotonic() + max(120.0, total / 200)
+        while events.ended < total and time.monotonic() < deadline:
+            events.read()
+            progress(events.ended)
+        progress.finish()
+        cpu = cpu_seconds(worker.pid) - cpu_before
+    finally:
+        events.close()
+        services.close()
+    if events.ended < total or events.first_started is None:
+        raise RuntimeError(f"worker: {events.ended} of {total} executions ended in time")
+    seconds = max(events.last_ended - events.first_started, 1) / 1000
+    return {"per_s": total / seconds, "cpu_us": cpu / total * 1e6}
+
+
+def raw_round(bootstrap: str, total: int) -> dict[str, float]:
+    """The raw loop (see the module's doc) over ``total`` executions."""
+    settings = env.new_settings(bootstrap, "worker-raw")
+    fill(settings, bench_tasks.noop.name, total)
+    consumer = Consumer(consumer_config(settings, f"{settings.topic_prefix}-raw",
+                                        **{"auto.offset.reset": "earliest"}))
+    consumer.subscribe([settings.executions_topic])
+    producer = env.raw_producer(settings, settings.events_topic)
+    done = 0
+    began: float | None = None
+    cpu_before = time.process_time()
+    deadline = time.monotonic() + max(120.0, total / 200)
+    try:
+        while done < total and time.monotonic() < deadline:
+            batch = [m for m in consumer.consume(500, 0.1) if m.error() is None]
+            if not batch:
+                continue
+            if began is None:
+                began = time.monotonic()
+            ids = [json.loads(m.value() or b"{}")["id"].encode() for m in batch]
+            for id_ in ids:
+                env.produce(producer, settings.events_topic, id_,
+                            dumps({"type": "started", "id": id_.decode(),
+                                   "ts_ms": int(time.time() * 1000)}))
+            producer.flush(30)
+            for id_ in ids:
+                env.produce(producer, settings.events_topic, id_,
+                            dumps({"type": "succeeded", "id": id_.decode(),
+                                   "ts_ms": int(time.time() * 1000), "result": None}))
+            producer.flush(30)
+            consumer.commit(asynchronous=False)
+            done += len(batch)
+        elapsed = time.monotonic() - (began or time.monotonic())
+        cpu = time.process_time() - cpu_before
+    finally:
+        consumer.close()
+    if done < total:
+        raise RuntimeError(f"raw worker loop: {done} of {total} executions in time")
+    return {"per_s": total / max(elapsed, 1e-3), "cpu_us": cpu / total * 1e6}
+
+
+def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
+        shared: dict[str, Any]) -> env.Result:
+    total = 3_000 if quick else 30_000
+    rounds = 1 if quick else ROUNDS
+    result = env.Result("worker")
+    raw = [raw_round(bootstrap, total) for _ in range(rounds)]
+    raw_rate = statistics.median(r["per_s"] for r in raw)
+    raw_cpu = statistics.median(r["cpu_us"] for r in raw)
+    details: dict[str, Any] = {"executions": total, "rounds": rounds, "raw": raw}
+    for label, task in TASKS.items():
+        ours = [cfstream_round(bootstrap, workdir, task.name, total, None)
+                for _ in range(rounds)]
+        rate = statistics.median(r["per_s"] for r in ours)
+        cpu = statistics.median(r["cpu_us"] for r in ours)
+        details[label] = ours
+        if label == "no-op":
+            result.row("executions/s, no-op task, default settings", rate, raw_rate,
+                       "executions/s", ">= 20k/s and >= 0.3x raw")
+            result.row("worker CPU per execution, no-op task", cpu, raw_cpu, "us",
+                       higher_is_better=False)
+        else:
+            bound = DEFAULT_CONCURRENCY / 0.001
+            result.row(f"executions/s, {label}, concurrency {DEFAULT_CONCURRENCY}", rate, bound,
+                       "executions/s", ">= 0.8x concurrency / 1 ms")
+    result.details.update(details)
+    result.notes.append("raw: consume a batch -> produce a started record each, flush -> "
+                        "produce an outcome record each, flush -> commit; median of "
+                        f"{rounds} rounds of {total:,} executions each. For the sleeping "
+                        "tasks the 'raw' column is the bound concurrency allows, "
+                        f"{DEFAULT_CONCURRENCY} / 1 ms.")
+    return result
