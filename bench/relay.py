@@ -3,7 +3,8 @@
     python -m bench.relay BOOTSTRAP SOURCE TARGET GROUP
 
 Per record what the least processor would do: decode its JSON and produce it on, in batches of
-up to 1000 as benchmark 1's raw relay does; runs until SIGTERM.
+up to 1000 as benchmark 1's raw relay does; runs until SIGTERM. Says ``holds N`` on stdout
+whenever the partitions it holds change.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import signal
 import sys
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 
 def forward(messages: list[Message], producer: Producer, target: str) -> int:
@@ -46,7 +47,17 @@ def main(bootstrap: str, source: str, target: str, group: str) -> None:
                          "partition.assignment.strategy": "cooperative-sticky",
                          "auto.offset.reset": "earliest"})
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    consumer.subscribe([source])
+    held: set[int] = set()
+
+    def assigned(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        held.update(tp.partition for tp in partitions)
+        print(f"holds {len(held)}", flush=True)  # the harness times from when all hold some
+
+    def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        held.difference_update(tp.partition for tp in partitions)
+        print(f"holds {len(held)}", flush=True)
+
+    consumer.subscribe([source], on_assign=assigned, on_revoke=revoked, on_lost=revoked)
     while not stopping:
         forward(consumer.consume(1000, 0.1), producer, target)
         producer.poll(0)

@@ -117,6 +117,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
+def cpu_by_thread(pid: int) -> dict[str, float]:
+    """CPU seconds of process ``pid`` so far by kind of thread: its name with digits and what
+    follows a colon dropped (librdkafka's ``rdk:broker3`` counts as ``rdk``, RocksDB's
+    ``rocksdb:low2`` as ``rocksdb``, the Python threads by their names)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        kind = re.sub(r"[\d-]+$", "", name.split(":")[0]) or name
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
+
+
 def takeovers(log: str) -> list[dict[str, Any]]:
     """The partitions a replica's log says it started running: partition, changelog records
     restored, where its state came from (standby, disk or cold)."""

@@ -30,11 +30,12 @@ from cfstream.calls import new_call
 from cfstream.codec import dumps
 from cfstream.kafka.config import consumer_config
 from cfstream.settings import Settings
+from cfstream.task import Task
 from cfstream.wire import FiredCall
 
 ROUNDS = 3
 DEFAULT_CONCURRENCY = Settings.model_fields["worker_concurrency"].default
-TASKS = {
+TASKS: dict[str, Task[Any, Any]] = {
     "no-op": bench_tasks.noop,
     "1 ms sleep": bench_tasks.sleep_1ms,
     "async 1 ms sleep": bench_tasks.async_sleep_1ms,
