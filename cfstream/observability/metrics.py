@@ -154,3 +154,12 @@ class WorkerMetrics(_CommonMetrics):
         self.retries = _counter(
             r, "retries", "Failed attempts put back on the calls topic to run again, by task.",
             "task")
+        self._by_task: dict[tuple[Counter, str], Any] = {}
+
+    def count(self, counter: Counter, task: str) -> None:
+        """``counter{task=task}`` + 1; the labelled child is looked up once a task (labels()
+        costs more than the rest of an execution's metrics)."""
+        child = self._by_task.get((counter, task))
+        if child is None:
+            child = self._by_task[(counter, task)] = counter.labels(task=task)
+        child.inc()

@@ -1,16 +1,20 @@
 """Running tasks off the worker's thread.
 
-Sync tasks run in a pool of ``concurrency`` threads, async ones on an event loop in a thread of
-its own. Either way the outcome comes back through a queue that the worker's thread reads, so
-all Kafka work stays on that one thread.
+``concurrency`` task threads take executions from one queue, so a slot that frees up takes the
+next execution at once, without a turn of the worker's loop in between. Sync tasks run in the
+thread; async ones on an event loop in a thread of its own, while the task thread that took them
+waits, so ``concurrency`` bounds both. Outcomes come back through a queue that the worker's
+thread reads, so all Kafka work stays on that one thread. How long each task held its thread is
+told to ``timed`` (from the worker's thread): :mod:`cfstream.worker.starting` paces
+announcements with it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,37 +26,36 @@ Finished = tuple[Job, execute.Outcome]
 
 
 class Dispatcher:
-    def __init__(self, tasks: dict[str, Task[Any, Any]], concurrency: int) -> None:
+    def __init__(self, tasks: dict[str, Task[Any, Any]], concurrency: int,
+                 timed: Callable[[float], None] = lambda seconds: None) -> None:
         self.tasks = tasks
         self.concurrency = concurrency
-        self.running: dict[str, Job] = {}  # id -> job, from start to its outcome being taken
-        self._outcomes: queue.Queue[Finished] = queue.Queue()
-        self._pool = concurrent.futures.ThreadPoolExecutor(concurrency,
-                                                           thread_name_prefix="cfstream-task")
+        self.timed = timed
+        # id -> job, from submit() until its outcome is taken: queued or running.
+        self.running: dict[str, Job] = {}
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        # (job, outcome, seconds it held its thread)
+        self._outcomes: queue.SimpleQueue[tuple[Job, execute.Outcome, float]] = (
+            queue.SimpleQueue())
+        self._threads = [threading.Thread(target=self._serve, name=f"cfstream-task_{i}",
+                                          daemon=True) for i in range(concurrency)]
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever,
                                              name="cfstream-async", daemon=True)
 
     def open(self) -> None:
         self._loop_thread.start()
-
-    def free(self) -> int:
-        return self.concurrency - len(self.running)
+        for thread in self._threads:
+            thread.start()
 
     def has_outcomes(self) -> bool:
         return not self._outcomes.empty()
 
-    def start(self, job: Job) -> None:
-        """Run ``job``'s task; its outcome is then among :meth:`outcomes`."""
+    def submit(self, job: Job) -> None:
+        """Run ``job``'s task once a task thread is free; its outcome is then among
+        :meth:`outcomes`."""
         self.running[job.id] = job
-        target, ready = execute.prepare(self.tasks.get(job.call.task), job.call)
-        if ready is not None:
-            self._outcomes.put((job, ready))
-        elif asyncio.iscoroutine(target):
-            future = asyncio.run_coroutine_threadsafe(target, self._loop)
-            future.add_done_callback(self._collect(job))
-        else:
-            self._pool.submit(target).add_done_callback(self._collect(job))
+        self._queue.put(job)
 
     def outcomes(self, wait: float = 0.0) -> list[Finished]:
         """The outcomes that came in (waiting up to ``wait`` seconds for the first); their jobs
@@ -61,30 +64,45 @@ class Dispatcher:
             first = self._outcomes.get(timeout=wait) if wait > 0 else self._outcomes.get_nowait()
         except queue.Empty:
             return []
-        finished = [first]
+        taken = [first]
         while True:
             try:
-                finished.append(self._outcomes.get_nowait())
+                taken.append(self._outcomes.get_nowait())
             except queue.Empty:
                 break
-        for job, _ in finished:
+        for job, _, seconds in taken:
             self.running.pop(job.id, None)
-        return finished
+            self.timed(seconds)
+        return [(job, outcome) for job, outcome, _ in taken]
 
     def close(self) -> None:
-        """Stop taking tasks; those still running are abandoned (they run again elsewhere)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop taking tasks; those still queued or running are abandoned (they run again
+        elsewhere)."""
+        while True:  # what is still queued is not started
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._threads:
+            self._queue.put(None)
         if self._loop_thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
 
-    def _collect(self, job: Job) -> Callable[[concurrent.futures.Future[Any]], None]:
-        def done(future: concurrent.futures.Future[Any]) -> None:
-            if future.cancelled():
-                return
-            error = future.exception()
-            if error is not None:
-                outcome = execute.from_exception(error)
+    def _serve(self) -> None:
+        while (job := self._queue.get()) is not None:
+            began = time.monotonic()
+            outcome = self._run(job)
+            self._outcomes.put((job, outcome, time.monotonic() - began))
+
+    def _run(self, job: Job) -> execute.Outcome:
+        target, ready = execute.prepare(self.tasks.get(job.call.task), job.call)
+        if ready is not None:
+            return ready
+        try:
+            if asyncio.iscoroutine(target):
+                value = asyncio.run_coroutine_threadsafe(target, self._loop).result()
             else:
-                outcome = execute.success(future.result(), job.call.task)
-            self._outcomes.put((job, outcome))
-        return done
+                value = target()
+        except BaseException as exc:  # noqa: BLE001 - whatever a task raises is its outcome
+            return execute.from_exception(exc)
+        return execute.success(value, job.call.task)

@@ -3,8 +3,10 @@
 Each turn of the loop, on one thread:
     take the records that are there -> skip those that ran already (:mod:`.dedupe`), dead-letter
     the unreadable (:mod:`.reporting`), merge the rest into the backlog by defer key
-    -> start what fits: ``started`` events flushed together, then the tasks (:mod:`.dispatch`)
-    -> report the outcomes that came back -> commit (every so often) what is done
+    -> hand the executions whose ``started`` event Kafka has to the task threads
+    (:mod:`.dispatch`) -> report the outcomes that came back -> announce the next executions:
+    produce their ``started`` events, without waiting (:mod:`.starting` says how many)
+    -> commit (every so often) what is done
 An execution's offset is committed only once what ends it is delivered (:mod:`.offsets`).
 
 The consumer and producer are passed in; :mod:`cfstream.worker.run` makes the real ones, and
@@ -36,11 +38,12 @@ from cfstream.worker.jobs import Job
 from cfstream.worker.offsets import OffsetTracker
 from cfstream.worker.reporting import Reporter
 from cfstream.worker.seen import SeenEvents
+from cfstream.worker.starting import Starts
 
 logger = logging.getLogger(__name__)
 
 # Executions fetched ahead of the running ones; past it the worker pauses fetching.
-MAX_BACKLOG = 1_000
+MAX_BACKLOG = 10_000
 # Records taken per turn after the first.
 BATCH_MAX = 500
 COMMIT_INTERVAL = 1.0
@@ -67,7 +70,8 @@ class Worker:
         self.offsets = OffsetTracker()
         self.dedupe = Dedupe(seen or SeenEvents(settings))
         self.report = Reporter(settings, producer, self.offsets, self.metrics, self.name)
-        self.dispatcher = Dispatcher(tasks, settings.worker_concurrency)
+        self.starts = Starts(settings.worker_concurrency)
+        self.dispatcher = Dispatcher(tasks, settings.worker_concurrency, timed=self.starts.finished)
         self.running_loop = threading.Event()
         self.stopping = threading.Event()
         self.paused = False
@@ -103,6 +107,10 @@ class Worker:
     def turn(self, wait: float = 0.0) -> None:
         """Take the records that are there (waiting up to ``wait`` seconds for the first), start
         what fits, report what ended."""
+        if wait and self.starts.announced:
+            # Waiting for Kafka to take started events: a delivery ends the wait at once.
+            self.producer.poll(wait)
+            wait = 0.0
         # poll() returns as soon as a record is there; consume(n, t) would wait out t unless n
         # records came.
         first = self.consumer.poll(wait)
@@ -110,9 +118,9 @@ class Worker:
             self._take(first)
             for message in self.consumer.consume(BATCH_MAX, 0):
                 self._take(message)
-        self._start_ready()
+        self.producer.poll(0)  # deliveries: started events Kafka has, outcomes delivered
         self._report(self.dispatcher.outcomes())
-        self.producer.poll(0)
+        self._announce()
         self._flow_control()
 
     def stop(self) -> None:
@@ -136,16 +144,18 @@ class Worker:
     def _poll_wait(self) -> float:
         """No wait while there is something to do: waiting out POLL_WAIT before each round of
         ``worker_concurrency`` tasks held a backlog to a few hundred tasks a second."""
-        if self.dispatcher.has_outcomes() or (self.backlog and self.dispatcher.free()):
+        dispatcher = self.dispatcher
+        if dispatcher.has_outcomes() or (self.backlog and self.starts.room(len(dispatcher.running))):
             return 0.0
-        return BUSY_POLL_WAIT if self.dispatcher.running else POLL_WAIT
+        return BUSY_POLL_WAIT if dispatcher.running or self.starts else POLL_WAIT
 
     def _shutdown(self) -> None:
-        """Finish what runs (within the shutdown timeout), report it, commit, leave the group."""
+        """Finish what runs or was announced (within the shutdown timeout), report it, commit,
+        leave the group."""
         self._finish_running(lambda job: True)
-        if self.dispatcher.running:
-            logger.warning("%d tasks still running at shutdown; they will run again elsewhere",
-                           len(self.dispatcher.running))
+        if self.dispatcher.running or self.starts:
+            logger.warning("%d tasks still running or about to at shutdown; they will run again "
+                           "elsewhere", len(self.dispatcher.running) + len(self.starts))
         self.producer.flush(self.settings.shutdown_timeout)
         self.commit()
         self.consumer.close()
@@ -153,12 +163,15 @@ class Worker:
         self.dispatcher.close()
 
     def _finish_running(self, which: Callable[[Job], bool]) -> None:
-        """Report the outcomes of the running jobs ``which`` selects as they end, until none
-        runs or the shutdown timeout passes."""
+        """Run the announced jobs ``which`` selects (their ``started`` events may be on Kafka
+        already: left alone, the next owner would take them for lost) and report the outcomes
+        of those and of the running ones as they end, until none is left or the shutdown
+        timeout passes."""
         deadline = time.monotonic() + self.settings.shutdown_timeout
-        while (any(which(job) for job in self.dispatcher.running.values())
-               and time.monotonic() < deadline):
-            self._report(self.dispatcher.outcomes(wait=0.1))
+        while time.monotonic() < deadline and any(
+                which(job) for job in [*self.dispatcher.running.values(), *self.starts.jobs()]):
+            self.producer.poll(0.01 if self.starts.announced else 0)
+            self._report(self.dispatcher.outcomes(wait=0.0 if self.starts.announced else 0.05))
 
     def _update_lag(self) -> None:
         assigned = self.consumer.assignment()
@@ -185,7 +198,8 @@ class Worker:
         except InvalidRecord as exc:
             self.report.dead_letter(message, exc)
             return
-        if self.dedupe.done_here(job) or job.id in self.dispatcher.running:
+        if (self.dedupe.done_here(job) or job.id in self.dispatcher.running
+                or job.id in self.starts):
             self.offsets.finish(partition, offset)  # redelivered: it ran or runs here
             return
         if self._handled_elsewhere(job):  # redelivered: not merged, as if it were to run
@@ -209,19 +223,27 @@ class Worker:
 
     # -- running and reporting ------------------------------------------------------------------
 
-    def _start_ready(self) -> None:
-        starting: list[Job] = []
-        while len(starting) < self.dispatcher.free():
+    def _announce(self) -> None:
+        """Produce the ``started`` events of the next jobs, as many as :class:`Starts` allows;
+        each starts once Kafka has its event (:meth:`_delivered`)."""
+        room = self.starts.room(len(self.dispatcher.running))
+        while room > 0:
             job = self.backlog.pop()
             if job is None:
-                break
+                return
             if not self._handled_elsewhere(job):  # again: events read while it queued
-                self.report.started(job)
-                starting.append(job)
-        if starting:
-            self.report.flush(self.stopping)
-            for job in starting:
-                self.dispatcher.start(job)
+                self.starts.announce(job)
+                self.report.started(job, self._delivered)
+                room -= 1
+
+    def _delivered(self, job: Job, ok: bool) -> None:
+        """The ``started`` event of ``job`` is on Kafka: it goes to the task threads. Or Kafka
+        refused it: then it is produced again, and the job waits for it."""
+        if ok:
+            self.starts.delivered(job)
+            self.dispatcher.submit(job)
+        else:
+            self.report.started(job, self._delivered)
 
     def _handled_elsewhere(self, job: Job) -> bool:
         """Whether another worker already ran, merged or began this attempt (redelivered after

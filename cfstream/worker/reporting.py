@@ -9,7 +9,7 @@ next call. A record that is not delivered leaves the offset open, so the executi
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -39,21 +39,25 @@ class Reporter:
         self.metrics = metrics
         self.worker = worker
 
-    def started(self, job: Job) -> None:
-        self.metrics.executions_started.labels(task=job.call.task).inc()
-        self._emit(event("started", job.call, now_ms(), worker=self.worker,
-                         due_ms=job.execution.due_ms, fired_ms=job.execution.fired_ms))
+    def started(self, job: Job, delivered: Callable[[Job, bool], None]) -> None:
+        """Announce that ``job`` begins; ``delivered(job, ok)`` once Kafka has the event (ok) or
+        refused it. The task may begin only after ``ok``: if this process dies mid-run, the next
+        owner sees the event and does not run the task a second time."""
+        self.metrics.count(self.metrics.executions_started, job.call.task)
 
-    def flush(self, stopping: threading.Event) -> None:
-        """Wait until Kafka has every record so far (unless the worker is stopping): ``started``
-        must be there before a task runs, so that if this process dies mid-run, the next owner
-        sees it and does not run the task a second time."""
-        while self.producer.flush(1.0) and not stopping.is_set():
-            logger.warning("waiting for Kafka to take the started events")
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                logger.error("started event of %s not delivered: %s", job.id, err)
+            delivered(job, err is None)
+
+        self._produce(self.settings.events_topic, job.id.encode(),
+                      dumps(event("started", job.call, now_ms(), worker=self.worker,
+                                  due_ms=job.execution.due_ms, fired_ms=job.execution.fired_ms)),
+                      on_delivery)
 
     def outcome(self, job: Job, outcome: Outcome, policy: Retries | None) -> None:
         if outcome.type == "succeeded":
-            self.metrics.executions_succeeded.labels(task=job.call.task).inc()
+            self.metrics.count(self.metrics.executions_succeeded, job.call.task)
             self._emit(event("succeeded", job.call, now_ms(), worker=self.worker,
                              **outcome.fields), done=job)
         else:
@@ -63,7 +67,7 @@ class Reporter:
         """Report a failed attempt: as ``retrying`` once the retry is on the calls topic, if
         ``policy`` allows one; as ``failed`` otherwise."""
         call = job.call
-        self.metrics.executions_failed.labels(task=call.task).inc()
+        self.metrics.count(self.metrics.executions_failed, call.task)
         failed_ms = now_ms()
         retry = next_attempt(call, policy, outcome, failed_ms)
         if retry is None:
@@ -77,7 +81,7 @@ class Reporter:
                 self._emit(event("failed", call, now_ms(), worker=self.worker,
                                  **outcome.fields), done=job)
                 return
-            self.metrics.retries.labels(task=call.task).inc()
+            self.metrics.count(self.metrics.retries, call.task)
             self._emit(event("retrying", call, failed_ms, worker=self.worker,
                              attempt=call.attempt, next_attempt=retry.attempt,
                              retry_at_ms=retry.not_before_ms, **outcome.fields), done=job)

@@ -9,16 +9,16 @@ maps to a partition of the other. It rewinds when asked for events from further 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import OrderedDict
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from cfstream.clock import CLOCK_MARGIN_MS
+from cfstream.codec import loads
 from cfstream.errors import KafkaUnavailable
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.retry import offsets_since, watermarks
@@ -124,9 +124,8 @@ class SeenEvents:
                 # poll() returns at the first event; consume(n, t) would hold every event back
                 # until n came or t passed, and so sync() with it.
                 first = consumer.poll(POLL_WAIT)
-                for message in [] if first is None else [first, *consumer.consume(500, 0)]:
-                    if message.error() is None:
-                        self._remember(message.value(), message.partition(), message.offset())
+                if first is not None:
+                    self._remember([first, *consumer.consume(500, 0)])
         finally:
             consumer.close()
 
@@ -138,21 +137,30 @@ class SeenEvents:
         with self._cond:
             self._next.update(starts)
 
-    def _remember(self, raw: bytes | None, partition: int | None, offset: int | None) -> None:
-        try:
-            event = json.loads(raw or b"")
-            execution_id = event["id"]
-            order = event_order(event)
-        except (ValueError, KeyError, TypeError):
-            event = None  # not an event of ours; the events topic is not validated here
+    def _remember(self, messages: list[Message]) -> None:
+        """Keep the most advanced event of each execution, and where each partition is read
+        to (one lock a batch: this thread reads every worker's events)."""
+        read: list[tuple[str, tuple[int, int], dict[str, Any]]] = []
+        positions: dict[int, int] = {}
+        for message in messages:
+            partition, offset = message.partition(), message.offset()
+            if message.error() is not None or partition is None or offset is None:
+                continue
+            positions[partition] = offset + 1
+            try:
+                event = loads(message.value() or b"")
+                read.append((event["id"], event_order(event), event))
+            except (ValueError, KeyError, TypeError):
+                continue  # not an event of ours; the events topic is not validated here
         with self._cond:
-            if partition is not None and offset is not None:
-                self._next[partition] = max(self._next.get(partition, 0), offset + 1)
-            if event is not None:
-                known = self._latest.get(execution_id)
+            for partition, position in positions.items():
+                self._next[partition] = max(self._next.get(partition, 0), position)
+            latest = self._latest
+            for execution_id, order, event in read:
+                known = latest.get(execution_id)
                 if known is None or order >= event_order(known):
-                    self._latest[execution_id] = {k: event[k] for k in FIELDS if k in event}
-                    self._latest.move_to_end(execution_id)
-                    if len(self._latest) > self.max_remembered:
-                        self._latest.popitem(last=False)
+                    latest[execution_id] = {k: event[k] for k in FIELDS if k in event}
+                    latest.move_to_end(execution_id)
+            while len(latest) > self.max_remembered:
+                latest.popitem(last=False)
             self._cond.notify_all()

@@ -44,17 +44,28 @@ def _reset() -> None:
 
 def test_an_offset_is_committed_once_the_outcome_is_delivered(harness_of: Any) -> None:
     harness = harness_of(TASKS)
-    harness.producer.failing.add(harness.settings.events_topic)
+    harness.producer.failing_events.add("succeeded")
     harness.feed(fired("t:record", [1]))
     harness.run_until(lambda: RAN == [1] and not harness.worker.dispatcher.running)
     harness.worker.turn()
     assert harness.committed() == {}  # not delivered: read again by the next owner
-    harness.producer.failing.clear()
+    harness.producer.failing_events.clear()
     harness.feed(fired("t:record", [2]))
     harness.run_until(lambda: RAN == [1, 2] and len(harness.events("succeeded")) == 2)
     harness.worker.turn()
     assert harness.committed() == {}  # the first is still open
     assert harness.worker.offsets.pending(0) == 2
+
+
+def test_a_task_begins_only_once_kafka_has_its_started_event(harness_of: Any) -> None:
+    harness = harness_of(TASKS)
+    harness.producer.failing_events.add("started")
+    harness.feed(fired("t:record", [1]))
+    harness.run_until(lambda: len(harness.events("started")) >= 3)  # produced again and again
+    assert RAN == []
+    harness.producer.failing_events.clear()
+    harness.run_until(lambda: len(harness.events("succeeded")) == 1)
+    assert RAN == [1]
 
 
 def test_an_execution_that_ran_here_is_not_run_again(harness_of: Any) -> None:

@@ -110,11 +110,13 @@ class Sent:
 
 
 class FakeProducer:
-    """Delivers on poll() and flush(), as librdkafka does; records to ``failing`` topics fail."""
+    """Delivers on poll() and flush(), as librdkafka does; records to ``failing`` topics fail,
+    and so do events of the ``failing_events`` types."""
 
     def __init__(self) -> None:
         self.sent: list[Sent] = []
         self.failing: set[str] = set()
+        self.failing_events: set[str] = set()
         self._deliveries: list[tuple[Any, Sent]] = []
 
     def produce(self, topic: str, key: bytes | None = None, value: bytes | None = None,
@@ -135,9 +137,14 @@ class FakeProducer:
         deliveries, self._deliveries = self._deliveries, []
         for callback, sent in deliveries:
             if callback is not None:
-                error = KafkaError(KafkaError.REQUEST_TIMED_OUT) if sent.topic in self.failing else None
+                error = (KafkaError(KafkaError.REQUEST_TIMED_OUT) if self._fails(sent) else None)
                 callback(error, FakeMessage(sent.value, -1, sent.key, topic=sent.topic))
         return len(deliveries)
+
+    def _fails(self, sent: Sent) -> bool:
+        return sent.topic in self.failing or (
+            bool(self.failing_events) and sent.topic.endswith(".events")
+            and sent.record.get("type") in self.failing_events)
 
     def on(self, topic: str) -> list[dict[str, Any]]:
         return [sent.record for sent in self.sent if sent.topic == topic]
