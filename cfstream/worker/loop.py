@@ -154,8 +154,10 @@ class Worker:
         leave the group."""
         self._finish_running(lambda job: True)
         if self.dispatcher.running or self.starts:
-            logger.warning("%d tasks still running or about to at shutdown; they will run again "
-                           "elsewhere", len(self.dispatcher.running) + len(self.starts))
+            logger.warning("%d executions still running or announced at the shutdown timeout: "
+                           "the next owner of their partitions reports them lost (or retries "
+                           "them, if their tasks retry)",
+                           len(self.dispatcher.running) + len(self.starts))
         self.producer.flush(self.settings.shutdown_timeout)
         self.commit()
         self.consumer.close()
