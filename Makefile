@@ -41,7 +41,7 @@ check-browser:
 
 # Two test processes share one broker; each test module runs whole, in order, in one of them.
 test: check-browser lint check-deploy
-	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder
+	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder --durations=15
 
 # Benchmarks beside raw Kafka (~15 min; `--quick` runs in the test suite). Results: bench/results.
 bench: setup
