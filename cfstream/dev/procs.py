@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -83,11 +84,33 @@ def is_our_broker(pid: int, data_dir: Path) -> bool:
     return "kafka.Kafka" in decoded and any(a.startswith(inside) for a in decoded)
 
 
+# Where free_port() looks first: below the kernel's ephemeral range (see free_port).
+LISTEN_PORTS_FROM = 10_000
+
+
 def free_port() -> int:
-    """A port the kernel considers free now (another process may still take it before we do)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port free now (another process may still take it before we do), outside the range the
+    kernel hands out as the local ports of outgoing connections. A service started again on its
+    old port (a cluster node: its peers know it there) found that port taken by some client's
+    connection while it was down, when the port had come from that range."""
+    low = ephemeral_ports()[0]
+    for _ in range(200 if low > LISTEN_PORTS_FROM + 1_000 else 0):
+        port = random.randrange(LISTEN_PORTS_FROM, low)  # noqa: S311 - not a secret
+        if not port_in_use(port):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no room below: any port
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux's default when
+    it cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
 
 
 def port_in_use(port: int) -> bool:
