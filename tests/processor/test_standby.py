@@ -90,12 +90,18 @@ def test_a_takeover_replays_at_most_what_the_copy_had_yet_to_read(restorer: Rest
     close(restored.db)
 
 
-def test_copies_no_longer_wanted_close_and_cold_ones_wait(settings: Settings,
-                                                          tmp_path: Path) -> None:
+def delayed(settings: Settings, tmp_path: Path) -> Settings:
+    """Settings whose cold copies wait 2 s, and one changelog record to copy."""
     settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path,
                                            "standby_delay": 2.0})
     ensure_topics(settings)
     send(settings, 0, [("x", slot("x", 1, 1))], offset=0)
+    return settings
+
+
+def test_copies_no_longer_wanted_close_and_cold_ones_wait(settings: Settings,
+                                                          tmp_path: Path) -> None:
+    settings = delayed(settings, tmp_path)
     restorer = Restorer(settings, Databases(tmp_path, settings.calls_topic), lambda p, n: None)
     standbys = restorer.standbys
     try:
@@ -116,10 +122,7 @@ def test_copies_no_longer_wanted_close_and_cold_ones_wait(settings: Settings,
 
 def test_an_empty_db_left_by_a_cancelled_restore_waits_like_none(settings: Settings,
                                                                  tmp_path: Path) -> None:
-    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path,
-                                           "standby_delay": 2.0})
-    ensure_topics(settings)
-    send(settings, 0, [("x", slot("x", 1, 1))], offset=0)
+    settings = delayed(settings, tmp_path)
     databases = Databases(tmp_path, settings.calls_topic)
     close(databases.open(0))  # a DB directory with no table file in it
     assert databases.path(0).exists() and not databases.holds_state(0)
