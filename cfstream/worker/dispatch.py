@@ -4,9 +4,9 @@
 next execution at once, without a turn of the worker's loop in between. Sync tasks run in the
 thread; async ones on an event loop in a thread of its own, while the task thread that took them
 waits, so ``concurrency`` bounds both. Outcomes come back through a queue that the worker's
-thread reads, so all Kafka work stays on that one thread. How long each task held its thread is
-told to ``timed`` (from the worker's thread): :mod:`cfstream.worker.starting` paces
-announcements with it.
+thread reads, so all Kafka work stays on that one thread. Each execution that ends is told to
+``timed`` (with how long it held its thread) from the worker's thread:
+:mod:`cfstream.worker.starting` paces announcements by how fast they end.
 """
 
 from __future__ import annotations
@@ -76,8 +76,9 @@ class Dispatcher:
         return [(job, outcome) for job, outcome, _ in taken]
 
     def close(self) -> None:
-        """Stop taking tasks; those still queued or running are abandoned (they run again
-        elsewhere)."""
+        """Stop taking tasks. Those still queued or running are abandoned: their ``started``
+        events are on Kafka, so the next owner of their partitions reports them lost (or
+        retries them)."""
         while True:  # what is still queued is not started
             try:
                 self._queue.get_nowait()
