@@ -12,8 +12,9 @@ dies counts as begun and lost (see :mod:`cfstream.worker.dedupe`). So beyond one
 worker announces only as many as its threads finish in :data:`ROUND_TRIPS_AHEAD` round trips to
 Kafka (executions finished a second, over the last :data:`RATE_WINDOW`, times the round trips),
 at most :data:`MOST_AHEAD_PER_THREAD` per thread. A crash then loses, besides the executions
-running, about those that would have begun within those round trips (milliseconds). Once tasks
-take several round trips, or stop finishing, nothing is announced beyond the free threads.
+running, about those that would have begun within those round trips (milliseconds). When fewer
+than one execution ends in that time (8 threads, a 5 ms round trip, tasks of 160 ms or more), or
+none ends for RATE_WINDOW, nothing is announced beyond the free threads.
 """
 
 from __future__ import annotations
