@@ -237,7 +237,7 @@ def _p99(outcome: dict[str, Any]) -> float | None:
 
 def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
         shared: dict[str, Any]) -> env.Result:
-    keys, rate, seconds = (20_000, 100.0, 20.0) if quick else (1_000_000, 200.0, 30.0)
+    keys, rate, seconds = (20_000, 100.0, 12.0) if quick else (1_000_000, 200.0, 30.0)
     # The quick run starts copies at once: those the survivors start after the takeover hold
     # ~4k records each, nothing to keep out of the window measured.
     keys3, delay = (100_000, 0.0) if quick else (10_000_000, 30.0)

@@ -53,6 +53,8 @@ def batch(pipeline: Pipeline) -> Batch:
     """The batch, submitted at once and run to its end before any result is asked for."""
     run = uuid.uuid4().hex[:6]
     executions, expected = [], {}
+    pipeline.submit(after_seconds, f"{run}-warm-up")  # the producer's id is had before the burst
+    assert pipeline.client.flush(30) == 0
     for _ in range(CALLS_PER_KEY):  # each key's calls within its quiet period
         for k in range(KEYS):
             execution = pipeline.submit(notify, f"{run}-u{k}", k)
@@ -110,7 +112,14 @@ def test_status_of_every_call(pipeline: Pipeline, batch: Batch) -> None:
     finally:
         client.close()
     assert "unknown" not in states
-    assert states.count("deferred") == KEYS * (CALLS_PER_KEY - 1)
+    # Each key's calls are submitted within its quiet period, so all but the last are merged;
+    # but a call that reaches Kafka a quiet period late (a submitter stalled on a loaded
+    # machine: CI saw 866 of 875) rightly runs on its own. status() must say what the
+    # pipeline did, and nearly all must have merged.
+    merged = {e["id"] for e in list(pipeline.events.events) if e["type"] == "deferred"}
+    ours = {e.id for e in batch.executions}
+    assert states.count("deferred") == len(merged & ours)
+    assert len(merged & ours) >= 0.95 * KEYS * (CALLS_PER_KEY - 1)
     assert states.count("failed") == FAILING
     assert took < PASS_S
 
