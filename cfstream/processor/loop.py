@@ -42,6 +42,7 @@ from cfstream.errors import ReplicaFenced
 from cfstream.kafka.retry import settled, watermarks
 from cfstream.kafka.sessions import member_session_ms
 from cfstream.kafka.topics import ensure_topics
+from cfstream.memory import tune_for_service
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import membership
 from cfstream.processor.db import Databases, close
@@ -122,6 +123,7 @@ class Processor:
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         logger.info("processor replica started (group %s, state in %s)",
                     settings.processor_group, self.databases.root)
+        tune_for_service()
         try:
             while not self.stopping.is_set():
                 self.turn()
@@ -156,8 +158,12 @@ class Processor:
         if first is not None:
             messages.extend(consumer.consume(BATCH_MAX - 1, 0))
         now = now_ms()
+        batches: dict[int, list[Message]] = {}
         for message in messages:
-            self._dispatch(message, now)
+            if self._readable(message):
+                batches.setdefault(message.partition(), []).append(message)  # type: ignore[arg-type]
+        for partition, batch in batches.items():
+            self._apply(partition, batch, now)
         self._take_restored()
         if self.joined and self.plan is not None:
             self.plan.turn(consumer.memberid() or "", self._owned())
@@ -177,24 +183,30 @@ class Processor:
         if time.monotonic() - self._last_gauges >= GAUGE_INTERVAL:
             self._update_gauges()
 
-    def _dispatch(self, message: Message, now: int) -> None:
+    def _readable(self, message: Message) -> bool:
+        """Whether ``message`` is a record (an error is logged, or raised if fatal)."""
         error = message.error()
-        if error is not None:
-            if error.fatal() or error.code() == KafkaError._FATAL:
-                self._fatal(error)
-            if error.code() != KafkaError._PARTITION_EOF:
-                logger.warning("%s: %s", self.topic, error)
-            return
-        partition = message.partition()
-        task = self.tasks.get(partition)  # type: ignore[arg-type]
+        if error is None:
+            return True
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            self._fatal(error)
+        if error.code() != KafkaError._PARTITION_EOF:
+            logger.warning("%s: %s", self.topic, error)
+        return False
+
+    def _apply(self, partition: int, batch: list[Message], now: int) -> None:
+        """Hand one partition's records, in offset order, to its task."""
+        task = self.tasks.get(partition)
         if task is None:
-            early = self.restoring.get(partition)  # type: ignore[arg-type]
-            if early is not None:  # fetched before the pause took hold: keep it for later
-                early.append(message)
+            early = self.restoring.get(partition)
+            if early is not None:  # fetched before the pause took hold: keep them for later
+                early.extend(batch)
             return
-        kind, timestamp = message.timestamp()
-        task.process(message.key(), message.value(), message.offset(),  # type: ignore[arg-type]
-                     timestamp if kind == TIMESTAMP_LOG_APPEND_TIME else None, now)
+        task.prefetch([message.key() or b"" for message in batch])
+        for message in batch:
+            kind, timestamp = message.timestamp()
+            task.process(message.key(), message.value(), message.offset(),  # type: ignore[arg-type]
+                         timestamp if kind == TIMESTAMP_LOG_APPEND_TIME else None, now)
 
     def _fatal(self, error: KafkaError) -> None:
         """Stop now and commit nothing: the consumer is unusable, and after a fence another
@@ -361,9 +373,8 @@ class Processor:
         del self.restoring[partition]
         self.tasks[partition] = task
         self.restorer.count(partition, db.snapshot())
-        now = now_ms()
-        for message in early:
-            self._dispatch(message, now)
+        if early:
+            self._apply(partition, early, now_ms())
         assert self.consumer is not None  # noqa: S101 - assigned through it
         self.consumer.resume([tp])
         self.metrics.took_over(restored.source, restored.records)

@@ -125,5 +125,5 @@ def test_a_fence_stops_the_replica_committing_nothing() -> None:
     fence = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other "
                        "consumer with same group.instance.id")
     with pytest.raises(ReplicaFenced, match="CFSTREAM_INSTANCE_ID=p-0"):
-        processor._dispatch(Failed(fence), 0)  # type: ignore[arg-type]
+        processor._readable(Failed(fence))  # type: ignore[arg-type]
     assert not processor.healthy and processor.dead
