@@ -14,6 +14,7 @@ delay) fires as soon as it is read, after the rest of its batch.
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import rocksdict
 
@@ -176,7 +177,8 @@ class PartitionTask:
         read, changes = self.read, self.changes
         wanted = [key for key in dict.fromkeys(keys) if key not in read and key not in changes]
         if wanted:
-            raws = self.db.get([state.slot_key(key) for key in wanted])
+            # A list in, a list out (rocksdict's stub only knows a single key).
+            raws = cast(list[bytes | None], self.db.get([state.slot_key(key) for key in wanted]))
             for key, raw in zip(wanted, raws, strict=True):
                 read[key] = state.decode_slot(raw)
 
