@@ -25,6 +25,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from cfstream.memory import tune_for_service
 from cfstream.observability.metrics import WorkerMetrics
 from cfstream.retries import Retries
 from cfstream.scheduling.backlog import Backlog
@@ -87,6 +88,7 @@ class Worker:
                                 on_revoke=self.revoked, on_lost=self.revoked)
         self.dedupe.start()
         logger.info("worker %s running tasks: %s", self.name, ", ".join(sorted(self.tasks)))
+        tune_for_service()
 
     def run(self) -> None:
         """Run until :meth:`stop`, then finish what runs, commit and leave the group."""
