@@ -5,10 +5,12 @@ them replace a pending call), delay 1 h so nothing fires. The replica's progress
 group's committed offsets (it commits every 0.5 s), timed from the first commit that moves
 to the one that reaches the end. Baseline, in the same run and on the same topic: one thread of
 confluent-kafka consume + json decode + produce one record per input to another topic.
+Three rounds in the full run (one with --quick), each on a topic of its own; the medians count.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,9 @@ from cfstream.client import Client
 from cfstream.dev.services import Services
 from cfstream.settings import Settings
 
-TARGET_RATE = 50_000
+TARGET_RATE = 60_000
+# The machine is noisy and a round lasts seconds: the full run takes the median of three.
+ROUNDS = 3
 TARGET_RATIO = 0.5
 
 
@@ -95,36 +99,42 @@ def processor_rate(settings: Settings, services: Services, total: int,
 
 def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
         shared: dict[str, Any]) -> env.Result:
+    """ROUNDS rounds (one in --quick), each on a calls topic of its own filled the same way:
+    the raw relay, then a replica; the median of each."""
     total = 15_000 if quick else 300_000
     result = env.Result("throughput")
-    settings = env.new_settings(bootstrap, "tput")
-    client = Client(settings)
-    started = time.monotonic()
-    calls.publish(client, calls.colliding(total),
-                  env.Progress("throughput: filling the calls topic", total, "calls"))
-    client.close()
-    env.log(f"throughput: filled {total} calls in {time.monotonic() - started:.1f}s")
-
-    # Short and noisy: three runs (each a new group from the start of the topic), the median.
-    raws = sorted(raw_relay(settings, settings.calls_topic, total, run) for run in range(3))
-    raw = raws[1]
-    env.log(f"throughput: raw relay {', '.join(f'{r:,.0f}' for r in raws)}/s")
-    services = env.services(settings, workdir)
-    profiler = Profiler(workdir / "processor.pyspy.txt") if profile else None
-    try:
-        measured = processor_rate(settings, services, total, profiler)
-    finally:
-        services.close()
-    rate = measured["calls_per_s"]
-    env.log(f"throughput: processor {rate:,.0f}/s")
+    raws: list[float] = []
+    rounds: list[dict[str, Any]] = []
+    for n in range(1 if quick else ROUNDS):
+        settings = env.new_settings(bootstrap, f"tput{n}")
+        client = Client(settings)
+        started = time.monotonic()
+        calls.publish(client, calls.colliding(total),
+                      env.Progress("throughput: filling the calls topic", total, "calls"))
+        client.close()
+        env.log(f"throughput: filled {total} calls in {time.monotonic() - started:.1f}s")
+        raws.append(raw_relay(settings, settings.calls_topic, total, n))
+        services = env.services(settings, workdir / f"round{n}")
+        # The profile is of the first round.
+        profiler = Profiler(workdir / "processor.pyspy.txt") if profile and n == 0 else None
+        try:
+            measured = processor_rate(settings, services, total, profiler)
+        finally:
+            services.close()
+        env.log(f"throughput round {n}: raw relay {raws[-1]:,.0f}/s, processor "
+                f"{measured['calls_per_s']:,.0f}/s")
+        if profiler is not None:
+            result.details["profile"] = profiler.report()
+        rounds.append(measured)
+    raw = statistics.median(raws)
+    rate = statistics.median(r["calls_per_s"] for r in rounds)
     shared["processor_rate"] = rate
-    shared["cold_start_ready_s"] = measured["cold_start_ready_s"]
-    result.row("processor calls/s (50% key collisions)", rate, raw, "calls/s",
-               f">= {TARGET_RATE:,}/s and >= {TARGET_RATIO}x")
-    result.details.update(measured, calls=total, distinct_keys=total // 2, raw_relay_runs_per_s=raws,
+    shared["cold_start_ready_s"] = rounds[0]["cold_start_ready_s"]
+    result.row(f"processor calls/s (50% key collisions), median of {len(rounds)}", rate, raw,
+               "calls/s", f">= {TARGET_RATE:,}/s and >= {TARGET_RATIO}x")
+    result.details.update(rounds=rounds, calls=total, distinct_keys=total // 2,
+                          raw_relay_runs_per_s=raws,
                           target_met=rate >= TARGET_RATE and rate / raw >= TARGET_RATIO)
-    if profiler is not None:
-        result.details["profile"] = profiler.report()
     if rate < TARGET_RATE:
         result.notes.append(f"processor at {rate:,.0f} calls/s misses the {TARGET_RATE:,}/s "
                             "target")

@@ -29,6 +29,6 @@ def test_quick_benchmarks_run_and_report_every_figure(kafka_bootstrap: str,
     ran = {result["name"]: result["rows"] for result in report["results"]}
     assert set(ran) == {"submit", "throughput", "timers", "pending", "recovery", "e2e",
                         "failover", "scaling", "rolling", "waiting", "after", "standby",
-                        "worker"}
+                        "worker", "mixed"}
     assert all(ran.values()), ran
     assert "| benchmark |" in (tmp_path / "quick.md").read_text()
