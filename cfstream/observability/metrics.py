@@ -85,6 +85,9 @@ class ProcessorMetrics(_CommonMetrics):
         self.standby_lag = _gauge(
             r, "standby_lag_records", "Changelog records a standby copy has yet to apply "
             "(a takeover of the partition replays these).", "partition")
+        self.startup_seconds = _gauge(
+            r, "startup_seconds", "Seconds each phase of this replica's start-up took, from the "
+            "process's start to its first records applied.", "phase")
         self.takeovers = _counter(
             r, "takeovers", "Partitions this replica took over, by where their state came from: "
             "a standby copy, its own disk (a tail), or nothing (cold, the whole changelog).",

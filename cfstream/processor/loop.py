@@ -53,6 +53,7 @@ from cfstream.processor.group import GroupView, StandbyPlan
 from cfstream.processor.outputs import OutputError, Outputs
 from cfstream.processor.partition import NEVER, PartitionTask
 from cfstream.processor.restore import Counted, Restored, Restorer
+from cfstream.processor.startup import Startup
 from cfstream.processor.warmup import warm_up
 from cfstream.processor.watermarks import Watermarks
 from cfstream.settings import Settings
@@ -92,6 +93,7 @@ class Processor:
         self.consumer: Consumer | None = None
         self.committed: dict[int, int] = {}
         self._last_commit = self._last_gauges = time.monotonic()
+        self.startup = Startup()
 
     def ready(self) -> bool:
         """In a settled group, and every partition assigned here restored (read from any
@@ -108,6 +110,7 @@ class Processor:
     def run(self) -> None:
         settings = self.settings
         ensure_topics(settings)
+        self.startup.mark("topics")
         self.databases = Databases(settings.state_dir, self.topic)
         self.outputs = Outputs(settings, settings.changelog_topic)
         self.restorer = Restorer(settings, self.databases, self.metrics.set_restore_remaining)
@@ -117,6 +120,7 @@ class Processor:
             group = GroupView(settings)
             if settings.warmup_timeout > 0:  # copies kept until the group says otherwise
                 copies = warm_up(settings, group, self.restorer.standbys, self.stopping)
+                self.startup.mark("warm-up")
         self.plan = StandbyPlan(settings, group, self.restorer.standbys, self.metrics, copies)
         config = membership.group_config(
             settings, member_session_ms(settings, membership.SESSION_TIMEOUT_MS))
@@ -168,6 +172,9 @@ class Processor:
                 batches.setdefault(message.partition(), []).append(message)  # type: ignore[arg-type]
         for partition, batch in batches.items():
             self._apply(partition, batch, now)
+        if batches and self.tasks and not self.startup.done:
+            for phase, seconds in (self.startup.first_records() or {}).items():
+                self.metrics.startup_seconds.labels(phase=phase).set(seconds)
         self._take_restored()
         if self.joined and self.plan is not None:
             self.plan.turn(consumer.memberid() or "", self._owned())
@@ -311,6 +318,7 @@ class Processor:
         if self.plan is not None:
             self.plan.rebalanced(self._owned())
         self.joined = True
+        self.startup.mark("group join")
         if mine:
             logger.info("assigned %s[%s]: restoring", self.topic,
                         ",".join(str(tp.partition) for tp in mine))
@@ -399,6 +407,8 @@ class Processor:
         assert self.consumer is not None  # noqa: S101 - assigned through it
         self.consumer.resume([tp])
         self.metrics.took_over(restored.source, restored.records)
+        if not self.restoring:
+            self.startup.mark("restore")
         logger.info("%s[%d]: running from offset %d (%d changelog records restored, %s)",
                     self.topic, partition, task.position, restored.records,
                     SOURCES[restored.source])
