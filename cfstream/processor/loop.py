@@ -3,13 +3,10 @@ owned calls partition (:class:`~cfstream.processor.partition.PartitionTask`).
 
 Each turn of the loop:
     consume the records that are there -> each partition's task applies the rules
-    -> tasks fire what is due -> settle: wait until the last turn's records are on the broker
-    -> write the last turn's WriteBatches -> stage this turn's (changelog records + one
-    WriteBatch per partition) -> commit input offsets up to what is written (every so often)
-A turn's records travel while the next turn runs (:mod:`cfstream.processor.outputs`), so a due
-call never waits behind a flush. A crash anywhere replays input from the last commit; replays
-are idempotent (the rules know a call or a fired call by its id), and nothing is written to
-RocksDB before Kafka has it.
+    -> tasks fire what is due -> stage (changelog records + one WriteBatch per partition)
+    -> flush the producer -> write the WriteBatches -> commit input offsets (every so often)
+A crash anywhere replays input from the last commit; replays are idempotent (the rules know a
+call or a fired call by its id), and nothing is written to RocksDB before Kafka has it.
 
 Membership is incremental (``cooperative-sticky``): a rebalance never stops the partitions a
 replica keeps. Chosen over KIP-848 (``group.protocol=consumer``, which also works, set through
@@ -50,7 +47,7 @@ from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import membership
 from cfstream.processor.db import Databases, close
 from cfstream.processor.group import GroupView, StandbyPlan
-from cfstream.processor.outputs import OutputError, Outputs
+from cfstream.processor.outputs import Outputs
 from cfstream.processor.partition import NEVER, PartitionTask
 from cfstream.processor.restore import Counted, Restored, Restorer
 from cfstream.processor.startup import Startup
@@ -134,7 +131,6 @@ class Processor:
         try:
             while not self.stopping.is_set():
                 self.turn()
-            self._settle_all()
             self._commit()
         except BaseException:
             self.healthy = False
@@ -184,26 +180,15 @@ class Processor:
         for task in tasks:
             task.fire_read(now)
             task.fire_due(now)
-        self.outputs.settle()
-        self._write_staged(tasks)
-        for task in tasks:
             task.stage()
-        self.outputs.seal()
+        self.outputs.flush()
+        offsets = self.outputs.take_changelog_offsets()
+        for task in tasks:
+            task.write(offsets.get(task.partition))
         if time.monotonic() - self._last_commit >= COMMIT_INTERVAL:
             self._commit()
         if time.monotonic() - self._last_gauges >= GAUGE_INTERVAL:
             self._update_gauges()
-
-    def _write_staged(self, tasks: list[PartitionTask]) -> None:
-        """Write what the tasks staged last turn (its records are on the broker)."""
-        offsets = self.outputs.take_changelog_offsets()
-        for task in tasks:
-            task.write(offsets.get(task.partition))
-
-    def _settle_all(self) -> None:
-        """Everything produced on the broker and written, so every position may be committed."""
-        self.outputs.flush()
-        self._write_staged(list(self.tasks.values()))
 
     def _readable(self, message: Message) -> bool:
         """Whether ``message`` is a record (an error is logged, or raised if fatal)."""
@@ -276,8 +261,8 @@ class Processor:
         self._last_commit = time.monotonic()
         if not self.healthy:
             return
-        offsets = [TopicPartition(self.topic, p, task.durable)
-                   for p, task in self.tasks.items() if self.committed.get(p) != task.durable]
+        offsets = [TopicPartition(self.topic, p, task.position)
+                   for p, task in self.tasks.items() if self.committed.get(p) != task.position]
         if not offsets or self.consumer is None:
             return
         try:
@@ -334,13 +319,7 @@ class Processor:
     def _let_go(self, partitions: list[TopicPartition], commit: bool) -> None:
         mine = [tp.partition for tp in partitions if tp.topic == self.topic]
         if commit and self.healthy:
-            try:
-                self._settle_all()
-            except OutputError as exc:  # the new owner replays from the last commit
-                logger.warning("revoked partitions not committed: %s", exc)
-                self.healthy = False
-        if commit and self.healthy:
-            offsets = [TopicPartition(self.topic, p, self.tasks[p].durable)
+            offsets = [TopicPartition(self.topic, p, self.tasks[p].position)
                        for p in mine if p in self.tasks]
             if offsets and self.consumer is not None:
                 try:

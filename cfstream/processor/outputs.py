@@ -1,19 +1,12 @@
-"""Everything a replica writes to Kafka: the changelog through one idempotent producer, the
-rest (executions, events, dead letters) through two that take turns.
+"""Everything a replica writes to Kafka, through two idempotent librdkafka producers.
 
-A turn's records must all be on the broker before its RocksDB writes and its input offsets: a
-crash replays input whose effects may already be out (replays are idempotent), never the other
-way round. A replica does not wait for them at the end of the turn, though. It goes on to the
-next turn while they travel, and settles them at the end of that next turn (a whole turn later,
-they are usually there): the next turn's executions and events go out through the other producer,
-so settling the last turn never waits for this one's (measured, bench/mixed: the flush at the end
-of each turn took 20-100 ms with a submitter and a worker on the machine, and fires waited
-behind it). The changelog has one producer, so that a key's changelog records stay in order; at
-settling time it holds only the last turn's records.
+Changelog, executions, events and dead letters go out together and are flushed once per batch,
+before the batch's RocksDB writes and its input offsets: a crash replays input whose effects
+may already be out (replays are idempotent), never the other way round.
 
-The changelog's producer reports every delivery (its offsets go into RocksDB); the others report
-failures only, which saves a Python callback per event (measured: ~1 us each, with about two
-events a call).
+The changelog's producer reports every delivery (its offsets go into RocksDB); the other one
+reports failures only, which saves a Python callback per event (measured: ~1 us each, with
+about two events a call).
 """
 
 from __future__ import annotations
@@ -46,10 +39,9 @@ class Outputs:
         options = {"message.timeout.ms": 0, "linger.ms": LINGER_MS}
         self.changelog = Producer(producer_config(settings, on_delivery=self._delivered,
                                                   **options))
-        self.turns = [Producer(producer_config(settings, on_delivery=self._delivered,
-                                               **{**options, "delivery.report.only.error": True}))
-                      for _ in range(2)]
-        self.producer = self.turns[0]  # this turn's
+        self.producer = Producer(producer_config(settings, on_delivery=self._delivered,
+                                                 **{**options,
+                                                    "delivery.report.only.error": True}))
         self.changelog_offsets: dict[int, int] = {}  # partition -> last delivered offset
         self.errors: list[str] = []
 
@@ -67,40 +59,26 @@ class Outputs:
             except BufferError:  # the local queue is full: let deliveries drain it
                 producer.poll(0.05)
 
-    def settle(self) -> None:
-        """Wait until the last turn's records are on the broker (those of the turn before it
-        and the changelog: call it before staging this turn's changelog records); OutputError if
-        one was refused."""
-        last = self.turns[1] if self.producer is self.turns[0] else self.turns[0]
-        for producer in (last, self.changelog):
-            _drain(producer)
-        self.producer.poll(0)  # this turn's failures, if any came back already
-        self._raise_errors()
-
-    def seal(self) -> None:
-        """This turn's records are all produced: the next turn's go through the other producer
-        (settled, so empty)."""
-        self.producer = self.turns[1] if self.producer is self.turns[0] else self.turns[0]
-
     def flush(self) -> None:
         """Wait until everything produced so far is on the broker; OutputError if refused."""
-        for producer in (*self.turns, self.changelog):
-            _drain(producer)
-        self._raise_errors()
+        for producer in (self.producer, self.changelog):
+            if len(producer) == 0:
+                producer.poll(0)
+                continue
+            while producer.flush(1.0) > 0:
+                pass
+        if self.errors:
+            errors, self.errors = self.errors, []
+            raise OutputError(f"{len(errors)} records refused by the broker, first: {errors[0]}")
 
     def take_changelog_offsets(self) -> dict[int, int]:
         offsets, self.changelog_offsets = self.changelog_offsets, {}
         return offsets
 
     def close(self, timeout: float = 10.0) -> None:
-        left = sum(producer.flush(timeout) for producer in (*self.turns, self.changelog))
+        left = self.producer.flush(timeout) + self.changelog.flush(timeout)
         if left:
             logger.warning("%d records not delivered at stop; their input is read again", left)
-
-    def _raise_errors(self) -> None:
-        if self.errors:
-            errors, self.errors = self.errors, []
-            raise OutputError(f"{len(errors)} records refused by the broker, first: {errors[0]}")
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -110,11 +88,3 @@ class Outputs:
         if msg.topic() == self.changelog_topic and partition is not None and offset is not None:
             # In order within a partition (idempotent producer): the last is the highest.
             self.changelog_offsets[partition] = offset
-
-
-def _drain(producer: Producer) -> None:
-    if len(producer) == 0:
-        producer.poll(0)
-        return
-    while producer.flush(1.0) > 0:
-        pass

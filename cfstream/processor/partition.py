@@ -3,9 +3,7 @@
 Kafka Streams would call this a stream task. The loop hands it the partition's records in
 offset order; it applies :mod:`cfstream.scheduling.rules`, keeping a batch's changes in memory
 (reads see them), and fires what is due. :meth:`stage` then puts the batch on the changelog and
-into one WriteBatch, which :meth:`write` applies once the loop has seen every record of the batch
-on the broker: at the end of the next batch (see :mod:`cfstream.processor.outputs`). Until then
-the staged slots stay in memory too, and reads and the timer see them.
+into one WriteBatch, which :meth:`write` applies once the loop has flushed the producer.
 
 When a call is due: a pending call fires once the partition has been read past everything
 appended before its due time (``horizon_ms``, proven by the loop), so a newer call made before
@@ -57,7 +55,6 @@ class PartitionTask:
         self.outputs = outputs
         self.metrics = metrics
         self.position = position  # the next calls offset to process
-        self.durable = position  # ... whose effects are all in RocksDB (the offset to commit)
         self.horizon_ms = 0  # every call appended before this time has been processed
         self.next_due = 0  # no index entry is due before this (0: look)
         self.cursor = 0  # no live index entry is earlier than this due time
@@ -66,11 +63,6 @@ class PartitionTask:
         # This batch: key -> [slot before the batch, slot now]; keys due when read.
         self.changes: dict[bytes, list[rules.Slot | None]] = {}
         self.read: dict[bytes, rules.Slot | None] = {}  # slots read from the DB this batch
-        # The staged batch, not yet written: key -> encoded slot (None: deleted), and its due
-        # entries. Encoded: decoded slots kept a turn longer cost 1 us a call (measured).
-        self.unwritten: dict[bytes, bytes | None] = {}
-        self.unwritten_due: list[tuple[int, bytes, str]] = []  # (due, key, timer id)
-        self.staged_position = position
         self.due_now: list[bytes] = []
         self.dropped: list[bytes] = []  # stale index entries found by the timer
         self.received: dict[str, int] = {}  # calls and deferrals by task, for the metrics
@@ -148,16 +140,17 @@ class PartitionTask:
         limit = min(now, self.horizon_ms)
         if self.next_due > limit:
             return
-        fired, next_due = self._fire_unwritten(limit, now)
         it = self.db.iter()
         it.seek(state.due_key(self.cursor, b""))
+        fired = 0
+        next_due = NEVER
         while it.valid():
             raw = it.key()
             if not raw.startswith(state.DUE_PREFIX):
                 break
             due, key = state.parse_due_key(raw)
             if due > limit or fired >= MAX_FIRES_PER_BATCH:
-                next_due = min(next_due, due)
+                next_due = due
                 break
             slot = self._slot(key)
             if slot is not None and slot.due_ms == due and slot.timer_id == it.value().decode():
@@ -171,53 +164,18 @@ class PartitionTask:
         # Everything before it was fired or dropped (deleted when the batch is written).
         self.cursor = min(next_due, limit + 1)
 
-    def _fire_unwritten(self, limit: int, now: int) -> tuple[int, int]:
-        """Fire the staged batch's due entries up to ``limit`` (the DB has yet to hold them);
-        (how many fired, the earliest left)."""
-        fired, left, later = 0, NEVER, []
-        for entry in self.unwritten_due:
-            due, key, timer_id = entry
-            if due > limit or fired >= MAX_FIRES_PER_BATCH:
-                left = min(left, due)
-                later.append(entry)
-                continue
-            slot = self._slot(key)
-            if slot is not None and slot.due_ms == due and slot.timer_id == timer_id:
-                self._enact(key, rules.tick(slot, slot.timer_id, now, FIRED_RETENTION_MS))
-                fired += 1
-            # Its entry, once written, is stale: deleted by the batch after it.
-            self.dropped.append(state.due_key(due, key))
-        self.unwritten_due = later
-        return fired, left
-
     # -- state -------------------------------------------------------------------------------
 
     def _slot(self, key: bytes) -> rules.Slot | None:
         change = self.changes.get(key)
         if change is not None:
             return change[1]
-        try:
-            return self.read[key]
-        except KeyError:
-            return self._written(key)
-
-    def _written(self, key: bytes) -> rules.Slot | None:
-        """The key's slot as the DB holds it once the staged batch is written (read once a
-        batch)."""
-        try:
-            return self.read[key]
-        except KeyError:
-            unwritten = self.unwritten
-            if key in unwritten:
-                slot = self.read[key] = state.decode_slot(unwritten[key])
-                return slot
-            return self._stored(key)
+        return self._stored(key)
 
     def prefetch(self, keys: list[bytes]) -> None:
         """Read the slots of a batch's keys in one multi-get (measured: 2.5 -> 1.7 us a key)."""
-        read, changes, unwritten = self.read, self.changes, self.unwritten
-        wanted = [key for key in dict.fromkeys(keys)
-                  if key not in read and key not in changes and key not in unwritten]
+        read, changes = self.read, self.changes
+        wanted = [key for key in dict.fromkeys(keys) if key not in read and key not in changes]
         if wanted:
             # A list in, a list out (rocksdict's stub only knows a single key).
             raws = cast(list[bytes | None], self.db.get([state.slot_key(key) for key in wanted]))
@@ -237,7 +195,7 @@ class PartitionTask:
         if decision.changed:
             change = self.changes.get(key)
             if change is None:
-                self.changes[key] = [self._written(key), decision.slot]
+                self.changes[key] = [self._stored(key), decision.slot]
             else:
                 change[1] = decision.slot
         metrics, produce = self.metrics, self.outputs.produce
@@ -253,15 +211,11 @@ class PartitionTask:
                 self.deferred[task] = self.deferred.get(task, 0) + 1
 
     def stage(self) -> None:
-        """Put this batch's slot changes on the changelog and into the WriteBatch (the one
-        staged before must be written)."""
-        assert self.staged is None and not self.unwritten  # noqa: S101 - write() came first
+        """Put this batch's slot changes on the changelog and into the WriteBatch."""
         self.read.clear()
-        self.staged_position = self.position
         if not self.changes and not self.dropped and not self.received and not self.deferred:
             return
         batch = rocksdict.WriteBatch(raw_mode=True)
-        unwritten, unwritten_due = self.unwritten, self.unwritten_due
         for raw in self.dropped:
             batch.delete(raw)
         self.dropped.clear()
@@ -270,7 +224,6 @@ class PartitionTask:
             slot_key = state.slot_key(key)
             encoded = state.encode_slot(after) if after is not None else None
             self.outputs.produce(changelog, slot_key, encoded, partition)
-            unwritten[key] = encoded
             if encoded is None:
                 batch.delete(slot_key)
             else:
@@ -283,9 +236,7 @@ class PartitionTask:
             if before is not None and not same_timer and before.due_ms < self.cursor:
                 batch.delete(state.due_key(before.due_ms, key))
             if after is not None and not same_timer:
-                timer_id = after.timer_id
-                batch.put(state.due_key(after.due_ms, key), timer_id.encode())
-                unwritten_due.append((after.due_ms, key, timer_id))
+                batch.put(state.due_key(after.due_ms, key), after.timer_id.encode())
                 if after.due_ms < self.next_due:
                     self.next_due = after.due_ms
                 if after.due_ms < self.cursor:
@@ -302,12 +253,8 @@ class PartitionTask:
         self.staged = batch
 
     def write(self, changelog_offset: int | None) -> None:
-        """Apply the staged WriteBatch (its records are on the broker), with the changelog
-        offset: its input may now be committed."""
+        """Apply the staged WriteBatch (the producer has flushed), with the changelog offset."""
         batch, self.staged = self.staged, None
-        self.unwritten.clear()
-        self.unwritten_due.clear()
-        self.durable = self.staged_position
         if batch is None:
             if changelog_offset is None:
                 return
