@@ -221,14 +221,14 @@ class Waiters:
             if reason is not None:
                 return _undelivered(execution_id, reason), None
             known = self._board.known.get(execution_id)
-            if known is not None and known.settled:
-                raw = known.raw
-            else:
+            # Decided under the lock: the reader thread may settle ``known`` meanwhile.
+            raw = known.raw if known is not None and known.settled else None
+            if raw is None:
                 watch = Watch(execution_id, since, status, resolve)
                 self._board.by_id.setdefault(execution_id, []).append(watch)
                 self._board.requests.append(watch)
                 self._reader.start()
-        if known is not None and known.settled:
+        if raw is not None:
             return loads(raw), None
         self._board.wake.set()
         return None, watch
