@@ -207,6 +207,7 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
         client.close()
         env.log(f"throughput: filled {total} calls in {time.monotonic() - started:.1f}s")
         raws.append(raw_relay(settings, settings.calls_topic, total, n))
+        (workdir / f"round{n}").mkdir(exist_ok=True)
         services = env.services(settings, workdir / f"round{n}")
         # The profile is of the first round.
         profiler = Profiler(workdir / "processor.pyspy.txt") if profile and n == 0 else None
