@@ -80,7 +80,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         description="cfstream beside raw Kafka: every figure is a ratio against a raw "
                     "confluent-kafka baseline measured in the same run.")
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes (CI smoke run, about 3 minutes)")
+                        help="small sizes (CI smoke run, about 5 minutes)")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help=f"run only these (repeat or comma-separate): {', '.join(BENCHMARKS)}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
