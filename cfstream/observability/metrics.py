@@ -140,6 +140,10 @@ class ProcessorMetrics(_CommonMetrics):
     def set_pending(self, partition: int, count: int) -> None:
         self.pending_keys.labels(partition=str(partition)).set(count)
 
+    def set_startup(self, phases: dict[str, float]) -> None:
+        for phase, seconds in phases.items():
+            self.startup_seconds.labels(phase=phase).set(seconds)
+
 
 class WorkerMetrics(_CommonMetrics):
     """The workers: executions started, succeeded and failed."""

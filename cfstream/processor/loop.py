@@ -9,17 +9,15 @@ A crash anywhere replays input from the last commit; replays are idempotent (the
 call or a fired call by its id), and nothing is written to RocksDB before Kafka has it.
 
 Membership is incremental (``cooperative-sticky``): a rebalance never stops the partitions a
-replica keeps. Chosen over KIP-848 (``group.protocol=consumer``, which also works, set through
-CFSTREAM_KAFKA_CONFIG) by the failover benchmark: with it the broker owns the session timeout,
-45 s at least by default, so a killed replica's partitions fired again after 49 s instead of
-7 s (bench/failover.py, 20k keys; the survivor's lateness p99 was 4 and 9 ms).
+replica keeps. KIP-848 (``group.protocol=consumer`` through CFSTREAM_KAFKA_CONFIG) also works,
+but its broker-owned session timeout (45 s at least) made a killed replica's partitions fire
+again after 49 s instead of 7 s (bench/failover.py, 20k keys).
 
 A partition assigned here is paused until :mod:`cfstream.processor.restore` has brought its DB
-up to the changelog; a revoked one is committed and closed between two turns. The replica keeps
-standby copies of the partitions it would take over if their owner went
-(:mod:`cfstream.processor.group`, :mod:`cfstream.processor.standby`), so a takeover replays only
-what the copy has yet to read. How the replica joins and leaves its group (static membership,
-the warm-up before it joins, the stop) is :mod:`cfstream.processor.membership`.
+up to the changelog; a revoked one is committed and closed between two turns. Standby copies
+(:mod:`cfstream.processor.group`, :mod:`cfstream.processor.standby`) mean a takeover replays
+only what the copy has yet to read. Joining and leaving the group (static membership, the
+warm-up before joining, the stop) is :mod:`cfstream.processor.membership`.
 """
 
 from __future__ import annotations
@@ -169,8 +167,7 @@ class Processor:
         for partition, batch in batches.items():
             self._apply(partition, batch, now)
         if batches and self.tasks and not self.startup.done:
-            for phase, seconds in (self.startup.first_records() or {}).items():
-                self.metrics.startup_seconds.labels(phase=phase).set(seconds)
+            self.metrics.set_startup(self.startup.first_records() or {})
         self._take_restored()
         if self.joined and self.plan is not None:
             self.plan.turn(consumer.memberid() or "", self._owned())
