@@ -47,14 +47,16 @@ class WindowTracer:
                 pending is None or pending.traceparent is None):
             return decision  # nothing traced here
         slot, executions = decision.slot, decision.executions
+        traced = window is not None or (pending is not None and pending.traceparent is not None)
         if decision.changed and pending is not None and any(
-                fired.call.id == pending.id for fired in executions):
-            executions = [self._fired(pending, window, fired) if fired.call.id == pending.id
-                          else fired for fired in executions]
-            if slot is not None and slot.execution is not None \
-                    and slot.execution.call.id == pending.id:
-                slot = replace(slot, execution=executions[-1])
-            pending, window = None, None  # the window ended; a call may open the next
+                fired.call.id == pending.id for fired in executions):  # the window fired
+            if traced:
+                executions = [self._fired(pending, window, fired) if fired.call.id == pending.id
+                              else fired for fired in executions]
+                if slot is not None and slot.execution is not None \
+                        and slot.execution.call.id == pending.id:
+                    slot = replace(slot, execution=executions[-1])
+            pending, window = None, None  # a call may open the next window
         absorbed = list(window.absorbed) if window is not None else []
         scheduled = window.scheduled_ms if window is not None else None  # pending's
         current = slot.call if slot is not None else None  # the pending call after
@@ -64,7 +66,7 @@ class WindowTracer:
             kind, subject = item["type"], item["id"]
             if kind == "scheduled" and current is not None and subject == current.id:
                 kept = item["ts_ms"]
-            elif kind == "cancelled" and pending is not None and subject == pending.id:
+            elif kind == "cancelled" and traced and pending is not None and subject == pending.id:
                 self._ended(pending, scheduled, absorbed, item["ts_ms"], "cancelled")
                 absorbed = []
             elif kind == "deferred":

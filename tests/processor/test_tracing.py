@@ -18,7 +18,7 @@ from cfstream.processor import state
 from cfstream.processor.partition import PartitionTask
 from cfstream.processor.tracing import WindowTracer
 from cfstream.scheduling.traces import MAX_ABSORBED
-from cfstream.wire import Call, Control, Modes
+from cfstream.wire import Call, Collect, Control, Modes
 
 MS = 1_000_000
 
@@ -184,3 +184,16 @@ def test_a_call_deferred_to_one_that_ran_links_to_its_execution(
     spans = by_execution(exporter)
     assert (spans[older.id].attributes or {})["cfstream.ran_in"] == newer.id
     assert [link.context.span_id for link in spans[older.id].links] == [ids(spans[newer.id])[1]]
+
+
+def test_an_untraced_collect_window_that_fires_early_for_a_traced_call_stays_untraced(
+        traced: PartitionTask, exporter: InMemorySpanExporter) -> None:
+    collect = Modes(collect=Collect(max_calls=1_000, max_bytes=20))
+    first = dataclasses.replace(call(T0, args=["x" * 15]), modes=collect)
+    turn(traced, [first], now=T0 + 10)
+    second = dataclasses.replace(traced_call(T0 + 100, 2, args=["y" * 15]), modes=collect)
+    turn(traced, [second], now=T0 + 110)  # over max_bytes: the first window fires at once
+    assert fired(traced) == [first.id] and "traceparent" not in executions(traced)[0]
+    assert exporter.get_finished_spans() == ()
+    turn(traced, [], now=T0 + 1_200, horizon=T0 + 1_150)
+    assert list(by_execution(exporter)) == [second.id]
