@@ -27,7 +27,7 @@ RUN python -m venv /opt/cfstream
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY cfstream ./cfstream
-RUN /opt/cfstream/bin/pip install .
+RUN /opt/cfstream/bin/pip install '.[otel]'
 
 FROM python:${PYTHON_VERSION}-slim
 LABEL org.opencontainers.image.title="cfstream" \

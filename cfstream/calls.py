@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 from cfstream.client import Client, current_client
@@ -13,6 +14,7 @@ from cfstream.errors import SubmitError
 from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
 from cfstream.task import to_ms
+from cfstream.tracing import submitting
 from cfstream.wire import KEY_SEPARATOR, NO_MODES, Call, Collect, Modes, ModesError
 
 
@@ -45,7 +47,12 @@ def submit(task: str, args: list[Any] | tuple[Any, ...] = (),
     except ModesError as exc:
         raise SubmitError(f"{task}: {exc}") from None
     client = client or current_client()
-    client.publish(call)
+    span = submitting(task, call.id, defer_key, client.settings)
+    if span is None:
+        client.publish(call)
+    else:
+        with span:
+            client.publish(replace(call, traceparent=span.traceparent))
     return Execution(call.id, task=task, client=client)
 
 

@@ -18,6 +18,7 @@ from cfstream.errors import ConfigurationError, SubmitError
 from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
 from cfstream.retries import Retries, retries_option
+from cfstream.tracing import submitting
 from cfstream.wire import (
     KEY_SEPARATOR,
     MAX_DELAY_MS,
@@ -116,8 +117,15 @@ class Task(Generic[P, R]):
                 raise SubmitError(f"{self.name}: {exc}") from None
         now = now_ms()
         call_id = new_execution_id(now)
-        key, value = self.records.record(call_id, args_json, kwargs_json, now, defer_key)
-        client.send(self.name, key, value)
+        span = submitting(self.name, call_id, defer_key, client.settings)
+        if span is None:
+            key, value = self.records.record(call_id, args_json, kwargs_json, now, defer_key)
+            client.send(self.name, key, value)
+        else:
+            with span:
+                key, value = self.records.record(call_id, args_json, kwargs_json, now,
+                                                 defer_key, span.traceparent)
+                client.send(self.name, key, value)
         return Execution(call_id, task=self.name, client=client)
 
     def with_delay(self, delay: dt.timedelta | float | int) -> Task[P, R]:

@@ -80,3 +80,50 @@ def test_the_scheduling_rules_load_no_kafka_client() -> None:
                 outside.add(name.split(".")[0])
     assert "cfstream.wire" in seen
     assert not outside & {"confluent_kafka", "rocksdict"}, outside
+
+
+# OpenTelemetry made unimportable, as without cfstream[otel] (the dev extra installs it): a None
+# in sys.modules makes its import fail and importlib.util.find_spec find nothing.
+WITHOUT_OTEL = """
+import sys
+sys.modules["opentelemetry"] = None
+"""
+
+
+@pytest.mark.kafka
+def test_without_opentelemetry_submit_and_the_services_import_nothing_of_it(
+        settings: cf.Settings) -> None:
+    probe = f"""{WITHOUT_OTEL}
+{SUBMITTING}
+import os
+os.environ["OTEL_TRACES_EXPORTER"] = "otlp"  # asked for, but not installed: a warning, no spans
+from cfstream.processor import run as processor_run
+from cfstream.worker import run as worker_run
+from cfstream.tracing.setup import setup_tracing
+assert setup_tracing("x") is None and worker_run.spans(cf.Settings()) is None
+import json
+print(json.dumps(sorted(name for name, module in sys.modules.items() if module is not None)))
+"""
+    env = {**os.environ, **settings.to_env()}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded = set(json.loads(out.stdout.splitlines()[-1]))
+    assert {"cfstream.task", "cfstream.processor.loop", "cfstream.worker.loop"} <= loaded
+    assert [m for m in loaded if m.split(".")[0] == "opentelemetry"] == []
+    assert "cfstream.tracing.spans" not in loaded
+
+
+def test_a_process_that_loaded_no_opentelemetry_submits_without_loading_it() -> None:
+    """Installed (as with the dev extra) but not loaded by the program: submit leaves it so."""
+    probe = """
+import sys
+import cfstream as cf
+from cfstream.tracing import submitting
+assert submitting("t:f", "id", None, cf.Settings()) is None
+print([m for m in sys.modules if m.startswith("opentelemetry") or m == "cfstream.tracing.spans"])
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "[]"

@@ -358,3 +358,53 @@ def test_the_reader_and_submit_by_name_reject_bad_modes_for_one_reason(
         assert str(exc).endswith(expected)
     else:
         pytest.fail("cf.submit took modes that the reader rejects")
+
+
+# -- traceparent ----------------------------------------------------------------------------
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize("fields", [{}, {"attempt": 2, "not_before_ms": NOW}])  # fast, checked
+def test_a_call_carries_its_traceparent_to_its_execution(fields: dict[str, Any]) -> None:
+    call = parse_call(call_dict(traceparent=TRACEPARENT, **fields))
+    assert call.traceparent == TRACEPARENT
+    assert call.to_dict()["traceparent"] == TRACEPARENT
+    execution = FiredCall(call, due_ms=NOW, fired_ms=NOW)
+    assert execution_from_dict(json.loads(dumps(execution.to_dict()))).call == call
+    assert trusted_call(call.to_dict()) == call
+
+
+@pytest.mark.parametrize("value", [
+    None, 17, ["00"], {"a": 1}, True, "", "garbage", "x" * 100_000,
+    TRACEPARENT.upper(),  # hex must be lower case
+    "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # an all-zero trace id
+    "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",  # an all-zero span id
+    "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # version ff is forbidden
+    TRACEPARENT + "-extra",  # version 00 has exactly four fields
+    TRACEPARENT[:-1],
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0x",
+])
+@pytest.mark.parametrize("fields", [{}, {"attempt": 2, "not_before_ms": NOW}])
+def test_a_bad_traceparent_is_ignored_and_the_call_kept(value: Any, fields: dict[str, Any]) -> None:
+    call = parse_call(call_dict(traceparent=value, **fields))
+    assert call.traceparent is None and "traceparent" not in call.to_dict()
+    assert call.id == call_dict()["id"]
+
+
+def test_a_later_version_s_traceparent_is_read_as_its_first_four_fields() -> None:
+    later = "01" + TRACEPARENT[2:]
+    assert parse_call(call_dict(traceparent=later + "-what-comes-next")).traceparent == later
+    assert parse_call(call_dict(traceparent=later)).traceparent == later
+
+
+def test_submit_s_record_bytes_carry_the_traceparent_as_call_writes_it() -> None:
+    from cfstream.wire import CallRecords
+
+    for defer_key in (None, "k"):
+        call = Call(id="0190a5b2-0000-7000-8000-000000000001", task="app:f", args=[1],
+                    kwargs={}, submitted_ms=NOW, delay_ms=5, defer_key=defer_key,
+                    max_wait_ms=None, traceparent=TRACEPARENT)
+        key, value = CallRecords("app:f", 5, None).record(call.id, "[1]", "{}", NOW, defer_key,
+                                                          TRACEPARENT)
+        assert (key, value) == (call.key.encode(), dumps(call.to_dict()))

@@ -9,9 +9,8 @@ A crash anywhere replays input from the last commit; replays are idempotent (the
 call or a fired call by its id), and nothing is written to RocksDB before Kafka has it.
 
 Membership is incremental (``cooperative-sticky``): a rebalance never stops the partitions a
-replica keeps. KIP-848 (``group.protocol=consumer`` through CFSTREAM_KAFKA_CONFIG) also works,
-but its broker-owned session timeout (45 s at least) made a killed replica's partitions fire
-again after 49 s instead of 7 s (bench/failover.py, 20k keys).
+replica keeps. KIP-848 (``group.protocol=consumer``) works, but its broker-owned session timeout
+(>= 45 s) fired a killed replica's partitions again after 49 s, not 7 s (bench/failover.py).
 
 A partition assigned here is paused until :mod:`cfstream.processor.restore` has brought its DB
 up to the changelog; a revoked one is committed and closed between two turns. Standby copies
@@ -46,7 +45,7 @@ from cfstream.processor import membership
 from cfstream.processor.db import Databases, close
 from cfstream.processor.group import GroupView, StandbyPlan
 from cfstream.processor.outputs import Outputs
-from cfstream.processor.partition import NEVER, PartitionTask
+from cfstream.processor.partition import NEVER, PartitionTask, Windows
 from cfstream.processor.restore import Counted, Restored, Restorer
 from cfstream.processor.startup import Startup
 from cfstream.processor.warmup import warm_up
@@ -72,8 +71,9 @@ SOURCES = {"standby": "from a standby", "disk": "from its disk", "cold": "cold"}
 
 
 class Processor:
-    def __init__(self, settings: Settings, metrics: ProcessorMetrics | None = None) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, metrics: ProcessorMetrics | None = None,
+                 windows: Windows | None = None) -> None:
+        self.settings, self.windows = settings, windows  # windows: spans, if tracing is on
         self.metrics = metrics or ProcessorMetrics()
         self.topic = settings.calls_topic
         self.tasks: dict[int, PartitionTask] = {}
@@ -374,7 +374,7 @@ class Processor:
         self.retries.pop(partition, None)
         tp = TopicPartition(self.topic, partition)
         task = PartitionTask(self.settings, partition, db, self.outputs, self.metrics,
-                             position=self._start_offset(tp))
+                             position=self._start_offset(tp), windows=self.windows)
         del self.restoring[partition]
         self.tasks[partition] = task
         self.restorer.count(partition, db.snapshot())

@@ -14,7 +14,7 @@ delay) fires as soon as it is read, after the rest of its batch.
 from __future__ import annotations
 
 import logging
-from typing import cast
+from typing import Protocol, cast
 
 import rocksdict
 
@@ -27,6 +27,7 @@ from cfstream.processor.outputs import Outputs
 from cfstream.scheduling import rules
 from cfstream.settings import Settings
 from cfstream.wire import (
+    Call,
     InvalidRecord,
     call_from_dict,
     control_from_dict,
@@ -44,10 +45,20 @@ MAX_FIRES_PER_BATCH = 5_000
 NEVER = 2**63 - 1
 
 
+class Windows(Protocol):
+    """:class:`cfstream.processor.tracing.WindowTracer`, when the replica's tracing is on (a
+    module that loads OpenTelemetry, so it is not imported here)."""
+
+    def follow(self, before: rules.Slot | None, call: Call | None,
+               decision: rules.Decision) -> rules.Decision: ...
+
+
 class PartitionTask:
     def __init__(self, settings: Settings, partition: int, db: rocksdict.Rdict,
-                 outputs: Outputs, metrics: ProcessorMetrics, position: int) -> None:
+                 outputs: Outputs, metrics: ProcessorMetrics, position: int,
+                 windows: Windows | None = None) -> None:
         self.settings = settings
+        self.windows = windows  # spans of traced calls, when the replica's tracing is on
         self.executions_topic = settings.executions_topic
         self.events_topic = settings.events_topic
         self.partition = partition
@@ -93,6 +104,7 @@ class PartitionTask:
     def _apply(self, key: bytes, raw: bytes | None, now: int) -> None:
         data = parse_json(raw, self.settings.max_payload_bytes)
         slot = self._slot(key)
+        call: Call | None = None
         if data.get("kind", "call") == "call":
             call = call_from_dict(data, now_ms=now)
             if call.key.encode() != key:
@@ -118,7 +130,7 @@ class PartitionTask:
             else:
                 decision = rules.cancel(slot, control.id, now, FIRED_RETENTION_MS,
                                         control.reason)
-        self._enact(key, decision)
+        self._enact(key, decision, call)
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -190,8 +202,11 @@ class PartitionTask:
             slot = self.read[key] = state.decode_slot(self.db.get(state.slot_key(key)))
             return slot
 
-    def _enact(self, key: bytes, decision: rules.Decision) -> None:
-        """Keep the decision's slot and produce its executions and events."""
+    def _enact(self, key: bytes, decision: rules.Decision, call: Call | None = None) -> None:
+        """Keep the decision's slot and produce its executions and events (``call``: the call
+        it took in, if any)."""
+        if self.windows is not None:
+            decision = self.windows.follow(self._slot(key), call, decision)
         if decision.changed:
             change = self.changes.get(key)
             if change is None:

@@ -8,11 +8,21 @@ from types import FrameType
 from cfstream.observability.http import serve
 from cfstream.processor.loop import Processor
 from cfstream.settings import PROCESSOR_HTTP_PORT, Settings
+from cfstream.tracing.setup import setup_tracing
+
+# The service.name of its spans, unless OTEL_SERVICE_NAME says otherwise.
+SERVICE_NAME = "cfstream-processor"
 
 
 def run(settings: Settings) -> None:
     """Run one replica until SIGTERM or SIGINT, then finish the turn, commit and leave."""
-    processor = Processor(settings)
+    tracer = setup_tracing(SERVICE_NAME)
+    windows = None
+    if tracer is not None:
+        from cfstream.processor.tracing import WindowTracer
+
+        windows = WindowTracer(tracer, settings.calls_topic)
+    processor = Processor(settings, windows=windows)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         processor.stop()

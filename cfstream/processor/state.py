@@ -17,6 +17,7 @@ from typing import Any
 
 from cfstream.codec import dumps, loads
 from cfstream.scheduling.rules import Slot
+from cfstream.scheduling.traces import Absorbed, WindowTrace
 from cfstream.wire import FiredCall, trusted_call
 
 SLOT_PREFIX = b"k:"
@@ -59,6 +60,10 @@ def encode_slot(slot: Slot) -> bytes:
         data["running_id"] = slot.running_id
         if slot.running_attempt != 1:
             data["running_attempt"] = slot.running_attempt
+    if slot.trace is not None:  # a traced window, with the processor's tracing on
+        data["trace"] = {"scheduled_ms": slot.trace.scheduled_ms,
+                         "absorbed": [[a.id, a.traceparent, a.scheduled_ms, a.deferred_ms,
+                                       a.reason, a.successor] for a in slot.trace.absorbed]}
     return dumps(data)
 
 
@@ -82,7 +87,14 @@ def decode_slot(raw: bytes | None) -> Slot | None:
         collected_bytes=data.get("collected_bytes", 0),
         running_id=data.get("running_id"),
         running_attempt=data.get("running_attempt") or 1,
+        trace=_trace(data.get("trace")),
     )
+
+
+def _trace(data: dict[str, Any] | None) -> WindowTrace | None:
+    if data is None:
+        return None
+    return WindowTrace(data["scheduled_ms"], tuple(Absorbed(*item) for item in data["absorbed"]))
 
 
 def slot_timer(raw: bytes) -> tuple[int, str]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cfstream.scheduling.traces import WindowTrace
 from cfstream.wire import Call, FiredCall, argument_bytes, event
 
 # if_running="after": how often a running key's marker is looked at (it stays until the run ends).
@@ -62,6 +63,8 @@ class Slot:
     # if_running="after": the execution (and attempt) fired and not yet reported finished.
     running_id: str | None = None
     running_attempt: int = 1
+    # Tracing only (kept by the processor when its tracing is on): see scheduling.traces.
+    trace: WindowTrace | None = None
 
     @property
     def held(self) -> bool:

@@ -9,6 +9,7 @@ Calls topic (key: the call's key, see :attr:`Call.key`), one of:
     {"v": 1, "kind": "cancel", "id"}     (cancel the pending call with this id)
     {"v": 1, "kind": "finished", "id", "attempt"}  (a worker: this execution's run ended)
 Executions topic (same key): a call plus "due_ms" and "fired_ms".
+A call or execution may carry "traceparent" (W3C Trace Context); an invalid one is ignored.
 Events topic (key: execution id): {"v": 1, "type", "id", "task", "defer_key", "ts_ms", ...}.
 
 ``modes.py``: a call's deferring modes and their checks; ``records.py``: the records as cfstream
@@ -45,6 +46,7 @@ from cfstream.wire.reading import (
     control_from_dict,
     execution_from_dict,
     parse_json,
+    traceparent,
     trusted_call,
 )
 from cfstream.wire.records import (
@@ -92,5 +94,6 @@ __all__ = [
     "event_order",
     "execution_from_dict",
     "parse_json",
+    "traceparent",
     "trusted_call",
 ]

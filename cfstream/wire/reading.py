@@ -29,6 +29,10 @@ MAX_CLOCK_SKEW_MS = 7 * 24 * 3600 * 1000
 
 # A \uD800-\uDFFF escape: paired it is fine, alone it makes a str that cannot be UTF-8.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# W3C Trace Context: version-traceid-parentid-flags, lower-case hex; a later version may add
+# fields after the flags ("-..."), which a version 00 reader leaves out.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(?:-|$)")
+TRACEPARENT_LENGTH = 55
 
 
 class InvalidRecord(CfStreamError):
@@ -152,9 +156,22 @@ def call_from_dict(data: dict[str, Any], now_ms: int | None = None) -> Call:
             and (leading is None or leading is False)
             and (keep is None or keep == "last") and get("collect") is None
             and get("if_running") is None):
+        trace = get("traceparent")
         return Call(call_id, task, args or [], kwargs or {}, submitted, delay or 0, defer_key,
-                    max_wait)
+                    max_wait, traceparent=None if trace is None else traceparent(trace))
     return _checked_call(data, now_ms)
+
+
+def traceparent(value: Any) -> str | None:
+    """A record's ``traceparent`` as a W3C Trace Context parent (of a later version: its first
+    four fields), or None when it is not one: the call is then untraced, never rejected."""
+    if type(value) is not str or len(value) < TRACEPARENT_LENGTH:
+        return None
+    match = _TRACEPARENT.match(value)
+    if (match is None or match[1] == "ff" or (match[1] == "00" and len(value) > TRACEPARENT_LENGTH)
+            or match[2] == "0" * 32 or match[3] == "0" * 16):
+        return None
+    return value[:TRACEPARENT_LENGTH]
 
 
 def trusted_call(data: dict[str, Any]) -> Call:
@@ -162,7 +179,7 @@ def trusted_call(data: dict[str, Any]) -> Call:
     return Call(data["id"], data["task"], data.get("args") or [], data.get("kwargs") or {},
                 data["submitted_ms"], data.get("delay_ms") or 0, data.get("defer_key"),
                 data.get("max_wait_ms"), data.get("attempt") or 1, data.get("not_before_ms"),
-                trusted_modes(data), data.get("collected"))
+                trusted_modes(data), data.get("collected"), data.get("traceparent"))
 
 
 def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
@@ -206,6 +223,7 @@ def _checked_call(data: dict[str, Any], now_ms: int | None) -> Call:
         attempt=attempt,
         not_before_ms=not_before,
         modes=_modes(data, defer_key, args, kwargs),
+        traceparent=traceparent(data.get("traceparent")),
     )
 
 

@@ -44,6 +44,9 @@ class Call:
     # collect: the arguments of every call of the window, in order (the pending call and its
     # execution).
     collected: list[Any] | None = None
+    # The W3C trace context the call belongs to (the submitter's span, on an execution the
+    # processor's); only a valid one is kept (see reading.traceparent).
+    traceparent: str | None = None
 
     @property
     def key(self) -> str:
@@ -66,6 +69,8 @@ class Call:
             data.update(modes)
             if self.collected is not None:
                 data["collected"] = self.collected
+        if self.traceparent is not None:
+            data["traceparent"] = self.traceparent
         return data
 
 
@@ -90,15 +95,20 @@ class CallRecords:
                                f'{"null" if max_wait_ms is None else max_wait_ms}{fields}}}')
 
     def record(self, call_id: str, args_json: str, kwargs_json: str, submitted_ms: int,
-               defer_key: str | None) -> tuple[bytes, bytes]:
-        """``(key, value)``; ``call_id`` comes from ``new_execution_id`` (nothing to escape)."""
+               defer_key: str | None, traceparent: str | None = None) -> tuple[bytes, bytes]:
+        """``(key, value)``; ``call_id`` comes from ``new_execution_id`` and ``traceparent``
+        from a propagator (nothing to escape in either)."""
         head = f'{self._start}{call_id}{self._middle}{args_json},' \
                f'"kwargs":{kwargs_json},"submitted_ms":{submitted_ms}'
         if defer_key is None:
-            return call_id.encode(), f"{head}{self._tail}".encode()
-        return (f"{self._key_head}{defer_key}".encode(),
-                f"{head}{self._deferred}{encode_basestring(defer_key)}"
-                f"{self._deferred_tail}".encode())
+            key, value = call_id.encode(), f"{head}{self._tail}".encode()
+        else:
+            key, value = (f"{self._key_head}{defer_key}".encode(),
+                          f"{head}{self._deferred}{encode_basestring(defer_key)}"
+                          f"{self._deferred_tail}".encode())
+        if traceparent is None:
+            return key, value
+        return key, b'%s,"traceparent":"%s"}' % (value[:-1], traceparent.encode())
 
 
 @dataclass(frozen=True, slots=True)

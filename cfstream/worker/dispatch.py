@@ -20,15 +20,17 @@ from typing import Any
 
 from cfstream.task import Task
 from cfstream.worker import execute
-from cfstream.worker.jobs import Job
+from cfstream.worker.jobs import Job, Tracing
 
 Finished = tuple[Job, execute.Outcome]
 
 
 class Dispatcher:
     def __init__(self, tasks: dict[str, Task[Any, Any]], concurrency: int,
-                 timed: Callable[[float], None] = lambda seconds: None) -> None:
+                 timed: Callable[[float], None] = lambda seconds: None,
+                 spans: Tracing | None = None) -> None:
         self.tasks = tasks
+        self.spans = spans  # when tracing: a job's span is current while its task runs
         self.concurrency = concurrency
         self.timed = timed
         # id -> job, from submit() until its outcome is taken: queued or running.
@@ -99,6 +101,12 @@ class Dispatcher:
         target, ready = execute.prepare(self.tasks.get(job.call.task), job.call)
         if ready is not None:
             return ready
+        if self.spans is not None:
+            with self.spans.current(job):  # an async task's coroutine takes the context too
+                return self._call(target, job)
+        return self._call(target, job)
+
+    def _call(self, target: Any, job: Job) -> execute.Outcome:
         try:
             if asyncio.iscoroutine(target):
                 value = asyncio.run_coroutine_threadsafe(target, self._loop).result()

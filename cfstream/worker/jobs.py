@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cfstream.wire import Call, FiredCall
+
+if TYPE_CHECKING:
+    from cfstream.worker.execute import Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +40,19 @@ class Job:
     @property
     def attempt(self) -> int:
         return self.execution.call.attempt
+
+
+class Tracing(Protocol):
+    """:class:`cfstream.worker.tracing.RunSpans`, when the worker's tracing is on (a module that
+    loads OpenTelemetry, so it is not imported here)."""
+
+    def started(self, job: Job, ts_ms: int) -> None: ...
+
+    def current(self, job: Job) -> AbstractContextManager[Any]: ...
+
+    def traceparent(self, job: Job) -> str | None: ...
+
+    def ended(self, job: Job, ts_ms: int, outcome: Outcome, retry: Call | None = None) -> None:
+        ...
+
+    def deferred(self, loser: Job, winner: Job, ts_ms: int) -> None: ...

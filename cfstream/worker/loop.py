@@ -35,7 +35,7 @@ from cfstream.wire import InvalidRecord, execution_from_dict, parse_json
 from cfstream.worker import execute
 from cfstream.worker.dedupe import Dedupe, Verdict
 from cfstream.worker.dispatch import Dispatcher
-from cfstream.worker.jobs import Job
+from cfstream.worker.jobs import Job, Tracing
 from cfstream.worker.offsets import OffsetTracker
 from cfstream.worker.reporting import Reporter
 from cfstream.worker.seen import SeenEvents
@@ -59,22 +59,28 @@ BUSY_POLL_WAIT = 0.002
 GAUGE_INTERVAL = 5.0
 
 
+def worker_name() -> str:
+    """How this worker names itself in its events: ``<hostname>:<pid>``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 class Worker:
     def __init__(self, settings: Settings, tasks: dict[str, Task[Any, Any]], consumer: Consumer,
                  producer: Producer, *, seen: SeenEvents | None = None,
-                 metrics: WorkerMetrics | None = None) -> None:
+                 metrics: WorkerMetrics | None = None, spans: Tracing | None = None) -> None:
         self.settings = settings
         self.tasks = tasks
         self.consumer = consumer
         self.producer = producer
         self.metrics = metrics or WorkerMetrics()
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.name = worker_name()
         self.backlog: Backlog[Job] = Backlog()
         self.offsets = OffsetTracker()
         self.dedupe = Dedupe(seen or SeenEvents(settings))
-        self.report = Reporter(settings, producer, self.offsets, self.metrics, self.name)
+        self.report = Reporter(settings, producer, self.offsets, self.metrics, self.name, spans)
         self.starts = Starts(settings.worker_concurrency)
-        self.dispatcher = Dispatcher(tasks, settings.worker_concurrency, timed=self.starts.finished)
+        self.dispatcher = Dispatcher(tasks, settings.worker_concurrency, timed=self.starts.finished,
+                                     spans=spans)
         self.running_loop = threading.Event()
         self.stopping = threading.Event()
         self.paused = False

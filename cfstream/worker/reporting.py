@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -19,9 +20,9 @@ from cfstream.codec import dumps
 from cfstream.observability.metrics import WorkerMetrics
 from cfstream.retries import Retries
 from cfstream.settings import Settings
-from cfstream.wire import Control, InvalidRecord, dead_letter, event
+from cfstream.wire import Call, Control, InvalidRecord, dead_letter, event
 from cfstream.worker.execute import Outcome
-from cfstream.worker.jobs import Job
+from cfstream.worker.jobs import Job, Tracing
 from cfstream.worker.offsets import OffsetTracker
 from cfstream.worker.retrying import next_attempt
 
@@ -32,8 +33,9 @@ Record = tuple[str, bytes, bytes]  # topic, key, value
 
 class Reporter:
     def __init__(self, settings: Settings, producer: Producer, offsets: OffsetTracker,
-                 metrics: WorkerMetrics, worker: str) -> None:
+                 metrics: WorkerMetrics, worker: str, spans: Tracing | None = None) -> None:
         self.settings = settings
+        self.spans = spans  # the runs' spans, when the worker's tracing is on
         self.producer = producer
         self.offsets = offsets
         self.metrics = metrics
@@ -50,16 +52,21 @@ class Reporter:
                 logger.error("started event of %s not delivered: %s", job.id, err)
             delivered(job, err is None)
 
+        started_ms = now_ms()
+        if self.spans is not None:
+            self.spans.started(job, started_ms)
         self._produce(self.settings.events_topic, job.id.encode(),
-                      dumps(event("started", job.call, now_ms(), worker=self.worker,
+                      dumps(event("started", job.call, started_ms, worker=self.worker,
                                   due_ms=job.execution.due_ms, fired_ms=job.execution.fired_ms)),
                       on_delivery)
 
     def outcome(self, job: Job, outcome: Outcome, policy: Retries | None) -> None:
         if outcome.type == "succeeded":
             self.metrics.count(self.metrics.executions_succeeded, job.call.task)
-            self._emit(event("succeeded", job.call, now_ms(), worker=self.worker,
+            succeeded_ms = now_ms()
+            self._emit(event("succeeded", job.call, succeeded_ms, worker=self.worker,
                              **outcome.fields), done=job)
+            self._ended(job, succeeded_ms, outcome)
         else:
             self.failed(job, outcome, policy)
 
@@ -73,18 +80,24 @@ class Reporter:
         if retry is None:
             self._emit(event("failed", call, failed_ms, worker=self.worker, **outcome.fields),
                        done=job)
+            self._ended(job, failed_ms, outcome)
             return
+        if self.spans is not None:  # the next attempt is a child of this one
+            retry = replace(retry, traceparent=self.spans.traceparent(job))
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:  # the retry is not on Kafka: the execution ends here
                 logger.error("retry %d of %s not delivered: %s", call.attempt, call.id, err)
-                self._emit(event("failed", call, now_ms(), worker=self.worker,
+                ended_ms = now_ms()
+                self._emit(event("failed", call, ended_ms, worker=self.worker,
                                  **outcome.fields), done=job)
+                self._ended(job, ended_ms, outcome)
                 return
             self.metrics.count(self.metrics.retries, call.task)
             self._emit(event("retrying", call, failed_ms, worker=self.worker,
                              attempt=call.attempt, next_attempt=retry.attempt,
                              retry_at_ms=retry.not_before_ms, **outcome.fields), done=job)
+            self._ended(job, failed_ms, outcome, retry)
 
         self._produce(self.settings.calls_topic, retry.key.encode(), dumps(retry.to_dict()),
                       delivered)
@@ -93,8 +106,11 @@ class Reporter:
         """Two executions with one key queued here: ``loser`` will not run, its waiters follow
         ``winner``."""
         self.metrics.deferrals.labels(task=loser.call.task, where="backlog").inc()
-        self._emit(event("deferred", loser.call, now_ms(), successor=winner.id,
+        deferred_ms = now_ms()
+        self._emit(event("deferred", loser.call, deferred_ms, successor=winner.id,
                          reason="backlog"), done=loser)
+        if self.spans is not None:
+            self.spans.deferred(loser, winner, deferred_ms)
 
     def ended_elsewhere(self, job: Job) -> None:
         """The events say another worker ended ``job``: its offset is done. A key that runs one
@@ -120,6 +136,10 @@ class Reporter:
         self._produce(self.settings.dead_letter_topic, parked.key, parked.value, delivered,
                       headers=parked.headers)
         self._produce(self.settings.events_topic, parked.event_key, parked.event)
+
+    def _ended(self, job: Job, ts_ms: int, outcome: Outcome, retry: Call | None = None) -> None:
+        if self.spans is not None:
+            self.spans.ended(job, ts_ms, outcome, retry)
 
     def _emit(self, payload: dict[str, Any], done: Job | None = None) -> None:
         """Publish an event; ``done``: the execution it ends here (see the module's doc)."""

@@ -15,10 +15,14 @@ from cfstream.kafka.topics import ensure_topics
 from cfstream.observability.http import serve
 from cfstream.settings import WORKER_HTTP_PORT, Settings
 from cfstream.task import Task, registry
-from cfstream.worker.loop import Worker
+from cfstream.tracing.setup import setup_tracing
+from cfstream.worker.jobs import Tracing
+from cfstream.worker.loop import Worker, worker_name
 
 # A killed worker's partitions move after this long (librdkafka's default: 45 s).
 SESSION_TIMEOUT_MS = 10_000
+# The service.name of its spans, unless OTEL_SERVICE_NAME says otherwise.
+SERVICE_NAME = "cfstream-worker"
 
 
 def import_tasks(modules: list[str]) -> dict[str, Task[Any, Any]]:
@@ -28,6 +32,16 @@ def import_tasks(modules: list[str]) -> dict[str, Task[Any, Any]]:
     return registry()
 
 
+def spans(settings: Settings) -> Tracing | None:
+    """The runs' spans, if the ``OTEL_*`` variables ask for traces."""
+    tracer = setup_tracing(SERVICE_NAME)
+    if tracer is None:
+        return None
+    from cfstream.worker.tracing import RunSpans
+
+    return RunSpans(tracer, worker_name(), settings.executions_topic)
+
+
 def run(settings: Settings, modules: list[str]) -> None:
     """Run until SIGTERM or SIGINT, then finish running tasks, commit and leave the group."""
     tasks = import_tasks(modules)
@@ -35,7 +49,8 @@ def run(settings: Settings, modules: list[str]) -> None:
     consumer = Consumer(group_config(settings, f"{settings.topic_prefix}.workers",
                                      session_timeout_ms=member_session_ms(settings,
                                                                           SESSION_TIMEOUT_MS)))
-    worker = Worker(settings, tasks, consumer, Producer(producer_config(settings)))
+    worker = Worker(settings, tasks, consumer, Producer(producer_config(settings)),
+                    spans=spans(settings))
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         worker.stop()

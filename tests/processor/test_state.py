@@ -16,6 +16,7 @@ from cfstream.processor.state import (
     slot_timer,
 )
 from cfstream.scheduling.rules import Slot
+from cfstream.scheduling.traces import Absorbed, WindowTrace
 from cfstream.wire import NO_MODES, Call, Collect, Modes
 
 DUES = st.integers(0, 2**63)
@@ -160,3 +161,36 @@ def test_slots_written_with_modes_before_restore_to_the_same_bytes() -> None:
     for raw in WRITTEN_WITH_MODES:
         slot = decode_slot(raw)
         assert slot is not None and encode_slot(slot) == raw
+
+
+# Slots of traced calls (a call's traceparent; a window's trace, kept while the replica traces):
+# a state dir written now must restore the same, and write the same bytes.
+TP1 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TP2 = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+WRITTEN_TRACED = [
+    b'{"first_ms":100,"due_ms":700,"call":{"v":1,"kind":"call","id":"c2","task":"app:digest",'
+    b'"args":[1],"kwargs":{},"submitted_ms":200,"delay_ms":500,"defer_key":"u1",'
+    b'"max_wait_ms":null,"traceparent":"' + TP2.encode() + b'"},"trace":{"scheduled_ms":204,'
+    b'"absorbed":[["c1","' + TP1.encode() + b'",103,204,"replaced","c2"]]}}',
+    b'{"first_ms":100,"due_ms":60300,"fired_id":"c2","fired_submitted_ms":200,"execution":{'
+    b'"v":1,"kind":"execution","id":"c2","task":"app:digest","args":[1],"kwargs":{},'
+    b'"submitted_ms":200,"delay_ms":500,"defer_key":"u1","max_wait_ms":null,'
+    b'"traceparent":"' + TP1.encode() + b'","due_ms":700,"fired_ms":702}}',
+]
+
+
+def test_slots_of_traced_calls_restore_to_the_same_bytes() -> None:
+    for raw in WRITTEN_TRACED:
+        slot = decode_slot(raw)
+        assert slot is not None and encode_slot(slot) == raw
+    pending = decode_slot(WRITTEN_TRACED[0])
+    assert pending is not None and pending.call is not None
+    assert pending.call.traceparent == TP2
+    assert pending.trace == WindowTrace(204, (Absorbed("c1", TP1, 103, 204, "replaced", "c2"),))
+
+
+def test_a_traced_slot_round_trips() -> None:
+    slot = Slot(call=make_call(traceparent=TP1), first_ms=5, due_ms=9,
+                trace=WindowTrace(7, tuple(Absorbed(f"c{i}", TP2, i, i + 1, "replaced", "x")
+                                           for i in range(3))))
+    assert decode_slot(encode_slot(slot)) == slot

@@ -342,3 +342,14 @@ def test_deeply_nested_json_is_an_invalid_record() -> None:
     deep = b'{"v": 1, "args": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with pytest.raises(InvalidRecord):
         parse_json(deep, BIG)
+
+
+@pytest.mark.parametrize("value", [
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "not a traceparent", 7, None,
+    {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}])
+@pytest.mark.parametrize("schema", ["call", "execution"])
+def test_any_traceparent_is_accepted_by_both_a_bad_one_is_ignored(value: Any, schema: str) -> None:
+    base = FULL if schema == "call" else {**FULL, "kind": "execution", "due_ms": NOW, "fired_ms": NOW}
+    record = {**base, "traceparent": value}
+    assert check_agreement(record, schema)
+    assert validator(schema).is_valid(record)

@@ -174,14 +174,14 @@ class FakeSeen(SeenEvents):
 
 class Harness:
     def __init__(self, tasks: list[Task[Any, Any]], concurrency: int = 3,
-                 seen: FakeSeen | None = None) -> None:
+                 seen: FakeSeen | None = None, spans: Any = None) -> None:
         self.settings = Settings(worker_concurrency=concurrency)
         self.consumer = FakeConsumer()
         self.producer = FakeProducer()
         self.seen = seen or FakeSeen()
         self.worker = Worker(self.settings, {t.name: t for t in tasks},
                              self.consumer, self.producer,  # type: ignore[arg-type]
-                             seen=self.seen)
+                             seen=self.seen, spans=spans)
         self.offset = 0
 
     def feed(self, *records: FiredCall | bytes | None, partition: int = 0) -> list[int]:
