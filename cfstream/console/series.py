@@ -1,11 +1,13 @@
 """Time series for the console's charts: per second, for the last hour, of one task or of the
 whole pipeline.
 
-A ``Series`` is a ring of ``SPAN_S`` one-second slots (about 120 KB, whatever the event rate):
-counts of calls, deferrals, fires and failures, the pending count sampled from the changelog,
-and fire lateness as a sparse histogram, so that percentiles over any range of seconds can be
-merged from it. Slots are filled by the events' own timestamps, so the history the console
-reads on start is charted as it happened.
+A ``Series`` is a ring of ``SPAN_S`` one-second slots: counts of calls, deferrals, fires and
+failures, the pending count sampled from the changelog, and fire lateness as a sparse
+histogram, so that percentiles over any range of seconds can be merged from it. A slot's
+histogram (one per LATENESS_S seconds) is a dict while it is being written and is packed into
+bytes after, so a series takes about 130 KB, and up to about 400 KB when its task fires all
+hour with widely spread lateness, whatever the event rate. Slots are filled by the events' own timestamps, so the history the
+console reads on start is charted as it happened.
 """
 
 from __future__ import annotations
@@ -16,12 +18,45 @@ from typing import Any
 
 # An hour of one-second slots: the longest range a chart offers.
 SPAN_S = 3600
+# Lateness is kept per period of this many seconds (the finest point of a 15-minute chart):
+# a histogram per second would take 5 times the memory and time.
+LATENESS_S = 5
 # Points a chart gets, whatever its range: 5 s apart over 15 minutes, 20 s over an hour.
 POINTS = 180
 # Lateness histogram: exact below EXACT_MS, then SUB_BINS bins per power of two (1.6 % wide).
 EXACT_MS = 128
 SUB_BINS = 64
 COUNTERS = ("calls", "deferrals", "fires", "failed")
+# A packed histogram bin: its index above COUNT_BITS bits of count.
+COUNT_BITS = 20
+Histogram = dict[int, int]
+
+
+def pack(histogram: Histogram) -> bytes:
+    most = (1 << COUNT_BITS) - 1
+    return array("I", [(key << COUNT_BITS) | min(n, most)
+                       for key, n in histogram.items()]).tobytes()
+
+
+def unpack(packed: bytes | Histogram | None) -> Histogram:
+    if packed is None or isinstance(packed, dict):
+        return packed or {}
+    return merge({}, packed)
+
+
+def merge(into: Histogram, packed: bytes | Histogram | None) -> Histogram:
+    """``into`` with the counts of ``packed`` added."""
+    if isinstance(packed, dict):
+        for key, n in packed.items():
+            into[key] = into.get(key, 0) + n
+    elif packed:
+        values = array("I")
+        values.frombytes(packed)
+        mask = (1 << COUNT_BITS) - 1
+        for value in values:
+            key = value >> COUNT_BITS
+            into[key] = into.get(key, 0) + (value & mask)
+    return into
 
 
 def lateness_bin(ms: int) -> int:
@@ -42,7 +77,7 @@ def bin_value(index: int) -> int:
     return (SUB_BINS + sub) << (octave - SUB_BINS.bit_length() + 1)
 
 
-def histogram_percentile(histogram: dict[int, int], q: float) -> int | None:
+def histogram_percentile(histogram: Histogram, q: float) -> int | None:
     """The nearest-rank percentile of a histogram's values (None when empty)."""
     total = sum(histogram.values())
     if not total:
@@ -62,17 +97,22 @@ class Totals:
 
     counts: dict[str, int]
     pending: int | None
-    lateness: dict[int, int]
+    lateness: Histogram
 
 
 class Series:
-    """One scope's last hour, second by second. Not thread-safe: the model locks."""
+    """One scope's last hour: counts second by second, lateness by LATENESS_S periods. Not
+    thread-safe: the model locks."""
 
     def __init__(self) -> None:
         self._second = array("q", [-1]) * SPAN_S  # which epoch second each slot holds
         self._counts = {name: array("I", [0]) * SPAN_S for name in COUNTERS}
         self._pending = array("i", [-1]) * SPAN_S  # -1: not sampled in that second
-        self._lateness: list[dict[int, int] | None] = [None] * SPAN_S
+        periods = SPAN_S // LATENESS_S
+        self._period = array("q", [-1]) * periods  # which period each lateness slot holds
+        # A dict for the period being written (``_hot``), packed bytes for the others.
+        self._lateness: list[Histogram | bytes | None] = [None] * periods
+        self._hot = 0
 
     def _slot(self, second: int) -> int | None:
         """The slot of ``second``, emptied if it held an older one; None if it is older than
@@ -87,7 +127,6 @@ class Series:
         for counts in self._counts.values():
             counts[index] = 0
         self._pending[index] = -1
-        self._lateness[index] = None
         return index
 
     def count(self, ts_ms: int, name: str, lateness_ms: int | None = None) -> None:
@@ -96,11 +135,21 @@ class Series:
             return
         self._counts[name][index] += 1
         if lateness_ms is not None:
-            histogram = self._lateness[index]
-            if histogram is None:
-                histogram = self._lateness[index] = {}
-            key = lateness_bin(lateness_ms)
-            histogram[key] = histogram.get(key, 0) + 1
+            self._add_lateness(ts_ms // 1000 // LATENESS_S, lateness_bin(lateness_ms))
+
+    def _add_lateness(self, period: int, key: int) -> None:
+        index = period % len(self._period)
+        if self._period[index] != period:
+            if self._period[index] > period:
+                return  # older than the hour
+            self._period[index], self._lateness[index] = period, None
+        if index != self._hot:
+            hot = self._lateness[self._hot]
+            if isinstance(hot, dict):
+                self._lateness[self._hot] = pack(hot)
+            self._hot = index
+        histogram = self._lateness[index] = unpack(self._lateness[index])
+        histogram[key] = histogram.get(key, 0) + 1
 
     def sample_pending(self, ts_ms: int, value: int) -> None:
         index = self._slot(ts_ms // 1000)
@@ -108,11 +157,12 @@ class Series:
             self._pending[index] = value
 
     def totals(self, first: int, last: int) -> Totals:
-        """Seconds ``first`` to ``last`` (epoch seconds, both included)."""
+        """Seconds ``first`` to ``last`` (epoch seconds, both included); lateness of the
+        LATENESS_S periods they touch."""
         counts = dict.fromkeys(COUNTERS, 0)
         pending: int | None = None
-        lateness: dict[int, int] = {}
-        for second in range(max(first, last - SPAN_S + 1), last + 1):
+        first = max(first, last - SPAN_S + 1)
+        for second in range(first, last + 1):
             index = second % SPAN_S
             if self._second[index] != second:
                 continue
@@ -120,8 +170,11 @@ class Series:
                 counts[name] += self._counts[name][index]
             if self._pending[index] >= 0:
                 pending = self._pending[index]
-            for key, n in (self._lateness[index] or {}).items():
-                lateness[key] = lateness.get(key, 0) + n
+        lateness: Histogram = {}
+        for period in range(first // LATENESS_S, last // LATENESS_S + 1):
+            index = period % len(self._period)
+            if self._period[index] == period:
+                merge(lateness, self._lateness[index])
         return Totals(counts, pending, lateness)
 
     def chart(self, now_ms: int, span_s: int) -> dict[str, Any]:

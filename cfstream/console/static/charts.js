@@ -66,7 +66,7 @@ function plot(spec, data, width) {
     grid.append(svg("line", { x1: PAD.left, x2: width - PAD.right, y1: y(v), y2: y(v),
       class: "grid" }));
     grid.append(svg("text", { x: PAD.left - 4, y: y(v) + 4, class: "tick", "text-anchor": "end" },
-      spec.format(v)));
+      spec.rates && Number.isInteger(v) ? String(v) : spec.format(v)));
   }
   chart.append(grid);
   for (const [field, , cls] of spec.lines) {

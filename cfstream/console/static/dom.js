@@ -1,6 +1,7 @@
 // Building the page: every text goes in through textContent, never as HTML (arguments,
 // results, ids and keys are user data).
 import { fullTime, clock, shortId } from "./format.js";
+import { svg } from "./svg.js";
 
 // How long a message stays on the page.
 export const TOAST_MS = 6000;
@@ -72,6 +73,14 @@ async function copyText(text) {
   if (!done) throw new Error("the browser refused to copy");
 }
 
+// Two overlapping sheets: drawn, so that it shows whatever fonts the machine has.
+function copyIcon() {
+  const icon = svg("svg", { width: 12, height: 12, viewBox: "0 0 12 12", class: "icon" });
+  icon.append(svg("rect", { x: 0.5, y: 2.5, width: 7, height: 9, rx: 1 }),
+    svg("path", { d: "M3 2.5V1.5a1 1 0 0 1 1-1h6a1 1 0 0 1 1 1v7a1 1 0 0 1-1 1H8" }));
+  return icon;
+}
+
 // A short id linking to its story, the full id on hover, and a button copying it.
 export function idRef(id) {
   const wrap = el("span", null, "id");
@@ -79,15 +88,16 @@ export function idRef(id) {
   link.href = `#/executions/${encodeURIComponent(id)}`;
   link.title = id;
   link.dataset.story = id;
-  const copy = button("⧉", "copy", async () => {
+  const copy = button(null, "copy", async () => {
     try {
       await copyText(id);
-      copy.textContent = "✓";
-      setTimeout(() => { copy.textContent = "⧉"; }, 1500);
+      copy.textContent = "copied";
+      setTimeout(() => { copy.replaceChildren(copyIcon()); }, 1500);
     } catch (exc) {
       toast(`could not copy: ${exc.message}`, "error");
     }
   }, "copy the full id");
+  copy.append(copyIcon());
   copy.dataset.copy = id;
   wrap.append(link, copy);
   return wrap;

@@ -64,7 +64,8 @@ function error(e) {
 export function detail(e) {
   switch (e.type) {
     case "scheduled":
-      return `due in ${duration(e.due_ms - e.ts_ms)}` + (e.after ? `, after ${e.after} ends` : "");
+      return (e.due_ms > e.ts_ms ? `due in ${duration(e.due_ms - e.ts_ms)}` : "due at once") +
+        (e.after ? `, after ${e.after} ends` : "");
     case "deferred": return `→ ${e.successor} (${e.reason})`;
     case "started": return `${duration(e.ts_ms - e.due_ms)} after due, on ${e.worker}`;
     case "succeeded": return `result ${JSON.stringify(e.result)}`;

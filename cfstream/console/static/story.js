@@ -48,7 +48,7 @@ export function renderStory(s) {
   }
   const width = Math.max(480, (box.clientWidth || 1000) - 4);
   const drawn = timeline(story, s.now_ms, width);
-  if (drawn) parts.push(drawn);
+  if (drawn) parts.push(...drawn);
   story.steps.forEach((step, i) => {
     const div = el("div", null, "step");
     div.dataset.id = step.id;

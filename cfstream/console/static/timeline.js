@@ -1,5 +1,6 @@
 // A story as a timeline: the calls of a deferral chain as marks with their quiet periods
 // shaded, a held call's wait for the run before it, and each attempt's run and backoff as bars.
+import { el } from "./dom.js";
 import { duration } from "./format.js";
 import { scale, svg, timeAxis, tip } from "./svg.js";
 
@@ -75,6 +76,12 @@ function lanes(items) {
 }
 
 const LABELS = { calls: "calls", held: "held by", run: "run" };
+// What each kind of mark means, for the legend under the timeline.
+const MEANINGS = [["call", "a call"], ["quiet", "quiet period, until a newer call replaced it"],
+  ["quiet last", "quiet period, until due"], ["due", "due"],
+  ["hold", "held: due, but an earlier run of its key was still going"],
+  ["blocker", "that earlier run"], ["run succeeded", "run, succeeded"],
+  ["run failed", "run, failed"], ["run running", "running"], ["backoff", "backoff before a retry"]];
 
 function draw(item, x, laneTop, height) {
   const y = laneTop + (LANE - BAR) / 2;
@@ -96,7 +103,19 @@ function draw(item, x, laneTop, height) {
   return tip(node, item.text);
 }
 
-// The story's timeline, `width` pixels wide; relative time labels from its first call.
+function legend(items) {
+  const list = el("ul", null, "legend timeline-legend");
+  for (const [kind, meaning] of MEANINGS) {
+    if (!items.some((i) => i.kind === kind)) continue;
+    const item = el("li", null, `key ${kind}`);
+    item.append(el("span", meaning));
+    list.append(item);
+  }
+  return list;
+}
+
+// The story's timeline, `width` pixels wide, with relative time labels from its first call,
+// and its legend; null when the console has no events of the story.
 export function timeline(story, nowMs, width) {
   const items = spans(story, nowMs);
   if (!items.length) return null;
@@ -117,5 +136,5 @@ export function timeline(story, nowMs, width) {
   for (const item of items) {
     chart.append(draw(item, x, rows[item.lane], height));
   }
-  return chart;
+  return [chart, legend(items)];
 }
