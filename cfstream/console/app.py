@@ -1,5 +1,5 @@
-"""The console's web app (aiohttp): one page, a JSON snapshot, a server-sent event stream of
-snapshots, and a cancel endpoint.
+"""The console's web app (aiohttp): one page and its modules, a JSON snapshot, a server-sent
+event stream of snapshots (of the section the page shows), and a cancel endpoint.
 
 The page renders everything with ``textContent``, never as HTML: task arguments are user data.
 The cancel POST must come from the page itself: it carries a token that only the page knows,
@@ -22,6 +22,7 @@ from aiohttp import web
 from cfstream.clock import now_ms
 from cfstream.console.feed import Feed
 from cfstream.console.state import Model
+from cfstream.console.view import View
 from cfstream.errors import ConfigurationError
 from cfstream.processor.pending import cancel, pending_calls
 from cfstream.settings import Settings
@@ -33,7 +34,7 @@ DEFAULT_HOST = "127.0.0.1"
 # How often the page gets a new snapshot.
 PUSH_INTERVAL_S = 1.0
 CANCEL_REASON = "cancelled from the console"
-_TYPES = {"console.js": "text/javascript", "console.css": "text/css"}
+_TYPES = {".js": "text/javascript", ".css": "text/css"}
 _NO_STORE = {"Cache-Control": "no-store"}
 STATIC = resources.files("cfstream.console") / "static"
 
@@ -77,17 +78,17 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def static(request: web.Request) -> web.Response:
+    """The page's scripts (ES modules) and style: files of the static folder, by name."""
     name = request.match_info["name"]
-    if name not in _TYPES:
+    kind = _TYPES.get(name[name.rfind("."):]) if "." in name else None
+    if kind is None or "/" in name or name.startswith(".") or not (STATIC / name).is_file():
         raise web.HTTPNotFound()
-    return web.Response(text=(STATIC / name).read_text(encoding="utf-8"),
-                        content_type=_TYPES[name], headers=_NO_STORE)
+    return web.Response(text=(STATIC / name).read_text(encoding="utf-8"), content_type=kind,
+                        headers=_NO_STORE)
 
 
 def _view(request: web.Request) -> dict[str, Any]:
-    query = request.query
-    return request.app[MODEL].snapshot(now_ms(), task=query.get("task", ""),
-                                       key=query.get("key", ""), story=query.get("story", ""))
+    return request.app[MODEL].snapshot(now_ms(), View.from_query(request.query))
 
 
 async def snapshot(request: web.Request) -> web.Response:

@@ -57,7 +57,9 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    # The clipboard permissions: the tests read back what a copy button copied.
+    context = browser.new_context(viewport={"width": 1360, "height": 900},
+                                  permissions=["clipboard-read", "clipboard-write"])
     yield context.new_page()
     context.close()
 

@@ -34,18 +34,19 @@ def test_the_page_updates_again_after_the_broker_restarts(tmp_path: Path, page: 
         services.processor()
         url = start_console(services)
         before = waiting.submit_to(client, "before", 1)
-        page.goto(url)
-        expect(page.locator(f'#pending tr[data-id="{before.id}"]')).to_have_count(
+        page.goto(f"{url}/#/pending")
+        expect(page.locator(f'#pending-table tr[data-id="{before.id}"]')).to_have_count(
             1, timeout=TIMEOUT_MS)
 
         broker.stop(remove_data=False)
         broker.start()  # same port, same data
         page.evaluate("window.__same_page = true")
         after = waiting.submit_to(client, "after", 2)
-        expect(page.locator(f'#pending tr[data-id="{after.id}"]')).to_have_count(
+        expect(page.locator(f'#pending-table tr[data-id="{after.id}"]')).to_have_count(
             1, timeout=TIMEOUT_MS)
-        expect(page.locator(f'#pending tr[data-id="{before.id}"]')).to_have_count(1)
-        expect(page.locator("#recent tbody tr", has_text="after")).not_to_have_count(0)
+        expect(page.locator(f'#pending-table tr[data-id="{before.id}"]')).to_have_count(1)
+        page.click('nav a[data-section="events"]')  # the same page, another section
+        expect(page.locator("#events-table tbody tr", has_text="after")).not_to_have_count(0)
         expect(page.locator("#errors li")).to_have_count(0, timeout=TIMEOUT_MS)
         assert page.evaluate("window.__same_page") is True
         assert services.started["console"].running
