@@ -165,7 +165,7 @@ def test_dockerfile_runs_cfstream_as_a_non_root_user() -> None:
     stages = re.findall(r"^FROM\s+(\S+)", text, re.M)
     assert stages and all(s.startswith("python:${PYTHON_VERSION}-slim") for s in stages)
     assert re.search(r"^ARG PYTHON_VERSION=3\.11$", text, re.M)
-    assert re.search(r"pip install \.$", text, re.M)
+    assert re.search(r"pip install '\.\[otel\]'$", text, re.M)  # the package, traces included
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert re.search(r"^ENTRYPOINT \[\"cfstream\"\]$", text, re.M)
