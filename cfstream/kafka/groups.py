@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import IO, Any
@@ -151,17 +152,25 @@ def _describe(admin: Any, group: str, timeout: float) -> dict[str, Any]:
         for m in description.members]}
 
 
-def main(stdin: IO[str], stdout: IO[str]) -> None:
-    from confluent_kafka.admin import AdminClient
+def main(stdin: IO[str], stdout: IO[str], make_admin: Callable[[dict[str, Any]], Any]) -> None:
+    """Answer each request line; after a failed read the next one goes through a new client.
 
+    A long-lived admin client can time out on every describe after a broker restart and a
+    rebalance, while a new client is answered at once (seen in the chaos run: three replicas'
+    readers and the harness's timed out for minutes), as ListOffsets does
+    (:mod:`cfstream.processor.watermarks`)."""
     first = stdin.readline()
     if not first:
         return
-    admin = AdminClient(json.loads(first))
+    config = json.loads(first)
+    admin = make_admin(config)
     for line in stdin:
         request = json.loads(line)
-        stdout.write(json.dumps(_describe(admin, request["group"], request["timeout"])) + "\n")
+        answer = _describe(admin, request["group"], request["timeout"])
+        stdout.write(json.dumps(answer) + "\n")
         stdout.flush()
+        if "error" in answer:
+            admin = make_admin(config)
 
 
 def _exit_with(parent: int) -> None:
@@ -173,6 +182,8 @@ def _exit_with(parent: int) -> None:
 
 
 if __name__ == "__main__":
+    from confluent_kafka.admin import AdminClient
+
     threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
-    main(sys.stdin, sys.stdout)
+    main(sys.stdin, sys.stdout, AdminClient)
     os._exit(0)  # not waiting on librdkafka's teardown while the cluster is unreachable

@@ -7,7 +7,7 @@ import signal
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.groups import GroupReadError, Groups
@@ -85,3 +85,51 @@ def test_the_reader_exits_when_its_parent_is_killed(settings: Settings, tmp_path
             f"/proc/{child}/status").read().lower():
         assert time.monotonic() < deadline, "the reader outlived its parent"
         time.sleep(0.1)
+
+
+class _Description:
+    state = type("State", (), {"name": "STABLE"})()
+    members: list[Any] = []
+
+
+class _Admin:
+    """A stand-in admin client: fails its describes with ``error``, or answers STABLE."""
+
+    def __init__(self, error: KafkaError | None) -> None:
+        self.error = error
+
+    def describe_consumer_groups(self, groups: list[str], request_timeout: float) -> Any:
+        from concurrent.futures import Future
+
+        future: Future[Any] = Future()
+        if self.error is None:
+            future.set_result(_Description())
+        else:
+            future.set_exception(KafkaException(self.error))
+        return {groups[0]: future}
+
+
+def test_after_a_failed_read_the_next_goes_through_a_new_client() -> None:
+    """A long-lived client timed out on every describe after a broker restart (the chaos run);
+    a new one answered at once."""
+    import io
+    import json
+
+    from cfstream.kafka.groups import main
+
+    made: list[_Admin] = []
+
+    def make_admin(config: dict[str, Any]) -> _Admin:
+        assert config == {"bootstrap.servers": "x"}
+        made.append(_Admin(KafkaError(KafkaError._TIMED_OUT) if len(made) < 2 else None))
+        return made[-1]
+
+    requests = [json.dumps({"bootstrap.servers": "x"})] + [
+        json.dumps({"group": "g", "timeout": 1})] * 4
+    out = io.StringIO()
+    main(io.StringIO("\n".join(requests) + "\n"), out, make_admin)
+    answers = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [a.get("code") for a in answers] == [KafkaError._TIMED_OUT, KafkaError._TIMED_OUT,
+                                                 None, None]
+    assert answers[2] == {"state": "STABLE", "members": []}
+    assert len(made) == 3  # a new client after each failure, then the same one
