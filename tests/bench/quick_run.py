@@ -8,7 +8,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # The smoke run in three parts that pytest-xdist can run side by side, about 2-2.5 min each
@@ -35,3 +38,17 @@ def run_quick(kafka_bootstrap: str, out: Path, part: str, timeout: float) -> Non
     assert set(ran) == set(names)
     assert all(ran.values()), ran
     assert "| benchmark |" in report_file.with_suffix(".md").read_text()
+
+
+def smoke_test(part: str) -> Callable[[str, Path], None]:
+    """The test of one part, for its module (one module a part, so that they run side by
+    side)."""
+
+    @pytest.mark.kafka
+    @pytest.mark.long
+    @pytest.mark.timeout(600)
+    def test_quick_benchmarks_run_and_report_every_figure(kafka_bootstrap: str,
+                                                          tmp_path: Path) -> None:
+        run_quick(kafka_bootstrap, tmp_path, part, timeout=540)
+
+    return test_quick_benchmarks_run_and_report_every_figure
