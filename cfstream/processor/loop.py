@@ -42,6 +42,7 @@ from cfstream.kafka.topics import ensure_topics
 from cfstream.memory import tune_for_service
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import membership
+from cfstream.processor.commits import Commits
 from cfstream.processor.db import Databases, close
 from cfstream.processor.group import GroupView, StandbyPlan
 from cfstream.processor.outputs import Outputs
@@ -86,7 +87,7 @@ class Processor:
         self.dead = False  # a fatal error (a fence): the consumer can do nothing more
         self.stopping = threading.Event()
         self.consumer: Consumer | None = None
-        self.committed: dict[int, int] = {}
+        self.commits = Commits(self.topic)
         self._last_commit = self._last_gauges = time.monotonic()
         self.startup = Startup()
 
@@ -119,7 +120,7 @@ class Processor:
         self.plan = StandbyPlan(settings, group, self.restorer.standbys, self.metrics, copies)
         config = membership.group_config(
             settings, member_session_ms(settings, membership.SESSION_TIMEOUT_MS))
-        self.consumer = Consumer(config)
+        self.consumer = Consumer({**config, "on_commit": self.commits.on_commit})
         membership.announce(settings, config)
         self.consumer.subscribe([self.topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -256,19 +257,9 @@ class Processor:
 
     def _commit(self) -> None:
         self._last_commit = time.monotonic()
-        if not self.healthy:
-            return
-        offsets = [TopicPartition(self.topic, p, task.position)
-                   for p, task in self.tasks.items() if self.committed.get(p) != task.position]
-        if not offsets or self.consumer is None:
-            return
-        try:
-            self.consumer.commit(offsets=offsets, asynchronous=True)
-        except Exception as exc:  # e.g. rebalancing: the next commit carries the offsets
-            logger.info("commit deferred: %s", exc)
-            return
-        for tp in offsets:
-            self.committed[tp.partition] = tp.offset
+        if self.healthy and self.consumer is not None:
+            self.commits.commit(self.consumer,
+                                {p: task.position for p, task in self.tasks.items()})
 
     def _owned(self) -> set[int]:
         return set(self.tasks) | set(self.restoring)
@@ -335,7 +326,7 @@ class Processor:
         self.watermarks.forget(partition)
         self.restoring.pop(partition, None)
         self.retries.pop(partition, None)
-        self.committed.pop(partition, None)
+        self.commits.forget(partition)
         self.metrics.forget_partition(partition)
         task = self.tasks.pop(partition, None)
         if task is not None:

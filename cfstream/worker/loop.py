@@ -148,8 +148,9 @@ class Worker:
         try:
             self.consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
                                  asynchronous=False)
-        except Exception as exc:  # a rebalance in progress; the next commit catches up
+        except Exception as exc:  # a rebalance in progress: sent again at the next commit
             logger.warning("commit failed: %s", exc)
+            self.offsets.not_committed(offsets)
 
     def _poll_wait(self) -> float:
         """No wait while there is something to do: waiting out POLL_WAIT before each round of

@@ -11,7 +11,7 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._taken: dict[int, deque[int]] = {}
         self._finished: dict[int, set[int]] = {}
-        self._next: dict[int, int] = {}
+        self._unsent: dict[int, int] = {}  # commits that failed, to send again
 
     def take(self, partition: int, offset: int) -> None:
         self._taken.setdefault(partition, deque()).append(offset)
@@ -22,8 +22,9 @@ class OffsetTracker:
             self._finished[partition].add(offset)
 
     def committable(self) -> dict[int, int]:
-        """Partition -> next offset to commit, for partitions that advanced since last asked."""
-        out = {}
+        """Partition -> next offset to commit, for partitions that advanced since last asked
+        (or whose commit failed since)."""
+        out, self._unsent = self._unsent, {}
         for partition, taken in self._taken.items():
             finished = self._finished[partition]
             advanced = None
@@ -31,9 +32,15 @@ class OffsetTracker:
                 finished.discard(taken[0])
                 advanced = taken.popleft() + 1
             if advanced is not None:
-                self._next[partition] = advanced
                 out[partition] = advanced
         return out
+
+    def not_committed(self, offsets: dict[int, int]) -> None:
+        """A commit of ``offsets`` failed (a rebalance in progress, say): offer them again, or
+        a partition with nothing more to finish keeps its old committed offset."""
+        for partition, offset in offsets.items():
+            if partition in self._taken:  # not revoked since
+                self._unsent[partition] = max(offset, self._unsent.get(partition, offset))
 
     def pending(self, partition: int) -> int:
         return len(self._taken.get(partition, ()))
@@ -42,4 +49,4 @@ class OffsetTracker:
         """Drop a revoked partition: its unfinished offsets are the new owner's now."""
         self._taken.pop(partition, None)
         self._finished.pop(partition, None)
-        self._next.pop(partition, None)
+        self._unsent.pop(partition, None)

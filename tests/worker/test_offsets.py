@@ -120,3 +120,20 @@ def test_commit_point_never_passes_an_unfinished_offset(order: list[int]) -> Non
             expected += 1
         assert committed == expected
     assert committed == len(order)
+
+
+def test_a_failed_commit_is_offered_again_until_revoked() -> None:
+    tracker = OffsetTracker()
+    tracker.take(0, 10)
+    tracker.take(1, 20)
+    tracker.finish(0, 10)
+    tracker.finish(1, 20)
+    assert tracker.committable() == {0: 11, 1: 21}
+    tracker.not_committed({0: 11, 1: 21})  # e.g. REBALANCE_IN_PROGRESS
+    tracker.forget(1)
+    assert tracker.committable() == {0: 11}  # nothing new finished: offered again all the same
+    assert tracker.committable() == {}
+    tracker.take(0, 11)
+    tracker.not_committed({0: 11})
+    tracker.finish(0, 11)
+    assert tracker.committable() == {0: 12}  # the newer point wins
