@@ -6,8 +6,8 @@ failures, the pending count sampled from the changelog, and fire lateness as a s
 histogram, so that percentiles over any range of seconds can be merged from it. A slot's
 histogram (one per LATENESS_S seconds) is a dict while it is being written and is packed into
 bytes after, so a series takes about 130 KB, and up to about 400 KB when its task fires all
-hour with widely spread lateness, whatever the event rate. Slots are filled by the events' own timestamps, so the history the
-console reads on start is charted as it happened.
+hour with widely spread lateness, whatever the event rate. Slots are filled by the events' own
+timestamps, so the history the console reads on start is charted as it happened.
 """
 
 from __future__ import annotations
