@@ -26,6 +26,8 @@ POINTS = 180
 # Lateness histogram: exact below EXACT_MS, then SUB_BINS bins per power of two (1.6 % wide).
 EXACT_MS = 128
 SUB_BINS = 64
+# About 35 years: a later lateness (a foreign writer's event) is binned as this.
+MAX_LATENESS_MS = 2**40
 COUNTERS = ("calls", "deferrals", "fires", "failed")
 # A packed histogram bin: its index above COUNT_BITS bits of count.
 COUNT_BITS = 20
@@ -60,7 +62,9 @@ def merge(into: Histogram, packed: bytes | Histogram | None) -> Histogram:
 
 
 def lateness_bin(ms: int) -> int:
-    """The histogram bin of a lateness in ms (a negative one counts as 0: clocks differ)."""
+    """The histogram bin of a lateness in ms (a negative one counts as 0: clocks differ; one
+    over MAX_LATENESS_MS as that, so that every bin packs)."""
+    ms = min(ms, MAX_LATENESS_MS)
     if ms < EXACT_MS:
         return max(ms, 0)
     octave = ms.bit_length() - 1  # 2**octave <= ms

@@ -1,9 +1,10 @@
 """The console's live model: per-task and pipeline time series and totals from the events
 topic, pending calls from the processors' changelog, the latest events and executions.
 
-Everything is bounded: the series hold an hour of seconds for at most ``MAX_SERIES`` tasks,
-the events list and the executions' memory hold the most recent ones only, and the pending
-list is the latest snapshot of the changelog.
+Bounded: the series hold an hour of seconds for at most ``MAX_SERIES`` tasks, the events list
+and the executions' memory hold the most recent ones only, and the pending list is the latest
+snapshot of the changelog. Only the outcome totals (five counters) grow, by one row for each
+task name ever seen.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ RATE_WINDOW_S = 60
 # Tasks with a chart of their own (about 120 KB each); the least recently active goes first.
 # The pipeline's chart counts every task.
 MAX_SERIES = 200
+# Event times charted: up to 2**53 ms (what JSON numbers carry exactly); the wire format accepts
+# any integer, and the series keep their seconds in 64-bit slots.
+MAX_TS_MS = 2**53
 # Rows of each list in the per-task view (each links to the whole list).
 TASK_VIEW_ROWS = 10
 # Events saying a call no longer waits: the changelog snapshot may not show it yet.
@@ -76,8 +80,8 @@ class Model:
 
     def _count(self, event: Event) -> None:
         kind, ts, task = event.get("type"), event.get("ts_ms"), event.get("task")
-        if not isinstance(ts, int) or not isinstance(task, str):
-            return
+        if not isinstance(ts, int) or not 0 <= ts < MAX_TS_MS or not isinstance(task, str):
+            return  # a foreign writer's event: listed, not charted
         if kind in OUTCOMES:
             outcomes = self._outcomes.setdefault(task, dict.fromkeys(OUTCOMES, 0))
             outcomes[str(kind)] += 1

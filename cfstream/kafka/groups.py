@@ -99,8 +99,9 @@ class Groups:
         child = self._child
         if child is not None and child.poll() is None:
             return child
-        if child is not None:
-            logger.warning("the group reader exited with %s; starting another", child.returncode)
+        if child is not None:  # 0: it left after a failed read (see main)
+            log = logger.debug if child.returncode == 0 else logger.warning
+            log("the group reader exited with %s; starting another", child.returncode)
         child = subprocess.Popen(  # noqa: S603 - our own module, this interpreter
             [sys.executable, "-m", "cfstream.kafka.groups"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -153,24 +154,24 @@ def _describe(admin: Any, group: str, timeout: float) -> dict[str, Any]:
 
 
 def main(stdin: IO[str], stdout: IO[str], make_admin: Callable[[dict[str, Any]], Any]) -> None:
-    """Answer each request line; after a failed read the next one goes through a new client.
+    """Answer each request line, until one fails: then return, so the process exits and the
+    parent's next request starts a new one.
 
     A long-lived admin client can time out on every describe after a broker restart and a
     rebalance, while a new client is answered at once (seen in the chaos run: three replicas'
-    readers and the harness's timed out for minutes), as ListOffsets does
-    (:mod:`cfstream.processor.watermarks`)."""
+    readers and the harness's timed out for minutes). A new process, not a new client in this
+    one: destroying the old client can block while the cluster is unreachable."""
     first = stdin.readline()
     if not first:
         return
-    config = json.loads(first)
-    admin = make_admin(config)
+    admin = make_admin(json.loads(first))
     for line in stdin:
         request = json.loads(line)
         answer = _describe(admin, request["group"], request["timeout"])
         stdout.write(json.dumps(answer) + "\n")
         stdout.flush()
         if "error" in answer:
-            admin = make_admin(config)
+            return
 
 
 def _exit_with(parent: int) -> None:

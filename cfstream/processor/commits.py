@@ -37,9 +37,11 @@ class Commits:
             self.sent[tp.partition] = tp.offset
 
     def on_commit(self, error: KafkaError | None, offsets: list[TopicPartition]) -> None:
-        """The consumer's ``on_commit``: a failed commit is sent again next time."""
+        """The consumer's ``on_commit``: a failed commit is sent again next time. The
+        request's ``error`` names one partition's failure; the others carry their own."""
+        blamed = any(tp.error is not None for tp in offsets)
         for tp in offsets:
-            failed = error if error is not None else tp.error
+            failed = tp.error if blamed else error
             if failed is not None and self.sent.get(tp.partition) == tp.offset:
                 del self.sent[tp.partition]
                 logger.info("commit of %s[%d] at %d failed (%s): trying again", tp.topic,

@@ -116,7 +116,7 @@ class PartitionTask:
             if rules.due_before(slot, call, now):  # both read late: the pending one runs
                 fired = rules.fire_if_due(slot, now, FIRED_RETENTION_MS)
                 self._enact(key, fired)
-                slot = fired.slot
+                slot = self._slot(key)  # as kept (its trace, if traced)
             decision = rules.accept(slot, call, now, FIRED_RETENTION_MS, fire_due=False)
             if decision.slot is not None and decision.slot.due_ms <= now:
                 self.due_now.append(key)

@@ -20,6 +20,7 @@ window's trace (``Slot.trace``) along each decision the rules take.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -31,6 +32,8 @@ from cfstream.scheduling.traces import MAX_ABSORBED, Absorbed, WindowTrace
 from cfstream.tracing.spans import link, ns, parent, traceparent_of
 from cfstream.wire import Call, FiredCall
 
+logger = logging.getLogger(__name__)
+
 
 class WindowTracer:
     def __init__(self, tracer: Tracer, calls_topic: str) -> None:
@@ -40,7 +43,15 @@ class WindowTracer:
     def follow(self, before: Slot | None, call: Call | None, decision: Decision) -> Decision:
         """``decision`` (taken on ``before``, for ``call`` if a call came) with the window's
         trace carried into its slot, after making the spans of the calls that left the table;
-        fired executions carry their span's context."""
+        fired executions carry their span's context. Tracing never costs a call: if it fails,
+        the decision goes on untraced."""
+        try:
+            return self._follow(before, call, decision)
+        except Exception:
+            logger.exception("tracing a decision failed; it goes on untraced")
+            return decision
+
+    def _follow(self, before: Slot | None, call: Call | None, decision: Decision) -> Decision:
         pending = before.call if before is not None else None
         window = before.trace if before is not None else None
         if window is None and (call is None or call.traceparent is None) and (
@@ -92,8 +103,8 @@ class WindowTracer:
             scheduled = scheduled_ms if scheduled_ms is not None else pending.submitted_ms
         else:
             return
-        if deferred.traceparent is None:
-            return
+        if deferred.traceparent is None or any(a.id == subject for a in absorbed):
+            return  # untraced, or a replay of a deferral the window keeps already
         entry = Absorbed(subject, deferred.traceparent, scheduled, now, item["reason"],
                          item["successor"])
         current = slot.call if slot is not None else None

@@ -3,8 +3,11 @@ out (``TraceContextTextMapPropagator``), links, and the submit span."""
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -13,9 +16,27 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from cfstream import tracing
 
+logger = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., None])
+
 PROPAGATOR = TraceContextTextMapPropagator()
 TRACEPARENT = "traceparent"
 NS_PER_MS = 1_000_000
+
+
+def harmless(method: F) -> F:
+    """Tracing never costs a call: an exception in ``method`` (which returns nothing) is
+    logged, and the work goes on untraced."""
+
+    @functools.wraps(method)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            method(*args, **kwargs)
+        except Exception:
+            logger.exception("tracing failed in %s; the work goes on untraced",
+                             method.__qualname__)
+
+    return guarded  # type: ignore[return-value]
 
 
 def tracer(provider: TracerProvider | None = None) -> trace.Tracer:

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Tracer
 
 from cfstream import tracing
-from cfstream.tracing.spans import fail, link, ns, parent, traceparent_of
+from cfstream.tracing.spans import fail, harmless, link, ns, parent, traceparent_of
 from cfstream.wire import Call
 from cfstream.worker.execute import Outcome
 from cfstream.worker.jobs import Job
@@ -33,6 +33,7 @@ class RunSpans:
         # on the worker's thread, read on the task's).
         self.spans: dict[str, Span] = {}
 
+    @harmless
     def started(self, job: Job, ts_ms: int) -> None:
         """``job``'s ``started`` event says ``ts_ms``: its span begins (if it is traced)."""
         call = job.call
@@ -58,6 +59,7 @@ class RunSpans:
         span = self.spans.get(job.id)
         return job.call.traceparent if span is None else traceparent_of(span)
 
+    @harmless
     def ended(self, job: Job, ts_ms: int, outcome: Outcome, retry: Call | None = None) -> None:
         """``job``'s outcome event says ``ts_ms`` (``retry``: the attempt that follows)."""
         span = self.spans.pop(job.id, None)
@@ -74,6 +76,7 @@ class RunSpans:
                            ns(ts_ms))
         span.end(ns(ts_ms))
 
+    @harmless
     def deferred(self, loser: Job, winner: Job, ts_ms: int) -> None:
         """``loser`` was merged into ``winner`` in the backlog, at ``ts_ms``."""
         call = loser.call

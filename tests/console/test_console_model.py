@@ -259,3 +259,19 @@ def test_a_task_view_holds_only_that_tasks_calls() -> None:
     view = model.snapshot(NOW, View(section="task", scope=TASK))
     assert [c["id"] for c in view["pending"]["rows"]] == ["p1"]
     assert view["events"]["rows"] == [] and view["executions"]["rows"] == []
+
+
+def test_a_foreign_writers_absurd_times_are_listed_not_charted_and_break_nothing() -> None:
+    """The wire format takes any integer: a lateness of 2**70 ms, or a time of 10**22 ms, once
+    made every later lateness fail to pack and the events reader reconnect every 2 s."""
+    model = Model()
+    model.add_event(ev("started", "huge", NOW - 3000, due_ms=0, fired_ms=2**70))
+    model.add_event(ev("scheduled", "future", 10**22, due_ms=NOW))
+    for i in range(3):
+        model.add_event(ev("started", f"ok{i}", NOW - 2000 - i * 5000, due_ms=NOW - 2200,
+                           fired_ms=NOW - 2100))
+    chart = model.snapshot(NOW, View(section="overview"))["chart"]
+    assert chart["p50"][-1] == 100 and chart["fires"][-1] == 0.4
+    assert lateness_bin(2**70) == lateness_bin(series.MAX_LATENESS_MS)
+    events = model.snapshot(NOW, View(section="events"))["events"]
+    assert {"huge", "future"} <= {e["id"] for e in events["rows"]}

@@ -109,27 +109,36 @@ class _Admin:
         return {groups[0]: future}
 
 
-def test_after_a_failed_read_the_next_goes_through_a_new_client() -> None:
+def test_after_a_failed_read_the_reader_exits_and_the_next_request_starts_another(
+        settings: Settings) -> None:
     """A long-lived client timed out on every describe after a broker restart (the chaos run);
-    a new one answered at once."""
+    a new one answered at once. The reader stops at a failed read (its process exits without
+    tearing the client down), and the next request goes to a new reader."""
     import io
     import json
 
     from cfstream.kafka.groups import main
 
-    made: list[_Admin] = []
-
-    def make_admin(config: dict[str, Any]) -> _Admin:
-        assert config == {"bootstrap.servers": "x"}
-        made.append(_Admin(KafkaError(KafkaError._TIMED_OUT) if len(made) < 2 else None))
-        return made[-1]
-
     requests = [json.dumps({"bootstrap.servers": "x"})] + [
-        json.dumps({"group": "g", "timeout": 1})] * 4
+        json.dumps({"group": "g", "timeout": 1})] * 3
     out = io.StringIO()
-    main(io.StringIO("\n".join(requests) + "\n"), out, make_admin)
-    answers = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [a.get("code") for a in answers] == [KafkaError._TIMED_OUT, KafkaError._TIMED_OUT,
-                                                 None, None]
-    assert answers[2] == {"state": "STABLE", "members": []}
-    assert len(made) == 3  # a new client after each failure, then the same one
+    main(io.StringIO("\n".join(requests) + "\n"), out,
+         lambda config: _Admin(KafkaError(KafkaError._TIMED_OUT)))
+    assert [json.loads(line).get("code") for line in out.getvalue().splitlines()] == [
+        KafkaError._TIMED_OUT]  # and no more: it returned
+    out = io.StringIO()
+    main(io.StringIO("\n".join(requests) + "\n"), out, lambda config: _Admin(None))
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == [
+        {"state": "STABLE", "members": []}] * 3
+
+    groups = Groups(settings.model_copy(update={"bootstrap_servers": "127.0.0.1:1"}))
+    try:
+        with pytest.raises(GroupReadError):
+            groups.describe("g", 1).result(30)
+        first = groups._child  # noqa: SLF001 - our own child
+        assert first is not None and first.wait(10) == 0
+        with pytest.raises(GroupReadError):
+            groups.describe("g", 1).result(30)
+        assert groups._child is not None and groups._child.pid != first.pid  # noqa: SLF001
+    finally:
+        groups.close()

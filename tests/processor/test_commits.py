@@ -60,3 +60,13 @@ def test_a_late_failure_of_an_older_commit_changes_nothing() -> None:
     commits.forget(0)
     commits.commit(consumer, {0: 8})  # type: ignore[arg-type]
     assert consumer.sent == [{0: 5}, {0: 8}, {0: 8}]
+
+
+def test_only_the_partitions_that_failed_are_sent_again() -> None:
+    commits, consumer = Commits("calls"), Consumer()
+    commits.commit(consumer, {0: 5, 1: 7})  # type: ignore[arg-type]
+    # librdkafka's request error is one partition's; each partition carries its own.
+    commits.on_commit(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), [  # type: ignore[list-item]
+        Result("calls", 0, 5), Result("calls", 1, 7, KafkaError(KafkaError.REBALANCE_IN_PROGRESS))])
+    commits.commit(consumer, {0: 5, 1: 7})  # type: ignore[arg-type]
+    assert consumer.sent == [{0: 5, 1: 7}, {1: 7}]

@@ -197,3 +197,32 @@ def test_an_untraced_collect_window_that_fires_early_for_a_traced_call_stays_unt
     assert exporter.get_finished_spans() == ()
     turn(traced, [], now=T0 + 1_200, horizon=T0 + 1_150)
     assert list(by_execution(exporter)) == [second.id]
+
+
+def test_a_replayed_call_is_absorbed_once(traced: PartitionTask,
+                                          exporter: InMemorySpanExporter) -> None:
+    """After a failover the new owner reads calls again: b, already replaced by c, comes back
+    (late, out of order) and must not be linked or spanned a second time."""
+    b, c = traced_call(T0 + 100, 2), traced_call(T0 + 200, 3)
+    turn(traced, [b], now=T0 + 110)
+    turn(traced, [c], now=T0 + 210)
+    turn(traced, [b], now=T0 + 220)  # the replay
+    turn(traced, [], now=T0 + 1_300, horizon=T0 + 1_250)
+    assert fired(traced) == [c.id]
+    spans = by_execution(exporter)  # one span an execution id
+    assert sorted(spans) == sorted([b.id, c.id])
+    assert [(link.attributes or {})["cfstream.execution.id"] for link in spans[c.id].links] \
+        == [b.id]
+
+
+def test_a_failure_in_tracing_leaves_the_call_untraced_not_lost(
+        traced: PartitionTask, exporter: InMemorySpanExporter) -> None:
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug in tracing")
+
+    traced.windows._follow = broken  # type: ignore[union-attr, method-assign]
+    c = traced_call(T0, 1)
+    turn(traced, [c], now=T0 + 5)
+    turn(traced, [], now=T0 + 1_020, horizon=T0 + 1_015)
+    assert fired(traced) == [c.id]
+    assert exporter.get_finished_spans() == ()

@@ -27,7 +27,12 @@ window.__console = { renders: [], messages: 0, bytes: 0 };
 function parseRoute() {
   const [path, search] = location.hash.replace(/^#\/?/, "").split("?");
   const [head, ...rest] = path.split("/");
-  const arg = decodeURIComponent(rest.join("/"));
+  let arg = rest.join("/");
+  try {
+    arg = decodeURIComponent(arg);
+  } catch {
+    // a malformed %-escape in a hand-made address: taken as written
+  }
   let section = head || "overview";
   if (section === "tasks" && arg) section = "task";
   else if (section === "executions" && arg) section = "story";
