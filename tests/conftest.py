@@ -2,7 +2,7 @@
 
 Kafka: ``kafka_bootstrap`` is ``$CFSTREAM_BOOTSTRAP_SERVERS`` if set, else a real single-node
 broker (``cfstream.dev.broker``) started on a free port when a test first needs it. Under
-pytest-xdist (``make test`` runs ``pytest -n 2``) the workers share that one broker: the first to
+pytest-xdist (``make test`` runs ``pytest -n 3``) the workers share that one broker: the first to
 need it starts it, and the controller stops it at the end. Tests that use it are marked
 ``@pytest.mark.kafka`` and isolate themselves with ``topic_prefix``; a test that restarts a
 broker starts one of its own.
@@ -55,8 +55,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long tests first: in two processes (``make test``), each then takes one at the start,
-    instead of both queueing at the end."""
+    """The long tests first: in three processes (``make test``), each then takes one at the
+    start, instead of all queueing at the end."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
