@@ -81,6 +81,11 @@ function copyIcon() {
   return icon;
 }
 
+// Ids copied in the last COPIED_MS: their buttons say "copied" through the page's re-renders
+// (a row is drawn anew each second).
+const COPIED_MS = 1500;
+const copiedAt = new Map();
+
 // A short id linking to its story, the full id on hover, and a button copying it.
 export function idRef(id) {
   const wrap = el("span", null, "id");
@@ -91,13 +96,18 @@ export function idRef(id) {
   const copy = button(null, "copy", async () => {
     try {
       await copyText(id);
+      copiedAt.set(id, Date.now());
       copy.textContent = "copied";
-      setTimeout(() => { copy.replaceChildren(copyIcon()); }, 1500);
+      setTimeout(() => {
+        copiedAt.delete(id);
+        copy.replaceChildren(copyIcon());
+      }, COPIED_MS);
     } catch (exc) {
       toast(`could not copy: ${exc.message}`, "error");
     }
   }, "copy the full id");
-  copy.append(copyIcon());
+  if (Date.now() - (copiedAt.get(id) ?? 0) < COPIED_MS) copy.textContent = "copied";
+  else copy.append(copyIcon());
   copy.dataset.copy = id;
   wrap.append(link, copy);
   return wrap;
