@@ -655,6 +655,8 @@ def report(summary: dict[str, Any]) -> str:
         f"lost                {summary['lost']} (never fired: "
         f"{summary['diagnosis']['lost_never_fired']}, unresolved at the end: "
         f"{summary['diagnosis']['lost_unresolved']})",
+        f"cut short           {summary['cut_short']} (begun by a killed worker, reported "
+        f"failed: WorkerLost, not run again)",
         f"duplicated          {summary['duplicated']} (fired twice by processors: "
         f"{summary['diagnosis']['duplicated_fired_twice']}, fired once: "
         f"{summary['diagnosis']['duplicated_fired_once']})",

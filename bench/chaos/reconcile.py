@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cfstream.worker.execute import LOST
+
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -51,6 +53,7 @@ class IdEvents:
     started: list[Started] = field(default_factory=list)
     deferred: list[tuple[str, str]] = field(default_factory=list)  # (successor, reason)
     first_ts: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # the error type of each failed event
 
     def add(self, event: dict[str, Any]) -> None:
         kind = str(event.get("type"))
@@ -63,6 +66,14 @@ class IdEvents:
                                         str(event.get("worker", ""))))
         elif kind == "deferred":
             self.deferred.append((str(event.get("successor")), str(event.get("reason", ""))))
+        elif kind == "failed":
+            self.errors.append(str((event.get("error") or {}).get("type", "")))
+
+    @property
+    def cut_short(self) -> bool:
+        """Started, then reported failed because its worker was lost mid-run: cfstream accounts
+        for it (the run is not repeated, by the delivery guarantees), so it is not lost."""
+        return bool(self.started) and LOST in self.errors
 
     @property
     def resolved(self) -> bool:
@@ -121,8 +132,12 @@ def reconcile(calls: list[Submitted], records: list[Record], events: dict[str, I
     must_run = latest_ids | {c.id for c in calls if c.kind == "delay"}
     deferred_ids = {c.id for c in calls if c.id in events and events[c.id].deferred}
     lost: list[str] = []
+    cut_short: list[str] = []
     for c in calls:
         if c.id in runs or c.id in undelivered:
+            continue
+        if c.id in events and events[c.id].cut_short:
+            cut_short.append(c.id)
             continue
         if c.id in must_run or c.id not in deferred_ids:
             lost.append(c.id)
@@ -165,6 +180,7 @@ def reconcile(calls: list[Submitted], records: list[Record], events: dict[str, I
         "deferred": len(deferred_ids),
         "deferred_by_reason": dict(reasons),
         "lost": len(lost),
+        "cut_short": len(cut_short),
         "duplicated": len(duplicated),
         "superseded_ran": len(superseded_ran) - len(deferred_after_start),
         "deferred_after_start": len(deferred_after_start),
@@ -177,7 +193,7 @@ def reconcile(calls: list[Submitted], records: list[Record], events: dict[str, I
         },
         "windows": windows,
         "ids": {
-            "lost": lost, "duplicated": duplicated,
+            "lost": lost, "cut_short": cut_short, "duplicated": duplicated,
             "superseded_ran": sorted(set(superseded_ran) - set(deferred_after_start)),
             "deferred_after_start": deferred_after_start,
             "latest_deferred": latest_deferred, "unknown_runs": unknown_runs,

@@ -30,6 +30,9 @@ def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert summary["actions"].get("kill_worker") == 1, report
     assert summary["actions"].get("restart_broker") == 1, report
     assert summary["lost"] == 0, report
+    # A run a killed worker began is reported failed (WorkerLost), not run again: at most the
+    # worker's concurrency (8) of them per kill.
+    assert summary["cut_short"] <= 8 * summary["actions"]["kill_worker"], report
     assert summary["duplicated"] == 0, report
     assert summary["superseded_ran"] == 0, report
     # Every result, collected one by one after the load: all there, in well under a second
