@@ -53,6 +53,7 @@ from cfstream.errors import ExecutionFailed
 from cfstream.execution import Execution
 from cfstream.ids import new_execution_id
 from cfstream.kafka.config import consumer_config
+from cfstream.kafka.retry import partitions
 from cfstream.settings import Settings
 
 TASK = "bench.after:job"
@@ -499,7 +500,7 @@ def raw_role(settings: Settings, expected: list[dict[str, Any]], since_ms: int) 
     cpu0, started = time.process_time(), time.monotonic()
     topic = settings.events_topic
     consumer = Consumer(consumer_config(settings, None))
-    parts = list(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+    parts = partitions(consumer, topic)
     ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
             for p in parts}
     starts = {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition]

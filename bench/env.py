@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from cfstream.dev.services import Services, pythonpath
 from cfstream.kafka.config import admin_config, consumer_config, producer_config
-from cfstream.kafka.retry import settled
+from cfstream.kafka.retry import partitions, watermarks
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
 
@@ -140,9 +140,7 @@ def create_topic(settings: Settings, name: str, partitions: int = PARTITIONS) ->
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     consumer = Consumer(consumer_config(settings, None))
     try:
-        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        return {p: settled(lambda p=p: consumer.get_watermark_offsets(  # type: ignore[misc]
-                    TopicPartition(topic, p), timeout=30))[1] for p in parts}
+        return {p: watermarks(consumer, topic, p)[1] for p in partitions(consumer, topic)}
     finally:
         consumer.close()
 
@@ -211,8 +209,7 @@ def raw_consumer(settings: Settings, topic: str, **overrides: Any) -> Consumer:
     """A consumer assigned to every partition of ``topic`` from the beginning."""
     consumer = Consumer(consumer_config(settings, f"bench-raw-{uuid.uuid4().hex[:6]}",
                                         **overrides))
-    parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions(consumer, topic)])
     return consumer
 
 

@@ -29,6 +29,7 @@ from bench.replicas import cpu_seconds
 from cfstream.calls import new_call
 from cfstream.codec import dumps
 from cfstream.kafka.config import consumer_config
+from cfstream.kafka.retry import partitions
 from cfstream.settings import Settings
 from cfstream.task import Task
 from cfstream.wire import FiredCall
@@ -63,7 +64,7 @@ class EventTimes:
     def __init__(self, settings: Settings) -> None:
         self.consumer = Consumer(consumer_config(settings, None))
         topic = settings.events_topic
-        parts = self.consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        parts = partitions(self.consumer, topic)
         self.consumer.assign([TopicPartition(topic, p, 0) for p in parts])
         self.first_started: int | None = None
         self.last_ended = 0

@@ -57,6 +57,7 @@ from cfstream.errors import CfStreamError, ExecutionFailed
 from cfstream.events.tail import tail
 from cfstream.execution import Execution
 from cfstream.kafka.config import consumer_config
+from cfstream.kafka.retry import partitions, watermarks
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
 
@@ -176,12 +177,11 @@ def count_ids(settings: Settings, topic: str, timeout: float = 180.0) -> Counter
     consumer = Consumer(consumer_config(settings, None))
     counts: Counter[str] = Counter()
     try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        ends = {}
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+        ends: dict[int, int] = {}
+        for part in partitions(consumer, topic):
+            low, high = watermarks(consumer, topic, part)
             if high > low:
-                ends[p] = high
+                ends[part] = high
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         deadline = time.monotonic() + timeout
         while ends and time.monotonic() < deadline:

@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -28,7 +27,7 @@ from cfstream.events.known import RANK, SETTLED, Known
 from cfstream.events.watches import Watch, Watches, resolve_all, unresolved
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.partitioner import partition_for, places_keys_by_murmur2
-from cfstream.kafka.retry import offsets_since, watermarks
+from cfstream.kafka.retry import offsets_since, partitions, watermarks
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
 
@@ -129,9 +128,9 @@ class Reader:
                 self.settings, None, **{"fetch.wait.max.ms": FETCH_WAIT_MS})), self.topic),
             offsets=Consumer(consumer_config(self.settings, None)))
         try:
-            metadata = self._metadata(reads)
+            count = self._partition_count(reads)
             with self.watches.lock:
-                self._partitions = len(metadata.partitions)
+                self._partitions = count
                 self._parts.clear()
                 self._status.clear()
                 # New consumers start with nothing assigned: ask again for every wait.
@@ -147,8 +146,8 @@ class Reader:
             for consumer in (reads.tail, reads.history.consumer, reads.offsets):
                 consumer.close()
 
-    def _metadata(self, reads: _Reads) -> Any:
-        """The events topic's metadata, created if it is missing. Every consumer learns it at
+    def _partition_count(self, reads: _Reads) -> int:
+        """The events topic's partitions, created if it is missing. Every consumer learns it at
         once, in parallel: a new client's first request can take ~50 ms (librdkafka drops the
         bootstrap connection it was sent on), and the first fetch of one that has no metadata
         yet waited up to a second."""
@@ -156,12 +155,10 @@ class Reader:
         with ThreadPoolExecutor(len(consumers)) as pool:
             found = list(pool.map(lambda c: c.list_topics(self.topic, timeout=30), consumers))
         metadata = found[0].topics[self.topic]
-        if metadata.error is not None or not metadata.partitions:
-            ensure_topics(self.settings)  # a waiter may come first
-            metadata = reads.offsets.list_topics(self.topic, timeout=30).topics[self.topic]
-            if metadata.error is not None or not metadata.partitions:
-                raise CfStreamError(f"events topic {self.topic}: {metadata.error}")
-        return metadata
+        if metadata.error is None and metadata.partitions:
+            return len(metadata.partitions)
+        ensure_topics(self.settings)  # a waiter may come first
+        return len(partitions(reads.offsets, self.topic))
 
     def _serve(self, reads: _Reads) -> None:
         tail, history = reads.tail, reads.history

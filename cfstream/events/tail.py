@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from cfstream.kafka.config import consumer_config
-from cfstream.kafka.retry import offsets_since, watermarks
+from cfstream.kafka.retry import offsets_since, partitions, watermarks
 from cfstream.settings import Settings
 
 
@@ -21,15 +21,15 @@ def tail(settings: Settings, *, follow: bool = False, since_ms: int | None = Non
     topic = settings.events_topic
     consumer = Consumer(consumer_config(settings, None))
     try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        parts = partitions(consumer, topic)
         if since_ms is None:
-            starts = {p: OFFSET_BEGINNING for p in partitions}
+            starts = {p: OFFSET_BEGINNING for p in parts}
         else:
-            starts = offsets_since(consumer, topic, list(partitions), since_ms)[0]
+            starts = offsets_since(consumer, topic, parts, since_ms)[0]
         consumer.assign([TopicPartition(topic, p, start) for p, start in starts.items()])
 
         ends, remaining = {}, set()
-        for p in partitions:
+        for p in parts:
             low, ends[p] = watermarks(consumer, topic, p)
             first = low if starts[p] == OFFSET_BEGINNING else starts[p]
             if 0 <= first < ends[p]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from cfstream.errors import KafkaUnavailable
 
 T = TypeVar("T")
 
@@ -43,6 +45,36 @@ def settled(call: Callable[[], T], timeout: float = SETTLE_TIMEOUT) -> T:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+class Lister(Protocol):
+    """Any client that reads metadata: a Consumer, a Producer, an AdminClient."""
+
+    def list_topics(self, topic: str, timeout: float) -> Any: ...
+
+
+def partitions(client: Lister, topic: str, timeout: float = SETTLE_TIMEOUT) -> list[int]:
+    """The partitions of ``topic``, retried while the cluster settles.
+
+    Just after a topic is created, a broker other than the one that created it can answer that
+    the topic does not exist, with no partitions: an empty answer read as the truth left a
+    reader of a 3-broker cluster assigned to nothing (the cluster chaos test's event follower
+    never saw an event). KafkaUnavailable if the topic has no partitions after ``timeout``."""
+
+    def ask() -> list[int]:
+        metadata = client.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            raise KafkaException(metadata.error if metadata is not None
+                                 else KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+        if not metadata.partitions:
+            raise KafkaException(KafkaError(KafkaError.LEADER_NOT_AVAILABLE))
+        return sorted(metadata.partitions)
+
+    try:
+        return settled(ask, timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"topic {topic}: no partitions after {timeout:.0f}s ({exc}); "
+                               "`cfstream topics create` makes the topics") from exc
 
 
 def watermarks(consumer: Consumer, topic: str, partition: int,

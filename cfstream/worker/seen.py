@@ -21,7 +21,7 @@ from cfstream.clock import CLOCK_MARGIN_MS
 from cfstream.codec import loads
 from cfstream.errors import KafkaUnavailable
 from cfstream.kafka.config import consumer_config
-from cfstream.kafka.retry import offsets_since, watermarks
+from cfstream.kafka.retry import offsets_since, partitions, watermarks
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
 from cfstream.wire import event_order
@@ -65,8 +65,7 @@ class SeenEvents:
         topic = self.settings.events_topic
         probe = Consumer(consumer_config(self.settings, None))
         try:
-            partitions = probe.list_topics(topic, timeout=30).topics[topic].partitions
-            ends = {p: watermarks(probe, topic, p)[1] for p in partitions}
+            ends = {p: watermarks(probe, topic, p)[1] for p in partitions(probe, topic)}
         finally:
             probe.close()
         deadline = time.monotonic() + timeout
@@ -113,14 +112,14 @@ class SeenEvents:
         topic = self.settings.events_topic
         consumer = Consumer(consumer_config(self.settings, None, **{"enable.auto.offset.store": False}))
         try:
-            partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+            parts = partitions(consumer, topic)
             while True:
                 with self._cond:
                     if self._closed:
                         return
                     rewind, self._rewind_to = self._rewind_to, None
                 if rewind is not None:
-                    self._seek(consumer, topic, partitions, rewind)
+                    self._seek(consumer, topic, parts, rewind)
                 # poll() returns at the first event; consume(n, t) would hold every event back
                 # until n came or t passed, and so sync() with it.
                 first = consumer.poll(POLL_WAIT)
