@@ -1,21 +1,24 @@
 """Running tasks off the worker's thread.
 
-``concurrency`` task threads take executions from one queue, so a slot that frees up takes the
-next execution at once, without a turn of the worker's loop in between. Sync tasks run in the
-thread; async ones on an event loop in a thread of its own, while the task thread that took them
-waits, so ``concurrency`` bounds both. Outcomes come back through a queue that the worker's
-thread reads, so all Kafka work stays on that one thread. Each execution that ends is told to
-``timed`` (with how long it held its thread) from the worker's thread:
+At most ``concurrency`` executions run at once, of either kind. A sync task runs in one of
+``concurrency`` task threads; an async one is a task on an event loop in a thread of its own, and
+holds no task thread while it awaits. A slot that frees up starts the next execution at once,
+from the thread that freed it, without a turn of the worker's loop in between. Outcomes come
+back through a queue that the worker's thread reads, so all Kafka work stays on that one thread.
+Each execution that ends is told to ``timed`` (with how long it ran) from the worker's thread:
 :mod:`cfstream.worker.starting` paces announcements by how fast they end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Coroutine
+from contextlib import nullcontext
 from typing import Any
 
 from cfstream.task import Task
@@ -33,10 +36,16 @@ class Dispatcher:
         self.spans = spans  # when tracing: a job's span is current while its task runs
         self.concurrency = concurrency
         self.timed = timed
-        # id -> job, from submit() until its outcome is taken: queued or running.
+        # id -> job, from submit() until its outcome is taken: waiting or running.
         self.running: dict[str, Job] = {}
-        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        # (job, outcome, seconds it held its thread)
+        self._lock = threading.Lock()
+        self._waiting: deque[Job] = deque()  # submitted, no slot yet
+        self._free = concurrency  # slots
+        self._is_async: dict[str, bool] = {}  # task name -> whether it is a coroutine function
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop's, held until done (it keeps
+        # only weak references)
+        self._sync: queue.SimpleQueue[Job | None] = queue.SimpleQueue()  # for the task threads
+        # (job, outcome, seconds it ran)
         self._outcomes: queue.SimpleQueue[tuple[Job, execute.Outcome, float]] = (
             queue.SimpleQueue())
         self._threads = [threading.Thread(target=self._serve, name=f"cfstream-task_{i}",
@@ -54,10 +63,11 @@ class Dispatcher:
         return not self._outcomes.empty()
 
     def submit(self, job: Job) -> None:
-        """Run ``job``'s task once a task thread is free; its outcome is then among
-        :meth:`outcomes`."""
+        """Run ``job``'s task once a slot is free; its outcome is then among :meth:`outcomes`."""
         self.running[job.id] = job
-        self._queue.put(job)
+        with self._lock:
+            self._waiting.append(job)
+            self._start_waiting()
 
     def outcomes(self, wait: float = 0.0) -> list[Finished]:
         """The outcomes that came in (waiting up to ``wait`` seconds for the first); their jobs
@@ -78,40 +88,77 @@ class Dispatcher:
         return [(job, outcome) for job, outcome, _ in taken]
 
     def close(self) -> None:
-        """Stop taking tasks. Those still queued or running are abandoned: their ``started``
+        """Stop taking tasks. Those still waiting or running are abandoned: their ``started``
         events are on Kafka, so the next owner of their partitions reports them lost (or
         retries them)."""
-        while True:  # what is still queued is not started
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
+        with self._lock:
+            self._waiting.clear()  # not started
+            self._free = 0
         for _ in self._threads:
-            self._queue.put(None)
+            self._sync.put(None)
         if self._loop_thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
 
-    def _serve(self) -> None:
-        while (job := self._queue.get()) is not None:
-            began = time.monotonic()
-            outcome = self._run(job)
-            self._outcomes.put((job, outcome, time.monotonic() - began))
-
-    def _run(self, job: Job) -> execute.Outcome:
-        target, ready = execute.prepare(self.tasks.get(job.call.task), job.call)
-        if ready is not None:
-            return ready
-        if self.spans is not None:
-            with self.spans.current(job):  # an async task's coroutine takes the context too
-                return self._call(target, job)
-        return self._call(target, job)
-
-    def _call(self, target: Any, job: Job) -> execute.Outcome:
-        try:
-            if asyncio.iscoroutine(target):
-                value = asyncio.run_coroutine_threadsafe(target, self._loop).result()
+    def _start_waiting(self) -> None:
+        """Start waiting jobs while slots are free (the lock held)."""
+        while self._free and self._waiting:
+            job = self._waiting.popleft()
+            self._free -= 1
+            if self._runs_async(job.call.task):
+                self._loop.call_soon_threadsafe(self._begin_async, job, time.monotonic())
             else:
-                value = target()
+                self._sync.put(job)
+
+    def _runs_async(self, name: str) -> bool:
+        known = self._is_async.get(name)
+        if known is None:
+            task = self.tasks.get(name)
+            known = self._is_async[name] = (task is not None
+                                            and inspect.iscoroutinefunction(task.fn))
+        return known
+
+    def _finish(self, job: Job, outcome: execute.Outcome, began: float) -> None:
+        """From the thread that ran ``job``: report it, and start the next in its slot."""
+        self._outcomes.put((job, outcome, time.monotonic() - began))
+        with self._lock:
+            self._free += 1
+            self._start_waiting()
+
+    def _serve(self) -> None:
+        while (job := self._sync.get()) is not None:
+            began = time.monotonic()
+            target, ready = execute.prepare(self.tasks.get(job.call.task), job.call)
+            if ready is None:
+                with self._current(job):
+                    ready = self._call(target, job)
+            self._finish(job, ready, began)
+
+    def _call(self, target: Callable[[], Any], job: Job) -> execute.Outcome:
+        try:
+            value = target()
         except BaseException as exc:  # noqa: BLE001 - whatever a task raises is its outcome
             return execute.from_exception(exc)
         return execute.success(value, job.call.task)
+
+    def _begin_async(self, job: Job, began: float) -> None:
+        """On the event loop: the job's coroutine becomes a task there."""
+        target, ready = execute.prepare(self.tasks.get(job.call.task), job.call)
+        if ready is not None:
+            self._finish(job, ready, began)
+            return
+        with self._current(job):  # the task copies the context, and with it the span
+            task = self._loop.create_task(self._await(target, job, began))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _await(self, target: Coroutine[Any, Any, Any], job: Job, began: float) -> None:
+        try:
+            value = await target
+        except BaseException as exc:  # noqa: BLE001 - whatever a task raises is its outcome
+            outcome = execute.from_exception(exc)
+        else:
+            outcome = execute.success(value, job.call.task)
+        self._finish(job, outcome, began)
+
+    def _current(self, job: Job) -> Any:
+        return nullcontext() if self.spans is None else self.spans.current(job)
