@@ -34,8 +34,9 @@ class KafkaUnavailable(CfStreamError):
 
 
 class ReplicaFenced(CfStreamError):
-    """The group gave this replica's CFSTREAM_INSTANCE_ID to a newer member: another process
-    under the same id, or the replica's own rejoin after its session timed out."""
+    """The group gave this replica's CFSTREAM_INSTANCE_ID to a newer member twice within
+    :data:`~cfstream.processor.membership.REJOIN_WINDOW`: another process runs under the same
+    id. (Once is the replica's own rejoin after its session timed out: it joins again.)"""
 
 
 class ExecutionCancelled(CfStreamError):

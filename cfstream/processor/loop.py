@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from confluent_kafka import (
     TIMESTAMP_LOG_APPEND_TIME,
@@ -88,6 +89,7 @@ class Processor:
         self.stopping = threading.Event()
         self.consumer: Consumer | None = None
         self.commits = Commits(self.topic)
+        self.fences = membership.Fences()
         self._last_commit = self._last_gauges = time.monotonic()
         self.startup = Startup()
 
@@ -118,24 +120,50 @@ class Processor:
                 copies = warm_up(settings, group, self.restorer.standbys, self.stopping)
                 self.startup.mark("warm-up")
         self.plan = StandbyPlan(settings, group, self.restorer.standbys, self.metrics, copies)
-        config = membership.group_config(
-            settings, member_session_ms(settings, membership.SESSION_TIMEOUT_MS))
-        self.consumer = Consumer({**config, "on_commit": self.commits.on_commit})
-        membership.announce(settings, config)
-        self.consumer.subscribe([self.topic], on_assign=self._on_assign,
-                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        membership.announce(settings, self._join())
         logger.info("processor replica started (group %s, state in %s)",
                     settings.processor_group, self.databases.root)
         tune_for_service()
         try:
             while not self.stopping.is_set():
-                self.turn()
+                try:
+                    self.turn()
+                except ReplicaFenced:
+                    if not self.fences.may_rejoin():
+                        raise
+                    self._rejoin()
             self._commit()
         except BaseException:
             self.healthy = False
             raise
         finally:
             self._close()
+
+    def _join(self) -> dict[str, Any]:
+        """A new consumer, subscribed: the replica joins its group (the consumer's config)."""
+        config = membership.group_config(
+            self.settings, member_session_ms(self.settings, membership.SESSION_TIMEOUT_MS))
+        self.consumer = Consumer({**config, "on_commit": self.commits.on_commit})
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        return config
+
+    def _rejoin(self) -> None:
+        """After a fence: drop every partition uncommitted, as a crash would, and join again
+        with a new consumer (:class:`~cfstream.processor.membership.Fences`). The partitions
+        come back restored from this replica's disk."""
+        logger.warning("fenced as CFSTREAM_INSTANCE_ID=%s (librdkafka#3437: a session that timed "
+                       "out on a loaded machine rejoins and fences itself): dropping its "
+                       "partitions uncommitted and joining again",
+                       self.settings.instance_id)
+        if self.consumer is not None:
+            membership.close(self.consumer, self.settings, usable=False)
+        for partition in list(self._owned()):
+            self._drop(partition)
+        self.healthy, self.dead, self.joined = True, False, False
+        if self.plan is not None:
+            self.plan.rebalanced(set())
+        self._join()
 
     def _close(self) -> None:
         consumer = self.consumer
@@ -172,7 +200,7 @@ class Processor:
         self._take_restored()
         if self.joined and self.plan is not None:
             self.plan.turn(consumer.memberid() or "", self._owned())
-        self._prove_horizons(now)
+        self.watermarks.prove(self.tasks, now)
         now = now_ms()
         tasks = list(self.tasks.values())
         for task in tasks:
@@ -219,9 +247,9 @@ class Processor:
         self.healthy, self.dead = False, True
         if "fenced" in error.str().lower():  # FENCED_INSTANCE_ID, wrapped in _FATAL
             raise ReplicaFenced(
-                f"fenced as CFSTREAM_INSTANCE_ID={self.settings.instance_id} ({error.str()}): "
-                "another process joined under this id (give each replica its own), or this "
-                "one's session timed out and librdkafka's rejoin fenced it; a restart rejoins")
+                f"fenced as CFSTREAM_INSTANCE_ID={self.settings.instance_id} ({error.str()}), "
+                "again after joining again: another process runs under this id (give each "
+                "replica its own)")
         raise KafkaException(error)
 
     def _wait(self) -> float:
@@ -235,25 +263,6 @@ class Processor:
         if any(task.next_due <= min(now, task.horizon_ms) for task in self.tasks.values()):
             return 0  # more to fire (a turn fires at most MAX_FIRES_PER_BATCH a partition)
         return PROOF_WAIT
-
-    def _prove_horizons(self, now: int) -> None:
-        """Move each partition's horizon with the broker's answers; ask where one is needed."""
-        wanted = set()
-        answers = self.watermarks.answers
-        for partition, task in self.tasks.items():
-            needed = min(task.next_due, now)
-            if task.next_due > now or task.horizon_ms >= needed:
-                continue
-            answer = answers.get(partition)
-            if answer is not None:
-                asked, high = answer
-                if task.position >= high:
-                    task.horizon_ms = max(task.horizon_ms, asked)
-                if asked >= needed:
-                    continue  # proof on its way: the position has yet to reach its end
-            if task.horizon_ms < needed:
-                wanted.add(partition)
-        self.watermarks.want(wanted)
 
     def _commit(self) -> None:
         self._last_commit = time.monotonic()

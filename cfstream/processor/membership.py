@@ -9,10 +9,13 @@ LeaveGroup for a static member on close(), so a stop that hands over at once lea
     static, leave on stop   leave(): unsubscribe, serve the revoke, see the member gone; close()
     static, stay            close(): revoke; the group keeps the assignment for the session
 
-A second process under the same id fences the first (FENCED_INSTANCE_ID, fatal in librdkafka),
-which then stops without committing (:class:`~cfstream.errors.ReplicaFenced`). So does a
-replica whose session times out on its side (heartbeats unanswered that long): librdkafka
-rejoins under the same id, and the new member fences the old one (librdkafka#3437).
+A fence (FENCED_INSTANCE_ID, fatal in librdkafka) comes from a second process under the same
+id, or from the replica's own rejoin after its session timed out on its side (heartbeats
+unanswered that long: librdkafka rejoins under the same id, and the new member fences the old
+one, librdkafka#3437). A loaded machine does the latter; the replica then drops its partitions
+without committing and joins again with a new consumer, in place (:class:`Fences`). A second
+fence within REJOIN_WINDOW means another process holds the id: the replica stops
+(:class:`~cfstream.errors.ReplicaFenced`), and the other keeps the partitions.
 
 Under KIP-848 (``group.protocol=consumer``) librdkafka leaves a static member with epoch -2, on
 unsubscribe and close alike: the broker keeps its assignment until its session times out
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException
@@ -45,6 +49,24 @@ REVOKE_TIMEOUT = 10.0
 LEAVE_CONFIRM_TIMEOUT = 3.0
 # Polls while leaving: short, so the leave goes out right after the revoke.
 LEAVE_POLL = 0.05
+# A replica fenced again this soon after it rejoined in place stops: another process has its id.
+REJOIN_WINDOW = 600.0
+
+
+class Fences:
+    """Whether a fenced replica joins again in place: yes, unless it did so within
+    REJOIN_WINDOW."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.rejoined: float | None = None
+
+    def may_rejoin(self) -> bool:
+        now = self.clock()
+        if self.rejoined is not None and now - self.rejoined < REJOIN_WINDOW:
+            return False
+        self.rejoined = now
+        return True
 
 
 def group_config(settings: Settings, session_timeout_ms: int = SESSION_TIMEOUT_MS) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
+from typing import Protocol
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -26,6 +28,14 @@ REQUEST_TIMEOUT = 5.0
 RETRY_BACKOFF = 0.2
 # Failures in a row before the next one is logged as a warning, not at debug level.
 WARN_AFTER_FAILURES = 10
+
+
+class Horizon(Protocol):
+    """What a partition's task knows of its proof (:class:`~.partition.PartitionTask`)."""
+
+    next_due: int  # when its next call is due (ms)
+    horizon_ms: int  # every call made before this has been read
+    position: int  # the next offset to read
 
 
 class Watermarks:
@@ -50,6 +60,25 @@ class Watermarks:
             with self._cond:
                 self._wanted |= partitions
                 self._cond.notify()
+
+    def prove(self, tasks: Mapping[int, Horizon], now: int) -> None:
+        """Move each partition's horizon with the broker's answers; ask where one is needed."""
+        wanted = set()
+        answers = self.answers
+        for partition, task in tasks.items():
+            needed = min(task.next_due, now)
+            if task.next_due > now or task.horizon_ms >= needed:
+                continue
+            answer = answers.get(partition)
+            if answer is not None:
+                asked, high = answer
+                if task.position >= high:
+                    task.horizon_ms = max(task.horizon_ms, asked)
+                if asked >= needed:
+                    continue  # proof on its way: the position has yet to reach its end
+            if task.horizon_ms < needed:
+                wanted.add(partition)
+        self.want(wanted)
 
     def forget(self, partition: int) -> None:
         with self._cond:

@@ -2,20 +2,24 @@
 
 A static replica killed and back within its session keeps its partitions, with no rebalance; a
 SIGTERM hands them over at once (well before the session would run out), unless
-CFSTREAM_LEAVE_ON_STOP=false keeps them for a restart; a second process under the same id
-fences the first; and static members still work under KIP-848. The group is watched through
+CFSTREAM_LEAVE_ON_STOP=false keeps them for a restart; a fenced replica joins again in place,
+unless a second process under the same id fences it again; and static members still work under
+KIP-848. The group is watched through
 describe_consumer_groups all along (tests/pipeline/harness.py's GroupWatch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 from harness import LATE_MS, Event, GroupSnapshot, GroupWatch, Pipeline, PipelineFactory
 from pipeline_tasks import after_seconds
@@ -24,6 +28,7 @@ import cfstream as cf
 from cfstream.cli import RET_FENCED
 from cfstream.clock import now_ms
 from cfstream.dev.services import Service
+from cfstream.kafka.config import group_config
 from cfstream.kafka.partitioner import partition_for
 from cfstream.processor.membership import SESSION_TIMEOUT_MS
 
@@ -179,18 +184,52 @@ def test_a_replica_that_stays_through_a_stop_keeps_its_partitions(
         assert restored == [(0, "from its disk")] * len(before.held["processor-0"])
 
 
-def test_a_second_process_under_the_same_id_fences_the_first(
+def test_a_fenced_replica_joins_again_in_place(pipeline_factory: PipelineFactory) -> None:
+    """What librdkafka#3437 does to a replica whose session timed out on its side, made here
+    by a consumer joining under its id: the replica is fenced, drops its partitions and joins
+    again with a new consumer, in the same process; the intruder is fenced in turn."""
+    pipeline = pipeline_factory(start=False)
+    replica = static_processor(pipeline, "processor-0")
+    pipeline.services.worker("worker-0")
+    pipeline.wait_ready()
+    settings = pipeline.settings
+    intruder = Consumer(group_config(settings, settings.processor_group, session_timeout_ms=6000,
+                                     instance_id="processor-0"))
+    try:
+        intruder.subscribe([settings.calls_topic])
+        deadline = time.monotonic() + 60
+        fenced = False
+        while not fenced and time.monotonic() < deadline:
+            message = intruder.poll(0.2)
+            fenced = message is not None and message.error() is not None and (
+                "fenced" in message.error().str().lower())
+        assert fenced, "the replica did not take its id back"
+    finally:
+        with contextlib.suppress(KafkaException):
+            intruder.close()
+    assert replica.running, replica.tail(30)
+    assert "dropping its partitions uncommitted and joining again" in replica.log()
+    call = pipeline.submit(after_seconds.with_delay(0), "after the fence")
+    assert pipeline.result(call) == "after the fence"
+    assert replica.running
+
+
+def test_a_second_process_under_the_same_id_stops_the_first(
         pipeline_factory: PipelineFactory) -> None:
+    """Each fences the other once (each joins again in place); fenced a second time, the first
+    stops, and the newcomer keeps the partitions."""
     pipeline = pipeline_factory(start=False)
     first = static_processor(pipeline, "processor-0")
     pipeline.services.worker("worker-0")
     pipeline.wait_ready()
-    pipeline.services.processor("processor-0b", CFSTREAM_INSTANCE_ID="processor-0")
-    assert first.wait(30) == RET_FENCED
+    second = pipeline.services.processor("processor-0b", CFSTREAM_INSTANCE_ID="processor-0")
+    assert first.wait(90) == RET_FENCED, first.tail(30)
     assert "fenced as CFSTREAM_INSTANCE_ID=processor-0" in first.tail(50)
+    assert "again after joining again: another process runs under this id" in first.tail(50)
     # The newcomer holds the partitions now.
     call = pipeline.submit(after_seconds.with_delay(0), "after the fence")
     assert pipeline.result(call) == "after the fence"
+    assert second.running
 
 
 def test_static_replicas_under_kip848_come_back_to_their_partitions(

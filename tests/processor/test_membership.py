@@ -127,3 +127,13 @@ def test_a_fence_stops_the_replica_committing_nothing() -> None:
     with pytest.raises(ReplicaFenced, match="CFSTREAM_INSTANCE_ID=p-0"):
         processor._readable(Failed(fence))  # type: ignore[arg-type]
     assert not processor.healthy and processor.dead
+
+
+def test_a_fenced_replica_joins_again_once_a_window() -> None:
+    now = [1000.0]
+    fences = membership.Fences(clock=lambda: now[0])
+    assert fences.may_rejoin()  # librdkafka#3437: its own rejoin fenced it
+    now[0] += membership.REJOIN_WINDOW - 1
+    assert not fences.may_rejoin()  # again so soon: another process has its id
+    now[0] += 2
+    assert fences.may_rejoin()
