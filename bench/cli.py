@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:
                     errors[name] = f"{type(exc).__name__}: {exc}"
                     env.log(f"{name}: FAILED\n{traceback.format_exc()}")
+                    log_failed_services(bench_dir)
                 seconds[name] = round(time.monotonic() - t, 1)
                 env.log(f"{name}: {seconds[name]}s")
         profile_file = workdir / "throughput" / "processor.pyspy.txt"
@@ -146,6 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{run_name}.md").write_text(text)
     env.log(f"wrote {args.out / run_name}.json and .md in {report['seconds_total']}s")
     return 1 if errors else 0
+
+
+def log_failed_services(bench_dir: Path) -> None:
+    """The last lines of each service log under ``bench_dir`` that shows a traceback or an
+    error: the workdir is gone after the run, and a failed benchmark is often a service that
+    died."""
+    for path in sorted(bench_dir.rglob("*.log")):
+        text = path.read_text(errors="replace")
+        if "Traceback" in text or "error:" in text:
+            tail = "\n".join(text.splitlines()[-25:])
+            env.log(f"{path.relative_to(bench_dir)}, last lines:\n{tail}")
 
 
 def machine() -> dict[str, Any]:
