@@ -1,8 +1,13 @@
 """Everything a replica writes to Kafka, through two idempotent librdkafka producers.
 
-Changelog, executions, events and dead letters go out together and are flushed once per batch,
-before the batch's RocksDB writes and its input offsets: a crash replays input whose effects
-may already be out (replays are idempotent), never the other way round.
+A batch's records are on the broker before its RocksDB writes and its input offsets: a crash
+replays input whose effects may already be out (replays are idempotent), never the other way
+round. Within the batch, the changelog goes last: its records are sent only once the broker has
+the executions, events and dead letters. A replica that took over from a changelog record has
+every effect of the change it records: a replayed call the state already knows is not acted
+on again, so an execution or a ``deferred`` event still in flight when its replica died, with
+the changelog record of the same change already out, would be lost (the short chaos test lost
+a superseded call's ``deferred`` event so, and with it the call's result).
 
 The changelog's producer reports every delivery (its offsets go into RocksDB); the other one
 reports failures only, which saves a Python callback per event (measured: ~1 us each, with
@@ -44,11 +49,20 @@ class Outputs:
                                                     "delivery.report.only.error": True}))
         self.changelog_offsets: dict[int, int] = {}  # partition -> last delivered offset
         self.errors: list[str] = []
+        # (key, value, partition): the batch's changelog records, sent by flush()
+        self._changelog_records: list[tuple[bytes | None, bytes | None, int]] = []
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
                 partition: int = -1, headers: list[tuple[str, Any]] | None = None) -> None:
-        """Queue a record (``partition`` -1: the key's, by murmur2)."""
-        producer = self.changelog if topic == self.changelog_topic else self.producer
+        """Queue a record (``partition`` -1: the key's, by murmur2); a changelog record waits for
+        :meth:`flush`."""
+        if topic == self.changelog_topic:
+            self._changelog_records.append((key, value, partition))
+            return
+        self._send(self.producer, topic, key, value, partition, headers)
+
+    def _send(self, producer: Producer, topic: str, key: bytes | None, value: bytes | None,
+              partition: int, headers: list[tuple[str, Any]] | None = None) -> None:
         while True:
             try:
                 if headers is None:  # keyword arguments cost the C call a parse
@@ -60,13 +74,25 @@ class Outputs:
                 producer.poll(0.05)
 
     def flush(self) -> None:
-        """Wait until everything produced so far is on the broker; OutputError if refused."""
-        for producer in (self.producer, self.changelog):
-            if len(producer) == 0:
-                producer.poll(0)
-                continue
-            while producer.flush(1.0) > 0:
-                pass
+        """Put everything produced so far on the broker, the changelog last (see the module's
+        doc); OutputError if the broker refused a record (then no changelog record is sent)."""
+        self._wait(self.producer)
+        self._raise_errors()
+        records, self._changelog_records = self._changelog_records, []
+        for key, value, partition in records:
+            self._send(self.changelog, self.changelog_topic, key, value, partition)
+        self._wait(self.changelog)
+        self._raise_errors()
+
+    @staticmethod
+    def _wait(producer: Producer) -> None:
+        if len(producer) == 0:
+            producer.poll(0)
+            return
+        while producer.flush(1.0) > 0:
+            pass
+
+    def _raise_errors(self) -> None:
         if self.errors:
             errors, self.errors = self.errors, []
             raise OutputError(f"{len(errors)} records refused by the broker, first: {errors[0]}")
@@ -76,6 +102,9 @@ class Outputs:
         return offsets
 
     def close(self, timeout: float = 10.0) -> None:
+        """Deliver what was sent. A batch's changelog records that :meth:`flush` never sent are
+        dropped: the batch's input is read again."""
+        self._changelog_records.clear()
         left = self.producer.flush(timeout) + self.changelog.flush(timeout)
         if left:
             logger.warning("%d records not delivered at stop; their input is read again", left)
