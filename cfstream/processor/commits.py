@@ -14,6 +14,8 @@ import logging
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from cfstream.kafka.retry import settled, watermarks
+
 logger = logging.getLogger(__name__)
 
 
@@ -49,3 +51,11 @@ class Commits:
 
     def forget(self, partition: int) -> None:
         self.sent.pop(partition, None)
+
+
+def start_offset(consumer: Consumer, tp: TopicPartition) -> int:
+    """Where a partition's processing starts: its committed offset, else its start."""
+    committed = settled(lambda: consumer.committed([tp], timeout=10))[0].offset
+    if committed >= 0:
+        return int(committed)
+    return watermarks(consumer, tp.topic, tp.partition, timeout=10)[0]

@@ -37,13 +37,12 @@ from confluent_kafka import (
 
 from cfstream.clock import now_ms
 from cfstream.errors import ReplicaFenced
-from cfstream.kafka.retry import settled, watermarks
 from cfstream.kafka.sessions import member_session_ms
 from cfstream.kafka.topics import ensure_topics
 from cfstream.memory import tune_for_service
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import membership
-from cfstream.processor.commits import Commits
+from cfstream.processor.commits import Commits, start_offset
 from cfstream.processor.db import Databases, close
 from cfstream.processor.group import GroupView, StandbyPlan
 from cfstream.processor.outputs import Outputs
@@ -90,6 +89,7 @@ class Processor:
         self.consumer: Consumer | None = None
         self.commits = Commits(self.topic)
         self.fences = membership.Fences()
+        self.lost = membership.Lost()
         self._last_commit = self._last_gauges = time.monotonic()
         self.startup = Startup()
 
@@ -131,7 +131,11 @@ class Processor:
                 except ReplicaFenced:
                     if not self.fences.may_rejoin():
                         raise
-                    self._rejoin()
+                    self._rejoin("fenced (librdkafka#3437: a session that timed out on a "
+                                 "loaded machine rejoins and fences itself)")
+                if self.lost.overdue():
+                    self._rejoin(f"no assignment {membership.REJOIN_AFTER_LOST:.0f}s after its "
+                                 "partitions were lost (librdkafka#3437)")
             self._commit()
         except BaseException:
             self.healthy = False
@@ -148,14 +152,13 @@ class Processor:
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         return config
 
-    def _rejoin(self) -> None:
-        """After a fence: drop every partition uncommitted, as a crash would, and join again
-        with a new consumer (:class:`~cfstream.processor.membership.Fences`). The partitions
-        come back restored from this replica's disk."""
-        logger.warning("fenced as CFSTREAM_INSTANCE_ID=%s (librdkafka#3437: a session that timed "
-                       "out on a loaded machine rejoins and fences itself): dropping its "
-                       "partitions uncommitted and joining again",
-                       self.settings.instance_id)
+    def _rejoin(self, why: str) -> None:
+        """Drop every partition uncommitted, as a crash would, and join again with a new
+        consumer (:mod:`~cfstream.processor.membership`). The partitions come back restored from
+        this replica's disk."""
+        logger.warning("%s: dropping its partitions uncommitted and joining again as %s", why,
+                       self.settings.instance_id or "a new member")
+        self.lost.assigned()
         if self.consumer is not None:
             membership.close(self.consumer, self.settings, usable=False)
         for partition in list(self._owned()):
@@ -291,6 +294,7 @@ class Processor:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = [tp for tp in partitions if tp.topic == self.topic]
+        self.lost.assigned()
         consumer.incremental_assign(partitions)
         if mine:
             consumer.pause(mine)  # until restored
@@ -311,6 +315,8 @@ class Processor:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.warning("lost %s[%s] (session expired): another replica owns them now",
                        self.topic, ",".join(str(tp.partition) for tp in partitions))
+        self.lost.lost()
+        self.joined = False  # not ready until it is assigned again
         self._let_go(partitions, commit=False)
 
     def _let_go(self, partitions: list[TopicPartition], commit: bool) -> None:
@@ -373,14 +379,14 @@ class Processor:
             return
         self.retries.pop(partition, None)
         tp = TopicPartition(self.topic, partition)
+        assert self.consumer is not None  # noqa: S101 - assigned through it
         task = PartitionTask(self.settings, partition, db, self.outputs, self.metrics,
-                             position=self._start_offset(tp), windows=self.windows)
+                             position=start_offset(self.consumer, tp), windows=self.windows)
         del self.restoring[partition]
         self.tasks[partition] = task
         self.restorer.count(partition, db.snapshot())
         if early:
             self._apply(partition, early, now_ms())
-        assert self.consumer is not None  # noqa: S101 - assigned through it
         self.consumer.resume([tp])
         self.metrics.took_over(restored.source, restored.records)
         if not self.restoring:
@@ -388,12 +394,3 @@ class Processor:
         logger.info("%s[%d]: running from offset %d (%d changelog records restored, %s)",
                     self.topic, partition, task.position, restored.records,
                     SOURCES[restored.source])
-
-    def _start_offset(self, tp: TopicPartition) -> int:
-        """Where the partition's processing starts: the committed offset, else its start."""
-        assert self.consumer is not None  # noqa: S101 - assigned through it
-        consumer = self.consumer
-        committed = settled(lambda: consumer.committed([tp], timeout=10))[0].offset
-        if committed >= 0:
-            return int(committed)
-        return watermarks(consumer, tp.topic, tp.partition, timeout=10)[0]

@@ -15,7 +15,11 @@ unanswered that long: librdkafka rejoins under the same id, and the new member f
 one, librdkafka#3437). A loaded machine does the latter; the replica then drops its partitions
 without committing and joins again with a new consumer, in place (:class:`Fences`). A second
 fence within REJOIN_WINDOW means another process holds the id: the replica stops
-(:class:`~cfstream.errors.ReplicaFenced`), and the other keeps the partitions.
+(:class:`~cfstream.errors.ReplicaFenced`), and the other keeps the partitions. A replica whose
+partitions were lost (its session expired: a broker restart, a stalled machine) and that gets no
+assignment within REJOIN_AFTER_LOST joins again the same way: a static member's consumer can
+hang there for good (librdkafka#3437; seen in the short chaos test, two replicas out of the
+group for minutes after a broker restart).
 
 Under KIP-848 (``group.protocol=consumer``) librdkafka leaves a static member with epoch -2, on
 unsubscribe and close alike: the broker keeps its assignment until its session times out
@@ -51,6 +55,27 @@ LEAVE_CONFIRM_TIMEOUT = 3.0
 LEAVE_POLL = 0.05
 # A replica fenced again this soon after it rejoined in place stops: another process has its id.
 REJOIN_WINDOW = 600.0
+# Seconds from lost partitions (an expired session) to joining again with a new consumer, if no
+# assignment came meanwhile: a rejoin takes the session timeout and a rebalance, seconds.
+REJOIN_AFTER_LOST = 30.0
+
+
+class Lost:
+    """Whether a replica whose partitions were lost has waited too long for an assignment."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.since: float | None = None  # when partitions were lost, with none assigned since
+
+    def lost(self) -> None:
+        if self.since is None:
+            self.since = self.clock()
+
+    def assigned(self) -> None:
+        self.since = None
+
+    def overdue(self) -> bool:
+        return self.since is not None and self.clock() - self.since >= REJOIN_AFTER_LOST
 
 
 class Fences:

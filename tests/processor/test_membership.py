@@ -137,3 +137,17 @@ def test_a_fenced_replica_joins_again_once_a_window() -> None:
     assert not fences.may_rejoin()  # again so soon: another process has its id
     now[0] += 2
     assert fences.may_rejoin()
+
+
+def test_a_replica_without_an_assignment_long_after_a_lost_session_joins_again() -> None:
+    now = [1000.0]
+    lost = membership.Lost(clock=lambda: now[0])
+    assert not lost.overdue()
+    lost.lost()
+    now[0] += membership.REJOIN_AFTER_LOST - 1
+    lost.lost()  # lost again: the wait still counts from the first
+    assert not lost.overdue()
+    now[0] += 1
+    assert lost.overdue()
+    lost.assigned()
+    assert not lost.overdue()
