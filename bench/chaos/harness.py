@@ -14,6 +14,7 @@ killed, so the run also fails on any crash, or on a worst extra delay above
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,9 @@ DELAY_ONLY_SHARE = 0.2
 HOT_SHARE = 0.5
 HOT_FRACTION = 0.02
 READY_TIMEOUT = 240.0
+# On a cluster the load goes on this long after the last leader kill (its node back in sync), so
+# every kill's window holds calls however long the nodes took to come back.
+LOAD_AFTER_LAST_KILL = 10.0
 # Kafka's group offsets topic, created when the first member looks for its group coordinator.
 OFFSETS_TOPIC = "__consumer_offsets"
 REJOIN_TIMEOUT = 180.0
@@ -215,6 +220,7 @@ class Chaos:
         self.start = start
         self.stop_at = stop_at
         self.halt = threading.Event()
+        self.ended_at: float | None = None  # when the last planned action ended
         self.monitors: list[threading.Thread] = []
         self.thread = threading.Thread(target=self._run, daemon=True, name="chaos-actions")
         self.supervisor = threading.Thread(target=self._supervise, daemon=True,
@@ -229,6 +235,12 @@ class Chaos:
             self.cluster.supervise()
 
     def _run(self) -> None:
+        try:
+            self._act()
+        finally:
+            self.ended_at = time.monotonic()
+
+    def _act(self) -> None:
         for offset, action in self.plan:
             wait = self.start + offset - time.monotonic()
             if wait > 0 and self.halt.wait(wait):
@@ -319,6 +331,12 @@ class Chaos:
         log(f"{name}: group {group} did not settle within {REJOIN_TIMEOUT:.0f}s; last seen: "
             f"{seen}; members before the kill: {sorted(x[-12:] for x in before)}")
 
+    def within(self, seconds: float) -> Callable[[], bool]:
+        """Whether a planned action is still to come, or the last ended less than ``seconds``
+        ago."""
+        return lambda: (self.thread.is_alive() or self.ended_at is None
+                        or time.monotonic() - self.ended_at < seconds)
+
     def actions_done(self, timeout: float) -> None:
         """Wait for the planned actions (the rejoin monitors keep watching)."""
         self.thread.join(max(0.0, timeout))
@@ -394,11 +412,15 @@ def wait_ready(cluster: Cluster, config: Config, client: Client, follower: Event
 
 
 def produce(config: Config, client: Client, state: RunState, rng: random.Random,
-            follower: EventFollower, start: float, cutoff: float) -> None:
+            follower: EventFollower, start: float, cutoff: float,
+            more: Callable[[], bool] = lambda: False) -> None:
+    """``config.calls`` calls at ``config.rate``, then more at that rate while ``more()``."""
     delayed = {d: tasks.delayed.with_delay(d) for d in tasks.DELAYS}
     hot = max(1, int(config.keys * HOT_FRACTION))
     last_log = time.monotonic()
-    for i in range(config.calls):
+    for i in itertools.count():
+        if i >= config.calls and not more():
+            break
         target = start + i / config.rate
         now = time.monotonic()
         if now >= cutoff:
@@ -484,7 +506,10 @@ def run(config: Config) -> dict[str, Any]:
         log("chaos plan: " + ", ".join(f"+{o:.0f}s {a}" for o, a in plan))
         chaos = Chaos(cluster, config, state, rng, plan, submit_start, cutoff)
         chaos.begin()
-        produce(config, client, state, rng, follower, submit_start, cutoff)
+        # On a cluster each kill waits for the last node to be back in sync, which under load
+        # took up to 36 s: the load lasts until the last kill is LOAD_AFTER_LAST_KILL behind.
+        produce(config, client, state, rng, follower, submit_start, cutoff,
+                more=chaos.within(LOAD_AFTER_LAST_KILL) if config.nodes > 1 else lambda: False)
         left = client.flush(60)
         submit_s = time.monotonic() - submit_start
         log(f"submitted {len(state.calls)} calls in {submit_s:.0f}s"

@@ -30,8 +30,9 @@ DURATION_LIMIT = 420
 # executions/s. On this 2-core box beside three JVMs the calls are late without any kill from
 # about 1000 calls/s (bench/README.md), and beside the rest of the suite at 500 calls/s one kill
 # left calls 43 s late: a light load keeps this a check of what a kill costs, not of the box.
-# 60 s, as each kill waits for the previous node to be back in sync (up to ~20 s here under
-# load): with 45 s the last kill came after the load had ended in one run of ten.
+# 60 s at least: each kill waits for the previous node to be back in sync (up to 36 s here under
+# load), and the harness keeps the load on until 10 s after the last kill (a fresh-clone run had
+# its last kill after a 60 s load had ended).
 RATE = 150
 CALLS = 60 * RATE
 MAX_EXTRA_DELAY_S = 60.0
@@ -44,7 +45,8 @@ TOPICS = ("calls", "changelog", "executions")
 def test_leader_kills_on_a_cluster_lose_nothing_and_restart_nothing(tmp_path: Path) -> None:
     summary, report, code = run_harness(tmp_path, ARGS, DURATION_LIMIT)
 
-    assert summary["submitted"] == CALLS, report
+    # The load goes on past CALLS until the last kill is 10 s behind (its node back in sync).
+    assert summary["submitted"] >= CALLS, report
     assert summary["undelivered"] == 0, report
     assert summary["chaos_errors"] == [], report
     assert summary["actions"] == {f"kill_leader:{t}": 1 for t in TOPICS}, report
