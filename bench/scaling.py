@@ -19,12 +19,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import calls, env
+from bench.profiling import Profiler, short_frame, summarize
 from bench.replicas import CLOCK_TICKS, cpu_by_thread, cpu_seconds
 from cfstream.client import Client
 from cfstream.dev.services import Service
@@ -107,7 +109,10 @@ def timed(what: str, end: int, progress: Callable[[], int], pids: Callable[[], S
             "box_cores": (last.box[1] - start.box[1]) / seconds}
 
 
-def cfstream_rate(bootstrap: str, workdir: Path, replicas: int, total: int) -> dict[str, Any]:
+def cfstream_rate(bootstrap: str, workdir: Path, replicas: int, total: int,
+                  profile: bool = False) -> dict[str, Any]:
+    """``profile``: py-spy each replica from its start to the end of the run (its samples per
+    call, and where they are spent: see :func:`profiles`)."""
     settings = filled(bootstrap, f"scaling{replicas}", total)
     ends = env.end_offsets(settings, settings.calls_topic)
     group = env.GroupOffsets(settings, settings.processor_group, settings.calls_topic, list(ends))
@@ -116,16 +121,24 @@ def cfstream_rate(bootstrap: str, workdir: Path, replicas: int, total: int) -> d
     try:
         started: list[Service] = [services.processor(f"replica-{i}", CFSTREAM_INSTANCE_ID=f"r{i}")
                                   for i in range(replicas)]
+        profilers = [Profiler(workdir / f"{s.name}.pyspy.txt") for s in started] if profile else []
+        for profiler, service in zip(profilers, started, strict=False):
+            profiler.start(service.pid)
 
         def alive() -> None:
             for service in started:
                 if not service.running:
                     raise RuntimeError(f"{service.name} exited: {service.tail()}")
 
-        return timed(f"scaling: {replicas} processor(s)", sum(ends.values()), group.total,
-                     lambda: [s.pid for s in started], alive,
-                     lambda: all(s.readyz() == 200 for s in started),
-                     timeout=120 + total / 200)
+        measured = timed(f"scaling: {replicas} processor(s)", sum(ends.values()), group.total,
+                         lambda: [s.pid for s in started], alive,
+                         lambda: all(s.readyz() == 200 for s in started),
+                         timeout=120 + total / 200)
+        for profiler in profilers:
+            profiler.stop()
+        if profilers:
+            measured["profile"] = profiles(profilers, total)
+        return measured
     finally:
         services.close()
 
@@ -166,6 +179,34 @@ def raw_rate(bootstrap: str, members: int, total: int) -> dict[str, Any]:
             child.wait(30)
 
 
+TURN = "turn (cfstream/processor/loop.py)"
+
+
+def profiles(profilers: list[Profiler], calls: int) -> dict[str, Any]:
+    """The replicas' samples together: per call (at the profiler's rate, 10 ms a sample), and
+    per callee of the loop's turn (its own share: the polls, produce and other calls into C)."""
+    collapsed = "\n".join(p.output.read_text(errors="replace") for p in profilers
+                           if p.output.exists())
+    summary = summarize(collapsed, top=12)
+    if "error" in summary:
+        return summary
+    parts: Counter[str] = Counter()
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = [short_frame(f) for f in stack.split(";")]
+        if TURN not in frames:
+            parts["outside the turns (other threads)"] += int(count)
+            continue
+        below = frames[frames.index(TURN) + 1:]
+        parts[below[0] if below else "the turn itself (polls, produce: C calls)"] += int(count)
+    sample_us = 1e6 / profilers[0].rate
+    return {**summary, "us_per_call": summary["samples"] * sample_us / calls,
+            "turn_us_per_call": {k: round(n * sample_us / calls, 2)
+                                 for k, n in parts.most_common(12)}}
+
+
 def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
         shared: dict[str, Any]) -> env.Result:
     total = 10_000 if quick else 1_000_000
@@ -173,7 +214,7 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     runs = {}
     for n in (1, 2):
         runs[f"raw_{n}"] = raw_rate(bootstrap, n, total)
-        runs[f"cfstream_{n}"] = cfstream_rate(bootstrap, workdir, n, total)
+        runs[f"cfstream_{n}"] = cfstream_rate(bootstrap, workdir, n, total, profile)
         env.log(f"scaling: {n} -> cfstream {runs[f'cfstream_{n}']['per_s']:,.0f}/s, "
                 f"raw {runs[f'raw_{n}']['per_s']:,.0f}/s")
     ours = runs["cfstream_2"]["per_s"] / runs["cfstream_1"]["per_s"]
@@ -200,6 +241,12 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
                             f"{run_['box_busy_cores']:.2f} cores busy, "
                             f"the replicas' threads (cores): {threads}; the rest is the broker "
                             "and this harness")
+        prof = run_.get("profile")
+        if prof and "error" not in prof:
+            parts = ", ".join(f"{k} {v}" for k, v in prof["turn_us_per_call"].items())
+            result.notes.append(f"{n} replica(s), py-spy from start to end: "
+                                f"{prof['us_per_call']:.1f} us of samples a call; by callee "
+                                f"of the loop's turn (us a call): {parts}")
     if ours < TARGET_SPEEDUP:
         result.notes.append(f"2 replicas reach {ours:.2f}x of one (raw relays {raw:.2f}x)")
     return result
