@@ -179,7 +179,7 @@ def raw_rate(bootstrap: str, members: int, total: int) -> dict[str, Any]:
             child.wait(30)
 
 
-TURN = "turn (cfstream/processor/loop.py)"
+TURN = "Processor.turn (cfstream/processor/loop.py)"
 
 
 def profiles(profilers: list[Profiler], calls: int) -> dict[str, Any]:
