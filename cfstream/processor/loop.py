@@ -158,11 +158,11 @@ class Processor:
         this replica's disk."""
         logger.warning("%s: dropping its partitions uncommitted and joining again as %s", why,
                        self.settings.instance_id or "a new member")
-        self.lost.assigned()
-        if self.consumer is not None:
+        if self.consumer is not None:  # (its close may call _on_lost: so first)
             membership.close(self.consumer, self.settings, usable=False)
         for partition in list(self._owned()):
             self._drop(partition)
+        self.lost.assigned()
         self.healthy, self.dead, self.joined = True, False, False
         if self.plan is not None:
             self.plan.rebalanced(set())
