@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.retry import offsets_since, partitions, watermarks
 from cfstream.settings import Settings
 
+logger = logging.getLogger(__name__)
+
+
+# A follow that has read nothing this long while a partition has records past where it reads
+# starts a new consumer there: after a broker restart an assigned consumer can stop fetching for
+# good (librdkafka#5153; the chaos harness's follower read nothing for minutes once). The wait
+# doubles with each new consumer that reads nothing either, up to STALL_MAX_S.
+STALL_S = 10.0
+STALL_MAX_S = 120.0
+
 
 def tail(settings: Settings, *, follow: bool = False, since_ms: int | None = None,
-         stop: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
+         stop: Callable[[], bool] = lambda: False,
+         new_consumer: Callable[[], Consumer] | None = None
+         ) -> Generator[dict[str, Any], None, None]:
     """Events as they are read, from ``since_ms`` (default: the beginning). Without ``follow``,
     stops at the end of the topic as it was when reading began."""
     topic = settings.events_topic
-    consumer = Consumer(consumer_config(settings, None))
+    make = new_consumer or (lambda: Consumer(consumer_config(settings, None)))
+    consumer = make()
     try:
         parts = partitions(consumer, topic)
         if since_ms is None:
@@ -34,14 +48,28 @@ def tail(settings: Settings, *, follow: bool = False, since_ms: int | None = Non
             first = low if starts[p] == OFFSET_BEGINNING else starts[p]
             if 0 <= first < ends[p]:
                 remaining.add(p)
+        last_read, stall_s = time.monotonic(), STALL_S
         while follow or remaining:
             if stop():
                 return
-            for message in consumer.consume(500, 0.2):
+            messages = consumer.consume(500, 0.2)
+            if messages:
+                last_read, stall_s = time.monotonic(), STALL_S
+            elif follow and time.monotonic() - last_read > stall_s:
+                if _behind(consumer, topic, starts, stall_s):
+                    consumer.close()
+                    consumer = make()
+                    partitions(consumer, topic)  # its metadata, before it fetches
+                    consumer.assign([TopicPartition(topic, p, at) for p, at in starts.items()])
+                    stall_s = min(2 * stall_s, STALL_MAX_S)
+                last_read = time.monotonic()
+            for message in messages:
                 if message.error() is not None:
                     continue
                 offset = message.offset()
                 partition = message.partition()
+                if partition is not None and offset is not None:
+                    starts[partition] = offset + 1
                 if partition in remaining and offset is not None and offset + 1 >= ends[partition]:
                     remaining.discard(partition)
                 try:
@@ -50,6 +78,21 @@ def tail(settings: Settings, *, follow: bool = False, since_ms: int | None = Non
                     continue
     finally:
         consumer.close()
+
+
+def _behind(consumer: Consumer, topic: str, reading: dict[int, int], stalled_s: float) -> bool:
+    """Whether a partition has records past ``reading`` (partition -> next offset); logged."""
+    for partition, at in reading.items():
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+        except KafkaException:
+            return False  # the broker is away: nothing to tell yet
+        at = max(at, low)  # (OFFSET_BEGINNING: nothing read yet)
+        if high > at:
+            logger.warning("%s[%d]: nothing read for %.0fs while it ends at %d, past %d: reading "
+                           "on with a new consumer", topic, partition, stalled_s, high, at)
+            return True
+    return False
 
 
 def matches(event: dict[str, Any], *, task: str | None, key: str | None,
