@@ -154,7 +154,10 @@ def log_failed_services(bench_dir: Path) -> None:
     error: the workdir is gone after the run, and a failed benchmark is often a service that
     died."""
     for path in sorted(bench_dir.rglob("*.log")):
-        text = path.read_text(errors="replace")
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
         if "Traceback" in text or "error:" in text:
             tail = "\n".join(text.splitlines()[-25:])
             env.log(f"{path.relative_to(bench_dir)}, last lines:\n{tail}")

@@ -130,12 +130,14 @@ def cfstream_rate(bootstrap: str, workdir: Path, replicas: int, total: int,
                 if not service.running:
                     raise RuntimeError(f"{service.name} exited: {service.tail()}")
 
-        measured = timed(f"scaling: {replicas} processor(s)", sum(ends.values()), group.total,
-                         lambda: [s.pid for s in started], alive,
-                         lambda: all(s.readyz() == 200 for s in started),
-                         timeout=120 + total / 200)
-        for profiler in profilers:
-            profiler.stop()
+        try:
+            measured = timed(f"scaling: {replicas} processor(s)", sum(ends.values()),
+                             group.total, lambda: [s.pid for s in started], alive,
+                             lambda: all(s.readyz() == 200 for s in started),
+                             timeout=120 + total / 200)
+        finally:
+            for profiler in profilers:
+                profiler.stop()
         if profilers:
             measured["profile"] = profiles(profilers, total)
         return measured

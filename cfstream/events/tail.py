@@ -53,7 +53,7 @@ def tail(settings: Settings, *, follow: bool = False, since_ms: int | None = Non
             if stop():
                 return
             messages = consumer.consume(500, 0.2)
-            if messages:
+            if any(message.error() is None for message in messages):
                 last_read, stall_s = time.monotonic(), STALL_S
             elif follow and time.monotonic() - last_read > stall_s:
                 if _behind(consumer, topic, starts, stall_s):

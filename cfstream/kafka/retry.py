@@ -48,7 +48,8 @@ def settled(call: Callable[[], T], timeout: float = SETTLE_TIMEOUT) -> T:
 
 
 class Lister(Protocol):
-    """Any client that reads metadata: a Consumer, a Producer, an AdminClient."""
+    """A client that reads metadata without creating topics: a Consumer or an AdminClient (a
+    producer's request may create a missing topic with the broker's defaults)."""
 
     def list_topics(self, topic: str, timeout: float) -> Any: ...
 
@@ -73,8 +74,8 @@ def partitions(client: Lister, topic: str, timeout: float = SETTLE_TIMEOUT) -> l
     try:
         return settled(ask, timeout)
     except KafkaException as exc:
-        raise KafkaUnavailable(f"topic {topic}: no partitions after {timeout:.0f}s ({exc}); "
-                               "`cfstream topics create` makes the topics") from exc
+        raise KafkaUnavailable(f"topic {topic}: no partitions ({exc}); `cfstream topics "
+                               "create` makes the topics") from exc
 
 
 def watermarks(consumer: Consumer, topic: str, partition: int,

@@ -128,11 +128,12 @@ class Processor:
             while not self.stopping.is_set():
                 try:
                     self.turn()
-                except ReplicaFenced:
+                except ReplicaFenced as fenced:
                     if not self.fences.may_rejoin():
                         raise
-                    self._rejoin("fenced (librdkafka#3437: a session that timed out on a "
-                                 "loaded machine rejoins and fences itself)")
+                    self._rejoin(f"fenced ({fenced.__cause__}; most likely librdkafka#3437: a "
+                                 "session that timed out on a loaded machine rejoins and fences "
+                                 "itself)")
                 if self.lost.overdue():
                     self._rejoin(f"no assignment {membership.REJOIN_AFTER_LOST:.0f}s after its "
                                  "partitions were lost (librdkafka#3437)")
@@ -250,9 +251,9 @@ class Processor:
         self.healthy, self.dead = False, True
         if "fenced" in error.str().lower():  # FENCED_INSTANCE_ID, wrapped in _FATAL
             raise ReplicaFenced(
-                f"fenced as CFSTREAM_INSTANCE_ID={self.settings.instance_id} ({error.str()}), "
-                "again after joining again: another process runs under this id (give each "
-                "replica its own)")
+                f"fenced as CFSTREAM_INSTANCE_ID={self.settings.instance_id}, and again soon "
+                "after joining again: most likely another process runs under this id (give "
+                "each replica its own)") from KafkaException(error)
         raise KafkaException(error)
 
     def _wait(self) -> float:

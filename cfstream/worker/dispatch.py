@@ -12,7 +12,6 @@ Each execution that ends is told to ``timed`` (with how long it ran) from the wo
 from __future__ import annotations
 
 import asyncio
-import inspect
 import queue
 import threading
 import time
@@ -113,8 +112,7 @@ class Dispatcher:
         known = self._is_async.get(name)
         if known is None:
             task = self.tasks.get(name)
-            known = self._is_async[name] = (task is not None
-                                            and inspect.iscoroutinefunction(task.fn))
+            known = self._is_async[name] = task is not None and execute.is_async(task)
         return known
 
     def _finish(self, job: Job, outcome: execute.Outcome, began: float) -> None:

@@ -56,7 +56,7 @@ def prepare(task: Task[Any, Any] | None, call: Call) -> tuple[Any, Outcome | Non
         return None, failure("InvalidArguments", f"arguments do not fit {call.task}: "
                                                  f"{type(exc).__name__}: {exc}")
     handle = Execution(call.id, task=call.task, attempt=call.attempt)
-    if inspect.iscoroutinefunction(task.fn):
+    if is_async(task):
         return _async_as(handle, task.fn, args, kwargs), None
 
     def run() -> Any:
@@ -67,6 +67,11 @@ def prepare(task: Task[Any, Any] | None, call: Call) -> tuple[Any, Outcome | Non
             CURRENT.reset(token)
 
     return run, None
+
+
+def is_async(task: Task[Any, Any]) -> bool:
+    """Whether ``task`` is a coroutine function: it runs on the worker's event loop."""
+    return inspect.iscoroutinefunction(task.fn)
 
 
 async def _async_as(handle: Execution, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:

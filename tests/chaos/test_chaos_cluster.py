@@ -45,7 +45,8 @@ TOPICS = ("calls", "changelog", "executions")
 def test_leader_kills_on_a_cluster_lose_nothing_and_restart_nothing(tmp_path: Path) -> None:
     summary, report, code = run_harness(tmp_path, ARGS, DURATION_LIMIT)
 
-    # The load goes on past CALLS until the last kill is 10 s behind (its node back in sync).
+    # The load goes on past CALLS until 10 s after the last kill action ended (it waits for its
+    # node to be back and every replica in sync).
     assert summary["submitted"] >= CALLS, report
     assert summary["undelivered"] == 0, report
     assert summary["chaos_errors"] == [], report

@@ -57,7 +57,7 @@ def test_an_unknown_or_empty_topic_is_asked_again_until_it_has_partitions() -> N
 
 def test_a_topic_that_never_appears_says_what_to_do() -> None:
     client = Answers([UNKNOWN])
-    with pytest.raises(KafkaUnavailable, match="no partitions after 1s.*cfstream topics create"):
+    with pytest.raises(KafkaUnavailable, match="no partitions.*cfstream topics create"):
         partitions(client, "t", timeout=1)
     assert client.asked > 1
 
