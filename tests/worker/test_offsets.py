@@ -7,6 +7,18 @@ from hypothesis import strategies as st
 
 from cfstream.worker.offsets import OffsetTracker
 
+Offsets = list[tuple[int, int]]  # (partition, offset), in the order they happen
+
+
+def tracker_after(taken: Offsets, finished: Offsets) -> OffsetTracker:
+    """A tracker that took ``taken``, then finished ``finished``, each in its order."""
+    tracker = OffsetTracker()
+    for partition, offset in taken:
+        tracker.take(partition, offset)
+    for partition, offset in finished:
+        tracker.finish(partition, offset)
+    return tracker
+
 
 def test_nothing_to_commit_before_anything_finishes() -> None:
     tracker = OffsetTracker()
@@ -18,9 +30,7 @@ def test_nothing_to_commit_before_anything_finishes() -> None:
 
 
 def test_commit_point_is_one_past_the_finished_offset() -> None:
-    tracker = OffsetTracker()
-    tracker.take(0, 10)
-    tracker.finish(0, 10)
+    tracker = tracker_after([(0, 10)], [(0, 10)])
     assert tracker.committable() == {0: 11}
     assert tracker.pending(0) == 0
 
@@ -56,11 +66,7 @@ def test_commit_point_stops_at_the_first_unfinished_offset() -> None:
 
 def test_gaps_in_taken_offsets_do_not_block() -> None:
     # Compaction and transaction markers leave holes in a partition's offsets.
-    tracker = OffsetTracker()
-    tracker.take(0, 5)
-    tracker.take(0, 9)
-    tracker.finish(0, 9)
-    tracker.finish(0, 5)
+    tracker = tracker_after([(0, 5), (0, 9)], [(0, 9), (0, 5)])
     assert tracker.committable() == {0: 10}
 
 
@@ -78,10 +84,7 @@ def test_only_partitions_that_advanced_since_last_asked_are_reported() -> None:
 
 
 def test_partitions_are_independent() -> None:
-    tracker = OffsetTracker()
-    tracker.take(0, 100)
-    tracker.take(1, 7)
-    tracker.finish(1, 7)
+    tracker = tracker_after([(0, 100), (1, 7)], [(1, 7)])
     assert tracker.committable() == {1: 8}
 
 
@@ -123,11 +126,7 @@ def test_commit_point_never_passes_an_unfinished_offset(order: list[int]) -> Non
 
 
 def test_a_failed_commit_is_offered_again_until_revoked() -> None:
-    tracker = OffsetTracker()
-    tracker.take(0, 10)
-    tracker.take(1, 20)
-    tracker.finish(0, 10)
-    tracker.finish(1, 20)
+    tracker = tracker_after([(0, 10), (1, 20)], [(0, 10), (1, 20)])
     assert tracker.committable() == {0: 11, 1: 21}
     tracker.not_committed({0: 11, 1: 21})  # e.g. REBALANCE_IN_PROGRESS
     tracker.forget(1)
