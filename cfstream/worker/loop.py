@@ -34,7 +34,7 @@ from cfstream.task import Task
 from cfstream.wire import InvalidRecord, execution_from_dict, parse_json
 from cfstream.worker import execute
 from cfstream.worker.dedupe import Dedupe, Verdict
-from cfstream.worker.dispatch import Dispatcher
+from cfstream.worker.dispatch import Dispatcher, Finished
 from cfstream.worker.jobs import Job, Tracing
 from cfstream.worker.offsets import OffsetTracker
 from cfstream.worker.reporting import Reporter
@@ -52,8 +52,9 @@ BATCH_MAX = 500
 COMMIT_INTERVAL = 1.0
 # Longest wait for a record when no task runs.
 POLL_WAIT = 0.05
-# ... and while tasks run: a finished task is reported, and its slot refilled, only between
-# waits (a poll cannot be woken from the task's thread).
+# ... and while tasks run or started events travel. Such a wait ends at the first outcome, or
+# the first delivery, not at a new record (a poll cannot be woken from a task's thread, nor
+# the outcomes queue by Kafka).
 BUSY_POLL_WAIT = 0.002
 # Seconds between updates of the consumer-lag gauge.
 GAUGE_INTERVAL = 5.0
@@ -76,7 +77,7 @@ class Worker:
         self.name = worker_name()
         self.backlog: Backlog[Job] = Backlog()
         self.offsets = OffsetTracker()
-        self.dedupe = Dedupe(seen or SeenEvents(settings))
+        self.dedupe = Dedupe(seen or SeenEvents(settings, own=self.name))
         self.report = Reporter(settings, producer, self.offsets, self.metrics, self.name, spans)
         self.starts = Starts(settings.worker_concurrency)
         self.dispatcher = Dispatcher(tasks, settings.worker_concurrency, timed=self.starts.finished,
@@ -117,9 +118,14 @@ class Worker:
     def turn(self, wait: float = 0.0) -> None:
         """Take the records that are there (waiting up to ``wait`` seconds for the first), start
         what fits, report what ended."""
+        ended: list[Finished] = []
         if wait and self.starts.announced:
             # Waiting for Kafka to take started events: a delivery ends the wait at once.
             self.producer.poll(wait)
+            wait = 0.0
+        elif wait and self.dispatcher.running:
+            # Waiting for tasks to end: the first outcome ends the wait at once.
+            ended = self.dispatcher.outcomes(wait)
             wait = 0.0
         # poll() returns as soon as a record is there; consume(n, t) would wait out t unless n
         # records came.
@@ -129,7 +135,7 @@ class Worker:
             for message in self.consumer.consume(BATCH_MAX, 0):
                 self._take(message)
         self.producer.poll(0)  # deliveries: started events Kafka has, outcomes delivered
-        self._report(self.dispatcher.outcomes())
+        self._report(ended + self.dispatcher.outcomes())
         self._announce()
         self._flow_control()
 

@@ -5,6 +5,9 @@ The reader is a partition-assigned consumer of every events partition (no group,
 committed): executions are keyed by call key, events by execution id, so no partition of one
 maps to a partition of the other. It rewinds when asked for events from further back.
 (Waiting on executions reads far less: see :mod:`cfstream.events.waiting`.)
+
+A worker's own events are skipped undecoded: it knows what it ran (see
+:class:`cfstream.worker.dedupe.Dedupe`), and at full speed they are most of what it reads.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from cfstream.clock import CLOCK_MARGIN_MS
-from cfstream.codec import loads
+from cfstream.codec import dumps, loads
 from cfstream.errors import KafkaUnavailable
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.retry import offsets_since, partitions, watermarks
@@ -38,10 +42,28 @@ WAKE_INTERVAL = 0.5
 POLL_WAIT = 0.1
 
 
+def written_by(worker: str) -> Callable[[bytes], bool]:
+    """Whether an event's JSON was written by ``worker``: its top-level ``worker`` field names
+    it. In JSON text a quote inside a string is escaped, so ``"worker":"<name>"`` is a key and
+    its value; it is the top-level one if no object opens before it (the fields before it, up to
+    ``ts_ms``, hold none). A ``{`` inside an earlier string only means a false "no", and the
+    event is then decoded."""
+    field = b'"worker":' + dumps(worker)
+
+    def check(value: bytes) -> bool:
+        at = value.find(field)
+        return at > 0 and value.find(b"{", 1, at) == -1
+
+    return check
+
+
 class SeenEvents:
-    def __init__(self, settings: Settings, *, max_remembered: int = MAX_REMEMBERED) -> None:
+    def __init__(self, settings: Settings, *, max_remembered: int = MAX_REMEMBERED,
+                 own: str | None = None) -> None:
+        """``own``: the name of the worker this reader serves; its events are skipped."""
         self.settings = settings
         self.max_remembered = max_remembered
+        self._own = written_by(own) if own is not None else None
         self._next: dict[int, int] = {}  # partition -> next offset to read
         self._cond = threading.Condition()
         self._latest: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -141,13 +163,17 @@ class SeenEvents:
         to (one lock a batch: this thread reads every worker's events)."""
         read: list[tuple[str, tuple[int, int], dict[str, Any]]] = []
         positions: dict[int, int] = {}
+        own = self._own
         for message in messages:
             partition, offset = message.partition(), message.offset()
             if message.error() is not None or partition is None or offset is None:
                 continue
             positions[partition] = offset + 1
+            value = message.value() or b""
+            if own is not None and own(value):
+                continue
             try:
-                event = loads(message.value() or b"")
+                event = loads(value)
                 read.append((event["id"], event_order(event), event))
             except (ValueError, KeyError, TypeError):
                 continue  # not an event of ours; the events topic is not validated here

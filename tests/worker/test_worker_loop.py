@@ -4,6 +4,7 @@ what is committed when. tests/pipeline runs the same on the real broker, with re
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -66,6 +67,20 @@ def test_a_task_begins_only_once_kafka_has_its_started_event(harness_of: Any) ->
     harness.producer.failing_events.clear()
     harness.run_until(lambda: len(harness.events("succeeded")) == 1)
     assert RAN == [1]
+
+
+def test_a_waiting_turn_ends_when_a_task_does(harness_of: Any) -> None:
+    """With tasks running and nothing else to do, the loop waits for them, not out its wait:
+    an outcome is reported as soon as the task returns."""
+    harness = harness_of(TASKS)
+    harness.feed(fired("t:gated", [1]))
+    harness.run_until(lambda: harness.worker.dispatcher.running and not harness.worker.starts)
+    threading.Timer(0.2, GATE.set).start()
+    began = time.monotonic()
+    harness.worker.turn(10.0)
+    assert time.monotonic() - began < 5.0  # not the 10 s asked for
+    assert harness.worker.offsets.pending(0) == 1 and not harness.worker.dispatcher.running
+    harness.run_until(harness.ended(1))
 
 
 def test_an_execution_that_ran_here_is_not_run_again(harness_of: Any) -> None:
