@@ -31,7 +31,7 @@ from bench.profiling import Profiler
 from bench.relay import forward
 from cfstream.client import Client
 from cfstream.dev import procs
-from cfstream.dev.services import Service, Services
+from cfstream.dev.services import START_MARK, Service, Services
 from cfstream.kafka.config import consumer_config, producer_config
 from cfstream.settings import Settings
 
@@ -130,7 +130,7 @@ def launch_rate(bootstrap: str, workdir: Path, total: int) -> dict[str, Any]:
                 raise RuntimeError(f"processor exited: {proc.tail()}")
             time.sleep(0.02)
         seconds = time.monotonic() - launched
-        log = proc.log()
+        log = proc.log().rpartition(START_MARK)[2]  # this start's, in a reused workdir
     finally:
         services.close()
     if received < total:

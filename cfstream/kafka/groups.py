@@ -5,7 +5,8 @@ request to a group coordinator loses its connection midway: ``rd_kafka_enq_once_
 Assertion `eonce->refcnt > 0' failed`` (librdkafka#4605, fix proposed in #5397). A coordinator's
 broker dying is exactly when a replica wants to know its group, and it did abort a processor in
 the cluster chaos test. So ``describe_consumer_groups`` runs in a long-lived child process
-(``python -m cfstream.kafka.groups``): an abort there costs a restart of the child, and the
+(:mod:`cfstream.kafka.group_reader`, run as a script: it imports nothing of cfstream, so it is up
+in a fraction of a replica's own start-up): an abort there costs a restart of the child, and the
 caller sees a failed read.
 
 The child reads one JSON request per line on stdin (the first line: librdkafka options) and
@@ -16,24 +17,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import IO, Any
 
-from confluent_kafka import KafkaError, KafkaException
-
+from cfstream.kafka import group_reader
 from cfstream.kafka.config import admin_config
 from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-PARENT_CHECK_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +64,12 @@ class Groups:
         self._child: subprocess.Popen[str] | None = None
         self._pending: list[Future[Group]] = []
 
+    def start(self) -> None:
+        """Start the child process now (it takes about as long as a replica's own imports),
+        so that the first :meth:`describe` does not wait for it."""
+        with self._lock:
+            self._running()
+
     def describe(self, group: str, timeout: float) -> Future[Group]:
         """The group's description, later; a failure is a :class:`GroupReadError`."""
         future: Future[Group] = Future()
@@ -102,8 +103,8 @@ class Groups:
         if child is not None:  # 0: it left after a failed read (see main)
             log = logger.debug if child.returncode == 0 else logger.warning
             log("the group reader exited with %s; starting another", child.returncode)
-        child = subprocess.Popen(  # noqa: S603 - our own module, this interpreter
-            [sys.executable, "-m", "cfstream.kafka.groups"], stdin=subprocess.PIPE,
+        child = subprocess.Popen(  # noqa: S603 - our own script, this interpreter
+            [sys.executable, "-P", group_reader.__file__], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, bufsize=1)
         assert child.stdin is not None and child.stdout is not None  # noqa: S101 - pipes
         child.stdin.write(json.dumps(self.config) + "\n")
@@ -137,54 +138,3 @@ def _settle(future: Future[Group], answer: dict[str, Any]) -> None:
     future.set_result(Group(answer["state"], tuple(
         Member(m["member_id"], m["instance_id"], tuple((t, p) for t, p in m["partitions"]))
         for m in answer["members"])))
-
-
-def _describe(admin: Any, group: str, timeout: float) -> dict[str, Any]:
-    try:
-        description = admin.describe_consumer_groups([group],
-                                                     request_timeout=timeout)[group].result()
-    except KafkaException as exc:
-        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-        return {"error": str(exc), "code": error.code() if error is not None else None}
-    return {"state": description.state.name, "members": [
-        {"member_id": m.member_id, "instance_id": m.group_instance_id,
-         "partitions": [[tp.topic, tp.partition] for tp in
-                        (m.assignment.topic_partitions if m.assignment else [])]}
-        for m in description.members]}
-
-
-def main(stdin: IO[str], stdout: IO[str], make_admin: Callable[[dict[str, Any]], Any]) -> None:
-    """Answer each request line, until one fails: then return, so the process exits and the
-    parent's next request starts a new one.
-
-    A long-lived admin client can time out on every describe after a broker restart and a
-    rebalance, while a new client is answered at once (seen in the chaos run: three replicas'
-    readers and the harness's timed out for minutes). A new process, not a new client in this
-    one: destroying the old client can block while the cluster is unreachable."""
-    first = stdin.readline()
-    if not first:
-        return
-    admin = make_admin(json.loads(first))
-    for line in stdin:
-        request = json.loads(line)
-        answer = _describe(admin, request["group"], request["timeout"])
-        stdout.write(json.dumps(answer) + "\n")
-        stdout.flush()
-        if "error" in answer:
-            return
-
-
-def _exit_with(parent: int) -> None:
-    """Exit once ``parent`` is gone (killed with -9, it closes no pipe in time for a request
-    that waits on the cluster)."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_CHECK_INTERVAL)
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    from confluent_kafka.admin import AdminClient
-
-    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
-    main(sys.stdin, sys.stdout, AdminClient)
-    os._exit(0)  # not waiting on librdkafka's teardown while the cluster is unreachable

@@ -107,15 +107,17 @@ class Processor:
 
     def run(self) -> None:
         settings = self.settings
+        group, copies = None, set()
+        if membership.predicts_assignment(settings):
+            group = GroupView(settings)
+            group.groups.start()  # its child process starts while the rest is set up
         ensure_topics(settings)
         self.startup.mark("topics")
         self.databases = Databases(settings.state_dir, self.topic)
         self.outputs = Outputs(settings, settings.changelog_topic)
         self.restorer = Restorer(settings, self.databases, self.metrics.set_restore_remaining)
         self.watermarks = Watermarks(settings)
-        group, copies = None, set()
-        if membership.predicts_assignment(settings):
-            group = GroupView(settings)
+        if group is not None:
             if settings.warmup_timeout > 0:  # copies kept until the group says otherwise
                 copies = warm_up(settings, group, self.restorer.standbys, self.stopping)
                 self.startup.mark("warm-up")

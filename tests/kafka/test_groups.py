@@ -117,7 +117,7 @@ def test_after_a_failed_read_the_reader_exits_and_the_next_request_starts_anothe
     import io
     import json
 
-    from cfstream.kafka.groups import main
+    from cfstream.kafka.group_reader import main
 
     requests = [json.dumps({"bootstrap.servers": "x"})] + [
         json.dumps({"group": "g", "timeout": 1})] * 3
