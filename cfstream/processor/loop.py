@@ -130,12 +130,10 @@ class Processor:
             while not self.stopping.is_set():
                 try:
                     self.turn()
-                except ReplicaFenced as fenced:
-                    if not self.fences.may_rejoin():
-                        raise
-                    self._rejoin(f"fenced ({fenced.__cause__}; most likely librdkafka#3437: a "
-                                 "session that timed out on a loaded machine rejoins and fences "
-                                 "itself)")
+                except KafkaException as exc:  # on a polled record, or from another call of
+                    if membership.fence_of(exc) is None:  # the consumer's (a callback's
+                        raise  # committed(), say)
+                    self._fenced(exc)
                 if self.lost.overdue():
                     self._rejoin(f"no assignment {membership.REJOIN_AFTER_LOST:.0f}s after its "
                                  "partitions were lost (librdkafka#3437)")
@@ -154,6 +152,18 @@ class Processor:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         return config
+
+    def _fenced(self, cause: KafkaException) -> None:
+        """The group gave this replica's id to another member: join again in place, unless it
+        did so lately."""
+        self.healthy, self.dead = False, True
+        if not self.fences.may_rejoin():
+            raise ReplicaFenced(
+                f"fenced as CFSTREAM_INSTANCE_ID={self.settings.instance_id}, and again soon "
+                "after joining again: most likely another process runs under this id (give "
+                "each replica its own)") from cause
+        self._rejoin(f"fenced ({cause}; most likely librdkafka#3437: a session that timed out "
+                     "on a loaded machine rejoins and fences itself)")
 
     def _rejoin(self, why: str) -> None:
         """Drop every partition uncommitted, as a crash would, and join again with a new
@@ -249,13 +259,8 @@ class Processor:
 
     def _fatal(self, error: KafkaError) -> None:
         """Stop now and commit nothing: the consumer is unusable, and after a fence another
-        replica owns the partitions."""
+        replica owns the partitions (:meth:`run` decides whether it joins again)."""
         self.healthy, self.dead = False, True
-        if "fenced" in error.str().lower():  # FENCED_INSTANCE_ID, wrapped in _FATAL
-            raise ReplicaFenced(
-                f"fenced as CFSTREAM_INSTANCE_ID={self.settings.instance_id}, and again soon "
-                "after joining again: most likely another process runs under this id (give "
-                "each replica its own)") from KafkaException(error)
         raise KafkaException(error)
 
     def _wait(self) -> float:

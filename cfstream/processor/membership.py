@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from cfstream.kafka import config as kafka_config
 from cfstream.kafka.groups import GroupReadError, Groups
@@ -76,6 +76,17 @@ class Lost:
 
     def overdue(self) -> bool:
         return self.since is not None and self.clock() - self.since >= REJOIN_AFTER_LOST
+
+
+def fence_of(exc: KafkaException) -> KafkaError | None:
+    """The error, if ``exc`` says this static member was fenced (FENCED_INSTANCE_ID, which
+    librdkafka raises as a fatal error): on a polled record, or from any other consumer call,
+    such as ``committed()`` in an assignment callback."""
+    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    if error is not None and (error.fatal() or error.code() == KafkaError._FATAL) and (
+            "fenced" in error.str().lower()):
+        return error
+    return None
 
 
 class Fences:

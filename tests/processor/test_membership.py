@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from cfstream.errors import ReplicaFenced
 from cfstream.processor import membership
@@ -120,13 +120,36 @@ class Failed:
         return self._error
 
 
-def test_a_fence_stops_the_replica_committing_nothing() -> None:
+FENCE = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other "
+                   "consumer with same group.instance.id")
+
+
+def test_a_fence_on_a_record_stops_the_turn_committing_nothing() -> None:
     processor = Processor(Settings(instance_id="p-0"))
-    fence = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other "
-                       "consumer with same group.instance.id")
-    with pytest.raises(ReplicaFenced, match="CFSTREAM_INSTANCE_ID=p-0"):
-        processor._readable(Failed(fence))  # type: ignore[arg-type]
+    with pytest.raises(KafkaException) as raised:
+        processor._readable(Failed(FENCE))  # type: ignore[arg-type]
+    assert membership.fence_of(raised.value) is FENCE
     assert not processor.healthy and processor.dead
+
+
+def test_a_fence_from_any_consumer_call_is_told_from_other_errors() -> None:
+    assert membership.fence_of(KafkaException(FENCE)) is FENCE  # committed() in a callback, say
+    assert membership.fence_of(KafkaException(KafkaError(KafkaError._FATAL, "other"))) is None
+    assert membership.fence_of(KafkaException(
+        KafkaError(KafkaError.FENCED_INSTANCE_ID, "fenced", fatal=False))) is None
+    assert membership.fence_of(KafkaException("no error object")) is None
+
+
+def test_a_fenced_replica_joins_again_and_stops_at_a_second_fence(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    processor = Processor(Settings(instance_id="p-0"))
+    rejoined: list[str] = []
+    monkeypatch.setattr(processor, "_rejoin", rejoined.append)
+    processor._fenced(KafkaException(FENCE))
+    assert len(rejoined) == 1 and "librdkafka#3437" in rejoined[0]
+    with pytest.raises(ReplicaFenced, match="CFSTREAM_INSTANCE_ID=p-0"):
+        processor._fenced(KafkaException(FENCE))  # within REJOIN_WINDOW: another process
+    assert len(rejoined) == 1 and not processor.healthy and processor.dead
 
 
 def test_a_fenced_replica_joins_again_once_a_window() -> None:
