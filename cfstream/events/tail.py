@@ -8,21 +8,14 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.retry import offsets_since, partitions, watermarks
+from cfstream.kafka.stall import Stall
 from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-# A follow that has read nothing this long while a partition has records past where it reads
-# starts a new consumer there: after a broker restart an assigned consumer can stop fetching for
-# good (librdkafka#5153; the chaos harness's follower read nothing for minutes once). The wait
-# doubles with each new consumer that reads nothing either, up to STALL_MAX_S.
-STALL_S = 10.0
-STALL_MAX_S = 120.0
 
 
 def tail(settings: Settings, *, follow: bool = False, since_ms: int | None = None,
@@ -48,21 +41,18 @@ def tail(settings: Settings, *, follow: bool = False, since_ms: int | None = Non
             first = low if starts[p] == OFFSET_BEGINNING else starts[p]
             if 0 <= first < ends[p]:
                 remaining.add(p)
-        last_read, stall_s = time.monotonic(), STALL_S
+        stall = Stall(topic)  # a follow can stop fetching after a broker restart
         while follow or remaining:
             if stop():
                 return
             messages = consumer.consume(500, 0.2)
             if any(message.error() is None for message in messages):
-                last_read, stall_s = time.monotonic(), STALL_S
-            elif follow and time.monotonic() - last_read > stall_s:
-                if _behind(consumer, topic, starts, stall_s):
-                    consumer.close()
-                    consumer = make()
-                    partitions(consumer, topic)  # its metadata, before it fetches
-                    consumer.assign([TopicPartition(topic, p, at) for p, at in starts.items()])
-                    stall_s = min(2 * stall_s, STALL_MAX_S)
-                last_read = time.monotonic()
+                stall.read()
+            elif follow and stall.replace(consumer, starts):
+                consumer.close()
+                consumer = make()
+                partitions(consumer, topic)  # its metadata, before it fetches
+                consumer.assign([TopicPartition(topic, p, at) for p, at in starts.items()])
             for message in messages:
                 if message.error() is not None:
                     continue
@@ -78,21 +68,6 @@ def tail(settings: Settings, *, follow: bool = False, since_ms: int | None = Non
                     continue
     finally:
         consumer.close()
-
-
-def _behind(consumer: Consumer, topic: str, reading: dict[int, int], stalled_s: float) -> bool:
-    """Whether a partition has records past ``reading`` (partition -> next offset); logged."""
-    for partition, at in reading.items():
-        try:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
-        except KafkaException:
-            return False  # the broker is away: nothing to tell yet
-        at = max(at, low)  # (OFFSET_BEGINNING: nothing read yet)
-        if high > at:
-            logger.warning("%s[%d]: nothing read for %.0fs while it ends at %d, past %d: reading "
-                           "on with a new consumer", topic, partition, stalled_s, high, at)
-            return True
-    return False
 
 
 def matches(event: dict[str, Any], *, task: str | None, key: str | None,

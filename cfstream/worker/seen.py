@@ -26,6 +26,7 @@ from cfstream.codec import dumps, loads
 from cfstream.errors import KafkaUnavailable
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.retry import offsets_since, partitions, watermarks
+from cfstream.kafka.stall import Stall
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
 from cfstream.wire import event_order
@@ -132,9 +133,11 @@ class SeenEvents:
     def _read(self) -> None:
         ensure_topics(self.settings)
         topic = self.settings.events_topic
-        consumer = Consumer(consumer_config(self.settings, None, **{"enable.auto.offset.store": False}))
+        config = consumer_config(self.settings, None, **{"enable.auto.offset.store": False})
+        consumer = Consumer(config)
         try:
             parts = partitions(consumer, topic)
+            stall = Stall(topic)  # it can stop fetching after a broker restart
             while True:
                 with self._cond:
                     if self._closed:
@@ -146,7 +149,16 @@ class SeenEvents:
                 # until n came or t passed, and so sync() with it.
                 first = consumer.poll(POLL_WAIT)
                 if first is not None:
+                    stall.read()
                     self._remember([first, *consumer.consume(500, 0)])
+                    continue
+                with self._cond:
+                    reading = dict(self._next)
+                if stall.replace(consumer, reading):  # read on from there with a new one
+                    consumer.close()
+                    consumer = Consumer(config)
+                    partitions(consumer, topic)  # its metadata, before it fetches
+                    consumer.assign([TopicPartition(topic, p, at) for p, at in reading.items()])
         finally:
             consumer.close()
 

@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from cfstream.events import tail as tail_module
+from cfstream.kafka import stall
 from cfstream.kafka.config import consumer_config, producer_config
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
@@ -29,7 +30,7 @@ class Stalled(Consumer):
 
 def test_a_follow_that_stopped_fetching_reads_on_with_a_new_consumer(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tail_module, "STALL_S", 3.0)
+    monkeypatch.setattr(stall, "STALL_S", 3.0)
     ensure_topics(settings)
     producer = Producer(producer_config(settings))
     producer.produce(settings.events_topic, key=b"k", value=b'{"id": "a", "type": "started"}')
@@ -57,7 +58,7 @@ def test_a_follow_that_stopped_fetching_reads_on_with_a_new_consumer(
 
 def test_a_quiet_topic_keeps_its_consumer(settings: Settings,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tail_module, "STALL_S", 0.5)
+    monkeypatch.setattr(stall, "STALL_S", 0.5)
     ensure_topics(settings)
     made: list[Consumer] = []
 

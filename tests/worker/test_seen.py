@@ -1,19 +1,23 @@
 """A worker's events reader (cfstream.worker.seen): it skips the worker's own events undecoded,
-and only those."""
+and only those; a consumer that stops fetching is replaced where it stood."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from confluent_kafka import Producer
+import pytest
+from confluent_kafka import Consumer, Message, Producer
 
 from cfstream.calls import new_call
 from cfstream.clock import now_ms
 from cfstream.codec import dumps
+from cfstream.kafka import stall
 from cfstream.kafka.config import producer_config
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
 from cfstream.wire import event
+from cfstream.worker import seen as seen_module
 from cfstream.worker.seen import SeenEvents, written_by
 
 ME, OTHER = "host-a:101", "host-b:202"
@@ -58,5 +62,62 @@ def test_a_reader_skips_its_own_workers_events(settings: Settings) -> None:
         assert seen.sync(timeout=30)
         assert seen.known(theirs.id) == {"id": theirs.id, "type": "started", "worker": OTHER}
         assert seen.known(call.id) is None
+    finally:
+        seen.close()
+
+
+class Stalls(Consumer):
+    """Assigned like any consumer; returns the first event it fetches, then never another
+    (librdkafka#5153, after a broker restart)."""
+
+    def poll(self, *args: Any, **kwargs: Any) -> Message | None:
+        if getattr(self, "stalled", False):
+            time.sleep(0.1)
+            return None
+        message = super().poll(*args, **kwargs)
+        self.stalled = message is not None
+        return message
+
+    def consume(self, *args: Any, **kwargs: Any) -> list[Message]:
+        return [] if getattr(self, "stalled", False) else super().consume(*args, **kwargs)
+
+
+def test_a_reader_that_stopped_fetching_reads_on_with_a_new_consumer(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stall, "STALL_S", 1.0)
+    made: list[Consumer] = []
+
+    def new_consumer(config: dict[str, Any]) -> Consumer:
+        made.append((Stalls if not made else Consumer)(config))
+        return made[-1]
+
+    monkeypatch.setattr(seen_module, "Consumer", new_consumer)
+    ensure_topics(settings)
+    producer = Producer(producer_config(settings))
+    first, second = (new_call("tasks:send", {}, {}, delay_ms=0, defer_key=None,
+                              max_wait_ms=None) for _ in range(2))
+
+    def publish(call: Any) -> None:
+        producer.produce(settings.events_topic, key=call.id.encode(),
+                         value=dumps(event("started", call, NOW, worker=OTHER)))
+        producer.flush(10)
+
+    def known_within(execution_id: str, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while seen.known(execution_id) is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    publish(first)
+    seen = SeenEvents(settings, own=ME)
+    try:
+        seen.read_since(now_ms() - 60_000)
+        assert known_within(first.id, 30)
+        publish(second)
+        assert known_within(second.id, 30)  # read by a new consumer, from where the first stood
+        assert type(made[0]) is Stalls and made[0].stalled and len(made) >= 2
+        assert all(type(c) is Consumer for c in made[1:])
     finally:
         seen.close()
