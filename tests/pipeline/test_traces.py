@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,6 +61,9 @@ bad = dataclasses.replace(new_call("pipeline_tasks:latest", {"key": tag + "b", "
 with tracer.start_as_current_span("request"):
     current_client().publish(bad)
     ids["bad"] = bad.id
+with tracer.start_as_current_span("request"):  # through the task object's own encoding
+    import pipeline_tasks
+    ids["task"] = pipeline_tasks.latest.submit(tag + "t", 5).id
 with tracer.start_as_current_span("request"):
     ids["retried"] = cf.submit("pipeline_tasks:flaky", [tag, 1]).id
 current_client().flush()
@@ -91,13 +95,13 @@ def pipeline(pipeline_factory: PipelineFactory, receiver: Receiver) -> Pipeline:
 def submitted(pipeline: Pipeline, receiver: Receiver) -> dict[str, Any]:
     """What the submitter submitted, once every execution of it ended."""
     env = {**pipeline.services.env(), "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-           "PYTHONPATH": pythonpath()}
+           "PYTHONPATH": pythonpath(Path(__file__).parent)}  # pipeline_tasks too
     out = subprocess.run([sys.executable, "-c", SUBMITTER, uuid.uuid4().hex[:8]],
                          capture_output=True, text=True, env=env, timeout=TIMEOUT)
     assert out.returncode == 0, out.stderr[-3000:]
     ids: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
     for execution_id in (ids["simple"], ids["chain"][-1], ids["retried"], ids["outside"],
-                         ids["bad"]):
+                         ids["bad"], ids["task"]):
         pipeline.events.wait_for(lambda e, i=execution_id: e.get("id") == i
                                  and e["type"] == "succeeded", timeout=TIMEOUT)
     return ids
@@ -140,6 +144,19 @@ def test_spans_nest_submit_pending_run_at_the_times_the_events_say(
     assert pending.attributes["cfstream.due_ms"] == scheduled["due_ms"] == started["due_ms"]
     assert run.attributes["cfstream.worker"] == started["worker"]
     assert run.attributes["cfstream.outcome"] == "succeeded" and run.status != 2
+
+
+def test_a_task_objects_submit_is_traced_like_submit_by_name(
+        pipeline: Pipeline, receiver: Receiver, submitted: dict[str, Any]) -> None:
+    execution_id = submitted["task"]
+    submit = span_of(receiver, execution_id, "submit ")
+    pending = span_of(receiver, execution_id, "pending ")
+    run = span_of(receiver, execution_id, "run ")
+    (request,) = receiver.wait_for(lambda s: s.span_id == submit.parent_id)
+    assert request.service == "submitter" and submit.name == f"submit {LATEST}"
+    assert (pending.parent_id, run.parent_id) == (submit.span_id, pending.span_id)
+    assert {submit.trace_id, pending.trace_id, run.trace_id} == {request.trace_id}
+    assert event(pipeline, execution_id, "scheduled")["submitted_ms"] <= submit.start_ms
 
 
 def test_a_collapsed_call_s_trace_shows_the_execution_that_ran_it(
@@ -197,6 +214,8 @@ def test_calls_outside_a_trace_or_with_a_bad_traceparent_run_untraced(
     # any of theirs (each exports in the order its spans end).
     last = event(pipeline, submitted["retried"], "succeeded", 2)["ts_ms"]
     assert all(event(pipeline, i, "succeeded")["ts_ms"] < last for i in untraced)
+    # The services' spans of that attempt arrived, so any span of theirs ended before has.
+    span_of(receiver, submitted["retried"], "pending ", 2)
     span_of(receiver, submitted["retried"], "run ", 2)
     assert [s for s in receiver.spans if s.attributes.get("cfstream.execution.id") in untraced] \
         == []
