@@ -36,7 +36,6 @@ from confluent_kafka import (
 )
 
 from cfstream.clock import now_ms
-from cfstream.errors import ReplicaFenced
 from cfstream.kafka.sessions import member_session_ms
 from cfstream.kafka.topics import ensure_topics
 from cfstream.memory import tune_for_service
@@ -155,13 +154,9 @@ class Processor:
 
     def _fenced(self, cause: KafkaException) -> None:
         """The group gave this replica's id to another member: join again in place, unless it
-        did so lately."""
+        did so lately (then it stops)."""
         self.healthy, self.dead = False, True
-        if not self.fences.may_rejoin():
-            raise ReplicaFenced(
-                f"fenced as CFSTREAM_INSTANCE_ID={self.settings.instance_id}, and again soon "
-                "after joining again: most likely another process runs under this id (give "
-                "each replica its own)") from cause
+        self.fences.rejoin_or_stop(cause, self.settings.instance_id)
         self._rejoin(f"fenced ({cause}; most likely librdkafka#3437: a session that timed out "
                      "on a loaded machine rejoins and fences itself)")
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
+from cfstream.errors import ReplicaFenced
 from cfstream.kafka import config as kafka_config
 from cfstream.kafka.groups import GroupReadError, Groups
 from cfstream.settings import Settings
@@ -103,6 +104,14 @@ class Fences:
             return False
         self.rejoined = now
         return True
+
+    def rejoin_or_stop(self, cause: KafkaException, instance_id: str | None) -> None:
+        """Return if the fenced replica may join again; else raise :class:`ReplicaFenced`."""
+        if not self.may_rejoin():
+            raise ReplicaFenced(
+                f"fenced as CFSTREAM_INSTANCE_ID={instance_id}, and again soon after joining "
+                "again: most likely another process runs under this id (give each replica its "
+                "own)") from cause
 
 
 def group_config(settings: Settings, session_timeout_ms: int = SESSION_TIMEOUT_MS) -> dict[str, Any]:
