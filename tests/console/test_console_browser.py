@@ -126,6 +126,25 @@ def test_charts_update_live_for_the_pipeline_and_each_task(pipeline: Pipeline,
     expect(pending_row(page, executions[0].id)).to_have_count(1, timeout=TIMEOUT_MS)
 
 
+def test_a_tasks_charts_count_its_calls_deferrals_fires_and_lateness_live(
+        pipeline: Pipeline, page: Any) -> None:
+    task = pipeline_tasks.notify_update
+    page.goto(f"{pipeline.console_url}#/tasks/{task.name}")
+    expect(page.locator("#task-title")).to_have_text(task.name)
+    before = page.evaluate(
+        """() => Object.fromEntries(["calls", "deferrals", "fires"].map((s) => {
+             const line = document.querySelector(
+               `#task-charts figure[data-chart="throughput"] path[data-series="${s}"]`);
+             return [s, line === null ? 0 : Number(line.dataset.count)];
+           }))""")
+    edits = [task.submit_to(pipeline.client, "live", 9, f"edit {i}") for i in range(4)]
+    assert edits[-1].result(timeout=60) == "live:9:edit 3"  # one run, three deferred
+    for series, more in (("calls", 4), ("deferrals", 3), ("fires", 1)):
+        wait_for_chart_count(page, "task", series, before[series] + more)
+    expect(page.locator('#task-charts figure[data-chart="lateness"] li[data-series="p50"] b')
+           ).to_have_text(re.compile(r"^\d[\d.]* (ms|s)$"), timeout=TIMEOUT_MS)
+
+
 def test_an_executions_story_follows_its_deferral_chain_to_the_result(
         pipeline: Pipeline, page: Any) -> None:
     burst = burst_story(pipeline, page, "u", 3)
@@ -284,14 +303,20 @@ def test_screenshots_of_each_section(pipeline: Pipeline, page: Any, tmp_path: Pa
     # Due sooner than every other pending call: the first row of the pending list.
     waiting = pipeline_tasks.notify.with_delay(LONG / 2).submit_to(pipeline.client, "ada", 42)
     burst_story(pipeline, page, "7", 4, spacing=0.4)
+    producer = Producer({"bootstrap.servers": pipeline.settings.bootstrap_servers})
+    producer.produce(pipeline.settings.calls_topic, key=b"k", value=b'{"v": 1, "id": 7}')
+    assert producer.flush(30) == 0  # a dead letter to show
     folder = screenshots(tmp_path)
     page.set_viewport_size({"width": 1360, "height": 1000})
     page.screenshot(path=str(folder / "console-story.png"))
+    assert (folder / "console-story.png").stat().st_size > 10_000
     for name, route, ready in [
             ("overview", "#/overview", '#overview-charts figure[data-chart="pending"]'),
             ("task", f"#/tasks/{pipeline_tasks.notify_update.name}", "#task-charts figure"),
             ("pending", "#/pending", f'#pending-table tr[data-id="{waiting.id}"]'),
-            ("events", "#/events", "#events-table tr[data-ts]")]:
+            ("events", "#/events", "#events-table tr[data-ts]"),
+            ("executions", "#/executions", "#executions-table tbody tr"),
+            ("dead-letters", "#/dead-letters", "#dead-letters-table tbody tr")]:
         page.goto(f"{pipeline.console_url}/{route}")
         page.locator(ready).first.wait_for(timeout=TIMEOUT_MS)
         page.screenshot(path=str(folder / f"console-{name}.png"))
@@ -338,6 +363,30 @@ def test_5000_pending_calls_and_300_events_a_second(pipeline: Pipeline, page: An
         # is 30; the page must still keep up with an update a second.
         assert f.updates >= 2 and f.render_median_ms < 1000, f
     assert produced >= EVENTS_PER_S * 10
+
+
+# What the page writes for durations, countdowns and ids (format.js, as the page loads it).
+WRITTEN = [
+    ("duration", [850], "850 ms"), ("duration", [4_240], "4.2 s"), ("duration", [38_000], "38 s"),
+    ("duration", [598_000], "9 min 58 s"), ("duration", [600_000], "10 min"),
+    ("duration", [7_500_000], "2 h 5 min"), ("duration", [274_000_000], "3 d 4 h"),
+    ("duration", [-1_500], "-1.5 s"), ("duration", [None], "–"),
+    ("countdown", [1_800_000_598_000, 1_800_000_000_000], "in 9 min 58 s"),
+    ("countdown", [1_800_000_000_000, 1_800_000_003_100], "3.1 s overdue"),
+    ("shortId", ["01a24c88-6c2a-7281-b9e0-9d238aca1d37"], "…8aca1d37"),
+    ("shortId", ["invalid"], "invalid"),
+]
+
+
+def test_durations_countdowns_and_ids_read_as_people_say_them(pipeline: Pipeline,
+                                                              page: Any) -> None:
+    page.goto(pipeline.console_url)
+    written = page.evaluate(
+        """async (cases) => {
+             const format = await import("/static/format.js");
+             return cases.map(([name, args]) => format[name](...args));
+           }""", [[name, args] for name, args, _ in WRITTEN])
+    assert written == [expected for _, _, expected in WRITTEN]
 
 
 def test_the_console_stops_on_sigterm(pipeline: Pipeline) -> None:

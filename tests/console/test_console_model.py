@@ -240,6 +240,47 @@ def test_executions_are_listed_newest_first_with_where_they_stand() -> None:
     assert [r["id"] for r in done["executions"]["rows"]] == ["a"]
 
 
+def pages(model: Model, section: str, **query: str) -> list[list[str]]:
+    """Every page of ``section``, 2 rows a page, by following each page's cursor."""
+    out, after = [], None
+    while True:
+        q = {"section": section, "limit": "2", **query, **({"after": after} if after else {})}
+        listed = model.snapshot(NOW, View.from_query(q))[section]
+        out.append([row["id"] for row in listed["rows"]])
+        after = listed["next"]
+        if after is None:
+            return out
+
+
+def test_pending_calls_are_paged_soonest_first_and_a_page_holds_as_others_come() -> None:
+    model = Model()
+    model.set_pending([pending(f"p{i}", NOW + due) for i, due in
+                       enumerate([5000, 1000, 3000, 4000, 2000])], NOW)
+    assert pages(model, "pending") == [["p1", "p4"], ["p2", "p3"], ["p0"]]
+    first = model.snapshot(NOW, View(section="pending", limit=2))["pending"]
+    assert first["total"] == 5
+    # A call that comes in sooner than the page's last does not shift the next page.
+    model.set_pending([*(pending(f"p{i}", NOW + due) for i, due in
+                         enumerate([5000, 1000, 3000, 4000, 2000])), pending("n", NOW + 500)],
+                      NOW)
+    second = model.snapshot(NOW, View.from_query({"section": "pending", "limit": "2",
+                                                  "after": first["next"]}))["pending"]
+    assert [row["id"] for row in second["rows"]] == ["p2", "p3"]
+    assert pages(model, "pending", key="u1") == [["n", "p1"], ["p4", "p2"], ["p3", "p0"]]
+
+
+def test_executions_are_paged_newest_first_by_status() -> None:
+    model = Model()
+    for i in range(5):
+        model.add_event(ev("started", f"x{i}", NOW - 10_000 + i * 1000, due_ms=NOW - 10_000,
+                           fired_ms=NOW - 10_000))
+        if i % 2 == 0:
+            model.add_event(ev("succeeded", f"x{i}", NOW - 9_500 + i * 1000, result=i))
+    assert pages(model, "executions") == [["x4", "x3"], ["x2", "x1"], ["x0"]]
+    assert pages(model, "executions", status="succeeded") == [["x4", "x2"], ["x0"]]
+    assert pages(model, "executions", status="running") == [["x3", "x1"]]
+
+
 def test_a_held_calls_story_names_the_run_it_waited_for() -> None:
     model = Model()
     model.add_event(ev("started", "r", NOW - 5000, due_ms=NOW - 5000, fired_ms=NOW - 5000))
