@@ -129,9 +129,9 @@ class Processor:
             while not self.stopping.is_set():
                 try:
                     self.turn()
-                except KafkaException as exc:  # on a polled record, or from another call of
-                    if membership.fence_of(exc) is None:  # the consumer's (a callback's
-                        raise  # committed(), say)
+                except KafkaException as exc:  # a fence, on a record or from any call
+                    if membership.fence_of(exc) is None:
+                        raise
                     self._fenced(exc)
                 if self.lost.overdue():
                     self._rejoin(f"no assignment {membership.REJOIN_AFTER_LOST:.0f}s after its "
