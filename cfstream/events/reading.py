@@ -28,6 +28,7 @@ from cfstream.events.watches import Watch, Watches, resolve_all, unresolved
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.partitioner import partition_for, places_keys_by_murmur2
 from cfstream.kafka.retry import offsets_since, partitions, watermarks
+from cfstream.kafka.stall import Stall
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
 
@@ -60,6 +61,7 @@ class _Reads:
     tail: Consumer
     history: History
     offsets: Consumer
+    stall: Stall  # the tail's: it can stop fetching after a broker restart (librdkafka#5153)
 
 
 @dataclass
@@ -126,7 +128,7 @@ class Reader:
                 self.settings, None, **{"fetch.wait.max.ms": TAIL_FETCH_WAIT_MS})),
             history=History(Consumer(consumer_config(
                 self.settings, None, **{"fetch.wait.max.ms": FETCH_WAIT_MS})), self.topic),
-            offsets=Consumer(consumer_config(self.settings, None)))
+            offsets=Consumer(consumer_config(self.settings, None)), stall=Stall(self.topic))
         try:
             count = self._partition_count(reads)
             with self.watches.lock:
@@ -181,11 +183,15 @@ class Reader:
             noted, watched = history.take(BATCH, BRISK_POLL_WAIT)
             self._take(noted)
             self._take(watched, note=False)
-            self._take(tail.consume(BATCH, 0))
+            read = tail.consume(BATCH, 0)
         else:
             first = tail.poll(wait)
-            if first is not None:
-                self._take([first, *tail.consume(BATCH, 0)])
+            read = [first, *tail.consume(BATCH, 0)] if first is not None else []
+        if read:
+            reads.stall.read()
+            self._take(read)
+        elif reads.stall.replace(reads.offsets, {p: s.position for p, s in self._parts.items()}):
+            raise CfStreamError("the events tail stopped fetching")  # new consumers, all waits
         if self._status:
             self._check_status(reads)
 
@@ -305,17 +311,18 @@ class Reader:
         parts, rank_of, watches, decode = self._parts, RANK.get, self.watches.by_id, orjson.loads
         noted = []
         for message in messages:
-            raw = message.value()
-            if raw is None or message.error() is not None:
-                continue
-            if not note and (message.key() or b"").decode(errors="replace") not in watches:
+            if message.error() is not None:
                 continue
             p, offset = message.partition(), message.offset()
             state = parts.get(p)  # type: ignore[arg-type]
             if state is None or offset is None:
                 continue  # a partition let go of while its records were on the way
             if offset >= state.position:
-                state.position = offset + 1
+                state.position = offset + 1  # (a record that is no event is read past too)
+            raw = message.value()
+            if raw is None or (not note and (message.key() or b"").decode(errors="replace")
+                               not in watches):
+                continue
             try:
                 try:
                     event = decode(raw)

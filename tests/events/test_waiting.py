@@ -9,9 +9,10 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from events_harness import PARTITIONS, Append, eventually, ids_in, in_thread
 
 from cfstream.codec import dumps
@@ -20,6 +21,7 @@ from cfstream.errors import CfStreamError
 from cfstream.events import reading
 from cfstream.events.waiting import Waiters
 from cfstream.ids import new_execution_id
+from cfstream.kafka import stall
 from cfstream.kafka.partitioner import murmur2, partition_for
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings
@@ -148,6 +150,41 @@ def test_an_undelivered_call_ends_the_wait_and_a_timeout_returns_none(
     thread.join(10)
     assert box == [{"type": "undelivered", "id": execution_id, "reason": "broker said no"}]
     assert waiters.wait(execution_id, 0)["type"] == "undelivered"  # type: ignore[index]
+
+
+class NeverFetches(Consumer):
+    """A tail assigned like any other that never returns a record (librdkafka#5153: seen after
+    a broker restart)."""
+
+    def poll(self, *args: Any, **kwargs: Any) -> None:
+        time.sleep(0.01)
+
+    def consume(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
+
+@pytest.mark.kafka
+def test_a_wait_ends_though_the_tail_stopped_fetching(events_settings: Settings, append: Append,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stall, "STALL_S", 1.0)
+    made: list[Consumer] = []
+
+    def new_consumer(config: dict[str, Any]) -> Consumer:  # the reader's first is its tail
+        made.append((NeverFetches if not made else Consumer)(config))
+        return made[-1]
+
+    monkeypatch.setattr(reading, "Consumer", new_consumer)
+    waiters = Waiters(events_settings)
+    try:
+        execution_id = new_execution_id()
+        thread, box = in_thread(lambda: waiters.wait(execution_id, 60))
+        eventually(lambda: sum(waiters.waiting().values()) == 1)
+        append("succeeded", execution_id, result=42)
+        thread.join(60)
+        assert box and box[0]["result"] == 42  # type: ignore[index]
+        assert type(made[0]) is NeverFetches and len(made) >= 6  # read by a new set
+    finally:
+        waiters.close()
 
 
 @pytest.mark.kafka
