@@ -24,12 +24,13 @@ from typing import Any
 from cfstream.clock import now_ms
 from cfstream.wire import event_order
 from cfstream.worker.jobs import Job
-from cfstream.worker.seen import SeenEvents
+from cfstream.worker.seen import MAX_REMEMBERED, SeenEvents
 
 logger = logging.getLogger(__name__)
 
-# Ids remembered as done here, so a redelivered execution is not run again by this worker.
-REMEMBERED_IDS = 100_000
+# Ids remembered as done here, so a redelivered execution is not run again by this worker: as
+# many as the events reader remembers of other workers' (it skips this worker's own events).
+REMEMBERED_IDS = MAX_REMEMBERED
 # Longest wait for the events topic to be read up to date after an assignment.
 SYNC_TIMEOUT = 60.0
 

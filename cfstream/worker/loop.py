@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -34,7 +35,7 @@ from cfstream.task import Task
 from cfstream.wire import InvalidRecord, execution_from_dict, parse_json
 from cfstream.worker import execute
 from cfstream.worker.dedupe import Dedupe, Verdict
-from cfstream.worker.dispatch import Dispatcher, Finished
+from cfstream.worker.dispatch import Dispatcher
 from cfstream.worker.jobs import Job, Tracing
 from cfstream.worker.offsets import OffsetTracker
 from cfstream.worker.reporting import Reporter
@@ -58,11 +59,14 @@ POLL_WAIT = 0.05
 BUSY_POLL_WAIT = 0.002
 # Seconds between updates of the consumer-lag gauge.
 GAUGE_INTERVAL = 5.0
+RUN = secrets.token_hex(3)  # this process's, in its name
 
 
 def worker_name() -> str:
-    """How this worker names itself in its events: ``<hostname>:<pid>``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """How this worker names itself in its events: ``<hostname>:<pid>:<run>``. ``run`` is drawn
+    when the process starts: a container restarted in place comes back with the same hostname
+    and pid, and the events of the process before it must not pass for its own."""
+    return f"{socket.gethostname()}:{os.getpid()}:{RUN}"
 
 
 class Worker:
@@ -118,14 +122,14 @@ class Worker:
     def turn(self, wait: float = 0.0) -> None:
         """Take the records that are there (waiting up to ``wait`` seconds for the first), start
         what fits, report what ended."""
-        ended: list[Finished] = []
         if wait and self.starts.announced:
             # Waiting for Kafka to take started events: a delivery ends the wait at once.
             self.producer.poll(wait)
             wait = 0.0
         elif wait and self.dispatcher.running:
-            # Waiting for tasks to end: the first outcome ends the wait at once.
-            ended = self.dispatcher.outcomes(wait)
+            # Waiting for tasks to end: the first outcome ends the wait at once. Reported (and
+            # so remembered as done) before a redelivery of one of them can be taken below.
+            self._report(self.dispatcher.outcomes(wait))
             wait = 0.0
         # poll() returns as soon as a record is there; consume(n, t) would wait out t unless n
         # records came.
@@ -135,7 +139,7 @@ class Worker:
             for message in self.consumer.consume(BATCH_MAX, 0):
                 self._take(message)
         self.producer.poll(0)  # deliveries: started events Kafka has, outcomes delivered
-        self._report(ended + self.dispatcher.outcomes())
+        self._report(self.dispatcher.outcomes())
         self._announce()
         self._flow_control()
 
