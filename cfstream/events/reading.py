@@ -61,7 +61,6 @@ class _Reads:
     tail: Consumer
     history: History
     offsets: Consumer
-    stall: Stall  # the tail's: it can stop fetching after a broker restart (librdkafka#5153)
 
 
 @dataclass
@@ -93,6 +92,8 @@ class Reader:
         self._partitions = 0
         self._brisk_until = 0.0
         self._next_idle_check = 0.0
+        # The tail can stop fetching after a broker restart (librdkafka#5153).
+        self._stall = Stall(self.topic)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -128,7 +129,8 @@ class Reader:
                 self.settings, None, **{"fetch.wait.max.ms": TAIL_FETCH_WAIT_MS})),
             history=History(Consumer(consumer_config(
                 self.settings, None, **{"fetch.wait.max.ms": FETCH_WAIT_MS})), self.topic),
-            offsets=Consumer(consumer_config(self.settings, None)), stall=Stall(self.topic))
+            offsets=Consumer(consumer_config(self.settings, None)))
+        self._stall.began()
         try:
             count = self._partition_count(reads)
             with self.watches.lock:
@@ -187,11 +189,11 @@ class Reader:
         else:
             first = tail.poll(wait)
             read = [first, *tail.consume(BATCH, 0)] if first is not None else []
-        if read:
-            reads.stall.read()
-            self._take(read)
-        elif reads.stall.replace(reads.offsets, {p: s.position for p, s in self._parts.items()}):
+        if any(message.error() is None for message in read):
+            self._stall.read()
+        elif self._stall.replace(reads.offsets, {p: s.position for p, s in self._parts.items()}):
             raise CfStreamError("the events tail stopped fetching")  # new consumers, all waits
+        self._take(read)
         if self._status:
             self._check_status(reads)
 
@@ -231,6 +233,7 @@ class Reader:
             logger.debug("events partition %d: tail from %d, history from %d for %s",
                          p, end, start, watch.id)
             reads.tail.incremental_assign([TopicPartition(self.topic, p, end)])
+            self._stall.began()
             reads.history.read(p, start, end)
             self._brisk_until = time.monotonic() + BRISK_S
             state = _Partition(since_ms=watch.since_ms, lo=min(start, end), position=end)

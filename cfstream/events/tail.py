@@ -53,6 +53,7 @@ def tail(settings: Settings, *, follow: bool = False, since_ms: int | None = Non
                 consumer = make()
                 partitions(consumer, topic)  # its metadata, before it fetches
                 consumer.assign([TopicPartition(topic, p, at) for p, at in starts.items()])
+                stall.began()
             for message in messages:
                 if message.error() is not None:
                     continue

@@ -145,11 +145,13 @@ class SeenEvents:
                     rewind, self._rewind_to = self._rewind_to, None
                 if rewind is not None:
                     self._seek(consumer, topic, parts, rewind)
+                    stall.began()
                 # poll() returns at the first event; consume(n, t) would hold every event back
                 # until n came or t passed, and so sync() with it.
                 first = consumer.poll(POLL_WAIT)
                 if first is not None:
-                    stall.read()
+                    if first.error() is None:
+                        stall.read()
                     self._remember([first, *consumer.consume(500, 0)])
                     continue
                 with self._cond:
@@ -159,6 +161,7 @@ class SeenEvents:
                     consumer = Consumer(config)
                     partitions(consumer, topic)  # its metadata, before it fetches
                     consumer.assign([TopicPartition(topic, p, at) for p, at in reading.items()])
+                    stall.began()
         finally:
             consumer.close()
 
