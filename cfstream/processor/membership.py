@@ -80,12 +80,14 @@ class Lost:
 
 
 def fence_of(exc: KafkaException) -> KafkaError | None:
-    """The error, if ``exc`` says this static member was fenced (FENCED_INSTANCE_ID, which
-    librdkafka raises as a fatal error): on a polled record, or from any other consumer call,
-    such as ``committed()`` in an assignment callback."""
+    """The error, if ``exc`` says the consumer was fenced or is dead. librdkafka raises a fenced
+    static member's FENCED_INSTANCE_ID as a fatal error on a polled record; a call made after
+    it (``committed()`` in an assignment callback, say) fails with the bare ``_FATAL``, which
+    names no cause. Either way the consumer is unusable, and the answer is the same: join again
+    with a new one, or stop if that was done lately (:class:`Fences`)."""
     error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-    if error is not None and (error.fatal() or error.code() == KafkaError._FATAL) and (
-            "fenced" in error.str().lower()):
+    if error is not None and (error.fatal() or error.code() in (
+            KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID)):
         return error
     return None
 

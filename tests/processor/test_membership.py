@@ -133,11 +133,17 @@ def test_a_fence_on_a_record_stops_the_turn_committing_nothing() -> None:
 
 
 def test_a_fence_from_any_consumer_call_is_told_from_other_errors() -> None:
-    assert membership.fence_of(KafkaException(FENCE)) is FENCE  # committed() in a callback, say
-    assert membership.fence_of(KafkaException(KafkaError(KafkaError._FATAL, "other"))) is None
-    assert membership.fence_of(KafkaException(
-        KafkaError(KafkaError.FENCED_INSTANCE_ID, "fenced", fatal=False))) is None
-    assert membership.fence_of(KafkaException("no error object")) is None
+    assert membership.fence_of(KafkaException(FENCE)) is FENCE  # on a polled record
+    # What confluent-kafka raises from a call made after the fence (committed() in an
+    # assignment callback, say): librdkafka's bare _FATAL, or the broker's code, not fatal.
+    after = KafkaError(KafkaError._FATAL, "Failed to get committed offsets: Local: Fatal error")
+    assert membership.fence_of(KafkaException(after)) is after
+    fenced = KafkaError(KafkaError.FENCED_INSTANCE_ID, "Broker: Static consumer fenced")
+    assert membership.fence_of(KafkaException(fenced)) is fenced
+    for other in (KafkaError(KafkaError._TRANSPORT, "Local: Broker transport failure"),
+                  KafkaError(KafkaError.REBALANCE_IN_PROGRESS, "rebalancing"),
+                  "no error object"):
+        assert membership.fence_of(KafkaException(other)) is None
 
 
 def test_a_fenced_replica_joins_again_and_stops_at_a_second_fence(
