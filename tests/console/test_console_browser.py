@@ -129,8 +129,10 @@ def test_charts_update_live_for_the_pipeline_and_each_task(pipeline: Pipeline,
 def test_a_tasks_charts_count_its_calls_deferrals_fires_and_lateness_live(
         pipeline: Pipeline, page: Any) -> None:
     task = pipeline_tasks.notify_update
+    assert task.submit_to(pipeline.client, "live", 8, "first").result(timeout=60)
     page.goto(f"{pipeline.console_url}#/tasks/{task.name}")
     expect(page.locator("#task-title")).to_have_text(task.name)
+    wait_for_chart_count(page, "task", "fires", 1)  # drawn, with what ran so far
     before = page.evaluate(
         """() => Object.fromEntries(["calls", "deferrals", "fires"].map((s) => {
              const line = document.querySelector(
@@ -315,8 +317,9 @@ def test_screenshots_of_each_section(pipeline: Pipeline, page: Any, tmp_path: Pa
             ("task", f"#/tasks/{pipeline_tasks.notify_update.name}", "#task-charts figure"),
             ("pending", "#/pending", f'#pending-table tr[data-id="{waiting.id}"]'),
             ("events", "#/events", "#events-table tr[data-ts]"),
-            ("executions", "#/executions", "#executions-table tbody tr"),
-            ("dead-letters", "#/dead-letters", "#dead-letters-table tbody tr")]:
+            ("executions", "#/executions", "#executions-table tbody tr[data-id]"),
+            ("dead-letters", "#/dead-letters",  # the one produced above, not the empty list
+             "#dead-letters-table tbody tr:has-text(\"field 'id' must be a string\")")]:
         page.goto(f"{pipeline.console_url}/{route}")
         page.locator(ready).first.wait_for(timeout=TIMEOUT_MS)
         page.screenshot(path=str(folder / f"console-{name}.png"))

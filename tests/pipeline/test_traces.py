@@ -214,7 +214,10 @@ def test_calls_outside_a_trace_or_with_a_bad_traceparent_run_untraced(
     # any of theirs (each exports in the order its spans end).
     last = event(pipeline, submitted["retried"], "succeeded", 2)["ts_ms"]
     assert all(event(pipeline, i, "succeeded")["ts_ms"] < last for i in untraced)
-    # The services' spans of that attempt arrived, so any span of theirs ended before has.
+    # Both also fired before that attempt, so had they a pending span, it would have ended
+    # before the processor's span of that attempt, and the worker's: those arrived.
+    fired = event(pipeline, submitted["retried"], "started", 2)["fired_ms"]
+    assert all(event(pipeline, i, "started")["fired_ms"] < fired for i in untraced)
     span_of(receiver, submitted["retried"], "pending ", 2)
     span_of(receiver, submitted["retried"], "run ", 2)
     assert [s for s in receiver.spans if s.attributes.get("cfstream.execution.id") in untraced] \
