@@ -119,16 +119,21 @@ def span_of(receiver: Receiver, execution_id: str, name: str, attempt: int = 1) 
     return span
 
 
+def life(receiver: Receiver, execution_id: str) -> tuple[Span, Span, Span, Span]:
+    """The spans of a call's life: the request it was submitted in, submit, pending, run."""
+    submit, pending, run = (span_of(receiver, execution_id, name)
+                            for name in ("submit ", "pending ", "run "))
+    (request,) = receiver.wait_for(lambda s: s.span_id == submit.parent_id)
+    return request, submit, pending, run
+
+
 def test_spans_nest_submit_pending_run_at_the_times_the_events_say(
         pipeline: Pipeline, receiver: Receiver, submitted: dict[str, Any]) -> None:
     execution_id = submitted["simple"]
     scheduled = event(pipeline, execution_id, "scheduled")
     started = event(pipeline, execution_id, "started")
     succeeded = event(pipeline, execution_id, "succeeded")
-    submit = span_of(receiver, execution_id, "submit ")
-    pending = span_of(receiver, execution_id, "pending ")
-    run = span_of(receiver, execution_id, "run ")
-    (request,) = receiver.wait_for(lambda s: s.span_id == submit.parent_id)
+    request, submit, pending, run = life(receiver, execution_id)
     assert (request.service, submit.service, pending.service, run.service) == (
         "submitter", "submitter", "cfstream-processor", "cfstream-worker")
     # One trace, each span the child of the one before.
@@ -149,10 +154,7 @@ def test_spans_nest_submit_pending_run_at_the_times_the_events_say(
 def test_a_task_objects_submit_is_traced_like_submit_by_name(
         pipeline: Pipeline, receiver: Receiver, submitted: dict[str, Any]) -> None:
     execution_id = submitted["task"]
-    submit = span_of(receiver, execution_id, "submit ")
-    pending = span_of(receiver, execution_id, "pending ")
-    run = span_of(receiver, execution_id, "run ")
-    (request,) = receiver.wait_for(lambda s: s.span_id == submit.parent_id)
+    request, submit, pending, run = life(receiver, execution_id)
     assert request.service == "submitter" and submit.name == f"submit {LATEST}"
     assert (pending.parent_id, run.parent_id) == (submit.span_id, pending.span_id)
     assert {submit.trace_id, pending.trace_id, run.trace_id} == {request.trace_id}
