@@ -221,6 +221,8 @@ class Chaos:
         self.stop_at = stop_at
         self.halt = threading.Event()
         self.ended_at: float | None = None  # when the last planned action ended
+        # Leader kills: the next comes this long after the one before at the least.
+        self.spacing = leaders.MIN_WINDOW_S if config.nodes > 1 else 0.0
         self.monitors: list[threading.Thread] = []
         self.thread = threading.Thread(target=self._run, daemon=True, name="chaos-actions")
         self.supervisor = threading.Thread(target=self._supervise, daemon=True,
@@ -241,13 +243,17 @@ class Chaos:
             self.ended_at = time.monotonic()
 
     def _act(self) -> None:
+        last: float | None = None  # when the last action began
         for offset, action in self.plan:
-            wait = self.start + offset - time.monotonic()
+            at = self.start + offset if last is None else max(self.start + offset,
+                                                              last + self.spacing)
+            wait = at - time.monotonic()
             if wait > 0 and self.halt.wait(wait):
                 return
             if self.halt.is_set() or time.monotonic() > self.stop_at:
                 self.state.chaos_errors.append(f"{action} at +{offset:.0f}s skipped: no time left")
                 continue
+            last = time.monotonic()
             try:
                 name, _, argument = action.partition(":")  # "kill_leader:calls"
                 getattr(self, f"_{name}")(*([argument] if argument else []))
