@@ -30,12 +30,12 @@ from cfstream.calls import new_call
 from cfstream.codec import dumps
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.retry import partitions
-from cfstream.settings import Settings
+from cfstream.settings import DEFAULT_WORKER_CONCURRENCY, Settings
 from cfstream.task import Task
 from cfstream.wire import FiredCall
 
 ROUNDS = 3
-DEFAULT_CONCURRENCY = Settings.model_fields["worker_concurrency"].default
+DEFAULT_CONCURRENCY = DEFAULT_WORKER_CONCURRENCY
 TASKS: dict[str, Task[Any, Any]] = {
     "no-op": bench_tasks.noop,
     "1 ms sleep": bench_tasks.sleep_1ms,

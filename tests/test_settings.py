@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
+from cfstream.errors import ConfigurationError
 from cfstream.settings import Settings
 
 
@@ -34,7 +39,7 @@ def test_explicit_replication_round_trips(monkeypatch: pytest.MonkeyPatch) -> No
     for name, value in settings.to_env().items():
         monkeypatch.setenv(name, value)
     assert (Settings().replication_factor, Settings().min_insync_replicas) == (3, 2)
-    with pytest.raises(ValueError, match="min_insync_replicas"):
+    with pytest.raises(ConfigurationError, match="min_insync_replicas"):
         Settings(min_insync_replicas=0)
 
 
@@ -48,3 +53,39 @@ def test_instance_id_is_unset_unless_given(monkeypatch: pytest.MonkeyPatch) -> N
     assert (settings.instance_id, settings.leave_on_stop) == ("cfstream-processor-1", False)
     # Each replica has its own: it never travels to the processes a replica starts.
     assert "CFSTREAM_INSTANCE_ID" not in settings.to_env()
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("CFSTREAM_PARTITIONS", "eight", "CFSTREAM_PARTITIONS (partitions) cannot be 'eight'"),
+    ("CFSTREAM_PARTITIONS", "0", "at least 1"),
+    ("CFSTREAM_HTTP_PORT", "70000", "at most 65535"),
+    ("CFSTREAM_SHUTDOWN_TIMEOUT", "0", "more than 0"),
+    ("CFSTREAM_LEAVE_ON_STOP", "maybe", "expected one of"),
+    ("CFSTREAM_LOG_FORMAT", "xml", "expected one of text, json"),
+    ("CFSTREAM_KAFKA_CONFIG", "[1]", "a JSON object of librdkafka options"),
+    ("CFSTREAM_KAFKA_CONFIG", "{linger.ms: 5}", "CFSTREAM_KAFKA_CONFIG"),
+])
+def test_a_bad_variable_is_named_with_what_it_takes(name: str, value: str, says: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=re.escape(says)):
+        Settings()
+
+
+def test_text_is_parsed_whether_read_or_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CFSTREAM_LEAVE_ON_STOP", "off")
+    monkeypatch.setenv("CFSTREAM_STANDBY_DELAY", "2")
+    monkeypatch.setenv("CFSTREAM_STATE_DIR", "/var/lib/cfstream")
+    settings = Settings(partitions="3", kafka_config='{"linger.ms": 5}')  # type: ignore[arg-type]
+    assert (settings.leave_on_stop, settings.standby_delay, settings.state_dir) == (
+        False, 2.0, Path("/var/lib/cfstream"))
+    assert (settings.partitions, settings.kafka_config) == (3, {"linger.ms": 5})
+    assert replace(settings, partitions=5).partitions == 5
+    with pytest.raises(ConfigurationError, match="partitions"):
+        replace(settings, partitions=0)
+
+
+def test_the_password_stays_out_of_reprs() -> None:
+    settings = Settings(sasl_password="hunter2")  # noqa: S106 - a test value
+    assert "hunter2" not in repr(settings)
+    assert settings.librdkafka_config()["sasl.password"] == "hunter2"  # noqa: S105

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+from dataclasses import fields
 from importlib.metadata import distribution
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from cfstream.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-ALLOWED_ENV = {f"CFSTREAM_{name.upper()}" for name in Settings.model_fields}
+ALLOWED_ENV = {f"CFSTREAM_{spec.name.upper()}" for spec in fields(Settings)}
 ENV_NAME = re.compile(r"\bCFSTREAM_[A-Z0-9_]+\b")
 LONG_RUNNING = ("processor-1", "processor-2", "worker")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from chart import CHART, VALUE_SETS, Rendered, helm, needs_helm, render
 
 from cfstream.settings import Settings
 
-ALLOWED_ENV = {f"CFSTREAM_{name.upper()}" for name in Settings.model_fields}
+ALLOWED_ENV = {f"CFSTREAM_{spec.name.upper()}" for spec in fields(Settings)}
 ENV_NAME = re.compile(r"\bCFSTREAM_[A-Z0-9_]+\b")
 
 
@@ -120,7 +121,7 @@ def test_processor_pods_keep_standby_copies_and_warm_up(args: tuple[str, ...], s
     env = r.container_env(r.one("StatefulSet", "processor"))
     assert (env["CFSTREAM_STANDBY_REPLICAS"], env["CFSTREAM_WARMUP_TIMEOUT"]) == (standbys, warmup)
     # The names are the settings the processor reads.
-    assert {"standby_replicas", "warmup_timeout"} <= set(Settings.model_fields)
+    assert {"standby_replicas", "warmup_timeout"} <= {spec.name for spec in fields(Settings)}
 
 
 def test_grace_period_exceeds_the_shutdown_timeout(rendered: Rendered) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -52,7 +53,7 @@ def test_a_group_is_described_and_a_dead_reader_is_replaced(settings: Settings) 
 
 
 def test_an_error_carries_its_kafka_code(settings: Settings) -> None:
-    groups = Groups(settings.model_copy(update={"bootstrap_servers": "127.0.0.1:1"}))
+    groups = Groups(replace(settings, bootstrap_servers="127.0.0.1:1"))
     try:
         with pytest.raises(GroupReadError) as raised:
             groups.describe("g", 1).result(30)
@@ -131,7 +132,7 @@ def test_after_a_failed_read_the_reader_exits_and_the_next_request_starts_anothe
     assert [json.loads(line) for line in out.getvalue().splitlines()] == [
         {"state": "STABLE", "members": []}] * 3
 
-    groups = Groups(settings.model_copy(update={"bootstrap_servers": "127.0.0.1:1"}))
+    groups = Groups(replace(settings, bootstrap_servers="127.0.0.1:1"))
     try:
         with pytest.raises(GroupReadError):
             groups.describe("g", 1).result(30)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import replace
 
 import httpx
 import pipeline_tasks
@@ -76,8 +77,7 @@ def test_submit_does_not_block_the_loop_when_the_local_queue_is_full(
         pipeline: Pipeline) -> None:
     """A producer queue of 5 records: inside an event loop the sixth call on does not wait
     for deliveries (each wait would be 50 ms); they still reach Kafka, in order."""
-    settings = pipeline.settings.model_copy(
-        update={"kafka_config": {"queue.buffering.max.messages": 5}})
+    settings = replace(pipeline.settings, kafka_config={"queue.buffering.max.messages": 5})
     client = cf.Client(settings)
     client.producer()  # created outside the loop: topics checked, like a warmed-up service
     key = uuid.uuid4().hex

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ def test_a_failed_turn_commits_nothing(settings: cf.Settings, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A turn that could not persist its batch stops the replica with its input uncommitted,
     so the next owner reads it again (committing on the way out would lose it)."""
-    settings = settings.model_copy(update={"state_dir": tmp_path, "partitions": 1})
+    settings = replace(settings, state_dir=tmp_path, partitions=1)
     ensure_topics(settings)
     client = cf.Client(settings)
     cf.submit("tests:notify", [1], {}, client=client)
@@ -53,7 +54,7 @@ def test_a_failed_restore_is_tried_again_later_each_time(
         settings: cf.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A restore that fails (the changelog's leader gone, say) is retried with a growing pause,
     not in a loop as fast as it fails; once it succeeds the partition runs."""
-    settings = settings.model_copy(update={"state_dir": tmp_path, "partitions": 1})
+    settings = replace(settings, state_dir=tmp_path, partitions=1)
     ensure_topics(settings)
     attempts: list[float] = []
     real = Restorer._catch_up

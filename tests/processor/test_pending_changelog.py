@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from confluent_kafka import Producer
 
@@ -26,7 +28,7 @@ def slot(key: str, due: int) -> bytes:
 
 
 def test_pending_reports_progress_up_to_the_changelog_end(settings: Settings) -> None:
-    settings = settings.model_copy(update={"partitions": 2})
+    settings = replace(settings, partitions=2)
     ensure_topics(settings)
     producer = Producer(producer_config(settings))
     latest: dict[str, int] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def result(restorer: Restorer) -> Restored | Counted:
 
 def test_restore_applies_the_changelog_indexes_it_and_resumes_from_its_offset(
         settings: Settings, tmp_path: Path) -> None:
-    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path})
+    settings = replace(settings, partitions=2, state_dir=tmp_path)
     ensure_topics(settings)
     send(settings, [(b"k:a", slot("a", 100)), (b"k:b", slot("b", 200)),
                     (b"k:a", slot("a", 300)), (b"k:c", slot("c", 400, pending=False)),
@@ -72,7 +73,7 @@ def test_restore_applies_the_changelog_indexes_it_and_resumes_from_its_offset(
 
 def test_a_db_ahead_of_its_changelog_starts_over(settings: Settings, tmp_path: Path) -> None:
     """The changelog was recreated (a broker's data wiped): the DB must not keep old calls."""
-    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path})
+    settings = replace(settings, partitions=2, state_dir=tmp_path)
     ensure_topics(settings)
     databases = Databases(tmp_path, settings.calls_topic)
     db = databases.open(1)
@@ -101,7 +102,7 @@ def test_a_state_dir_serves_one_replica(tmp_path: Path) -> None:
 
 
 def test_a_cancelled_restore_hands_nothing_over(settings: Settings, tmp_path: Path) -> None:
-    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path})
+    settings = replace(settings, partitions=2, state_dir=tmp_path)
     ensure_topics(settings)
     restorer = Restorer(settings, Databases(tmp_path, settings.calls_topic), lambda p, n: None)
     try:
@@ -122,7 +123,7 @@ def test_cancelling_a_queued_job_does_not_wait_for_the_jobs_ahead(
         settings: Settings, tmp_path: Path) -> None:
     """A revocation cancels jobs from the loop: waiting behind another partition's restore
     would stall every partition the replica keeps."""
-    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path})
+    settings = replace(settings, partitions=2, state_dir=tmp_path)
     ensure_topics(settings)
     restorer = Restorer(settings, Databases(tmp_path, settings.calls_topic), lambda p, n: None)
     gate = threading.Event()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,7 @@ def until(check: Callable[[], bool], timeout: float = 30) -> None:
 
 @pytest.fixture
 def restorer(settings: Settings, tmp_path: Path):  # type: ignore[no-untyped-def]
-    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path,
-                                           "standby_delay": 0.0})
+    settings = replace(settings, partitions=2, state_dir=tmp_path, standby_delay=0.0)
     ensure_topics(settings)
     restorer = Restorer(settings, Databases(tmp_path, settings.calls_topic), lambda p, n: None)
     yield restorer
@@ -92,8 +92,7 @@ def test_a_takeover_replays_at_most_what_the_copy_had_yet_to_read(restorer: Rest
 
 def delayed(settings: Settings, tmp_path: Path) -> Settings:
     """Settings whose cold copies wait 2 s, and one changelog record to copy."""
-    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path,
-                                           "standby_delay": 2.0})
+    settings = replace(settings, partitions=2, state_dir=tmp_path, standby_delay=2.0)
     ensure_topics(settings)
     send(settings, 0, [("x", slot("x", 1, 1))], offset=0)
     return settings
@@ -157,8 +156,7 @@ def test_dbs_unused_for_a_while_are_deleted(settings: Settings, tmp_path: Path,
 
     monkeypatch.setattr(standby, "CLEANUP_DELAY", 0.5)
     monkeypatch.setattr(standby, "CLEANUP_INTERVAL", 0.1)
-    settings = settings.model_copy(update={"partitions": 2, "state_dir": tmp_path,
-                                           "standby_delay": 0.0})
+    settings = replace(settings, partitions=2, state_dir=tmp_path, standby_delay=0.0)
     ensure_topics(settings)
     databases = Databases(tmp_path, settings.calls_topic)
     for partition in (0, 1):
