@@ -1,3 +1,3 @@
-from cfstream.cli import main
+from cfstream.main import main
 
 main()

@@ -8,16 +8,10 @@ import typer
 from rich.console import Console
 
 from cfstream.dev.cli import kafka_app
-from cfstream.errors import CfStreamError, ExecutionCancelled, ReplicaFenced
+from cfstream.errors import CfStreamError, ExecutionCancelled
 from cfstream.logs import configure_logging
+from cfstream.main import RET_ERROR, RET_USAGE, exit_code, serve
 from cfstream.settings import get_settings
-
-# Exit codes, as dramatiq names them: scripts and Kubernetes read these.
-RET_OK = 0
-RET_ERROR = 1
-RET_USAGE = 2
-# A processor replica fenced by another that joined under its CFSTREAM_INSTANCE_ID.
-RET_FENCED = 3
 
 app = typer.Typer(help="Delayed and deferred (debounced) task execution on Apache Kafka.",
                   no_args_is_help=True, add_completion=False)
@@ -31,11 +25,7 @@ _err = Console(stderr=True)
 @app.command()
 def processor() -> None:
     """Run one stream-processor replica (state in CFSTREAM_STATE_DIR)."""
-    from cfstream.processor.run import run
-
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    run(settings)
+    serve("processor")
 
 
 @app.command()
@@ -43,11 +33,7 @@ def worker(
     modules: Annotated[list[str], typer.Argument(help="Modules whose tasks this worker runs.")],
 ) -> None:
     """Run tasks registered by MODULES until SIGTERM."""
-    from cfstream.worker.run import run
-
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    run(settings, modules)
+    serve("worker", modules)
 
 
 @app.command()
@@ -197,4 +183,4 @@ def main() -> None:
         app()
     except CfStreamError as exc:
         _err.print(f"error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
-        raise SystemExit(RET_FENCED if isinstance(exc, ReplicaFenced) else RET_ERROR) from None
+        raise SystemExit(exit_code(exc)) from None

@@ -25,11 +25,11 @@ from harness import LATE_MS, Event, GroupSnapshot, GroupWatch, Pipeline, Pipelin
 from pipeline_tasks import after_seconds
 
 import cfstream as cf
-from cfstream.cli import RET_FENCED
 from cfstream.clock import now_ms
 from cfstream.dev.services import Service
 from cfstream.kafka.config import group_config
 from cfstream.kafka.partitioner import partition_for
+from cfstream.main import RET_FENCED
 from cfstream.processor.membership import SESSION_TIMEOUT_MS
 
 pytestmark = pytest.mark.kafka
