@@ -97,7 +97,7 @@ def test_without_opentelemetry_submit_and_the_services_import_nothing_of_it(
 {SUBMITTING}
 import os
 os.environ["OTEL_TRACES_EXPORTER"] = "otlp"  # asked for, but not installed: a warning, no spans
-from cfstream.processor import run as processor_run
+from cfstream.processor import loop, run as processor_run  # run imports loop when it runs
 from cfstream.worker import run as worker_run
 from cfstream.tracing.setup import setup_tracing
 assert setup_tracing("x") is None and worker_run.spans(cf.Settings()) is None

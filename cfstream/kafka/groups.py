@@ -30,6 +30,9 @@ from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# How long the child waits for a description asked for at start (Groups.asking).
+ASK_TIMEOUT = 10.0
+
 
 @dataclass(frozen=True)
 class Member:
@@ -63,15 +66,22 @@ class Groups:
         self._lock = threading.Lock()
         self._child: subprocess.Popen[str] | None = None
         self._pending: list[Future[Group]] = []
+        self._asked: dict[str, Future[Group]] = {}  # asked at start, not yet taken
 
-    def start(self) -> None:
-        """Start the child process now (it takes about as long as a replica's own imports),
-        so that the first :meth:`describe` does not wait for it."""
-        with self._lock:
-            self._running()
+    @classmethod
+    def asking(cls, settings: Settings, group: str, timeout: float = ASK_TIMEOUT) -> Groups:
+        """A reader whose child process starts now, asked for ``group`` at once: the child takes
+        about as long as a replica's own imports, and the replica's warm-up waits for that
+        answer. The first :meth:`describe` of ``group`` takes it."""
+        groups = cls(settings)
+        groups._asked[group] = groups.describe(group, timeout)
+        return groups
 
     def describe(self, group: str, timeout: float) -> Future[Group]:
         """The group's description, later; a failure is a :class:`GroupReadError`."""
+        asked = self._asked.pop(group, None)
+        if asked is not None:
+            return asked
         future: Future[Group] = Future()
         with self._lock:
             try:

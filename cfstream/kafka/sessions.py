@@ -15,6 +15,7 @@ With a single broker there is nothing to outlive: losing it loses the cluster.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
@@ -47,6 +48,16 @@ def member_session_ms(settings: Settings, default_ms: int,
                 "member must outlive the loss of its coordinator", broker + MARGIN_MS, broker,
                 BROKER_SESSION)
     return broker + MARGIN_MS
+
+
+def member_session_soon(settings: Settings, default_ms: int) -> Future[int]:
+    """:func:`member_session_ms`, asked in a thread of its own: a replica starting up goes on
+    with its topics and warm-up while a client of its own connects and asks (~50 ms)."""
+    executor = ThreadPoolExecutor(1, thread_name_prefix="cfstream-session")
+    try:
+        return executor.submit(member_session_ms, settings, default_ms)
+    finally:
+        executor.shutdown(wait=False)
 
 
 def broker_session_ms(admin: AdminClient) -> int | None:

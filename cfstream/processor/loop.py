@@ -36,12 +36,13 @@ from confluent_kafka import (
 )
 
 from cfstream.clock import now_ms
-from cfstream.kafka.sessions import member_session_ms
+from cfstream.kafka.groups import Groups
+from cfstream.kafka.sessions import member_session_soon
 from cfstream.kafka.topics import ensure_topics
 from cfstream.memory import tune_for_service
 from cfstream.observability.metrics import ProcessorMetrics
-from cfstream.processor import membership
-from cfstream.processor.commits import Commits, start_offset
+from cfstream.processor import membership, placement
+from cfstream.processor.commits import Commits, start_offsets
 from cfstream.processor.db import Databases, close
 from cfstream.processor.group import GroupView, StandbyPlan
 from cfstream.processor.outputs import Outputs
@@ -54,31 +55,34 @@ from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Records taken per turn: large enough to amortise the flush, small enough to fire on time.
+# Records taken per turn: large enough to amortise the flush, small enough to fire on time. The
+# first turns take fewer, doubling from BATCH_FIRST: a launch's first 5,000 took 0.1 s.
 BATCH_MAX = 5_000
+BATCH_FIRST = 500
 # Longest wait for records when nothing is due sooner; bounds how late a stop is noticed.
 MAX_WAIT = 0.1
 # Wait while a due call waits for the broker to say where its partition ends (the answer cannot
 # wake a poll: this bounds how long it lies unused).
 PROOF_WAIT = 0.001
+# ... and while the replica joins (a poll that calls the assignment callback then waits on) or a
+# partition restores (its end cannot wake the poll either).
+RESTORE_WAIT = 0.005
 COMMIT_INTERVAL = 0.5
 GAUGE_INTERVAL = 5.0
-# A failed restore (logged) is tried again after this, doubling up to RESTORE_BACKOFF_MAX.
-RESTORE_BACKOFF = 0.5
-RESTORE_BACKOFF_MAX = 10.0
 # Where a partition's DB came from when it came here, for the log.
 SOURCES = {"standby": "from a standby", "disk": "from its disk", "cold": "cold"}
 
 
 class Processor:
     def __init__(self, settings: Settings, metrics: ProcessorMetrics | None = None,
-                 windows: Windows | None = None) -> None:
+                 windows: Windows | None = None, groups: Groups | None = None) -> None:
         self.settings, self.windows = settings, windows  # windows: spans, if tracing is on
+        self.groups = groups  # the group reader, if started already (processor.run)
         self.metrics = metrics or ProcessorMetrics()
         self.topic = settings.calls_topic
         self.tasks: dict[int, PartitionTask] = {}
         self.restoring: dict[int, list[Message]] = {}  # partition -> records read meanwhile
-        self.retries: dict[int, tuple[int, float]] = {}  # partition -> (failures, when again)
+        self.starts: dict[int, int] = {}  # restoring partition -> where its input starts
         self.joined = False
         self.plan: StandbyPlan | None = None  # copies and the group's view, from run()
         # False once a turn failed: its input was not persisted, so no offset may be committed.
@@ -90,6 +94,7 @@ class Processor:
         self.fences = membership.Fences()
         self.lost = membership.Lost()
         self._last_commit = self._last_gauges = time.monotonic()
+        self._batch = BATCH_FIRST  # records the next turn may take
         self.startup = Startup()
 
     def ready(self) -> bool:
@@ -107,9 +112,9 @@ class Processor:
     def run(self) -> None:
         settings = self.settings
         group, copies = None, set()
-        if membership.predicts_assignment(settings):
-            group = GroupView(settings)
-            group.groups.start()  # its child process starts while the rest is set up
+        self.session_ms = member_session_soon(settings, membership.SESSION_TIMEOUT_MS)
+        if placement.predicts_assignment(settings):  # (the group asked for before the rest)
+            group = GroupView(settings, self.groups or Groups.asking(settings, settings.processor_group))
         ensure_topics(settings)
         self.startup.mark("topics")
         self.databases = Databases(settings.state_dir, self.topic)
@@ -145,8 +150,7 @@ class Processor:
 
     def _join(self) -> dict[str, Any]:
         """A new consumer, subscribed: the replica joins its group (the consumer's config)."""
-        config = membership.group_config(
-            self.settings, member_session_ms(self.settings, membership.SESSION_TIMEOUT_MS))
+        config = membership.group_config(self.settings, self.session_ms.result())
         self.consumer = Consumer({**config, "on_commit": self.commits.on_commit})
         self.consumer.subscribe([self.topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -198,16 +202,17 @@ class Processor:
         first = consumer.poll(self._wait())
         messages = [first] if first is not None else []
         if first is not None:
-            messages.extend(consumer.consume(BATCH_MAX - 1, 0))
+            messages.extend(consumer.consume(self._batch - 1, 0))
+            self._batch = min(BATCH_MAX, self._batch * 2)
         now = now_ms()
         batches: dict[int, list[Message]] = {}
         for message in messages:
             if self._readable(message):
                 batches.setdefault(message.partition(), []).append(message)  # type: ignore[arg-type]
+        if batches.keys() & self.tasks.keys() and not self.startup.done:
+            self.metrics.set_startup(self.startup.first_records() or {})
         for partition, batch in batches.items():
             self._apply(partition, batch, now)
-        if batches and self.tasks and not self.startup.done:
-            self.metrics.set_startup(self.startup.first_records() or {})
         self._take_restored()
         if self.joined and self.plan is not None:
             self.plan.turn(consumer.memberid() or "", self._owned())
@@ -265,7 +270,8 @@ class Processor:
         now = now_ms()
         due = min((task.next_due for task in self.tasks.values()), default=NEVER)
         if due > now:
-            return min(MAX_WAIT, (due - now) / 1000)
+            longest = RESTORE_WAIT if self.restoring or not self.joined else MAX_WAIT
+            return min(longest, (due - now) / 1000)
         if any(task.next_due <= min(now, task.horizon_ms) for task in self.tasks.values()):
             return 0  # more to fire (a turn fires at most MAX_FIRES_PER_BATCH a partition)
         return PROOF_WAIT
@@ -301,6 +307,7 @@ class Processor:
         consumer.incremental_assign(partitions)
         if mine:
             consumer.pause(mine)  # until restored
+            self.starts.update(start_offsets(consumer, self.topic, [tp.partition for tp in mine]))
         for tp in mine:
             self.restoring[tp.partition] = []
             self.restorer.restore(tp.partition)  # takes the partition's copy if there is one
@@ -343,7 +350,7 @@ class Processor:
         self.restorer.cancel(partition)
         self.watermarks.forget(partition)
         self.restoring.pop(partition, None)
-        self.retries.pop(partition, None)
+        self.starts.pop(partition, None)
         self.commits.forget(partition)
         self.metrics.forget_partition(partition)
         task = self.tasks.pop(partition, None)
@@ -351,12 +358,7 @@ class Processor:
             close(task.db)
 
     def _take_restored(self) -> None:
-        if self.retries:
-            now = time.monotonic()
-            for partition, (_, at) in list(self.retries.items()):
-                if at <= now and partition in self.restoring:
-                    self.retries[partition] = (self.retries[partition][0], float("inf"))
-                    self.restorer.restore(partition)
+        self.restorer.retry_due()
         while not self.restorer.results.empty():
             result = self.restorer.results.get_nowait()
             if isinstance(result, Counted):
@@ -373,23 +375,21 @@ class Processor:
             if db is not None:
                 close(db)
             return
-        if db is None:  # the restore failed (logged): try again, later each time
-            failures = self.retries.get(partition, (0, 0.0))[0] + 1
-            backoff = min(RESTORE_BACKOFF * 2 ** (failures - 1), RESTORE_BACKOFF_MAX)
-            self.retries[partition] = (failures, time.monotonic() + backoff)
-            logger.warning("%s[%d]: restore failed %d time(s); trying again in %.1fs",
-                           self.topic, partition, failures, backoff)
+        if db is None:  # the restore failed (logged)
+            self.restorer.retry_later(partition)
             return
-        self.retries.pop(partition, None)
+        self.restorer.ran(partition)
         tp = TopicPartition(self.topic, partition)
         assert self.consumer is not None  # noqa: S101 - assigned through it
         task = PartitionTask(self.settings, partition, db, self.outputs, self.metrics,
-                             position=start_offset(self.consumer, tp), windows=self.windows)
+                             position=self.starts.pop(partition), windows=self.windows)
         del self.restoring[partition]
         self.tasks[partition] = task
         self.restorer.count(partition, db.snapshot())
         if early:
             self._apply(partition, early, now_ms())
+        # From its position at once: else the consumer looks its start up again (~35 ms).
+        self.consumer.seek(TopicPartition(self.topic, partition, task.position))
         self.consumer.resume([tp])
         self.metrics.took_over(restored.source, restored.records)
         if not self.restoring:

@@ -134,14 +134,6 @@ def leaves_on_stop(settings: Settings) -> bool:
             and not kafka_config.consumer_protocol(settings))
 
 
-def predicts_assignment(settings: Settings) -> bool:
-    """Whether this replica keeps standby copies and warms up before it joins: only where it can
-    tell where partitions will go (librdkafka's cooperative-sticky on the classic protocol; under
-    KIP-848 the broker's assignor places them)."""
-    return ((settings.standby_replicas > 0 or settings.warmup_timeout > 0)
-            and not kafka_config.consumer_protocol(settings))
-
-
 def announce(settings: Settings, config: dict[str, Any]) -> None:
     """Say at start how this replica, joining with consumer ``config``, is a member of its
     group."""

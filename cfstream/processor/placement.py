@@ -27,6 +27,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from itertools import combinations
 
+from cfstream.kafka.config import consumer_protocol
+from cfstream.settings import Settings
+
 # Enough for any snapshot the assignor itself produced (it converges in two rounds: assign what
 # nobody owns and revoke what moves, then assign the revoked); a bound, not a tuning knob.
 MAX_ROUNDS = 8
@@ -206,3 +209,11 @@ def _counts(members: list[str], owners: Owners) -> dict[str, int]:
 def _imbalance(count: dict[str, int]) -> int:
     """``getBalanceScore``: the sum of the differences over all pairs of members."""
     return sum(abs(a - b) for a, b in combinations(count.values(), 2))
+
+
+def predicts_assignment(settings: Settings) -> bool:
+    """Whether this replica keeps standby copies and warms up before it joins: only where it can
+    tell where partitions will go (librdkafka's cooperative-sticky on the classic protocol; under
+    KIP-848 the broker's assignor places them)."""
+    return ((settings.standby_replicas > 0 or settings.warmup_timeout > 0)
+            and not consumer_protocol(settings))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import rocksdict
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.retry import watermarks
@@ -42,6 +42,11 @@ COUNT_YIELD = 1_000
 # a job again; with none, how long it waits for a job before it looks at what to copy.
 TAIL_POLL = 0.05
 IDLE_WAIT = 0.5
+# A failed restore (logged) is tried again after this, doubling up to RESTORE_BACKOFF_MAX.
+RESTORE_BACKOFF = 0.5
+RESTORE_BACKOFF_MAX = 10.0
+# How long the restores' consumer may take to connect at start (see Restorer._connect).
+CONNECT_TIMEOUT = 5.0
 
 
 class Cancelled(Exception):
@@ -86,6 +91,7 @@ class Restorer:
         self.results: queue.Queue[Restored | Counted] = queue.Queue()
         self.jobs: queue.Queue[PartitionJob | None] = queue.Queue()
         self.active: dict[int, PartitionJob] = {}  # owned partitions' latest jobs
+        self.retries: dict[int, tuple[int, float]] = {}  # partition -> (failures, when again)
         self.standbys = Standbys(settings, databases)
         self._lock = threading.Lock()  # a job starts, or is cancelled before it starts
         self._consumer: Consumer | None = None
@@ -95,10 +101,36 @@ class Restorer:
     def restore(self, partition: int) -> None:
         self._submit(PartitionJob(partition, "restore"))
 
+    def retry_later(self, partition: int) -> None:
+        """The restore of ``partition`` failed: start it again later, later each time (a
+        changelog leader gone, say, is not asked as fast as it fails)."""
+        failures = self.retries.get(partition, (0, 0.0))[0] + 1
+        backoff = min(RESTORE_BACKOFF * 2 ** (failures - 1), RESTORE_BACKOFF_MAX)
+        self.retries[partition] = (failures, time.monotonic() + backoff)
+        logger.warning("%s[%d]: restore failed %d time(s); trying again in %.1fs", self.topic,
+                       partition, failures, backoff)
+
+    def ran(self, partition: int) -> None:
+        """The partition's restore succeeded: forget its failures."""
+        self.retries.pop(partition, None)
+
+    def retry_due(self) -> None:
+        """Start again the failed restores whose wait is over."""
+        now = time.monotonic()
+        for partition, (failures, at) in list(self.retries.items()):
+            if at <= now:
+                self.retries[partition] = (failures, float("inf"))
+                self.restore(partition)
+
     def count(self, partition: int, snapshot: Any) -> None:
         self._submit(PartitionJob(partition, "count", snapshot=snapshot))
 
     def cancel(self, partition: int) -> None:
+        """The partition is gone: forget its failures, and stop its job."""
+        self.retries.pop(partition, None)
+        self._stop(partition)
+
+    def _stop(self, partition: int) -> None:
         """Stop the partition's job; if it runs, wait until it no longer touches its DB (a
         queued one is skipped: waiting for it would wait for every job ahead of it)."""
         job = self.active.pop(partition, None)
@@ -119,13 +151,14 @@ class Restorer:
         self._thread.join(timeout=30)
 
     def _submit(self, job: PartitionJob) -> None:
-        self.cancel(job.partition)
+        self._stop(job.partition)
         self.active[job.partition] = job
         self.jobs.put(job)
 
     def _run(self) -> None:
         standbys = self.standbys
         try:
+            self._connect()
             while True:
                 try:
                     job = (self.jobs.get_nowait() if standbys.copies
@@ -243,6 +276,17 @@ class Restorer:
         logger.info("%s[%d]: restored %d records in %.1fs", self.topic, partition, total,
                     time.monotonic() - began)
         return applied
+
+    def _connect(self) -> None:
+        """Connect the restores' consumer to the changelog's leaders now, while the replica
+        still checks its topics and warms up: its first restore would otherwise wait for that
+        (~50 ms on loopback), and a replica's start-up with it. A failure is left to that
+        restore, which retries."""
+        consumer = self._consumer_for_restores()
+        try:
+            consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=CONNECT_TIMEOUT)
+        except KafkaException as exc:
+            logger.debug("%s: the restores' consumer did not connect yet: %s", self.topic, exc)
 
     def _consumer_for_restores(self) -> Consumer:
         if self._consumer is None:

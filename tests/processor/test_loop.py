@@ -14,9 +14,9 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 import cfstream as cf
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.topics import ensure_topics
-from cfstream.processor.loop import RESTORE_BACKOFF, Processor
+from cfstream.processor.loop import Processor
 from cfstream.processor.partition import PartitionTask
-from cfstream.processor.restore import Restorer
+from cfstream.processor.restore import RESTORE_BACKOFF, Restorer
 
 pytestmark = pytest.mark.kafka
 
