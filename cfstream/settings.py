@@ -52,9 +52,23 @@ def _boolean(text: str) -> bool:
     return value in TRUE
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("expected a number (seconds)") from None
+
+
 def _auto(text: str) -> int | None:
     """An integer, or unset ("", or "auto": cfstream chooses for the cluster)."""
-    return None if text.strip().lower() in ("", AUTO) else int(text)
+    return None if text.strip().lower() in ("", AUTO) else _integer(text)
 
 
 def _optional(text: str) -> str | None:
@@ -96,7 +110,7 @@ class Settings:
 
     bootstrap_servers: str = _env("bootstrap_servers", DEFAULT_BOOTSTRAP_SERVERS)
     topic_prefix: str = _env("topic_prefix", DEFAULT_TOPIC_PREFIX)
-    partitions: int = _env("partitions", DEFAULT_PARTITIONS, int, least=1)
+    partitions: int = _env("partitions", DEFAULT_PARTITIONS, _integer, least=1)
     # Replicas of the topics cfstream creates, and how many must have a write (acks=all) before
     # it counts. Unset or "auto": min(3, brokers) and one fewer (kafka/replication.py).
     replication_factor: int | None = _env("replication_factor", None, _auto, least=1)
@@ -113,7 +127,7 @@ class Settings:
     # Any librdkafka option, as a JSON object; explicit settings above win over it.
     kafka_config: dict[str, Any] = _env("kafka_config", "", _json_object)
 
-    max_payload_bytes: int = _env("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES, int, least=1024)
+    max_payload_bytes: int = _env("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES, _integer, least=1024)
 
     # Processor: RocksDB state lives here; one replica per directory.
     state_dir: Path = _env("state_dir", Path(".cfstream/state"), Path)
@@ -125,26 +139,26 @@ class Settings:
     leave_on_stop: bool = _env("leave_on_stop", True, _boolean)
     # Processor: how many other replicas keep a warm copy of each partition (standby replicas,
     # tailing its changelog), so a takeover replays only the copy's lag. At most replicas - 1.
-    standby_replicas: int = _env("standby_replicas", 1, int, least=0)
+    standby_replicas: int = _env("standby_replicas", 1, _integer, least=0)
     # Processor: seconds a partition must stay wanted as a standby before a copy with nothing on
     # disk starts from scratch (a rolling restart moves partitions for a few seconds only).
-    standby_delay: float = _env("standby_delay", 30.0, float, least=0)
+    standby_delay: float = _env("standby_delay", 30.0, _number, least=0)
     # Processor joining a group that runs without it: up to this many seconds warming the
     # partitions it will be given (and its standbys) before it joins; 0 joins at once.
-    warmup_timeout: float = _env("warmup_timeout", 300.0, float, least=0)
+    warmup_timeout: float = _env("warmup_timeout", 300.0, _number, least=0)
 
     # Worker: tasks run at once per worker process.
-    worker_concurrency: int = _env("worker_concurrency", DEFAULT_WORKER_CONCURRENCY, int, least=1)
+    worker_concurrency: int = _env("worker_concurrency", DEFAULT_WORKER_CONCURRENCY, _integer, least=1)
 
     # Both services: /metrics, /healthz and /readyz on this port (0 turns the server off);
     # unset, each kind of service takes its own (PROCESSOR_HTTP_PORT, WORKER_HTTP_PORT).
     http_port: int | None = _env("http_port", None, _auto, least=0, most=65535)
     # `cfstream console`: the web page's port (on 127.0.0.1 unless --host says otherwise).
-    console_port: int = _env("console_port", CONSOLE_PORT, int, least=0, most=65535)
+    console_port: int = _env("console_port", CONSOLE_PORT, _integer, least=0, most=65535)
     log_format: Literal["text", "json"] = _env("log_format", "text", _one_of("text", "json"))
     log_level: str = _env("log_level", "INFO")
     # Kubernetes' terminationGracePeriodSeconds must exceed this.
-    shutdown_timeout: float = _env("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT, float, above=0)
+    shutdown_timeout: float = _env("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT, _number, above=0)
 
     def __post_init__(self) -> None:
         """Parse text (from the environment, or given) and check bounds: a bad value is a
@@ -155,7 +169,7 @@ class Settings:
             try:
                 if isinstance(value, str) and parse is not str:
                     value = parse(value)
-                elif isinstance(value, int | float) and parse is float:
+                elif isinstance(value, int | float) and parse is _number:
                     value = float(value)
                 _check(value, spec.metadata)
             except (ValueError, TypeError) as exc:

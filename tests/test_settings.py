@@ -56,7 +56,8 @@ def test_instance_id_is_unset_unless_given(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.parametrize(("name", "value", "says"), [
-    ("CFSTREAM_PARTITIONS", "eight", "CFSTREAM_PARTITIONS (partitions) cannot be 'eight'"),
+    ("CFSTREAM_PARTITIONS", "eight", "CFSTREAM_PARTITIONS (partitions) cannot be 'eight': expected a whole"),
+    ("CFSTREAM_STANDBY_DELAY", "soon", "expected a number (seconds)"),
     ("CFSTREAM_PARTITIONS", "0", "at least 1"),
     ("CFSTREAM_HTTP_PORT", "70000", "at most 65535"),
     ("CFSTREAM_SHUTDOWN_TIMEOUT", "0", "more than 0"),

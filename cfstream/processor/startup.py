@@ -1,11 +1,12 @@
-"""Where a replica's start-up time goes, said once, when it first applies records.
+"""Where a replica's start-up time goes, said once, when its first records reach their tasks.
 
 A replica launched onto a backlog should be processing calls within half a second. The time from
 the process's start to its first records splits into: the interpreter and imports (until the
 loop's code runs), the topics check, the warm-up (copies taken before joining, when the group's
 assignment can be predicted), the group join (subscribe to the first assignment), the restore
-of the assigned partitions, and the first fetch. The log line names each, and the metrics keep
-them (``cfstream_startup_seconds``).
+of the assigned partitions (named only if every one was restored before the first records
+came), and the first fetch. The log line names each, and the metrics keep them
+(``cfstream_startup_seconds``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class Startup:
         self._since = now
 
     def first_records(self) -> dict[str, float] | None:
-        """The first records are applied: the phases, logged (None after the first time)."""
+        """The first records are handed to their task: the phases, logged (None after the first
+        time)."""
         if self.done:
             return None
         self.mark("first fetch")
