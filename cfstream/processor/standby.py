@@ -6,6 +6,8 @@ partition comes here, its restore replays only what the copy has yet to read. Wh
 to copy is the loop's choice (:mod:`cfstream.processor.placement`); this module only keeps the
 copies. Everything here runs in the restore thread, the one writer of every DB that is not
 owned, and that thread serves restores first: standbys are tailed only while no restore waits.
+The copies' consumer can stop fetching after a broker restart (librdkafka#5153): one that reads
+nothing while its changelogs move on is replaced (:mod:`cfstream.kafka.stall`).
 
 A copy the replica has no DB for on disk starts only after ``standby_delay`` seconds of being
 wanted, so a rolling restart, which moves partitions for a few seconds, does not make the
@@ -29,6 +31,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.retry import watermarks
+from cfstream.kafka.stall import Stall
 from cfstream.processor import changelog
 from cfstream.processor.db import Databases, close
 from cfstream.settings import Settings
@@ -69,6 +72,7 @@ class Standbys:
         self._unused: dict[int, float] = {}  # when a DB on disk was last seen in use
         self._next_cleanup = 0.0
         self._consumer: Consumer | None = None
+        self._stall = Stall(self.topic)
 
     def want(self, partitions: Collection[int], warm: bool = False) -> None:
         """Copy these partitions from now on (any thread)."""
@@ -111,6 +115,8 @@ class Standbys:
         if first is None:
             self.lags = self._lag()
             self._touch_idle()
+            if self._stall.replace(consumer, {p: c.position for p, c in self.copies.items()}):
+                self._read_on()
             return 0
         by_partition: dict[int, list[tuple[bytes, bytes | None, int]]] = {}
         for record in [first, *consumer.consume(BATCH_RECORDS - 1, 0)]:
@@ -123,6 +129,8 @@ class Standbys:
             if partition in self.copies:
                 by_partition.setdefault(partition, []).append(
                     (record.key() or b"", record.value(), record.offset()))  # type: ignore[arg-type]
+        if by_partition:
+            self._stall.read()
         applied = 0
         for partition, records in by_partition.items():
             copy = self.copies[partition]
@@ -163,6 +171,7 @@ class Standbys:
             consumer.pause(partitions)
         else:
             consumer.resume(partitions)
+            self._stall.began()  # nothing was fetched meanwhile
 
     def close(self) -> None:
         for partition in list(self.copies):
@@ -202,8 +211,18 @@ class Standbys:
         self.copies[partition] = Copy(db, start, time.monotonic())
         self._since.pop(partition, None)
         consumer.incremental_assign([TopicPartition(self.topic, partition, start)])
+        self._stall.began()
         logger.info("%s: standby copy from offset %d (the changelog ends at %d)", name, start,
                     high)
+
+    def _read_on(self) -> None:
+        """A new consumer for the copies, from where each stands (the old one stopped)."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        self._consumer_for_copies().incremental_assign(
+            [TopicPartition(self.topic, p, copy.position) for p, copy in self.copies.items()])
+        self._stall.began()
 
     def _close(self, partition: int) -> None:
         copy = self.copies.pop(partition)

@@ -8,11 +8,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
+from stalls import Stalls, first_stalls
 from test_changelog import contents, expected, slot
 
+from cfstream.kafka import stall
 from cfstream.kafka.config import producer_config
 from cfstream.kafka.topics import ensure_topics
+from cfstream.processor import standby as standby_module
 from cfstream.processor import state
 from cfstream.processor.db import Databases, changelog_offset, close
 from cfstream.processor.restore import Restored, Restorer
@@ -168,5 +171,28 @@ def test_dbs_unused_for_a_while_are_deleted(settings: Settings, tmp_path: Path,
         began = time.monotonic()
         until(lambda: time.monotonic() - began > 1.0)
         assert databases.on_disk() == [1] and 1 in restorer.standbys.copies
+    finally:
+        restorer.close()
+
+
+def test_a_copy_whose_consumer_stopped_fetching_reads_on_with_a_new_one(
+        settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """librdkafka#5153: after a broker restart the copies' consumer can stop fetching for good;
+    the copy would fall behind and a takeover replay all of it."""
+    monkeypatch.setattr(stall, "STALL_S", 1.0)
+    made: list[Consumer] = []
+    monkeypatch.setattr(standby_module, "Consumer", first_stalls(made))
+    settings = replace(settings, partitions=2, state_dir=tmp_path, standby_delay=0.0)
+    ensure_topics(settings)
+    restorer = Restorer(settings, Databases(tmp_path, settings.calls_topic), lambda p, n: None)
+    standbys = restorer.standbys
+    try:
+        records = send(settings, 1, [("a", slot("a", 100, 1))], offset=0)
+        standbys.want({1})
+        until(lambda: 1 in standbys.copies and standbys.copies[1].position == 1)
+        records += send(settings, 1, [("b", slot("b", 200, 2)), ("a", None)], offset=1)
+        until(lambda: standbys.copies[1].position == 3)  # read by a new consumer
+        assert type(made[0]) is Stalls and made[0].stalled and len(made) >= 2
+        assert contents(standbys.copies[1].db) == expected(records)
     finally:
         restorer.close()

@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Producer
+from stalls import Stalls, first_stalls
 
 from cfstream.calls import new_call
 from cfstream.clock import now_ms
@@ -66,32 +67,11 @@ def test_a_reader_skips_its_own_workers_events(settings: Settings) -> None:
         seen.close()
 
 
-class Stalls(Consumer):
-    """Assigned like any consumer; returns the first event it fetches, then never another
-    (librdkafka#5153, after a broker restart)."""
-
-    def poll(self, *args: Any, **kwargs: Any) -> Message | None:
-        if getattr(self, "stalled", False):
-            time.sleep(0.1)
-            return None
-        message = super().poll(*args, **kwargs)
-        self.stalled = message is not None
-        return message
-
-    def consume(self, *args: Any, **kwargs: Any) -> list[Message]:
-        return [] if getattr(self, "stalled", False) else super().consume(*args, **kwargs)
-
-
 def test_a_reader_that_stopped_fetching_reads_on_with_a_new_consumer(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stall, "STALL_S", 1.0)
     made: list[Consumer] = []
-
-    def new_consumer(config: dict[str, Any]) -> Consumer:
-        made.append((Stalls if not made else Consumer)(config))
-        return made[-1]
-
-    monkeypatch.setattr(seen_module, "Consumer", new_consumer)
+    monkeypatch.setattr(seen_module, "Consumer", first_stalls(made))
     ensure_topics(settings)
     producer = Producer(producer_config(settings))
     first, second = (new_call("tasks:send", {}, {}, delay_ms=0, defer_key=None,
