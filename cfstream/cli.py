@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
@@ -178,9 +179,10 @@ def topics_create() -> None:
                    f"min ISR {shape.min_insync or '?'}  {state}", soft_wrap=True)
 
 
-def main() -> None:
+def main(args: Sequence[str] | None = None) -> None:
+    """The command line (``args``: the command's own, default ``sys.argv[1:]``)."""
     try:
-        app()
+        app(args=None if args is None else list(args))
     except CfStreamError as exc:
         _err.print(f"error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
         raise SystemExit(exit_code(exc)) from None

@@ -19,6 +19,8 @@ RET_ERROR = 1
 RET_USAGE = 2
 # A processor replica fenced by another that joined under its CFSTREAM_INSTANCE_ID.
 RET_FENCED = 3
+# Ctrl-C, as a shell reports it (128 + SIGINT).
+RET_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -26,13 +28,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not _a_service(args):
         from cfstream.cli import main as command_line
 
-        command_line()
+        command_line(args)
         return
     try:
         serve(args[0], args[1:])
     except CfStreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exit_code(exc)) from None
+    except KeyboardInterrupt:  # before the service's own handler was in place
+        raise SystemExit(RET_INTERRUPTED) from None
 
 
 def serve(kind: str, modules: Sequence[str] = ()) -> None:

@@ -169,8 +169,7 @@ class Settings:
             try:
                 if isinstance(value, str) and parse is not str:
                     value = parse(value)
-                elif isinstance(value, int | float) and parse is _number:
-                    value = float(value)
+                value = _of_its_kind(value, parse)
                 _check(value, spec.metadata)
             except (ValueError, TypeError) as exc:
                 raise ConfigurationError(
@@ -252,6 +251,22 @@ class Settings:
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+def _of_its_kind(value: Any, parse: Callable[[str], Any]) -> Any:
+    """A value given in code (not text) as its field takes it, or a ValueError."""
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if parse in (_integer, _auto) and not whole and not (parse is _auto and value is None):
+        raise ValueError("expected a whole number")
+    if parse is _number:
+        if not (whole or isinstance(value, float)):
+            raise ValueError("expected a number (seconds)")
+        return float(value)
+    if parse is _boolean and not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    if parse is _json_object and not isinstance(value, dict):
+        raise ValueError("expected a JSON object of librdkafka options")
+    return value
 
 
 def _check(value: Any, bounds: Any) -> None:

@@ -90,3 +90,15 @@ def test_the_password_stays_out_of_reprs() -> None:
     settings = Settings(sasl_password="hunter2")  # noqa: S106 - a test value
     assert "hunter2" not in repr(settings)
     assert settings.librdkafka_config()["sasl.password"] == "hunter2"  # noqa: S105
+
+
+@pytest.mark.parametrize(("given", "says"), [
+    ({"partitions": 8.5}, "expected a whole number"), ({"partitions": True}, "a whole number"),
+    ({"http_port": "x"}, "a whole number"), ({"leave_on_stop": 1}, "true or false"),
+    ({"standby_delay": "soon"}, "(seconds)"), ({"kafka_config": None}, "a JSON object"),
+])
+def test_a_value_given_in_code_is_checked_like_text(given: dict[str, object], says: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(says)):
+        Settings(**given)  # type: ignore[arg-type]
+    assert Settings(http_port=None, replication_factor=None).http_port is None
+    assert Settings(standby_delay=2).standby_delay == 2.0

@@ -20,6 +20,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import IO, Any
@@ -30,8 +31,10 @@ from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# How long the child waits for a description asked for at start (Groups.asking).
+# How long the child waits for a description asked for at start (Groups.asking), and how long
+# that answer is taken for the group as it is (later, it is asked again).
 ASK_TIMEOUT = 10.0
+ASKED_FRESH_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class Groups:
         self._lock = threading.Lock()
         self._child: subprocess.Popen[str] | None = None
         self._pending: list[Future[Group]] = []
-        self._asked: dict[str, Future[Group]] = {}  # asked at start, not yet taken
+        self._asked: dict[str, tuple[Future[Group], float]] = {}  # asked at start: (answer, when)
 
     @classmethod
     def asking(cls, settings: Settings, group: str, timeout: float = ASK_TIMEOUT) -> Groups:
@@ -74,13 +77,13 @@ class Groups:
         about as long as a replica's own imports, and the replica's warm-up waits for that
         answer. The first :meth:`describe` of ``group`` takes it."""
         groups = cls(settings)
-        groups._asked[group] = groups.describe(group, timeout)
+        groups._asked[group] = (groups.describe(group, timeout), time.monotonic())
         return groups
 
     def describe(self, group: str, timeout: float) -> Future[Group]:
         """The group's description, later; a failure is a :class:`GroupReadError`."""
-        asked = self._asked.pop(group, None)
-        if asked is not None:
+        asked, when = self._asked.pop(group, (None, 0.0))
+        if asked is not None and time.monotonic() - when <= ASKED_FRESH_S:
             return asked
         future: Future[Group] = Future()
         with self._lock:

@@ -15,7 +15,8 @@ With a single broker there is nothing to outlive: losing it loses the cluster.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
@@ -52,12 +53,18 @@ def member_session_ms(settings: Settings, default_ms: int,
 
 def member_session_soon(settings: Settings, default_ms: int) -> Future[int]:
     """:func:`member_session_ms`, asked in a thread of its own: a replica starting up goes on
-    with its topics and warm-up while a client of its own connects and asks (~50 ms)."""
-    executor = ThreadPoolExecutor(1, thread_name_prefix="cfstream-session")
-    try:
-        return executor.submit(member_session_ms, settings, default_ms)
-    finally:
-        executor.shutdown(wait=False)
+    with its topics and warm-up while a client of its own connects and asks (~50 ms). A daemon
+    thread: a replica that fails before it joins does not wait for the answer to exit."""
+    future: Future[int] = Future()
+
+    def look_up() -> None:
+        try:
+            future.set_result(member_session_ms(settings, default_ms))
+        except BaseException as exc:  # noqa: BLE001 - raised again by future.result()
+            future.set_exception(exc)
+
+    threading.Thread(target=look_up, name="cfstream-session", daemon=True).start()
+    return future
 
 
 def broker_session_ms(admin: AdminClient) -> int | None:

@@ -57,6 +57,8 @@ def start_offsets(consumer: Consumer, topic: str, partitions: list[int]) -> dict
     """Where each partition's processing starts: its committed offset, else its start. Asked
     for all at once when they are assigned, before any is fetched: a request to the broker
     waits behind a fetch the broker holds (100 ms a partition at start-up, measured)."""
+    if not partitions:
+        return {}
     tps = [TopicPartition(topic, p) for p in partitions]
     committed = settled(lambda: consumer.committed(tps, timeout=10))
     return {tp.partition: int(tp.offset) if tp.offset >= 0

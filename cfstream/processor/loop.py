@@ -64,7 +64,7 @@ MAX_WAIT = 0.1
 # Wait while a due call waits for the broker to say where its partition ends (the answer cannot
 # wake a poll: this bounds how long it lies unused).
 PROOF_WAIT = 0.001
-# ... and while the replica joins (a poll that calls the assignment callback then waits on) or a
+# ... and while the replica starts (a poll that calls the assignment callback then waits on) or a
 # partition restores (its end cannot wake the poll either).
 RESTORE_WAIT = 0.005
 COMMIT_INTERVAL = 0.5
@@ -270,8 +270,8 @@ class Processor:
         now = now_ms()
         due = min((task.next_due for task in self.tasks.values()), default=NEVER)
         if due > now:
-            longest = RESTORE_WAIT if self.restoring or not self.joined else MAX_WAIT
-            return min(longest, (due - now) / 1000)
+            busy = self.restoring.keys() - self.restorer.retries.keys() or not self.startup.done
+            return min(RESTORE_WAIT if busy else MAX_WAIT, (due - now) / 1000)
         if any(task.next_due <= min(now, task.horizon_ms) for task in self.tasks.values()):
             return 0  # more to fire (a turn fires at most MAX_FIRES_PER_BATCH a partition)
         return PROOF_WAIT
@@ -304,10 +304,13 @@ class Processor:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = [tp for tp in partitions if tp.topic == self.topic]
         self.lost.assigned()
-        consumer.incremental_assign(partitions)
+        # At their start offsets: fetched from there once resumed, not looked up then (~35 ms).
+        self.starts.update(start_offsets(consumer, self.topic, [tp.partition for tp in mine]))
+        consumer.incremental_assign([
+            TopicPartition(self.topic, tp.partition, self.starts[tp.partition])
+            if tp.topic == self.topic else tp for tp in partitions])
         if mine:
             consumer.pause(mine)  # until restored
-            self.starts.update(start_offsets(consumer, self.topic, [tp.partition for tp in mine]))
         for tp in mine:
             self.restoring[tp.partition] = []
             self.restorer.restore(tp.partition)  # takes the partition's copy if there is one
@@ -388,8 +391,6 @@ class Processor:
         self.restorer.count(partition, db.snapshot())
         if early:
             self._apply(partition, early, now_ms())
-        # From its position at once: else the consumer looks its start up again (~35 ms).
-        self.consumer.seek(TopicPartition(self.topic, partition, task.position))
         self.consumer.resume([tp])
         self.metrics.took_over(restored.source, restored.records)
         if not self.restoring:
