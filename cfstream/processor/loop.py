@@ -42,7 +42,7 @@ from cfstream.kafka.topics import ensure_topics
 from cfstream.memory import tune_for_service
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import membership, placement
-from cfstream.processor.commits import Commits, start_offsets
+from cfstream.processor.commits import Commits, fetch_from, start_offsets
 from cfstream.processor.db import Databases, close
 from cfstream.processor.group import GroupView, StandbyPlan
 from cfstream.processor.outputs import Outputs
@@ -304,11 +304,8 @@ class Processor:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = [tp for tp in partitions if tp.topic == self.topic]
         self.lost.assigned()
-        # At their start offsets: fetched from there once resumed, not looked up then (~35 ms).
         self.starts.update(start_offsets(consumer, self.topic, [tp.partition for tp in mine]))
-        consumer.incremental_assign([
-            TopicPartition(self.topic, tp.partition, self.starts[tp.partition])
-            if tp.topic == self.topic else tp for tp in partitions])
+        consumer.incremental_assign(partitions)  # (at offsets, a fetch after the pause waits 1 s)
         if mine:
             consumer.pause(mine)  # until restored
         for tp in mine:
@@ -391,6 +388,7 @@ class Processor:
         self.restorer.count(partition, db.snapshot())
         if early:
             self._apply(partition, early, now_ms())
+        fetch_from(self.consumer, TopicPartition(self.topic, partition, task.position))
         self.consumer.resume([tp])
         self.metrics.took_over(restored.source, restored.records)
         if not self.restoring:
