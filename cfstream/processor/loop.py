@@ -64,7 +64,7 @@ MAX_WAIT = 0.1
 # Wait while a due call waits for the broker to say where its partition ends (the answer cannot
 # wake a poll: this bounds how long it lies unused).
 PROOF_WAIT = 0.001
-# ... and while the replica starts (a poll that calls the assignment callback then waits on) or a
+# ... and while the replica joins (a poll that calls the assignment callback then waits on) or a
 # partition restores (its end cannot wake the poll either).
 RESTORE_WAIT = 0.005
 COMMIT_INTERVAL = 0.5
@@ -270,7 +270,7 @@ class Processor:
         now = now_ms()
         due = min((task.next_due for task in self.tasks.values()), default=NEVER)
         if due > now:
-            busy = self.restoring.keys() - self.restorer.retries.keys() or not self.startup.done
+            busy = self.restoring.keys() - self.restorer.retries.keys() or not self.joined
             return min(RESTORE_WAIT if busy else MAX_WAIT, (due - now) / 1000)
         if any(task.next_due <= min(now, task.horizon_ms) for task in self.tasks.values()):
             return 0  # more to fire (a turn fires at most MAX_FIRES_PER_BATCH a partition)
