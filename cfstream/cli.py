@@ -11,7 +11,7 @@ from rich.console import Console
 from cfstream.dev.cli import kafka_app
 from cfstream.errors import CfStreamError, ExecutionCancelled
 from cfstream.logs import configure_logging
-from cfstream.main import RET_ERROR, RET_USAGE, exit_code, serve
+from cfstream.service import RET_ERROR, RET_USAGE, exit_code, serve
 from cfstream.settings import get_settings
 
 app = typer.Typer(help="Delayed and deferred (debounced) task execution on Apache Kafka.",

@@ -305,7 +305,9 @@ class Processor:
         mine = [tp for tp in partitions if tp.topic == self.topic]
         self.lost.assigned()
         self.starts.update(start_offsets(consumer, self.topic, [tp.partition for tp in mine]))
-        consumer.incremental_assign(partitions)  # (at offsets, a fetch after the pause waits 1 s)
+        # Not at those offsets: paused at one, a partition is fetched ~1 s after its resume
+        # (measured). _start seeks it instead.
+        consumer.incremental_assign(partitions)
         if mine:
             consumer.pause(mine)  # until restored
         for tp in mine:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
+from cfstream.kafka import groups as groups_module
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.groups import GroupReadError, Groups
 from cfstream.kafka.topics import ensure_topics
@@ -141,5 +142,31 @@ def test_after_a_failed_read_the_reader_exits_and_the_next_request_starts_anothe
         with pytest.raises(GroupReadError):
             groups.describe("g", 1).result(30)
         assert groups._child is not None and groups._child.pid != first.pid  # noqa: SLF001
+    finally:
+        groups.close()
+
+
+def test_a_group_asked_for_at_start_is_answered_once_while_fresh(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica asks for its group as it starts (Groups.asking); its warm-up takes that answer,
+    and a later read asks again."""
+    ensure_topics(settings)
+    group = f"{settings.topic_prefix}.asked"
+    groups = Groups.asking(settings, group)
+    try:
+        early, _ = groups._asked[group]  # noqa: SLF001 - our own reader's early answer
+        first = groups.describe(group, 10)
+        assert first is early and first.result(30).members == ()
+        again = groups.describe(group, 10)
+        assert again is not first  # taken once
+        again.result(30)
+        monkeypatch.setattr(groups_module, "ASKED_FRESH_S", 0.0)
+        stale = Groups.asking(settings, group)
+        try:
+            asked, _ = stale._asked[group]  # noqa: SLF001 - our own reader's early answer
+            later = stale.describe(group, 10)
+            assert later is not asked and later.result(30).members == ()  # asked again
+        finally:
+            stale.close()
     finally:
         groups.close()

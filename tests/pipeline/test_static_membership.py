@@ -29,8 +29,8 @@ from cfstream.clock import now_ms
 from cfstream.dev.services import Service
 from cfstream.kafka.config import group_config
 from cfstream.kafka.partitioner import partition_for
-from cfstream.main import RET_FENCED
 from cfstream.processor.membership import SESSION_TIMEOUT_MS
+from cfstream.service import RET_FENCED
 
 pytestmark = pytest.mark.kafka
 
