@@ -95,12 +95,23 @@ def _env(name: str, default: Any, parse: Callable[[str], Any] = str, *, least: f
          most: float | None = None, above: float | None = None, repr: bool = True) -> Any:
     """A field read from ``CFSTREAM_<NAME>`` when not given; text (from the environment or the
     caller) goes through ``parse``; numbers are checked against the bounds."""
+    return field(default_factory=lambda: _UNREAD, repr=repr,
+                 metadata={"default": default, "parse": parse, "least": least, "most": most,
+                           "above": above})
 
-    def from_environment() -> Any:
-        return os.environ.get(ENV_PREFIX + name.upper(), default)
 
-    return field(default_factory=from_environment, repr=repr,
-                 metadata={"parse": parse, "least": least, "most": most, "above": above})
+_UNREAD = object()  # a field not given: Settings.__post_init__ reads it from the environment
+
+
+def _variables() -> dict[str, str]:
+    """The ``CFSTREAM_*`` variables by upper-case name. Read in any case, as pydantic-settings
+    read them for cfstream before; one spelled in upper case wins."""
+    found: dict[str, str] = {}
+    for name, value in os.environ.items():
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and (name == upper or upper not in found):
+            found[upper] = value
+    return found
 
 
 @dataclass(frozen=True)
@@ -163,8 +174,13 @@ class Settings:
     def __post_init__(self) -> None:
         """Parse text (from the environment, or given) and check bounds: a bad value is a
         :class:`ConfigurationError` naming the variable and what it takes."""
+        variables: dict[str, str] | None = None
         for spec in fields(self):
             value = getattr(self, spec.name)
+            if value is _UNREAD:
+                variables = _variables() if variables is None else variables
+                value = variables.get(ENV_PREFIX + spec.name.upper(), spec.metadata["default"])
+                object.__setattr__(self, spec.name, value)
             parse = spec.metadata["parse"]
             try:
                 if isinstance(value, str) and parse is not str:

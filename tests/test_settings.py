@@ -34,6 +34,14 @@ def test_replication_is_auto_unless_set(value: str, monkeypatch: pytest.MonkeyPa
     assert "CFSTREAM_REPLICATION_FACTOR" not in settings.to_env()
 
 
+def test_variables_are_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("cfstream_partitions", "6")
+    monkeypatch.setenv("Cfstream_Topic_Prefix", "mixed")
+    assert (Settings().partitions, Settings().topic_prefix) == (6, "mixed")
+    monkeypatch.setenv("CFSTREAM_PARTITIONS", "9")  # the upper-case one wins
+    assert Settings().partitions == 9
+
+
 def test_explicit_replication_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(replication_factor=3, min_insync_replicas=2)
     for name, value in settings.to_env().items():
