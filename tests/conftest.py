@@ -180,21 +180,19 @@ class FakeOutputs:
 def partition_task(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """``partition_task(topic_prefix="unit")``: a PartitionTask of partition 0 on a real RocksDB in a
     temp dir, producing into a FakeOutputs (``task.outputs``)."""
-    import rocksdict
-
     from cfstream.observability.metrics import ProcessorMetrics
     from cfstream.processor.db import Databases
     from cfstream.processor.partition import PartitionTask
 
-    opened: list[rocksdict.Rdict] = []
+    made: list[PartitionTask] = []
 
     def make(topic_prefix: str = "unit") -> PartitionTask:
-        settings = Settings(topic_prefix=topic_prefix, state_dir=tmp_path / f"state-{len(opened)}")
+        settings = Settings(topic_prefix=topic_prefix, state_dir=tmp_path / f"state-{len(made)}")
         db = Databases(settings.state_dir, settings.calls_topic).open(0)
-        opened.append(db)
         outputs: Any = FakeOutputs()
-        return PartitionTask(settings, 0, db, outputs, ProcessorMetrics(), position=0)
+        made.append(PartitionTask(settings, 0, db, outputs, ProcessorMetrics(), position=0))
+        return made[-1]
 
     yield make
-    for db in opened:
-        db.close()
+    for task in made:
+        task.close()

@@ -357,7 +357,7 @@ class Processor:
         self.metrics.forget_partition(partition)
         task = self.tasks.pop(partition, None)
         if task is not None:
-            close(task.db)
+            task.close()
 
     def _take_restored(self) -> None:
         self.restorer.retry_due()

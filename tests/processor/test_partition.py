@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from cfstream.codec import dumps
 from cfstream.ids import new_execution_id
-from cfstream.processor import state
-from cfstream.processor.partition import FIRED_RETENTION_MS, PartitionTask
+from cfstream.processor import changelog, state
+from cfstream.processor.partition import FIRED_RETENTION_MS, SCAN_KEPT_MS, PartitionTask
 from cfstream.wire import Call, Control, Modes
 
 T0 = 1_800_000_000_000
@@ -160,6 +160,50 @@ def test_a_replaced_calls_entry_waits_for_its_due_time_and_is_dropped_then(
     assert task.cursor == T0 + 1_101
     turn(task, [], now=T0 + 1_600, horizon=T0 + 1_600)
     assert fired(task) == [second.id]
+
+
+def test_the_timer_s_kept_iterator_sees_what_was_written_behind_it(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    """While timers keep coming due, the timer seeks with the iterator of its last turn: a timer
+    written since, due before where that iterator stopped, still fires, also after the DB flushed
+    its memtable to a file; unused for SCAN_KEPT_MS, the iterator is let go."""
+    task = partition_task()
+    a, b = call(T0, delay=1_000, key="a"), call(T0, delay=9_000, key="b")
+    turn(task, [a, b], now=T0, horizon=T0)
+    turn(task, [], now=T0 + 1_000, horizon=T0 + 1_000)
+    kept = task.scan
+    assert fired(task) == [a.id] and kept is not None  # it stopped at b's entry
+    c = call(T0 + 1_100, delay=1_000, key="c")
+    turn(task, [c], now=T0 + 1_100, horizon=T0 + 1_100)
+    turn(task, [], now=T0 + 2_100, horizon=T0 + 2_100)
+    assert fired(task) == [a.id, c.id] and task.scan is kept
+    d = call(T0 + 2_200, delay=1_000, key="d")
+    turn(task, [d], now=T0 + 2_200, horizon=T0 + 2_200)
+    task.db.flush()  # d's entry now lies in a level-0 file made after the iterator
+    turn(task, [], now=T0 + 3_200, horizon=T0 + 3_200)
+    assert fired(task) == [a.id, c.id, d.id] and task.scan is kept
+    turn(task, [], now=T0 + 3_200 + SCAN_KEPT_MS - 1, horizon=T0 + 4_000)
+    assert task.scan is kept
+    turn(task, [], now=T0 + 3_200 + SCAN_KEPT_MS, horizon=T0 + 4_000)
+    assert task.scan is None
+    turn(task, [], now=T0 + 9_000, horizon=T0 + 9_000)
+    assert fired(task) == [a.id, c.id, d.id, b.id]
+
+
+def test_a_db_started_over_fires_its_timers_without_the_tailing_iterator(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    """A DB that starts over (changelog.clear) holds a range deletion, which RocksDB's tailing
+    iterator does not support: the timer takes a plain iterator each turn, and fires the same."""
+    task = partition_task()
+    gone = call(T0, delay=1_000, key="gone")
+    turn(task, [gone], now=T0, horizon=T0)
+    changelog.clear(task.db)
+    task.scan, task.next_due, task.cursor = None, 0, 0  # as a task opened on the DB now
+    c = call(T0 + 100, delay=1_000, key="c")
+    turn(task, [c], now=T0 + 100, horizon=T0 + 100)
+    turn(task, [], now=T0 + 1_100, horizon=T0 + 1_100)
+    assert fired(task) == [c.id]
+    assert not task.tailing and task.scan is None
 
 
 def test_a_cancel_drops_the_pending_call(partition_task: Callable[..., PartitionTask]) -> None:
