@@ -103,14 +103,14 @@ def _env(name: str, default: Any, parse: Callable[[str], Any] = str, *, least: f
 _UNREAD = object()  # a field not given: Settings.__post_init__ reads it from the environment
 
 
-def _variables() -> dict[str, str]:
-    """The ``CFSTREAM_*`` variables by upper-case name. Read in any case, as pydantic-settings
-    read them for cfstream before; one spelled in upper case wins."""
-    found: dict[str, str] = {}
+def _variables() -> dict[str, tuple[str, str]]:
+    """The ``CFSTREAM_*`` variables, upper-case name -> (name as set, value). Read in any case,
+    as pydantic-settings read them for cfstream before; one spelled in upper case wins."""
+    found: dict[str, tuple[str, str]] = {}
     for name, value in os.environ.items():
         upper = name.upper()
         if upper.startswith(ENV_PREFIX) and (name == upper or upper not in found):
-            found[upper] = value
+            found[upper] = (name, value)
     return found
 
 
@@ -174,14 +174,15 @@ class Settings:
     def __post_init__(self) -> None:
         """Parse text (from the environment, or given) and check bounds: a bad value is a
         :class:`ConfigurationError` naming the variable and what it takes."""
-        variables: dict[str, str] | None = None
+        variables: dict[str, tuple[str, str]] | None = None
         for spec in fields(self):
             value = getattr(self, spec.name)
+            variable = ENV_PREFIX + spec.name.upper()
             if value is _UNREAD:
                 variables = _variables() if variables is None else variables
-                value = variables.get(ENV_PREFIX + spec.name.upper(), spec.metadata["default"])
-                object.__setattr__(self, spec.name, value)
+                variable, value = variables.get(variable, (variable, spec.metadata["default"]))
             parse = spec.metadata["parse"]
+            given = value
             try:
                 if isinstance(value, str) and parse is not str:
                     value = parse(value)
@@ -189,8 +190,7 @@ class Settings:
                 _check(value, spec.metadata)
             except (ValueError, TypeError) as exc:
                 raise ConfigurationError(
-                    f"{ENV_PREFIX}{spec.name.upper()} ({spec.name}) cannot be "
-                    f"{getattr(self, spec.name)!r}: {exc}") from None
+                    f"{variable} ({spec.name}) cannot be {given!r}: {exc}") from None
             object.__setattr__(self, spec.name, value)
 
     def http_port_or(self, default: int) -> int:

@@ -40,6 +40,9 @@ def test_variables_are_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None
     assert (Settings().partitions, Settings().topic_prefix) == (6, "mixed")
     monkeypatch.setenv("CFSTREAM_PARTITIONS", "9")  # the upper-case one wins
     assert Settings().partitions == 9
+    monkeypatch.setenv("cfstream_shutdown_timeout", "soon")  # an error names it as it was set
+    with pytest.raises(ConfigurationError, match=r"^cfstream_shutdown_timeout \(shutdown_timeout\)"):
+        Settings()
 
 
 def test_explicit_replication_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
