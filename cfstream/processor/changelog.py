@@ -56,10 +56,10 @@ def start_offset(db: rocksdict.Rdict, name: str, low: int, high: int) -> int:
 def clear(db: rocksdict.Rdict) -> None:
     """Delete every key of ``db`` (its files stay open), and compact them away.
 
-    The compaction also takes the range deletion below level 0, where RocksDB's tailing
-    iterator (``partition.DUE_SCAN``) fails on it with an error and the timer takes plain
-    iterators instead; in the memtable or level 0 that iterator would ignore it, and the timer
-    would walk every deleted entry of the index (measured: all of them seen again)."""
+    RocksDB's tailing iterator (``partition.DUE_SCAN``) ignores a range deletion in the memtable
+    or level 0 (measured: every deleted key seen again). The compaction drops the deleted keys,
+    and the range deletion with them or into a level below 0, where that iterator fails with an
+    error and the partition's timer takes plain iterators instead."""
     it = db.iter()
     it.seek_to_first()
     first = it.key() if it.valid() else None

@@ -273,7 +273,7 @@ class Processor:
             busy = self.restoring.keys() - self.restorer.retries.keys() or not self.joined
             return min(RESTORE_WAIT if busy else MAX_WAIT, (due - now) / 1000)
         if any(task.next_due <= min(now, task.horizon_ms) for task in self.tasks.values()):
-            return 0  # more to fire (a turn fires at most MAX_FIRES_PER_BATCH a partition)
+            return 0  # more to fire (a turn takes MAX_ENTRIES_PER_BATCH entries a partition)
         return PROOF_WAIT
 
     def _commit(self) -> None:

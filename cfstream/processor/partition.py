@@ -40,16 +40,21 @@ logger = logging.getLogger(__name__)
 # How long a fired call's id is remembered, so a replay of the calls topic after a crash (up to
 # the last commit) is recognised and not run again.
 FIRED_RETENTION_MS = 15 * 60 * 1000
-# Due entries handled per partition and batch; the rest wait for the next turn of the loop.
-MAX_FIRES_PER_BATCH = 5_000
+# Due index entries one partition's timer takes in a batch, fired or dropped as stale; the rest
+# wait for the next turn of the loop (which then does not wait for records).
+MAX_ENTRIES_PER_BATCH = 5_000
+# A scan that failed on its plain iterator (an I/O error, say) is tried again this much later.
+SCAN_RETRY_MS = 1_000
 NEVER = 2**63 - 1
 # The timer reads the due index with one tailing iterator (RocksDB's ForwardIterator) while
 # timers keep coming due. It sees every write, and a seek forward of its last one skips the files
 # that hold nothing in between; a new iterator's seek merges every level-0 file and level again.
 # Measured (bench/scale.py, a turn from the cursor): 0.6-0.8 us at 10k and 1M keys, where a new
 # iterator took 1.3-3 us at rest and 12-30 us while compactions lagged a burst of writes.
-# It does not support range deletions: one below level 0 (changelog.clear puts it there) fails
-# it with an error, and that partition's timer takes a new plain iterator every turn instead.
+# It does not support range deletions. One in a file below level 0 fails it with an error, and
+# that partition's timer then takes a new plain iterator every turn; in the memtable or level 0
+# it is ignored, so the deleted entries come back and are dropped as stale (changelog.clear
+# compacts its range deletion away, or below level 0).
 DUE_SCAN = rocksdict.ReadOptions()
 DUE_SCAN.set_tailing(True)
 # Until its next seek the iterator holds the memtables and files of its time, which flushes and
@@ -170,27 +175,27 @@ class PartitionTask:
                 self.scan = None
             return
         it = self._due_scan(now)
-        fired = 0
+        taken = 0
         next_due = NEVER
         while it.valid():
             raw = it.key()
             if not raw.startswith(state.DUE_PREFIX):
                 break
             due, key = state.parse_due_key(raw)
-            if due > limit or fired >= MAX_FIRES_PER_BATCH:
+            if due > limit or taken >= MAX_ENTRIES_PER_BATCH:
                 next_due = due
                 break
             slot = self._slot(key)
             if slot is not None and slot.due_ms == due and slot.timer_id == it.value().decode():
                 self._enact(key, rules.tick(slot, slot.timer_id, now, FIRED_RETENTION_MS))
-                fired += 1
             else:  # the slot moved on (replaced, restored over, deleted): drop the entry
                 self.dropped.append(raw)
+            taken += 1
             it.next()
         else:
             error = _error(it)
             if error is not None:  # it ended on an error, not at the index's end
-                self._scan_failed(it, error)
+                self._scan_failed(it, error, now)
                 return
         self.next_due = next_due
         # Everything before it was fired or dropped (deleted when the batch is written).
@@ -207,19 +212,19 @@ class PartitionTask:
         it.seek(state.due_key(self.cursor, b""))
         return it
 
-    def _scan_failed(self, it: rocksdict.RdictIter, error: Exception) -> None:
-        """The timer's scan ended on an error: the next turn scans again from the cursor (what
-        this one fired or dropped is staged, so it is not fired twice), with a plain iterator if
-        it was the tailing one, which fails on a range deletion."""
-        self.next_due = 0
+    def _scan_failed(self, it: rocksdict.RdictIter, error: Exception, now: int) -> None:
+        """The timer's scan ended on an error. It scans again from the cursor (what this scan
+        fired or dropped is staged, so nothing fires twice): at once with a plain iterator if
+        the tailing one failed (a range deletion), else SCAN_RETRY_MS later."""
         if it is self.scan:
-            self.scan, self.tailing = None, False
+            self.scan, self.tailing, self.next_due = None, False, 0
             logger.info("%s[%d]: the timer's tailing iterator failed (%s); it takes a new "
                         "iterator each turn from now on", self.settings.calls_topic,
                         self.partition, error)
         else:
-            logger.warning("%s[%d]: the timer's scan failed (%s); scanning again next turn",
-                           self.settings.calls_topic, self.partition, error)
+            self.next_due = now + SCAN_RETRY_MS
+            logger.warning("%s[%d]: the timer's scan failed (%s); trying again in %d ms",
+                           self.settings.calls_topic, self.partition, error, SCAN_RETRY_MS)
 
     def close(self) -> None:
         """Close the partition's DB; the timer's iterator goes first, as none may outlive it."""

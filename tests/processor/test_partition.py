@@ -7,13 +7,20 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cfstream.codec import dumps
 from cfstream.ids import new_execution_id
-from cfstream.processor import changelog, state
-from cfstream.processor.partition import FIRED_RETENTION_MS, SCAN_KEPT_MS, PartitionTask
+from cfstream.processor import changelog, partition, state
+from cfstream.processor.partition import (
+    FIRED_RETENTION_MS,
+    MAX_ENTRIES_PER_BATCH,
+    SCAN_KEPT_MS,
+    SCAN_RETRY_MS,
+    PartitionTask,
+)
 from cfstream.wire import Call, Control, Modes
 
 T0 = 1_800_000_000_000
@@ -204,6 +211,61 @@ def test_a_db_started_over_fires_its_timers_without_the_tailing_iterator(
     turn(task, [], now=T0 + 1_100, horizon=T0 + 1_100)
     assert fired(task) == [c.id]
     assert not task.tailing and task.scan is None
+
+
+def test_a_turn_takes_at_most_its_share_of_stale_entries_too(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    """Entries dropped as stale count toward MAX_ENTRIES_PER_BATCH like fired ones: a scan over
+    many of them (deleted keys seen again) must not stall the replica's loop in one turn."""
+    task = partition_task()
+    for i in range(MAX_ENTRIES_PER_BATCH + 10):
+        task.db.put(state.due_key(T0 + 100, f"gone{i:05}".encode()), b"x")
+    c = call(T0, delay=500, key="c")
+    turn(task, [c], now=T0, horizon=T0)
+    task.next_due = 0
+    turn(task, [], now=T0 + 600, horizon=T0 + 600)
+    assert fired(task) == [] and task.next_due == T0 + 100  # more to take, at once
+    turn(task, [], now=T0 + 601, horizon=T0 + 601)
+    assert fired(task) == [c.id]
+
+
+def test_a_failed_scan_is_tried_again_later_and_fires_nothing_twice(
+        partition_task: Callable[..., PartitionTask], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain iterator's error (not a range deletion) ends the scan: the cursor stays, the scan
+    runs again SCAN_RETRY_MS later, and what the failed one fired is not fired again."""
+    task = partition_task()
+    task.tailing = False
+    c = call(T0, delay=500, key="c")
+    turn(task, [c], now=T0, horizon=T0)
+    scan = task._due_scan
+
+    class FailingAfterOne:  # RocksDB's iterator turning invalid on an I/O error mid-scan
+        def __init__(self, now: int) -> None:
+            self.it, self.left = scan(now), 1
+
+        def valid(self) -> bool:
+            return self.left > 0 and self.it.valid()
+
+        def key(self) -> bytes:
+            return self.it.key()
+
+        def value(self) -> bytes:
+            return self.it.value()
+
+        def next(self) -> None:
+            self.left -= 1
+            self.it.next()
+
+    cursor = task.cursor
+    monkeypatch.setattr(task, "_due_scan", FailingAfterOne)
+    monkeypatch.setattr(partition, "_error", lambda it: Exception("IO error: disk full"))
+    turn(task, [], now=T0 + 600, horizon=T0 + 600)  # fires c, then its iterator fails
+    assert fired(task) == [c.id]
+    monkeypatch.undo()
+    assert task.next_due == T0 + 600 + SCAN_RETRY_MS and task.cursor == cursor
+    turn(task, [], now=T0 + 600 + SCAN_RETRY_MS, horizon=T0 + 600 + SCAN_RETRY_MS)
+    assert fired(task) == [c.id]
+    assert task.next_due == T0 + 600 + FIRED_RETENTION_MS  # the marker's, c's entry dropped
 
 
 def test_a_cancel_drops_the_pending_call(partition_task: Callable[..., PartitionTask]) -> None:
