@@ -49,8 +49,9 @@ NEVER = 2**63 - 1
 # The timer reads the due index with one tailing iterator (RocksDB's ForwardIterator) while
 # timers keep coming due. It sees every write, and a seek forward of its last one skips the files
 # that hold nothing in between; a new iterator's seek merges every level-0 file and level again.
-# Measured (bench/scale.py, a turn from the cursor): 0.6-0.8 us at 10k and 1M keys, where a new
-# iterator took 1.3-3 us at rest and 12-30 us while compactions lagged a burst of writes.
+# Measured: a seek 0.6-0.8 us at 10k and 1M keys, where a new iterator's took 1.3-3 us at rest
+# and 12 us with 7 level-0 files; a turn (bench/scale.py) 4-5 us at 10M keys, where a new
+# iterator took 47-50 us while compactions lagged a burst of writes.
 # It does not support range deletions. One in a file below level 0 fails it with an error, and
 # that partition's timer then takes a new plain iterator every turn; in the memtable or level 0
 # it is ignored, so the deleted entries come back and are dropped as stale (changelog.clear
