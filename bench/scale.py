@@ -28,6 +28,7 @@ compactions still run, and at rest, once they are done.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import tempfile
 import time
@@ -264,24 +265,14 @@ def tick_costs(workdir: Path, sizes: list[int]) -> list[dict[str, Any]]:
         progress.finish()
         fill_s = time.monotonic() - started
 
-        written = [0]
-
-        def a_turn_s_writes() -> None:
-            """What a turn writes besides firing: 50 calls taken in, due later (the memtable,
-            which every seek reads again, grows; a kept iterator would otherwise find the same
-            memtable each turn)."""
-            turn = WriteBatch(raw_mode=True)
-            for _ in range(50):
-                written[0] += 1
-                key = f"{calls.PARKED}|new{written[0]}".encode()
-                turn.put(state.slot_key(key), slot_value)
-                turn.put(state.due_key(base + calls.HOUR_MS + written[0], key), timer_id)
-            db.write(turn)
+        a_turn_s_writes = functools.partial(write_a_turn, db, [0], slot_value, base, timer_id)
 
         def tick_us(at: int, from_start: bool = False, repeat: int = 30,
                     kept: bool = False) -> float:
+            # Called within this round only: the loop's variables are this round's.
             return statistics.median(_timed(lambda: scan(task, at, from_start, kept),  # noqa: B023
-                                            repeat, before=a_turn_s_writes if kept else None))
+                                            repeat,
+                                            before=a_turn_s_writes if kept else None))  # noqa: B023
 
         idle = tick_us(now, from_start=True)
         moved = min(size // 4, 100_000)
@@ -342,6 +333,22 @@ def settle(db: Any, most_s: float = 600.0) -> float:
             break
         time.sleep(0.2)
     return time.monotonic() - began
+
+
+def write_a_turn(db: Any, written: list[int], slot_value: bytes, base: int,
+                 timer_id: bytes) -> None:
+    """What a turn writes besides firing: 50 calls taken in, due later (the memtable, which
+    every seek reads again, grows; a kept iterator would otherwise find the same memtable each
+    turn). ``written`` counts the calls written so far."""
+    from rocksdict import WriteBatch
+
+    turn = WriteBatch(raw_mode=True)
+    for _ in range(50):
+        written[0] += 1
+        key = f"{calls.PARKED}|new{written[0]}".encode()
+        turn.put(state.slot_key(key), slot_value)
+        turn.put(state.due_key(base + calls.HOUR_MS + written[0], key), timer_id)
+    db.write(turn)
 
 
 def _timed(fn: Any, repeat: int, before: Any = None) -> list[float]:
