@@ -27,7 +27,7 @@ demo: kafka-start
 	@echo "The broker keeps running for more: 'make kafka-stop' stops it."
 
 lint: setup
-	$(BIN)/ruff check cfstream tests
+	$(BIN)/ruff check cfstream bench tests
 	$(BIN)/mypy
 
 check-deploy: setup
