@@ -85,6 +85,14 @@ class Arguments:
             raise TypeError(f"{self.task}: {exc}") from None
         return bound
 
+    def check_fit(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Raise TypeError unless a call with these arguments binds to the signature (as a
+        worker checks a call before running it)."""
+        shape = self._positional
+        if shape is not None and not kwargs and shape.least <= len(args) <= shape.most:
+            return
+        self.signature.bind(*args, **kwargs)
+
     def encode(self, args: tuple[Any, ...],
                kwargs: dict[str, Any]) -> tuple[str, str, str | None]:
         """A call's positional and keyword arguments as JSON text, and its defer key.

@@ -139,6 +139,11 @@ class Task(Generic[P, R]):
         return inspect.signature(self.fn)
 
     @cached_property
+    def is_async(self) -> bool:
+        """Whether ``fn`` is a coroutine function: a worker runs it on its event loop."""
+        return inspect.iscoroutinefunction(self.fn)
+
+    @cached_property
     def arguments(self) -> Arguments:
         """How this task's calls' arguments are bound, written and keyed."""
         return Arguments(self.name, self.signature, self.defer)

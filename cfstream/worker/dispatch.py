@@ -40,7 +40,6 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._waiting: deque[Job] = deque()  # submitted, no slot yet
         self._free = concurrency  # slots
-        self._is_async: dict[str, bool] = {}  # task name -> whether it is a coroutine function
         self._tasks: set[asyncio.Task[None]] = set()  # the loop's, held until done (it keeps
         # only weak references)
         self._sync: queue.SimpleQueue[Job | None] = queue.SimpleQueue()  # for the task threads
@@ -109,11 +108,8 @@ class Dispatcher:
                 self._sync.put(job)
 
     def _runs_async(self, name: str) -> bool:
-        known = self._is_async.get(name)
-        if known is None:
-            task = self.tasks.get(name)
-            known = self._is_async[name] = task is not None and execute.is_async(task)
-        return known
+        task = self.tasks.get(name)
+        return task is not None and task.is_async
 
     def _finish(self, job: Job, outcome: execute.Outcome, began: float) -> None:
         """From the thread that ran ``job``: report it, and start the next in its slot."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -51,12 +50,12 @@ def prepare(task: Task[Any, Any] | None, call: Call) -> tuple[Any, Outcome | Non
         else:
             args = from_json_value(call.args)
             kwargs = from_json_value(call.kwargs)
-        task.signature.bind(*args, **kwargs)
+        task.arguments.check_fit(args, kwargs)
     except Exception as exc:  # malformed tagged values raise all sorts; none may stop a worker
         return None, failure("InvalidArguments", f"arguments do not fit {call.task}: "
                                                  f"{type(exc).__name__}: {exc}")
     handle = Execution(call.id, task=call.task, attempt=call.attempt)
-    if is_async(task):
+    if task.is_async:
         return _async_as(handle, task.fn, args, kwargs), None
 
     def run() -> Any:
@@ -67,11 +66,6 @@ def prepare(task: Task[Any, Any] | None, call: Call) -> tuple[Any, Outcome | Non
             CURRENT.reset(token)
 
     return run, None
-
-
-def is_async(task: Task[Any, Any]) -> bool:
-    """Whether ``task`` is a coroutine function: it runs on the worker's event loop."""
-    return inspect.iscoroutinefunction(task.fn)
 
 
 async def _async_as(handle: Execution, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
