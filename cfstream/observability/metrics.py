@@ -162,11 +162,25 @@ class WorkerMetrics(_CommonMetrics):
             r, "retries", "Failed attempts put back on the calls topic to run again, by task.",
             "task")
         self._by_task: dict[tuple[Counter, str], Any] = {}
+        self._counted: dict[tuple[Counter, str], int] = {}
 
     def count(self, counter: Counter, task: str) -> None:
-        """``counter{task=task}`` + 1; the labelled child is looked up once a task (labels()
-        costs more than the rest of an execution's metrics)."""
-        child = self._by_task.get((counter, task))
-        if child is None:
-            child = self._by_task[(counter, task)] = counter.labels(task=task)
-        child.inc()
+        """``counter{task=task}`` + 1, added at the next :meth:`publish`: a labelled child's
+        inc() takes a lock and costs more than the rest of an execution's metrics together, so
+        the worker adds up a turn's counts first."""
+        key = (counter, task)
+        counted = self._counted
+        counted[key] = counted.get(key, 0) + 1
+
+    def publish(self) -> None:
+        """Add the counts made since the last call to their counters (the worker does so at the
+        end of each turn)."""
+        if not self._counted:
+            return
+        for key, amount in self._counted.items():
+            child = self._by_task.get(key)
+            if child is None:  # looked up once a task: labels() is slow
+                counter, task = key
+                child = self._by_task[key] = counter.labels(task=task)
+            child.inc(amount)
+        self._counted.clear()

@@ -142,6 +142,7 @@ class Worker:
         self._report(self.dispatcher.outcomes())
         self._announce()
         self._flow_control()
+        self.metrics.publish()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -180,6 +181,7 @@ class Worker:
                            "them, if their tasks retry)",
                            len(self.dispatcher.running) + len(self.starts))
         self.producer.flush(self.settings.shutdown_timeout)
+        self.metrics.publish()
         self.commit()
         self.consumer.close()
         self.dedupe.close()
