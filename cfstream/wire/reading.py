@@ -267,14 +267,13 @@ def _whole(value: Any) -> Any:
 
 def execution_from_dict(data: dict[str, Any]) -> FiredCall:
     call = call_from_dict(data)
-    collected = _field(data, "collected", list, required=False)
+    collected = data.get("collected")
     if collected is not None:
-        call = replace(call, collected=collected)
-    return FiredCall(
-        call=call,
-        due_ms=_ms(data, "due_ms"),
-        fired_ms=_ms(data, "fired_ms"),
-    )
+        call = replace(call, collected=_field(data, "collected", list))
+    due, fired = data.get("due_ms"), data.get("fired_ms")
+    if type(due) is not int or type(fired) is not int:  # as cfstream writes them, they are
+        due, fired = _ms(data, "due_ms"), _ms(data, "fired_ms")
+    return FiredCall(call, due, fired)
 
 
 def control_from_dict(data: dict[str, Any]) -> Control:

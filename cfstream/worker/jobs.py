@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cfstream.wire import Call, FiredCall
@@ -12,34 +11,36 @@ if TYPE_CHECKING:
     from cfstream.worker.execute import Outcome
 
 
-@dataclass(frozen=True, slots=True)
 class Job:
-    execution: FiredCall
-    partition: int
-    offset: int
+    """An execution and where it lay. ``id`` and ``key`` are read a dozen times an execution, so
+    they are worked out once."""
 
-    @property
-    def call(self) -> Call:
-        return self.execution.call
+    __slots__ = ("execution", "partition", "offset", "call", "id", "key", "cleared_at")
 
-    @property
-    def id(self) -> str:
-        return self.execution.call.id
+    def __init__(self, execution: FiredCall, partition: int, offset: int) -> None:
+        call = execution.call
+        self.execution = execution
+        self.partition = partition
+        self.offset = offset
+        self.call: Call = call
+        self.id: str = call.id
+        # What the backlog merges by: a collected run holds others' arguments, so it never
+        # merges (its id is its key).
+        self.key: str = call.id if call.collected is not None else call.key
+        # How many events the worker had read when none of them stopped this job from running
+        # (see Dedupe.elsewhere); -1: not checked yet.
+        self.cleared_at = -1
 
-    @property
-    def key(self) -> str:
-        """What the backlog merges by: a collected run holds others' arguments, so it never
-        merges (its id is its key)."""
-        call = self.execution.call
-        return call.id if call.collected is not None else call.key
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, partition={self.partition}, offset={self.offset})"
 
     @property
     def submitted_ms(self) -> int:
-        return self.execution.call.submitted_ms
+        return self.call.submitted_ms
 
     @property
     def attempt(self) -> int:
-        return self.execution.call.attempt
+        return self.call.attempt
 
 
 class Tracing(Protocol):
