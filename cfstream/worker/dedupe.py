@@ -81,9 +81,16 @@ class Dedupe:
             self._done.popitem(last=False)
 
     def elsewhere(self, job: Job) -> tuple[Verdict, dict[str, Any] | None]:
-        """The verdict on ``job`` from the events read so far, and the event it rests on."""
+        """The verdict on ``job`` from the events read so far, and the event it rests on. A job
+        checked again (when it leaves the backlog) is looked up only if events came in since."""
+        kept = self.seen.kept  # before the lookup: one kept meanwhile is looked at next time
+        if job.cleared_at == kept:
+            return Verdict.RUN, None
         known = self.seen.known(job.id)
-        return verdict(known, job.attempt), known
+        found = verdict(known, job.attempt)
+        if found is Verdict.RUN:
+            job.cleared_at = kept
+        return found, known
 
     def assigned(self, partitions: Iterable[int]) -> None:
         now = time.monotonic()

@@ -68,6 +68,8 @@ class SeenEvents:
         self._next: dict[int, int] = {}  # partition -> next offset to read
         self._cond = threading.Condition()
         self._latest: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Events kept so far: whoever reads the same count twice knows nothing changed between.
+        self.kept = 0
         self._from_ms: int | None = None  # events since then are read or being read
         self._rewind_to: int | None = None
         self._thread: threading.Thread | None = None
@@ -201,6 +203,7 @@ class SeenEvents:
                 if known is None or order >= event_order(known):
                     latest[execution_id] = {k: event[k] for k in FIELDS if k in event}
                     latest.move_to_end(execution_id)
+                    self.kept += 1
             while len(latest) > self.max_remembered:
                 latest.popitem(last=False)
             self._cond.notify_all()

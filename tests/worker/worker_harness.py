@@ -161,6 +161,15 @@ class FakeSeen(SeenEvents):
     def known(self, execution_id: str) -> dict[str, Any] | None:
         return self.events.get(execution_id)
 
+    @property  # type: ignore[override]
+    def kept(self) -> int:
+        """Changes whenever a test adds or replaces an event, as the reader's count would."""
+        return hash(tuple((k, tuple(v.items())) for k, v in self.events.items()))
+
+    @kept.setter
+    def kept(self, value: int) -> None:
+        pass  # SeenEvents.__init__ sets it
+
     def read_since(self, since_ms: int) -> bool:
         return False
 
