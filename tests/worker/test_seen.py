@@ -63,6 +63,7 @@ def test_a_reader_skips_its_own_workers_events(settings: Settings) -> None:
         assert seen.sync(timeout=30)
         assert seen.known(theirs.id) == {"id": theirs.id, "type": "started", "worker": OTHER}
         assert seen.known(call.id) is None
+        assert seen.kept == 1  # what a worker's queued jobs are checked again by
     finally:
         seen.close()
 

@@ -161,6 +161,23 @@ def test_a_redelivery_that_ran_elsewhere_is_not_merged_with_a_newer_call(
     assert harness.committed() == {0: 2}
 
 
+def test_an_execution_that_ended_elsewhere_while_it_queued_here_does_not_run(
+        harness_of: Any) -> None:
+    """Checked when taken, and again as it leaves the backlog: events read in between count."""
+    first, queued = fired("t:gated", [1]), fired("t:record", [2])
+    harness = harness_of(TASKS, concurrency=1)
+    harness.feed(first, queued)
+    harness.worker.turn()  # both taken; only the first has a thread
+    harness.run_until(lambda: first.call.id in harness.worker.dispatcher.running)
+    assert len(harness.worker.backlog) == 1
+    harness.seen.events[queued.call.id] = {"id": queued.call.id, "type": "succeeded",
+                                           "worker": "w:1"}
+    GATE.set()
+    harness.run_until(lambda: harness.committed() == {0: 2})
+    assert RAN == []
+    assert [e["id"] for e in harness.events("started")] == [first.call.id]
+
+
 def test_a_failed_attempt_is_retried_through_the_calls_topic(harness_of: Any) -> None:
     harness = harness_of(TASKS)
     execution = fired("t:flaky", [])
