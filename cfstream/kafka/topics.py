@@ -28,6 +28,8 @@ NOTICE_AFTER = 2.0
 NOTICE_INTERVAL = 5.0
 _ensured: set[tuple[str, str]] = set()
 _lock = threading.Lock()
+# Checks begun by ensure_topics_soon, not yet asked for.
+_begun: dict[tuple[str, str], Future[list[str]]] = {}
 
 
 def topic_specs(settings: Settings, partitions: int | None = None) -> dict[str, dict[str, Any]]:
@@ -46,11 +48,34 @@ def topic_specs(settings: Settings, partitions: int | None = None) -> dict[str, 
     }
 
 
+def ensure_topics_soon(settings: Settings) -> None:
+    """Begin :func:`ensure_topics` in a thread (it waits on the broker, and a starting replica
+    has imports to do meanwhile); the next ``ensure_topics(settings)`` in this process waits for
+    it and returns what it returned, or raises what it raised."""
+    future: Future[list[str]] = Future()
+    _begun[(settings.bootstrap_servers, settings.topic_prefix)] = future
+
+    def check() -> None:
+        try:
+            future.set_result(_ensure_topics(settings, None))
+        except BaseException as exc:  # noqa: BLE001 - raised again to whoever asks
+            future.set_exception(exc)
+
+    threading.Thread(target=check, name="cfstream-topics", daemon=True).start()
+
+
 def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> list[str]:
     """Create the missing topics; check that calls and executions are co-partitioned.
 
     Returns the names created. Cheap after the first call in a process.
     """
+    begun = _begun.pop((settings.bootstrap_servers, settings.topic_prefix), None)
+    if begun is not None:
+        return begun.result()
+    return _ensure_topics(settings, admin)
+
+
+def _ensure_topics(settings: Settings, admin: AdminClient | None) -> list[str]:
     marker = (settings.bootstrap_servers, settings.topic_prefix)
     with _lock:
         if marker in _ensured:

@@ -9,11 +9,9 @@ topics check, which waits on the broker too, runs in a thread meanwhile.
 from __future__ import annotations
 
 import signal
-import threading
 from types import FrameType
 
 from cfstream.kafka.groups import Groups
-from cfstream.kafka.topics import ensure_topics
 from cfstream.processor.placement import predicts_assignment
 from cfstream.settings import PROCESSOR_HTTP_PORT, Settings
 
@@ -25,9 +23,10 @@ def run(settings: Settings) -> None:
     """Run one replica until SIGTERM or SIGINT, then finish the turn, commit and leave."""
     groups = (Groups.asking(settings, settings.processor_group)
               if predicts_assignment(settings) else None)
-    threading.Thread(target=_check_topics, args=(settings,), name="cfstream-topics",
-                     daemon=True).start()
-    # The rest is imported while the child starts.
+    # The rest is imported while the child starts, and while the topics are checked.
+    from cfstream.kafka.topics import ensure_topics_soon
+
+    ensure_topics_soon(settings)  # Processor.run's ensure_topics waits for it
     from cfstream.observability.http import serve
     from cfstream.processor.loop import Processor
     from cfstream.tracing.setup import setup_tracing
@@ -54,12 +53,3 @@ def run(settings: Settings) -> None:
         if server is not None:
             server.close()
 
-
-def _check_topics(settings: Settings) -> None:
-    """The replica's topics check, begun early: the replica's own (in ``Processor.run``) then
-    finds it done, since it runs once a process, or waits for it. If it failed, that one tries
-    again and says why."""
-    try:
-        ensure_topics(settings)
-    except Exception:  # noqa: BLE001, S110 - reported by the replica's own check
-        pass

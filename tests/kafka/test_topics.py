@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -45,6 +46,32 @@ def test_an_unreachable_broker_is_named_while_waiting(
         ensure_topics(Settings(bootstrap_servers=address, topic_prefix="unreachable"))
     waits = [r.getMessage() for r in caplog.records if r.name == topics.__name__]
     assert waits and all(m.startswith(f"waiting for Kafka at {address} (") for m in waits)
+
+
+def test_a_check_begun_early_and_failed_is_reported_once_by_the_next(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica begins its topics check in a thread at launch: its own check then raises that
+    check's error, after one wait, not two."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setattr(topics, "ADMIN_TIMEOUT", 2.0)
+    settings = Settings(bootstrap_servers=address, topic_prefix="unreachable-early")
+    began = time.monotonic()
+    topics.ensure_topics_soon(settings)
+    with pytest.raises(KafkaUnavailable, match="cannot reach Kafka"):
+        ensure_topics(settings)
+    assert time.monotonic() - began < 3.5  # one ADMIN_TIMEOUT (2 s), not two
+
+
+@pytest.mark.kafka
+def test_a_check_begun_early_gives_its_answer_to_the_next(kafka_bootstrap: str,
+                                                          topic_prefix: str) -> None:
+    settings = Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    topics.ensure_topics_soon(settings)
+    assert sorted(ensure_topics(settings)) == sorted(topic_specs(settings))  # what it created
+    assert set(topics.shapes(settings, topic_specs(settings))) == set(topic_specs(settings))
+    assert ensure_topics(settings) == []  # done once a process
 
 
 @pytest.mark.kafka
