@@ -181,9 +181,9 @@ class Worker:
                            "them, if their tasks retry)",
                            len(self.dispatcher.running) + len(self.starts))
         self.producer.flush(self.settings.shutdown_timeout)
-        self.metrics.publish()
         self.commit()
-        self.consumer.close()
+        self.consumer.close()  # revoked() reports what ended meanwhile
+        self.metrics.publish()
         self.dedupe.close()
         self.dispatcher.close()
 

@@ -187,3 +187,21 @@ def test_serve_binds_the_given_port_and_close_releases_it(
     srv.close()  # twice is fine
     with pytest.raises(urllib.error.URLError):
         get(f"http://127.0.0.1:{port}/healthz")
+
+
+def test_worker_counts_are_added_when_published() -> None:
+    """The worker adds a turn's counts up and publishes them at the turn's end."""
+    metrics = WorkerMetrics(new_registry(process_metrics=False))
+    value = metrics.registry.get_sample_value
+    for _ in range(3):
+        metrics.count(metrics.executions_started, "t")
+    metrics.count(metrics.executions_failed, "u")
+    assert value("cfstream_executions_started_total", {"task": "t"}) is None
+    metrics.publish()
+    assert value("cfstream_executions_started_total", {"task": "t"}) == 3
+    assert value("cfstream_executions_failed_total", {"task": "u"}) == 1
+    metrics.publish()  # nothing new
+    metrics.count(metrics.executions_started, "t")
+    metrics.publish()
+    assert value("cfstream_executions_started_total", {"task": "t"}) == 4
+    assert value("cfstream_executions_failed_total", {"task": "u"}) == 1
