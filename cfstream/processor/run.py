@@ -52,4 +52,3 @@ def run(settings: Settings) -> None:
     finally:
         if server is not None:
             server.close()
-

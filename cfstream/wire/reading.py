@@ -271,8 +271,8 @@ def execution_from_dict(data: dict[str, Any]) -> FiredCall:
     if collected is not None:
         call = replace(call, collected=_field(data, "collected", list))
     due, fired = data.get("due_ms"), data.get("fired_ms")
-    if type(due) is not int or type(fired) is not int:  # as cfstream writes them, they are
-        due, fired = _ms(data, "due_ms"), _ms(data, "fired_ms")
+    if type(due) is not int or type(fired) is not int:  # cfstream writes integers
+        due, fired = _ms(data, "due_ms"), _ms(data, "fired_ms")  # the checks say what is wrong
     return FiredCall(call, due, fired)
 
 
