@@ -183,10 +183,10 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 def raw_producer(settings: Settings, warm_topic: str | None = None,
                  overrides: dict[str, Any] | None = None) -> Producer:
-    """The producer cfstream's client uses (murmur2_random, idempotence, same linger).
+    """The producer cfstream's client uses (murmur2_random, one request in flight, same linger).
 
-    With ``warm_topic``, one record goes there first and is waited for: an idempotent producer's
-    first records otherwise wait for its producer id, which is no part of a latency."""
+    With ``warm_topic``, one record goes there first and is waited for: a new producer's first
+    records otherwise wait for its connection and metadata, which are no part of a latency."""
     producer = Producer(producer_config(settings, **(overrides or {})))
     if warm_topic is not None:
         producer.produce(warm_topic, key=b"bench-warm-up", value=b"")

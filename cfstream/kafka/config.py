@@ -43,10 +43,24 @@ def log_error(error: Any) -> None:
     logger.warning("kafka: %s", error)
 
 
+# Every producer keeps one request in flight per broker, so retries never reorder a partition
+# (a cancel never overtakes its call, a changelog record never an older one), and is not
+# librdkafka's idempotent producer: that one busy-polls a core while a partition has a request
+# in flight and records queued past linger.ms (it caps in-flight messages per partition after
+# setting the wakeup; librdkafka#3692, still so at 2.16). Measured with the broker stopped for
+# 2 s: 105 % of a core, against 3-6 % without. In the mixed benchmark the spinning submitter and
+# worker took both cores and left the runnable broker none for seconds (bench/README.md,
+# "Timers under mixed load"). A retry may write a record twice; every reader of cfstream's topics
+# drops it by id (calls, executions, events) or keeps the last (the changelog).
+PRODUCER_ORDER = {"enable.idempotence": False, "max.in.flight.requests.per.connection": 1,
+                  "acks": "all"}
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     config = _cluster_defaults(settings.librdkafka_config())
     config.setdefault("partitioner", PARTITIONER)
-    config.setdefault("enable.idempotence", True)  # retries never duplicate or reorder
+    for name, value in PRODUCER_ORDER.items():
+        config.setdefault(name, value)
     config.setdefault("linger.ms", 5)  # batches bursts; adds at most 5 ms
     config.update(overrides)
     return config

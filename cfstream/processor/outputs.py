@@ -1,4 +1,5 @@
-"""Everything a replica writes to Kafka, through two idempotent librdkafka producers.
+"""Everything a replica writes to Kafka, through two librdkafka producers (each with one request
+in flight: in order through retries, :data:`cfstream.kafka.config.PRODUCER_ORDER`).
 
 A batch's records are on the broker before its RocksDB writes and its input offsets: a crash
 replays input whose effects may already be out (replays are idempotent), never the other way
@@ -115,5 +116,5 @@ class Outputs:
             return
         partition, offset = msg.partition(), msg.offset()
         if msg.topic() == self.changelog_topic and partition is not None and offset is not None:
-            # In order within a partition (idempotent producer): the last is the highest.
+            # In order within a partition (one request in flight): the last is the highest.
             self.changelog_offsets[partition] = offset
