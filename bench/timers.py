@@ -32,8 +32,13 @@ ROUNDS = 3
 ASSUMED_INGEST = 12_000.0
 
 
-def raw_latency(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
-    topic = env.create_topic(settings, f"{settings.topic_prefix}.raw-latency")
+def raw_latency(settings: Settings, rate: float, seconds: float,
+                name: str = "raw-latency", create: bool = True) -> dict[str, float]:
+    """Records produced at ``rate``/s for ``seconds`` s to topic ``name`` (made here unless
+    ``create`` is False): how long each took to be read, from its timestamp."""
+    topic = f"{settings.topic_prefix}.{name}"
+    if create:
+        env.create_topic(settings, topic)
     producer = env.raw_producer(settings, warm_topic=topic)
     reader = env.LatencyReader(settings, topic, decode=lambda v: v)
     total = int(rate * seconds)
