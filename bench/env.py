@@ -137,6 +137,17 @@ def create_topic(settings: Settings, name: str, partitions: int = PARTITIONS) ->
 
 # -- offsets ----------------------------------------------------------------------------------------
 
+def delete_topics(settings: Settings) -> None:
+    """Delete every topic of ``settings``' prefix (a round's, once measured), so that later rounds
+    share the broker with no more partitions than the first did."""
+    admin = AdminClient(admin_config(settings))
+    names = [name for name in admin.list_topics(timeout=30).topics
+             if name.startswith(f"{settings.topic_prefix}.")]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result(timeout=60)
+
+
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     consumer = Consumer(consumer_config(settings, None))
     try:
@@ -217,11 +228,13 @@ class LatencyReader:
     """Reads a topic in a thread from its current end; stamps each record with the time read."""
 
     def __init__(self, settings: Settings, topic: str, *,
-                 decode: Callable[[bytes], Any] = json.loads) -> None:
+                 decode: Callable[[bytes], Any] = json.loads,
+                 overrides: dict[str, Any] | None = None) -> None:
+        """``overrides``: consumer settings over a 10 ms fetch wait (read times count)."""
         self.records: list[tuple[float, int, Any]] = []  # (read at ms, record timestamp, value)
         self._stop = threading.Event()
         self._consumer = Consumer(consumer_config(settings, f"bench-lat-{uuid.uuid4().hex[:6]}",
-                                                  **{"fetch.wait.max.ms": 10}))
+                                                  **{"fetch.wait.max.ms": 10, **(overrides or {})}))
         parts = self._consumer.list_topics(topic, timeout=30).topics[topic].partitions
         ends = end_offsets(settings, topic)
         self._consumer.assign([TopicPartition(topic, p, ends[p]) for p in parts])
