@@ -135,8 +135,6 @@ def create_topic(settings: Settings, name: str, partitions: int = PARTITIONS) ->
     return name
 
 
-# -- offsets ----------------------------------------------------------------------------------------
-
 def delete_topics(settings: Settings) -> None:
     """Delete every topic of ``settings``' prefix (a round's, once measured), so that later rounds
     share the broker with no more partitions than the first did."""
@@ -147,6 +145,8 @@ def delete_topics(settings: Settings) -> None:
         for future in admin.delete_topics(names, operation_timeout=30).values():
             future.result(timeout=60)
 
+
+# -- offsets ----------------------------------------------------------------------------------------
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     consumer = Consumer(consumer_config(settings, None))

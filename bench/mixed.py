@@ -60,6 +60,7 @@ def measure(bootstrap: str, workdir: Path, rate: int, seconds: float, name: str)
     services = env.services(settings, workdir / name)
     (workdir / name).mkdir(exist_ok=True)
     executions = None
+    probe: subprocess.Popen[str] | None = None
     try:
         processor = services.processor()
         worker = services.worker()
@@ -72,7 +73,7 @@ def measure(bootstrap: str, workdir: Path, rate: int, seconds: float, name: str)
                                        overrides={"fetch.wait.max.ms": 500,
                                                   "fetch.min.bytes": 1 << 20})
         cpu_before = {p.pid: cpu_seconds(p.pid) for p in (processor, worker)}
-        # Made now: a topic made during the load stalled the broker for seconds (its metadata).
+        # Made before the load, as the round's other topics are.
         env.create_topic(settings, f"{settings.topic_prefix}.{PROBE_TOPIC}")
         # The probe hops while calls come due (from DELAY_MS on) as well as while they come in.
         probe = subprocess.Popen(
@@ -85,7 +86,6 @@ def measure(bootstrap: str, workdir: Path, rate: int, seconds: float, name: str)
             env=env.child_env(settings), cwd=env.REPO, capture_output=True, text=True,
             timeout=seconds + 120, check=False)
         if submitter.returncode != 0:
-            probe.kill()
             raise RuntimeError(f"submitter failed: {submitter.stderr[-2000:]}")
         probe_out, probe_err = probe.communicate(timeout=seconds + 120)
         if probe.returncode != 0:
@@ -96,6 +96,9 @@ def measure(bootstrap: str, workdir: Path, rate: int, seconds: float, name: str)
                for name, p in (("processor", processor), ("worker", worker))}
         processor_rss = processor.rss_kib()
     finally:
+        if probe is not None and probe.poll() is None:  # the round failed before it ended
+            probe.kill()
+            probe.wait()
         if executions is not None:
             executions.close()
         services.close()

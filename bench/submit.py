@@ -1,9 +1,10 @@
 """5. Submit: ``task.submit()`` calls/s beside raw confluent-kafka produce of equal payloads.
 
-Both sides use the producer settings cfstream's client uses (murmur2_random, one request in
-flight, linger 5 ms, delivery reports for failures only), produce one record per call with ``poll(0)``
-after each (as the client does), and include the final ``flush()`` in the time. The raw side
-produces the exact bytes the client produced (same keys, same JSON). Rounds alternate raw and cfstream; the median round counts.
+Both sides use the producer settings cfstream's client uses (murmur2_random, one request
+in flight, linger 5 ms, delivery reports for failures only), produce one record per call with
+``poll(0)`` after each (as the client does), and include the final ``flush()`` in the time. The
+raw side produces the exact bytes the client produced (same keys, same JSON). Rounds alternate
+raw and cfstream; the median round counts.
 """
 
 from __future__ import annotations

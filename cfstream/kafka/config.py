@@ -43,15 +43,17 @@ def log_error(error: Any) -> None:
     logger.warning("kafka: %s", error)
 
 
-# Every producer keeps one request in flight per broker, so retries never reorder a partition
-# (a cancel never overtakes its call, a changelog record never an older one), and is not
-# librdkafka's idempotent producer: that one busy-polls a core while a partition has a request
-# in flight and records queued past linger.ms (it caps in-flight messages per partition after
-# setting the wakeup; librdkafka#3692, still so at 2.16). Measured with the broker stopped for
-# 2 s: 105 % of a core, against 3-6 % without. In the mixed benchmark the spinning submitter and
-# worker took both cores and left the runnable broker none for seconds (bench/README.md,
-# "Timers under mixed load"). A retry may write a record twice; every reader of cfstream's topics
-# drops it by id (calls, executions, events) or keeps the last (the changelog).
+# Every producer keeps one request in flight per broker and is not librdkafka's idempotent
+# producer: that one busy-polls a core while a partition has messages in flight and records
+# queued past linger.ms (it sets the wakeup before capping in-flight messages per partition;
+# librdkafka#3692, still so at 2.16). Measured with the broker stopped for 2 s: 104-106 % of a
+# core, also with one request in flight, against 3-6 % without idempotence. In the mixed
+# benchmark the spinning submitter and worker took both cores and left the runnable broker none
+# for seconds (bench/README.md, "Timers under mixed load").
+# What idempotence gave is not needed: a retry may write a record twice, and a retriable broker
+# error may put a batch after the next one. Readers take either: calls by id and submit time
+# (the rules), executions by id (workers), events by id and rank, and the changelog has one
+# record a key per batch, with the next batch sent only once this one is delivered.
 PRODUCER_ORDER = {"enable.idempotence": False, "max.in.flight.requests.per.connection": 1,
                   "acks": "all"}
 

@@ -6,7 +6,7 @@
      >= 3             3                    2
 
 One broker may be lost (or restarted) without stopping writes with ``acks=all``, which every
-cfstream producer uses (``PRODUCER_ORDER`` in :mod:`cfstream.kafka.config`). ``CFSTREAM_REPLICATION_FACTOR`` and
+cfstream producer uses (:mod:`cfstream.kafka.config`). ``CFSTREAM_REPLICATION_FACTOR`` and
 ``CFSTREAM_MIN_INSYNC_REPLICAS`` override either, checked against the cluster. The local dev
 cluster (:mod:`cfstream.dev.properties`) gives its internal topics the same numbers.
 """

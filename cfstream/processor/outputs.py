@@ -1,5 +1,5 @@
-"""Everything a replica writes to Kafka, through two librdkafka producers (each with one request
-in flight: in order through retries, :data:`cfstream.kafka.config.PRODUCER_ORDER`).
+"""Everything a replica writes to Kafka, through two librdkafka producers
+(:data:`cfstream.kafka.config.PRODUCER_ORDER`).
 
 A batch's records are on the broker before its RocksDB writes and its input offsets: a crash
 replays input whose effects may already be out (replays are idempotent), never the other way
@@ -116,5 +116,5 @@ class Outputs:
             return
         partition, offset = msg.partition(), msg.offset()
         if msg.topic() == self.changelog_topic and partition is not None and offset is not None:
-            # In order within a partition (one request in flight): the last is the highest.
+            # One request in flight: the last delivered has the highest offset.
             self.changelog_offsets[partition] = offset

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from cfstream.client import Client
 from cfstream.dev.broker import LocalBroker
@@ -73,6 +74,13 @@ def test_a_client_waits_for_a_stalled_broker_without_spinning(tmp_path: Path) ->
             assert client.flush(30) == 0, "calls still queued 30 s after the broker came back"
         finally:
             client.close()
+        consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": "check"})
+        try:
+            _, end = consumer.get_watermark_offsets(TopicPartition(settings.calls_topic, 0),
+                                                    timeout=10)
+        finally:
+            consumer.close()
+        assert end >= sent, f"{sent} calls sent, {end} on the topic"  # a retry may write twice
         assert share < MAX_CPU_SHARE, (
             f"the client's process took {share:.0%} of a core while the broker was stopped "
             f"({sent} calls sent): its producer spins (librdkafka#3692)")
