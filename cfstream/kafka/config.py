@@ -54,14 +54,14 @@ def log_error(error: Any) -> None:
 # error may put a batch after the next one. Readers take either: calls by id and submit time
 # (the rules), executions by id (workers), events by id and rank, and the changelog has one
 # record a key per batch, with the next batch sent only once this one is delivered.
-PRODUCER_ORDER = {"enable.idempotence": False, "max.in.flight.requests.per.connection": 1,
-                  "acks": "all"}
+PRODUCER_DELIVERY = {"enable.idempotence": False, "max.in.flight.requests.per.connection": 1,
+                     "acks": "all"}
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     config = _cluster_defaults(settings.librdkafka_config())
     config.setdefault("partitioner", PARTITIONER)
-    for name, value in PRODUCER_ORDER.items():
+    for name, value in PRODUCER_DELIVERY.items():
         config.setdefault(name, value)
     config.setdefault("linger.ms", 5)  # batches bursts; adds at most 5 ms
     config.update(overrides)

@@ -1,5 +1,5 @@
 """Everything a replica writes to Kafka, through two librdkafka producers
-(:data:`cfstream.kafka.config.PRODUCER_ORDER`).
+(:data:`cfstream.kafka.config.PRODUCER_DELIVERY`).
 
 A batch's records are on the broker before its RocksDB writes and its input offsets: a crash
 replays input whose effects may already be out (replays are idempotent), never the other way
