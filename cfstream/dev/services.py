@@ -91,9 +91,13 @@ class Service:
             newline = "\n" if log.tell() else ""
             log.write(f"{newline}{START_MARK} #{self.starts + 1} at {now_ms()} -----\n".encode())
             log.flush()
+            # A session of its own, as a service on a host has (a systemd unit's cgroup, a
+            # container's): the kernel shares the CPU between sessions first (autogroups), so
+            # services started from one session would share one group's share, and a busy
+            # worker would take the processor's (bench/results/mixed-ab-sessions.md).
             self.proc = subprocess.Popen(  # noqa: S603 - our own command, no shell
                 self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=self.cwd)
+                stdin=subprocess.DEVNULL, cwd=self.cwd, start_new_session=True)
         self.starts += 1
         return self
 

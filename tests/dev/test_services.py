@@ -88,3 +88,17 @@ def test_serve_http_gives_each_service_a_port_of_its_own(services: Services) -> 
         assert served[0].readyz() is None  # nothing answers there
     finally:
         services.close(timeout=5)
+
+
+def test_each_service_runs_in_a_session_of_its_own(services: Services) -> None:
+    """As units of a host's service manager do: the kernel then shares the CPU between the
+    services, not between this process's session and the rest (bench/mixed)."""
+    started = [services.start(f"own-{i}", [SLEEPER], command=PYTHON) for i in range(2)]
+    try:
+        for service in started:
+            wait_for_output(service, "up")
+        sessions = {os.getsid(service.pid) for service in started}
+        assert sessions == {service.pid for service in started}
+        assert os.getsid(0) not in sessions
+    finally:
+        services.close(timeout=5)
