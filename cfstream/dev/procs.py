@@ -8,6 +8,7 @@ import json
 import os
 import random
 import socket
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def is_our_broker(pid: int, data_dir: Path) -> bool:
     if not alive(pid):
         return False
     try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        args = _arguments(pid)
     except FileNotFoundError:
         # No /proc (not Linux): trust the pid file rather than refuse to stop anything.
         return not Path("/proc/self").exists()
@@ -82,6 +83,22 @@ def is_our_broker(pid: int, data_dir: Path) -> bool:
     # Its config file lies in data_dir: a cluster's node-1 is not its node-10 nor the cluster.
     inside = f"{data_dir}{os.sep}"
     return "kafka.Kafka" in decoded and any(a.startswith(inside) for a in decoded)
+
+
+# How long a live process may show no arguments: just after exec (see _arguments).
+ARGUMENTS_WAIT_S = 1.0
+
+
+def _arguments(pid: int) -> list[bytes]:
+    """``pid``'s command line. Popen returns once exec has closed its pipe, and the kernel sets
+    the new image's arguments after that: a process started a moment ago may show none yet
+    (read so, a broker whose start failed at once would pass for a stranger, and be left
+    running when the start cleans up)."""
+    path = Path(f"/proc/{pid}/cmdline")
+    deadline = time.monotonic() + ARGUMENTS_WAIT_S
+    while not (raw := path.read_bytes()) and alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return raw.split(b"\0")
 
 
 # Where free_port() looks first: below the kernel's ephemeral range (see free_port).
