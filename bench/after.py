@@ -274,7 +274,7 @@ def run_child(settings: Settings, role: str, args: dict[str, Any], cap: float, n
     """Starts ``role``, lets it go once it is ready (and the profiler attached), logs its
     progress; its ``done`` report, or one made of its last progress if it had to be killed."""
     proc = subprocess.Popen([sys.executable, "-m", "bench.after", role, json.dumps(args)],
-                            env=env.child_env(settings), cwd=env.REPO, text=True,
+                            **env.child(settings), text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdin is not None
     lines: list[str] = []

@@ -185,9 +185,13 @@ def services(settings: Settings, workdir: Path) -> Services:
                     serve_http=True, notify=log)
 
 
-def child_env(settings: Settings) -> dict[str, str]:
-    """For a ``python -m bench.*`` child: this environment, the settings, the bench package."""
-    return {**os.environ, **settings.to_env(), "PYTHONPATH": pythonpath(REPO)}
+def child(settings: Settings) -> dict[str, Any]:
+    """How a ``python -m bench.*`` child runs (subprocess keyword arguments): this environment,
+    the settings and the bench package, from the repository, in a session of its own as the
+    services are (:meth:`cfstream.dev.services.Service.start`), so that a raw baseline gets the
+    CPU share a cfstream process gets."""
+    env = {**os.environ, **settings.to_env(), "PYTHONPATH": pythonpath(REPO)}
+    return {"env": env, "cwd": REPO, "start_new_session": True}
 
 
 # -- raw Kafka --------------------------------------------------------------------------------------

@@ -76,17 +76,14 @@ def measure(bootstrap: str, workdir: Path, rate: int, seconds: float, name: str)
         # Made before the load, as the round's other topics are.
         env.create_topic(settings, f"{settings.topic_prefix}.{PROBE_TOPIC}")
         # The probe hops while calls come due (from DELAY_MS on) as well as while they come in.
-        # It and the submitter run in sessions of their own, as the services do (see
-        # cfstream.dev.services.Service.start): other programs on a host, not a part of this one.
         probe = subprocess.Popen(
             [sys.executable, "-m", "bench.mixed", "probe", str(PROBE_RATE),
              str(seconds + DELAY_MS / 1000)],
-            env=env.child_env(settings), cwd=env.REPO, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, start_new_session=True)
+            **env.child(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         submitter = subprocess.run(
             [sys.executable, "-m", "bench.mixed", str(rate), str(seconds), str(DELAY_MS)],
-            env=env.child_env(settings), cwd=env.REPO, capture_output=True, text=True,
-            timeout=seconds + 120, check=False, start_new_session=True)
+            **env.child(settings), capture_output=True, text=True, timeout=seconds + 120,
+            check=False)
         if submitter.returncode != 0:
             raise RuntimeError(f"submitter failed: {submitter.stderr[-2000:]}")
         probe_out, probe_err = probe.communicate(timeout=seconds + 120)

@@ -151,7 +151,7 @@ def raw_rate(bootstrap: str, members: int, total: int) -> dict[str, Any]:
     group = f"{settings.topic_prefix}.relay"
     children = [subprocess.Popen(  # noqa: S603 - our own module
         [sys.executable, "-m", "bench.relay", bootstrap, settings.calls_topic, target, group],
-        env=env.child_env(settings), stdout=subprocess.PIPE, text=True)
+        **env.child(settings), stdout=subprocess.PIPE, text=True)
         for _ in range(members)]
     held = [0] * members  # partitions each member says it holds
 

@@ -72,7 +72,7 @@ def raw_from_launch(settings: Settings, total: int) -> float:
     out = env.create_topic(settings, f"{settings.topic_prefix}.raw-launch")
     launched = time.monotonic()
     subprocess.run([sys.executable, "-m", "bench.throughput", out, str(total)],
-                   env=env.child_env(settings), cwd=env.REPO, check=True, timeout=300)
+                   **env.child(settings), check=True, timeout=300)
     return total / (time.monotonic() - launched)
 
 

@@ -139,7 +139,7 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
 
 def child(settings: Settings, role: str, **args: Any) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "bench.waiting", role, json.dumps(args)],
-                            env=env.child_env(settings), cwd=env.REPO, text=True,
+                            **env.child(settings), text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 

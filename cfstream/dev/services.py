@@ -91,10 +91,11 @@ class Service:
             newline = "\n" if log.tell() else ""
             log.write(f"{newline}{START_MARK} #{self.starts + 1} at {now_ms()} -----\n".encode())
             log.flush()
-            # A session of its own, as a service on a host has (a systemd unit's cgroup, a
-            # container's): the kernel shares the CPU between sessions first (autogroups), so
-            # services started from one session would share one group's share, and a busy
-            # worker would take the processor's (bench/results/mixed-ab-sessions.md).
+            # A session of its own, as a service on a host has a cgroup of its own (a systemd
+            # unit, a container): with autogroups the kernel shares the CPU between sessions
+            # first, so services started from one session would share one group's share, and a
+            # busy worker would take the processor's (bench/results/mixed-ab-sessions.md). A
+            # terminal's Ctrl-C or hang-up no longer reaches it: close() stops it.
             self.proc = subprocess.Popen(  # noqa: S603 - our own command, no shell
                 self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=self.cwd, start_new_session=True)
