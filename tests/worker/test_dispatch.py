@@ -135,6 +135,26 @@ def test_an_async_tasks_exception_and_an_unknown_task_are_failed_outcomes(
     assert got["tests:nobody-8"].fields["error"]["type"] == "TaskNotRegistered"
 
 
+def test_an_async_job_that_ends_starts_the_next_without_waking_the_loop(
+        dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the jobs begun from another thread go through the loop's wake-up pipe."""
+    woken: list[Any] = []
+    loop = dispatcher._loop
+    wake = loop.call_soon_threadsafe
+
+    def counted(callback: Any, *args: Any) -> Any:
+        woken.append(callback)
+        return wake(callback, *args)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    jobs = [job("tests:async_body", i) for i in range(12)]
+    for j in jobs:
+        dispatcher.submit(j)
+    got = outcomes(dispatcher, len(jobs))
+    assert sorted(j.offset for j, _ in got) == list(range(12))
+    assert len(woken) == CONCURRENCY  # the first three; each later one began where one ended
+
+
 def test_what_waits_for_a_slot_is_dropped_on_close() -> None:
     d = Dispatcher(TASKS, 1)
     d.open()
