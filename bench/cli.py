@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                     errors[name] = f"{type(exc).__name__}: {exc}"
                     env.log(f"{name}: FAILED\n{traceback.format_exc()}")
                     log_failed_services(bench_dir)
+                try:
+                    env.delete_created_topics()
+                except Exception as exc:  # the next benchmark shares the broker with them
+                    env.log(f"{name}: its topics were not deleted: {exc}")
                 seconds[name] = round(time.monotonic() - t, 1)
                 env.log(f"{name}: {seconds[name]}s")
         profile_file = workdir / "throughput" / "processor.pyspy.txt"
