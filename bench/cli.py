@@ -36,8 +36,8 @@ from bench import (
 
 Bench = Callable[[str, Path, bool, bool, dict[str, Any]], env.Result]
 
-# Run order matters: throughput measures the ingest rate timers budgets its lead time with, and
-# recovery reuses the states pending built.
+# Run order matters: recovery reuses the states pending built (in memory: each benchmark's
+# topics are deleted once it is done).
 BENCHMARKS: dict[str, Bench] = {
     "submit": submit.run,
     "throughput": throughput.run,

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cfstream.dev.services import Services, pythonpath
@@ -165,7 +172,11 @@ def _delete_prefixed(bootstrap: str, prefixes: list[str]) -> None:
              if name.startswith(tuple(f"{prefix}." for prefix in prefixes))]
     if names:
         for future in admin.delete_topics(names, operation_timeout=30).values():
-            future.result(timeout=60)
+            try:
+                future.result(timeout=60)
+            except KafkaException as exc:  # gone already: what was wanted
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise
 
 
 # -- offsets ----------------------------------------------------------------------------------------
