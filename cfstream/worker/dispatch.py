@@ -110,7 +110,7 @@ class Dispatcher:
     def _begin_soon(self, job: Job) -> None:
         """Have the event loop begin ``job`` (not now: the lock is held). From the loop's own
         thread, where an async job that ends starts the next, without writing to the loop's
-        wake-up pipe: 1 ms async tasks ran 4.4k -> 4.8k/s (bench/worker, alternating)."""
+        wake-up pipe: 1 ms async tasks ran 4.4k -> 4.8k/s (bench/results/worker-async-soon.md)."""
         began = time.monotonic()
         if threading.current_thread() is self._loop_thread:
             self._loop.call_soon(self._begin_async, job, began)
