@@ -37,6 +37,10 @@ XSS = ['<img src=x onerror="window.__xss=1">', "<script>window.__xss=2</script>"
 def show_story(page: Any, execution_id: str, status: str) -> None:
     page.fill("#story-id", execution_id)
     page.click("#story-form button")
+    # This story, not the one shown before (whose status may read the same): its first step is
+    # drawn with the status and the timeline, at once.
+    expect(page.locator("#story .step").first).to_have_attribute("data-id", execution_id,
+                                                                   timeout=TIMEOUT_MS)
     expect(page.locator("#story-status")).to_have_text(f"status: {status}", timeout=TIMEOUT_MS)
 
 
