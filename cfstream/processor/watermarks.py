@@ -4,6 +4,12 @@ A high watermark asked for at time ``t`` is past every record appended before ``
 partition's position reaches it, every call made before ``t`` has been processed and calls due
 by ``t`` may fire. The loop says which partitions wait for such a proof; this thread asks for
 them in one request per round and keeps the latest answer per partition.
+
+A partition goes on being asked for, round after round, for KEEP_ASKING_MS after the loop last
+wanted it. While timers keep coming due in a partition that takes no new calls, the loop then
+finds an answer at most a round old at the start of its turn. Asked only when the loop wanted
+one, rounds of about 1 ms came about 3 ms apart, a turn's length, and calls due at 10k/s fired
+7 ms late at the median.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ REQUEST_TIMEOUT = 5.0
 RETRY_BACKOFF = 0.2
 # Failures in a row before the next one is logged as a warning, not at debug level.
 WARN_AFTER_FAILURES = 10
+# How long a partition is asked for again after the loop last wanted it (see the module's doc).
+KEEP_ASKING_MS = 20
+# A round starts at most this often: one costs ~0.1 ms of this process's CPU.
+ROUND_INTERVAL = 0.001
 
 
 class Horizon(Protocol):
@@ -47,7 +57,7 @@ class Watermarks:
         self.admin = AdminClient(admin_config(settings))
         self.failures = 0
         self.answers: dict[int, tuple[int, int]] = {}
-        self._wanted: set[int] = set()
+        self._wanted: dict[int, int] = {}  # partition -> asked for until (ms)
         self._cond = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="cfstream-watermarks",
@@ -55,10 +65,13 @@ class Watermarks:
         self._thread.start()
 
     def want(self, partitions: set[int]) -> None:
-        """Ask for these partitions' ends (again) as soon as the current round is done."""
+        """Ask for these partitions' ends (again) as soon as the current round is done, and
+        round after round for KEEP_ASKING_MS."""
         if partitions:
+            until = now_ms() + KEEP_ASKING_MS
             with self._cond:
-                self._wanted |= partitions
+                for partition in partitions:
+                    self._wanted[partition] = until
                 self._cond.notify()
 
     def prove(self, tasks: Mapping[int, Horizon], now: int) -> None:
@@ -82,7 +95,7 @@ class Watermarks:
 
     def forget(self, partition: int) -> None:
         with self._cond:
-            self._wanted.discard(partition)
+            self._wanted.pop(partition, None)
             self.answers.pop(partition, None)
 
     def close(self) -> None:
@@ -92,14 +105,23 @@ class Watermarks:
         self._thread.join(timeout=REQUEST_TIMEOUT + 1)
 
     def _run(self) -> None:
+        started = 0.0
         while True:
             with self._cond:
                 while not self._wanted and not self._stopped:
                     self._cond.wait()
                 if self._stopped:
                     return
-                wanted, self._wanted = self._wanted, set()
+            time.sleep(max(0.0, started + ROUND_INTERVAL - time.monotonic()))
+            started = time.monotonic()
             asked = now_ms()
+            with self._cond:
+                for partition, until in list(self._wanted.items()):
+                    if until < asked:
+                        del self._wanted[partition]
+                wanted = set(self._wanted)
+            if not wanted:
+                continue
             try:
                 found = self._ask(wanted)
             except Exception as exc:  # noqa: BLE001 - whatever it was, ask again
@@ -125,6 +147,8 @@ class Watermarks:
             self.topic, ",".join(map(str, sorted(wanted))), self.failures, exc)
         # A client that failed may hold a connection state that never recovers: start anew.
         self.admin = AdminClient(admin_config(self.settings))
+        until = now_ms() + KEEP_ASKING_MS
         with self._cond:
-            self._wanted |= wanted
+            for partition in wanted:
+                self._wanted[partition] = max(self._wanted.get(partition, 0), until)
         time.sleep(RETRY_BACKOFF)

@@ -15,6 +15,7 @@ from confluent_kafka import Producer
 
 from cfstream.dev.broker import LocalBroker
 from cfstream.kafka.topics import ensure_topics
+from cfstream.processor import watermarks as watermarks_module
 from cfstream.processor.watermarks import Watermarks
 from cfstream.settings import Settings
 
@@ -52,3 +53,31 @@ def test_answers_come_back_after_a_broker_restart(tmp_path: Path) -> None:
             assert high == 1 and asked >= restarted
         finally:
             watermarks.close()
+
+
+def test_a_wanted_partition_is_asked_for_round_after_round_until_the_want_lapses(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One want: rounds go on (each answer asked later than the one before) for KEEP_ASKING_MS,
+    and no round starts after that."""
+    monkeypatch.setattr(watermarks_module, "KEEP_ASKING_MS", 1_000)
+    ensure_topics(settings)
+    watermarks = Watermarks(settings)
+    try:
+        answer_after(watermarks, 0, 0)  # the topic is there and answers come (no failures)
+        wanted_at = int(time.time() * 1000)
+        watermarks.want({0})
+        seen: set[int] = set()
+        deadline = time.monotonic() + 10
+        while len(seen) < 3 and time.monotonic() < deadline:
+            answer = watermarks.answers.get(0)
+            if answer is not None:
+                seen.add(answer[0])
+            time.sleep(0.01)
+        assert len(seen) >= 3, f"asked at {sorted(seen)} after one want"
+        lapsed = wanted_at + 1_000
+        while int(time.time() * 1000) < lapsed + 500:
+            time.sleep(0.05)
+        last_asked = watermarks.answers[0][0]
+        assert last_asked <= lapsed + 5, (last_asked, lapsed)  # want() read the clock after us
+    finally:
+        watermarks.close()
