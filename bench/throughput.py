@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, Producer
 from bench import calls, env
 from bench.profiling import Profiler
 from bench.relay import forward
+from bench.samework import same_work_rate
 from cfstream.client import Client
 from cfstream.dev import procs
 from cfstream.dev.services import START_MARK, Service, Services
@@ -197,6 +198,7 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     total = 15_000 if quick else 300_000
     result = env.Result("throughput")
     raws: list[float] = []
+    same_work: list[float] = []  # the replica's I/O in straight-line Python (bench/samework.py)
     rounds: list[dict[str, Any]] = []
     for n in range(1 if quick else ROUNDS):
         settings = env.new_settings(bootstrap, f"tput{n}")
@@ -207,6 +209,8 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
         client.close()
         env.log(f"throughput: filled {total} calls in {time.monotonic() - started:.1f}s")
         raws.append(raw_relay(settings, settings.calls_topic, total, n))
+        same_work.append(same_work_rate(settings, settings.calls_topic, total, n,
+                                        workdir / f"samework{n}"))
         (workdir / f"round{n}").mkdir(exist_ok=True)
         services = env.services(settings, workdir / f"round{n}")
         # The profile is of the first round.
@@ -215,8 +219,8 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
             measured = processor_rate(settings, services, total, profiler)
         finally:
             services.close()
-        env.log(f"throughput round {n}: raw relay {raws[-1]:,.0f}/s, processor "
-                f"{measured['calls_per_s']:,.0f}/s")
+        env.log(f"throughput round {n}: raw relay {raws[-1]:,.0f}/s, same-work loop "
+                f"{same_work[-1]:,.0f}/s, processor {measured['calls_per_s']:,.0f}/s")
         if profiler is not None:
             result.details["profile"] = profiler.report()
         rounds.append(measured)
@@ -230,13 +234,15 @@ def run(bootstrap: str, workdir: Path, quick: bool, profile: bool,
     shared["cold_start_ready_s"] = rounds[0]["cold_start_ready_s"]
     result.row(f"processor calls/s (50% key collisions), median of {len(rounds)}", rate, raw,
                "calls/s", f">= {TARGET_RATE:,}/s and >= {TARGET_RATIO}x")
+    result.row("same, against a raw loop doing the replica's Kafka and RocksDB work per call "
+               "(bench/samework.py)", rate, statistics.median(same_work), "calls/s", "")
     result.row(f"calls/s from launch onto {LAUNCH_CALLS // 10 if quick else LAUNCH_CALLS:,} "
                "queued calls", launch["calls_per_s"], launch["raw_calls_per_s"], "calls/s",
                f">= {TARGET_LAUNCH_RATE:,}/s")
     result.row("launch to the first calls read", launch["first_read_s"], None, "s",
                f"<= {TARGET_FIRST_S} s", higher_is_better=False)
     result.details.update(launch=launch, rounds=rounds, calls=total, distinct_keys=total // 2,
-                          raw_relay_runs_per_s=raws,
+                          raw_relay_runs_per_s=raws, same_work_runs_per_s=same_work,
                           target_met=rate >= TARGET_RATE and rate / raw >= TARGET_RATIO)
     if rate < TARGET_RATE:
         result.notes.append(f"processor at {rate:,.0f} calls/s misses the {TARGET_RATE:,}/s "
