@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from cfstream.kafka.topics import ensure_topics
 from cfstream.processor.loop import Processor
 from cfstream.processor.partition import PartitionTask
 from cfstream.processor.restore import RESTORE_BACKOFF, Restorer
+from cfstream.processor.watermarks import Watermarks
 
 pytestmark = pytest.mark.kafka
 
@@ -82,3 +85,21 @@ def test_a_failed_restore_is_tried_again_later_each_time(
     for gap, backoff in zip(gaps, (RESTORE_BACKOFF, 2 * RESTORE_BACKOFF, 4 * RESTORE_BACKOFF),
                             strict=True):
         assert backoff <= gap < backoff + 1.0, gaps
+
+
+def test_a_proof_that_came_during_the_last_turn_is_not_waited_for(settings: cf.Settings) -> None:
+    """The loop's wait for records takes the broker's latest answers into account: a call they
+    prove due fires at once, rather than after a poll that waits for a proof already there."""
+    now = int(time.time() * 1000)
+    task = SimpleNamespace(next_due=now - 10, horizon_ms=now - 20, position=5)
+    processor = Processor(settings)
+    processor.tasks = {0: task}  # type: ignore[dict-item]
+    processor.restorer = SimpleNamespace(results=queue.Queue(), retries={})  # type: ignore[assignment]
+    processor.joined = True
+    processor.watermarks = Watermarks(settings)
+    try:
+        processor.watermarks.answers[0] = (now - 5, 5)  # asked after the due time; all read
+        assert processor._wait() == 0
+        assert task.horizon_ms == now - 5
+    finally:
+        processor.watermarks.close()
