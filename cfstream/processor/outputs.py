@@ -59,13 +59,8 @@ class Outputs:
         :meth:`flush`."""
         if topic == self.changelog_topic:
             self._changelog_records.append((key, value, partition))
-        elif headers is None:
-            try:  # the common case in one call (keyword arguments cost the C call a parse)
-                self.producer.produce(topic, value, key, partition)
-            except BufferError:
-                self._send(self.producer, topic, key, value, partition)
-        else:
-            self._send(self.producer, topic, key, value, partition, headers)
+            return
+        self._send(self.producer, topic, key, value, partition, headers)
 
     def _send(self, producer: Producer, topic: str, key: bytes | None, value: bytes | None,
               partition: int, headers: list[tuple[str, Any]] | None = None) -> None:
@@ -85,12 +80,8 @@ class Outputs:
         self._wait(self.producer)
         self._raise_errors()
         records, self._changelog_records = self._changelog_records, []
-        produce, topic = self.changelog.produce, self.changelog_topic
         for key, value, partition in records:
-            try:
-                produce(topic, value, key, partition)
-            except BufferError:
-                self._send(self.changelog, topic, key, value, partition)
+            self._send(self.changelog, self.changelog_topic, key, value, partition)
         self._wait(self.changelog)
         self._raise_errors()
 
