@@ -5,11 +5,11 @@ partition's position reaches it, every call made before ``t`` has been processed
 by ``t`` may fire. The loop says which partitions wait for such a proof; this thread asks for
 them in one request per round and keeps the latest answer per partition.
 
-A partition goes on being asked for, round after round, for KEEP_ASKING_MS after the loop last
-wanted it. While timers keep coming due in a partition that takes no new calls, the loop then
-finds an answer at most a round old at the start of its turn. Asked only when the loop wanted
-one, rounds of about 1 ms came about 3 ms apart, a turn's length, and calls due at 10k/s fired
-7 ms late at the median.
+Every want is asked for at least once, and a partition goes on being asked for, round after
+round, for KEEP_ASKING_MS after the loop last wanted it. While timers keep coming due in a
+partition that takes no new calls, the loop then finds an answer at most a round old at the
+start of its turn. Asked only when the loop wanted one, rounds of about 1 ms came about 3 ms
+apart, a turn's length (bench/results/timers-ab-e9a266b.md).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Watermarks:
         self.failures = 0
         self.answers: dict[int, tuple[int, int]] = {}
         self._wanted: dict[int, int] = {}  # partition -> asked for until (ms)
+        self._unasked: set[int] = set()  # wanted since the last round began: asked in the next
         self._cond = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="cfstream-watermarks",
@@ -72,6 +73,7 @@ class Watermarks:
             with self._cond:
                 for partition in partitions:
                     self._wanted[partition] = until
+                self._unasked |= partitions
                 self._cond.notify()
 
     def prove(self, tasks: Mapping[int, Horizon], now: int) -> None:
@@ -96,6 +98,7 @@ class Watermarks:
     def forget(self, partition: int) -> None:
         with self._cond:
             self._wanted.pop(partition, None)
+            self._unasked.discard(partition)
             self.answers.pop(partition, None)
 
     def close(self) -> None:
@@ -116,10 +119,12 @@ class Watermarks:
             started = time.monotonic()
             asked = now_ms()
             with self._cond:
+                if self._stopped:
+                    return
                 for partition, until in list(self._wanted.items()):
-                    if until < asked:
+                    if until < asked and partition not in self._unasked:
                         del self._wanted[partition]
-                wanted = set(self._wanted)
+                wanted, self._unasked = set(self._wanted), set()
             if not wanted:
                 continue
             try:
@@ -147,8 +152,8 @@ class Watermarks:
             self.topic, ",".join(map(str, sorted(wanted))), self.failures, exc)
         # A client that failed may hold a connection state that never recovers: start anew.
         self.admin = AdminClient(admin_config(self.settings))
-        until = now_ms() + KEEP_ASKING_MS
-        with self._cond:
+        with self._cond:  # each asked for again after the pause, even if its want lapsed
             for partition in wanted:
-                self._wanted[partition] = max(self._wanted.get(partition, 0), until)
+                self._wanted.setdefault(partition, 0)
+            self._unasked |= wanted
         time.sleep(RETRY_BACKOFF)

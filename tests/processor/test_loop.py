@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 import cfstream as cf
+from cfstream.clock import now_ms
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.topics import ensure_topics
 from cfstream.processor.loop import Processor
@@ -90,7 +91,7 @@ def test_a_failed_restore_is_tried_again_later_each_time(
 def test_a_proof_that_came_during_the_last_turn_is_not_waited_for(settings: cf.Settings) -> None:
     """The loop's wait for records takes the broker's latest answers into account: a call they
     prove due fires at once, rather than after a poll that waits for a proof already there."""
-    now = int(time.time() * 1000)
+    now = now_ms()
     task = SimpleNamespace(next_due=now - 10, horizon_ms=now - 20, position=5)
     processor = Processor(settings)
     processor.tasks = {0: task}  # type: ignore[dict-item]
