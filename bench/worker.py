@@ -3,9 +3,9 @@
 Each round writes ``n`` executions of one task to an executions topic of its own, as the
 processor writes them, then starts one worker (``cfstream worker bench.bench_tasks``, default
 settings unless said) and waits until its group has committed every execution; then it reads the
-events topic: the rate is the executions ended (``succeeded``) over the time from the first
-``started`` event to the last ``succeeded`` one, both stamped by the worker. The worker's CPU is
-read from /proc from its readiness until that last commit.
+events topic: the rate is the executions ended (``succeeded`` or ``failed``) over the time from
+the first ``started`` event to the last outcome, both stamped by the worker. The worker's CPU is
+read from /proc from its readiness until the bench sees that last commit.
 
 Tasks: a no-op, one that sleeps 1 ms (the rate concurrency allows is ``concurrency / 1 ms``), and
 an async one that awaits a 1 ms sleep.
@@ -96,15 +96,18 @@ class EventTimes:
 def cfstream_round(bootstrap: str, workdir: Path, task_name: str, total: int,
                    concurrency: int | None) -> dict[str, float]:
     """One round: the worker runs ``total`` executions. While it runs, the bench only polls the
-    workers' committed offsets; the events are read once it is done. Reading and decoding them
-    alongside took a fifth to a third of a core (two events an execution) on the box the worker
-    and the broker share, which the raw loop's round never had to spare."""
+    workers' committed offsets; the events are fetched and read once every execution is
+    committed. Reading and decoding them alongside took a fifth to a third of a core (two events
+    an execution) on the box the worker and the broker share, which the raw loop's round never
+    had to spare. The worker's CPU is counted until the bench sees that last commit (the worker
+    commits every second, so up to ~1.2 s of an idle worker is in it)."""
     settings = env.new_settings(bootstrap, "worker")
     fill(settings, task_name, total)
     services = env.services(settings, workdir)
-    done = env.GroupOffsets(settings, f"{settings.topic_prefix}.workers",
-                            settings.executions_topic, list(range(settings.partitions)))
-    events = EventTimes(settings)
+    topic = settings.executions_topic
+    group = env.GroupOffsets(settings, f"{settings.topic_prefix}.workers", topic,
+                             list(env.end_offsets(settings, topic)))
+    events: EventTimes | None = None
     try:
         worker = services.worker(concurrency=concurrency)
         worker.wait_ready()
@@ -113,16 +116,19 @@ def cfstream_round(bootstrap: str, workdir: Path, task_name: str, total: int,
         deadline = time.monotonic() + max(120.0, total / 200)
         while progress.done < total and time.monotonic() < deadline:
             time.sleep(0.2)
-            progress(done.total())
+            progress(group.total())
         progress.finish()
         cpu = cpu_seconds(worker.pid) - cpu_before
-        while events.ended < total and time.monotonic() < deadline:
+        events = EventTimes(settings)
+        while events.ended < total and time.monotonic() < deadline + 30:
             events.read()
     finally:
-        events.close()
+        if events is not None:
+            events.close()
         services.close()
     if events.ended < total or events.first_started is None:
-        raise RuntimeError(f"worker: {events.ended} of {total} executions ended in time")
+        raise RuntimeError(f"worker: {progress.done} of {total} executions committed and "
+                           f"{events.ended} ended in time")
     seconds = max(events.last_ended - events.first_started, 1) / 1000
     return {"per_s": total / seconds, "cpu_us": cpu / total * 1e6}
 
