@@ -13,7 +13,7 @@ worker announces only as many as its threads finish in :data:`ROUND_TRIPS_AHEAD`
 Kafka (executions finished a second, over the last :data:`RATE_WINDOW`, times the round trips),
 at most :data:`MOST_AHEAD_PER_THREAD` per thread. A crash then loses, besides the executions
 running, about those that would have begun within those round trips (milliseconds). When fewer
-than one execution ends in that time (8 threads, a 5 ms round trip, tasks of 160 ms or more), or
+than one execution ends in that time (8 threads, a 5 ms round trip, tasks of 320 ms or more), or
 none ends for RATE_WINDOW, nothing is announced beyond the free threads.
 """
 
@@ -31,9 +31,13 @@ MOST_AHEAD_PER_THREAD = 64
 RATE_WINDOW = 0.2
 # Announced ahead: what the threads finish in this many round trips. One would only hold the
 # rate reached so far, and less: the round trip is measured to the delivery report, a shorter
-# way than to a thread. Measured (bench/worker): 2 held 1 ms tasks to 0.41x of what 8 threads
-# run; 4 lets the rate grow until the threads or the CPU, not the announcements, limit it.
-ROUND_TRIPS_AHEAD = 4
+# way than to a thread, and deliveries come in bursts (one request in flight, each carrying the
+# records queued meanwhile). Measured (bench/worker), 1 ms sleeping tasks at 8 threads: 2 held
+# them to 0.41x of what the threads run alone; at 4 the threads still waited for work 5-20 % of
+# the time, in waits of 1-10 ms between bursts: 5.4k/s against 6.3k/s at 12 (three alternating
+# pairs on one broker), and 8 ran 6.2k/s beside 12's 6.25k/s (two pairs). Async 1 ms tasks
+# 5.1k -> 5.3k/s at 12; no-op tasks reach about MOST_AHEAD_PER_THREAD either way.
+ROUND_TRIPS_AHEAD = 8
 # Weight of the newest sample in the running average of round trips.
 SMOOTHING = 0.1
 
