@@ -12,9 +12,10 @@ dies counts as begun and lost (see :mod:`cfstream.worker.dedupe`). So beyond one
 worker announces only as many as its threads finish in :data:`ROUND_TRIPS_AHEAD` round trips to
 Kafka (executions finished a second, over the last :data:`RATE_WINDOW`, times the round trips),
 at most :data:`MOST_AHEAD_PER_THREAD` per thread. A crash then loses, besides the executions
-running, about those that would have begun within those round trips (milliseconds). When fewer
-than one execution ends in that time (8 threads, a 5 ms round trip, tasks of 320 ms or more), or
-none ends for RATE_WINDOW, nothing is announced beyond the free threads.
+running, about those that would have begun within those round trips (tens of milliseconds of
+work, at most MOST_AHEAD_PER_THREAD a thread). When fewer than one execution ends in that time
+(8 threads, a 5 ms round trip, tasks of over 320 ms), or none ends for RATE_WINDOW, nothing is
+announced beyond the free threads.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ RATE_WINDOW = 0.2
 # rate reached so far, and less: the round trip is measured to the delivery report, a shorter
 # way than to a thread, and deliveries come in bursts (one request in flight, each carrying the
 # records queued meanwhile). Measured (bench/worker), 1 ms sleeping tasks at 8 threads: 2 held
-# them to 0.41x of what the threads run alone; at 4 the threads still waited for work 5-20 % of
-# the time, in waits of 1-10 ms between bursts: 5.4k/s against 6.3k/s at 12 (three alternating
-# pairs on one broker), and 8 ran 6.2k/s beside 12's 6.25k/s (two pairs). Async 1 ms tasks
-# 5.1k -> 5.3k/s at 12; no-op tasks reach about MOST_AHEAD_PER_THREAD either way.
+# them to 0.41x of 8 / 1 ms. At 4 the threads still waited for work 5-20 % of the time, between
+# bursts; 12 ran 6.3k/s against 4's 5.4k/s (three alternating pairs on one broker) and 8 ran
+# 6.2k/s beside 12's 6.25k/s (bench/results/worker-ahead-3b1fe2e.md). 8, not 12: a crash
+# reports the announced executions lost. No-op tasks hit MOST_AHEAD_PER_THREAD either way.
 ROUND_TRIPS_AHEAD = 8
 # Weight of the newest sample in the running average of round trips.
 SMOOTHING = 0.1
@@ -63,8 +64,8 @@ class Starts:
         return (job for job, _ in self.announced.values())
 
     def ahead(self, now: float | None = None) -> int:
-        """How many to announce beyond the task threads: as many as they finish in a round
-        trip."""
+        """How many to announce beyond the task threads: as many as they finish in
+        ROUND_TRIPS_AHEAD round trips, at most ``most_ahead``."""
         if self.round_trip is None:
             return 0
         now = time.monotonic() if now is None else now

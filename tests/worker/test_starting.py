@@ -36,10 +36,11 @@ def test_nothing_is_announced_ahead_until_a_round_trip_and_finishes_are_seen() -
     assert starts.ahead() > 0
 
 
-def test_as_many_are_announced_ahead_as_the_threads_finish_in_a_round_trip() -> None:
+def test_as_many_are_announced_ahead_as_the_threads_finish_in_the_round_trips_ahead() -> None:
     starts = Starts(8)
     starts.round_trip = 0.002
-    now = finish(starts, 200)  # 1,000 a second over the window: 2 per round trip
+    now = finish(starts, 200)  # 1,000 a second over the window: 2 per round trip, times the
+    # round trips ahead
     assert starts.ahead(now) == int(200 / RATE_WINDOW * 0.002 * ROUND_TRIPS_AHEAD)
     assert starts.room(8) == starts.ahead(now)
     now = finish(starts, 100_000)  # far more: capped
