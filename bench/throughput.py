@@ -105,6 +105,14 @@ def calls_received(proc: Service) -> int:
                    if line.startswith("cfstream_calls_received_total{")))
 
 
+def metrics_poll_s(received: int, total: int, first_s: float | None) -> float:
+    """How long to wait before asking the replica's ``/metrics`` again. A scrape costs the replica
+    ~1.8 ms of CPU (measured on an idle replica), so one every 20 ms took ~8 % of a core from the
+    launch it measures: every 20 ms only while the times that count are near (the first calls
+    read, the last), every 100 ms in between."""
+    return 0.02 if first_s is None or received >= total * 0.8 else 0.1
+
+
 def launch_rate(bootstrap: str, workdir: Path, total: int) -> dict[str, Any]:
     """A replica launched onto ``total`` queued calls: calls/s from launch, beside the raw
     relay's, and where its start-up went."""
@@ -129,7 +137,7 @@ def launch_rate(bootstrap: str, workdir: Path, total: int) -> dict[str, Any]:
                 break
             if not proc.running:
                 raise RuntimeError(f"processor exited: {proc.tail()}")
-            time.sleep(0.02)
+            time.sleep(metrics_poll_s(received, total, first_s))
         seconds = time.monotonic() - launched
         log = proc.log().rpartition(START_MARK)[2]  # this start's, in a reused workdir
     finally:
