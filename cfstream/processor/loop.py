@@ -3,10 +3,13 @@ owned calls partition (:class:`~cfstream.processor.partition.PartitionTask`).
 
 Each turn of the loop:
     consume the records that are there -> each partition's task applies the rules
-    -> tasks fire what is due -> stage (changelog records + one WriteBatch per partition)
-    -> flush the producer -> write the WriteBatches -> commit input offsets (every so often)
-A crash anywhere replays input from the last commit; replays are idempotent (the rules know a
-call or a fired call by its id), and nothing is written to RocksDB before Kafka has it.
+    -> tasks fire what is due -> write the WriteBatches staged last turn, once the broker has
+    their changelog records -> stage (changelog records + one WriteBatch per partition)
+    -> put the executions and events on the broker, then send the changelog records
+    -> commit the input offsets of what is written (every so often)
+So the changelog's round trip overlaps the next turn's work. A crash anywhere replays input
+from the last commit; replays are idempotent (the rules know a call or a fired call by its id),
+and nothing is written to RocksDB before Kafka has it.
 
 Membership is incremental (``cooperative-sticky``): a rebalance never stops the partitions a
 replica keeps. KIP-848 (``group.protocol=consumer``) works, but its broker-owned session timeout
@@ -87,6 +90,7 @@ class Processor:
         self.plan: StandbyPlan | None = None  # copies and the group's view, from run()
         # False once a turn failed: its input was not persisted, so no offset may be committed.
         self.healthy = True
+        self.sent = False  # a staged batch's changelog records are sent, its WriteBatches unwritten
         self.dead = False  # a fatal error (a fence): the consumer can do nothing more
         self.stopping = threading.Event()
         self.consumer: Consumer | None = None
@@ -141,6 +145,7 @@ class Processor:
                 if self.lost.overdue():
                     self._rejoin(f"no assignment {membership.REJOIN_AFTER_LOST:.0f}s after its "
                                  "partitions were lost (librdkafka#3437)")
+            self._write_staged()
             self._commit()
         except BaseException:
             self.healthy = False
@@ -172,6 +177,7 @@ class Processor:
                        self.settings.instance_id or "a new member")
         if self.consumer is not None:  # (its close may call _on_lost: so first)
             membership.close(self.consumer, self.settings, usable=False)
+        self._write_staged()  # (its changelog offsets would be no one's)
         for partition in list(self._owned()):
             self._drop(partition)
         self.lost.assigned()
@@ -199,7 +205,10 @@ class Processor:
         """Read what is there, apply it, fire what is due, persist."""
         consumer = self.consumer
         assert consumer is not None  # noqa: S101 - run() made it
-        first = consumer.poll(self._wait())
+        wait = self._wait()
+        if wait > 0:  # nothing to apply meanwhile
+            self._write_staged()
+        first = consumer.poll(wait)
         messages = [first] if first is not None else []
         if first is not None:
             messages.extend(consumer.consume(self._batch - 1, 0))
@@ -219,18 +228,29 @@ class Processor:
         self.watermarks.prove(self.tasks, now)
         now = now_ms()
         tasks = list(self.tasks.values())
+        if any(task.unwritten_due <= min(now, task.horizon_ms) for task in tasks):
+            self._write_staged()  # a timer to fire is in the index only once written
         for task in tasks:
             task.fire_read(now)
             task.fire_due(now)
-            task.stage()
-        self.outputs.flush()
-        offsets = self.outputs.take_changelog_offsets()
+        self._write_staged()
         for task in tasks:
-            task.write(offsets.get(task.partition))
+            task.stage()
+        self.outputs.send()
+        self.sent = True
         if time.monotonic() - self._last_commit >= COMMIT_INTERVAL:
             self._commit()
         if time.monotonic() - self._last_gauges >= GAUGE_INTERVAL:
             self._update_gauges()
+
+    def _write_staged(self) -> None:
+        """Write the WriteBatches staged last, once the broker has their changelog records."""
+        if not self.sent:
+            return
+        self.sent = False
+        offsets = self.outputs.changelog_delivered()
+        for task in self.tasks.values():
+            task.write(offsets.get(task.partition))
 
     def _readable(self, message: Message) -> bool:
         """Whether ``message`` is a record (an error is logged, or raised if fatal)."""
@@ -283,7 +303,7 @@ class Processor:
         self._last_commit = time.monotonic()
         if self.healthy and self.consumer is not None:
             self.commits.commit(self.consumer,
-                                {p: task.position for p, task in self.tasks.items()})
+                                {p: task.persisted for p, task in self.tasks.items()})
 
     def _owned(self) -> set[int]:
         return set(self.tasks) | set(self.restoring)
@@ -336,8 +356,10 @@ class Processor:
 
     def _let_go(self, partitions: list[TopicPartition], commit: bool) -> None:
         mine = [tp.partition for tp in partitions if tp.topic == self.topic]
+        if self.healthy:
+            self._write_staged()
         if commit and self.healthy:
-            offsets = [TopicPartition(self.topic, p, self.tasks[p].position)
+            offsets = [TopicPartition(self.topic, p, self.tasks[p].persisted)
                        for p in mine if p in self.tasks]
             if offsets and self.consumer is not None:
                 try:

@@ -4,7 +4,9 @@
 A batch's records are on the broker before its RocksDB writes and its input offsets: a crash
 replays input whose effects may already be out (replays are idempotent), never the other way
 round. Within the batch, the changelog goes last: its records are sent only once the broker has
-the executions, events and dead letters. A replica that took over from a changelog record has
+the executions, events and dead letters (:meth:`Outputs.send`). The loop waits for them
+(:meth:`Outputs.changelog_delivered`) only in its next turn, after that turn's records are
+applied, so the changelog's round trip costs the replica no time while calls keep coming. A replica that took over from a changelog record has
 every effect of the change it records: a replayed call the state already knows is not acted
 on again, so an execution or a ``deferred`` event still in flight when its replica died, with
 the changelog record of the same change already out, would be lost (the short chaos test lost
@@ -50,13 +52,13 @@ class Outputs:
                                                     "delivery.report.only.error": True}))
         self.changelog_offsets: dict[int, int] = {}  # partition -> last delivered offset
         self.errors: list[str] = []
-        # (key, value, partition): the batch's changelog records, sent by flush()
+        # (key, value, partition): the batch's changelog records, sent by send()
         self._changelog_records: list[tuple[bytes | None, bytes | None, int]] = []
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
                 partition: int = -1, headers: list[tuple[str, Any]] | None = None) -> None:
         """Queue a record (``partition`` -1: the key's, by murmur2); a changelog record waits for
-        :meth:`flush`."""
+        :meth:`send`."""
         if topic == self.changelog_topic:
             self._changelog_records.append((key, value, partition))
             return
@@ -74,16 +76,23 @@ class Outputs:
             except BufferError:  # the local queue is full: let deliveries drain it
                 producer.poll(0.05)
 
-    def flush(self) -> None:
-        """Put everything produced so far on the broker, the changelog last (see the module's
-        doc); OutputError if the broker refused a record (then no changelog record is sent)."""
+    def send(self) -> None:
+        """Put the executions, events and dead letters produced so far on the broker, then send
+        the batch's changelog records without waiting for them (see the module's doc);
+        OutputError if the broker refused a record (then no changelog record is sent)."""
         self._wait(self.producer)
         self._raise_errors()
         records, self._changelog_records = self._changelog_records, []
         for key, value, partition in records:
             self._send(self.changelog, self.changelog_topic, key, value, partition)
+
+    def changelog_delivered(self) -> dict[int, int]:
+        """Wait until the broker has every changelog record sent; the last offset delivered to
+        each partition since the previous call. OutputError if it refused one."""
         self._wait(self.changelog)
         self._raise_errors()
+        offsets, self.changelog_offsets = self.changelog_offsets, {}
+        return offsets
 
     @staticmethod
     def _wait(producer: Producer) -> None:
@@ -98,12 +107,8 @@ class Outputs:
             errors, self.errors = self.errors, []
             raise OutputError(f"{len(errors)} records refused by the broker, first: {errors[0]}")
 
-    def take_changelog_offsets(self) -> dict[int, int]:
-        offsets, self.changelog_offsets = self.changelog_offsets, {}
-        return offsets
-
     def close(self, timeout: float = 10.0) -> None:
-        """Deliver what was sent. A batch's changelog records that :meth:`flush` never sent are
+        """Deliver what was sent. A batch's changelog records that :meth:`send` never sent are
         dropped: the batch's input is read again."""
         self._changelog_records.clear()
         left = self.producer.flush(timeout) + self.changelog.flush(timeout)

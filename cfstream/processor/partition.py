@@ -3,7 +3,9 @@
 Kafka Streams would call this a stream task. The loop hands it the partition's records in
 offset order; it applies :mod:`cfstream.scheduling.rules`, keeping a batch's changes in memory
 (reads see them), and fires what is due. :meth:`stage` then puts the batch on the changelog and
-into one WriteBatch, which :meth:`write` applies once the loop has flushed the producer.
+into one WriteBatch, which :meth:`write` applies once the broker has the batch's records. Until
+then the next batch is applied over the staged one: reads see its slots, and the timer fires
+nothing that waits for its due index entries.
 
 When a call is due: a pending call fires once the partition has been read past everything
 appended before its due time (``horizon_ms``, proven by the loop), so a newer call made before
@@ -84,6 +86,8 @@ class PartitionTask:
         self.outputs = outputs
         self.metrics = metrics
         self.position = position  # the next calls offset to process
+        self.persisted = position  # the next one whose effects are not all in the DB
+        self.staged_position = position  # ... once the staged WriteBatch is written
         self.horizon_ms = 0  # every call appended before this time has been processed
         self.next_due = 0  # no index entry is due before this (0: look)
         self.cursor = 0  # no live index entry is earlier than this due time
@@ -94,12 +98,14 @@ class PartitionTask:
         self.pending_delta = 0  # changes since the count began
         # This batch: key -> [slot before the batch, slot now]; keys due when read.
         self.changes: dict[bytes, list[rules.Slot | None]] = {}
-        self.read: dict[bytes, rules.Slot | None] = {}  # slots read from the DB this batch
+        # Slots read from the DB this batch, and those of the batch staged last.
+        self.read: dict[bytes, rules.Slot | None] = {}
         self.due_now: list[bytes] = []
         self.dropped: list[bytes] = []  # stale index entries found by the timer
         self.received: dict[str, int] = {}  # calls and deferrals by task, for the metrics
         self.deferred: dict[str, int] = {}
         self.staged: rocksdict.WriteBatch | None = None
+        self.unwritten_due = NEVER  # its earliest due index entry
 
     # -- records ------------------------------------------------------------------------------
 
@@ -170,7 +176,8 @@ class PartitionTask:
         The scan starts at the cursor, behind which no entry is left, so it never walks keys
         that are not due, nor the tombstones of entries it dropped before.
         """
-        limit = min(now, self.horizon_ms)
+        # An entry the staged batch puts in the index is not there yet: the scan must not pass it.
+        limit = min(now, self.horizon_ms, self.unwritten_due - 1)
         if self.next_due > limit:
             if now - self.scanned_ms >= SCAN_KEPT_MS:
                 self.scan = None
@@ -198,7 +205,7 @@ class PartitionTask:
             if error is not None:  # it ended on an error, not at the index's end
                 self._scan_failed(it, error, now)
                 return
-        self.next_due = next_due
+        self.next_due = min(next_due, self.unwritten_due)
         # Everything before it was fired or dropped (deleted when the batch is written).
         self.cursor = min(next_due, limit + 1)
 
@@ -282,8 +289,13 @@ class PartitionTask:
                 self.deferred[task] = self.deferred.get(task, 0) + 1
 
     def stage(self) -> None:
-        """Put this batch's slot changes on the changelog and into the WriteBatch."""
-        self.read.clear()
+        """Put this batch's slot changes on the changelog and into the WriteBatch (the one
+        staged before must have been written). Reads see the changed slots until the next
+        stage: the DB holds them by then."""
+        if self.staged is not None:
+            raise RuntimeError("stage() before the batch staged last was written")
+        self.staged_position = self.position
+        self.read = {key: after for key, (_, after) in self.changes.items()}
         if not self.changes and not self.dropped and not self.received and not self.deferred:
             return
         batch = rocksdict.WriteBatch(raw_mode=True)
@@ -308,6 +320,8 @@ class PartitionTask:
                 batch.delete(state.due_key(before.due_ms, key))
             if after is not None and not same_timer:
                 batch.put(state.due_key(after.due_ms, key), after.timer_id.encode())
+                if after.due_ms < self.unwritten_due:
+                    self.unwritten_due = after.due_ms
                 if after.due_ms < self.next_due:
                     self.next_due = after.due_ms
                 if after.due_ms < self.cursor:
@@ -324,8 +338,11 @@ class PartitionTask:
         self.staged = batch
 
     def write(self, changelog_offset: int | None) -> None:
-        """Apply the staged WriteBatch (the producer has flushed), with the changelog offset."""
+        """Apply the staged WriteBatch (the broker has its records), with the changelog offset:
+        the effects of the calls up to ``staged_position`` are then persisted."""
         batch, self.staged = self.staged, None
+        self.persisted = self.staged_position
+        self.unwritten_due = NEVER
         if batch is None:
             if changelog_offset is None:
                 return

@@ -1,5 +1,7 @@
 """A calls partition's task on a real RocksDB (cfstream.processor.partition), driven as the loop
-drives it: records in offset order, then fire, stage, flush (here: nothing), write."""
+drives it: records in offset order, then fire, stage, send (here: nothing), write. The loop
+writes a batch only in the next turn (``overlapped``); most tests write it at once (``turn``),
+to look at the DB."""
 
 from __future__ import annotations
 
@@ -35,6 +37,22 @@ def call(submitted: int, delay: int = 1_000, key: str | None = "k", args: Any = 
 def turn(task: PartitionTask, records: list[Call | tuple[bytes, Any]], now: int,
          horizon: int | None = None) -> None:
     """One turn of the loop for this partition; ``horizon`` as the broker would prove it."""
+    apply_and_fire(task, records, now, horizon)
+    task.stage()
+    task.write(task.position)
+
+
+def overlapped(task: PartitionTask, records: list[Call | tuple[bytes, Any]], now: int,
+               horizon: int | None = None) -> None:
+    """A turn as the loop takes it: the batch staged last turn is written only after this one's
+    records are applied and its timers fired (the broker has its changelog records by then)."""
+    apply_and_fire(task, records, now, horizon)
+    task.write(None)
+    task.stage()
+
+
+def apply_and_fire(task: PartitionTask, records: list[Call | tuple[bytes, Any]], now: int,
+                   horizon: int | None) -> None:
     for record in records:
         key, value = ((record.key.encode(), record.to_dict()) if isinstance(record, Call)
                       else record)
@@ -44,8 +62,6 @@ def turn(task: PartitionTask, records: list[Call | tuple[bytes, Any]], now: int,
         task.horizon_ms = max(task.horizon_ms, horizon)
     task.fire_read(now)
     task.fire_due(now)
-    task.stage()
-    task.write(task.position)
 
 
 def fired(task: PartitionTask) -> list[str]:
@@ -287,24 +303,55 @@ def test_only_the_batch_changes_reach_the_changelog_once_per_key(
     assert all(item["partition"] == 0 for item in changelog)
 
 
+def test_a_batch_applied_over_an_unwritten_one_reads_its_slots(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    task = partition_task()
+    first, second = call(T0), call(T0 + 100)
+    overlapped(task, [first], now=T0 + 5)
+    assert task.persisted == 0 and index(task) == []  # staged, not written
+    overlapped(task, [second], now=T0 + 105)  # writes the first batch after reading its slot
+    assert [e["successor"] for e in events(task, "deferred")] == [second.id]
+    assert task.persisted == 1 and index(task) == [(T0 + 1_000, b"tests:notify|k")]
+    with pytest.raises(RuntimeError, match="staged last was written"):
+        task.stage()
+
+
+def test_the_timer_never_passes_an_entry_of_the_unwritten_batch(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    """A call due before its batch is written fires in the turn after the write, not never: the
+    timer's scan cannot see the entry before then, so it must not move its cursor past it."""
+    task = partition_task()
+    other, short = call(T0, delay=5, key="other"), call(T0, delay=10, key="short")
+    turn(task, [other], now=T0 + 1)
+    overlapped(task, [short], now=T0 + 2)  # staged, due at T0 + 10
+    overlapped(task, [], now=T0 + 20, horizon=T0 + 20)  # fires other; short's entry unwritten
+    assert fired(task) == [other.id]
+    assert task.cursor <= T0 + 10 and task.next_due <= T0 + 10
+    overlapped(task, [], now=T0 + 21, horizon=T0 + 21)
+    assert fired(task) == [other.id, short.id]
+
+
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 400), st.integers(0, 300),
-                          st.integers(0, 400)), min_size=1, max_size=30))
+                          st.integers(0, 400)), min_size=1, max_size=30),
+       st.sampled_from([turn, overlapped]))
 def test_every_call_fires_once_or_is_replaced(
         partition_task: Callable[..., PartitionTask],
-        steps: list[tuple[int, int, int, int]]) -> None:
-    """Whatever the turns and horizons: each key's calls end as exactly one execution of its
-    latest call per quiet period, and nothing fires before its due time or the horizon."""
+        steps: list[tuple[int, int, int, int]], driven: Callable[..., None]) -> None:
+    """Whatever the turns and horizons, and whether a batch is written at once or in the next
+    turn: each key's calls end as exactly one execution of its latest call per quiet period, and
+    nothing fires before its due time or the horizon."""
     task = partition_task()
     now, made = T0, []
     for key, gap, delay, read_after in steps:
         now += gap
         c = call(now, delay=delay, key=f"u{key}")
         made.append(c)
-        turn(task, [c], now=now + read_after, horizon=now + read_after)
+        driven(task, [c], now=now + read_after, horizon=now + read_after)
         now += read_after
-    turn(task, [], now=now + 10_000, horizon=now + 10_000)
+    for _ in range(2):  # (the second writes what the first staged)
+        driven(task, [], now=now + 10_000, horizon=now + 10_000)
     executions = task.outputs.values(task.settings.executions_topic)  # type: ignore[attr-defined]
     ids = [e["id"] for e in executions]
     assert len(ids) == len(set(ids))
