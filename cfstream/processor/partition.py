@@ -4,8 +4,8 @@ Kafka Streams would call this a stream task. The loop hands it the partition's r
 offset order; it applies :mod:`cfstream.scheduling.rules`, keeping a batch's changes in memory
 (reads see them), and fires what is due. :meth:`stage` then puts the batch on the changelog and
 into one WriteBatch, which :meth:`write` applies once the broker has the batch's records. Until
-then the next batch is applied over the staged one: reads see its slots, and the timer fires
-nothing that waits for its due index entries.
+then the next batches are applied over the staged ones: reads see their slots, and the timer
+fires nothing that waits for their due index entries.
 
 When a call is due: a pending call fires once the partition has been read past everything
 appended before its due time (``horizon_ms``, proven by the loop), so a newer call made before
@@ -16,6 +16,7 @@ delay) fires as soon as it is read, after the rest of its batch.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Protocol, cast
 
 import rocksdict
@@ -87,7 +88,6 @@ class PartitionTask:
         self.metrics = metrics
         self.position = position  # the next calls offset to process
         self.persisted = position  # the next one whose effects are not all in the DB
-        self.staged_position = position  # ... once the staged WriteBatch is written
         self.horizon_ms = 0  # every call appended before this time has been processed
         self.next_due = 0  # no index entry is due before this (0: look)
         self.cursor = 0  # no live index entry is earlier than this due time
@@ -98,14 +98,15 @@ class PartitionTask:
         self.pending_delta = 0  # changes since the count began
         # This batch: key -> [slot before the batch, slot now]; keys due when read.
         self.changes: dict[bytes, list[rules.Slot | None]] = {}
-        # Slots read from the DB this batch, and those of the batch staged last.
-        self.read: dict[bytes, rules.Slot | None] = {}
+        self.read: dict[bytes, rules.Slot | None] = {}  # slots read from the DB this batch
         self.due_now: list[bytes] = []
         self.dropped: list[bytes] = []  # stale index entries found by the timer
         self.received: dict[str, int] = {}  # calls and deferrals by task, for the metrics
         self.deferred: dict[str, int] = {}
-        self.staged: rocksdict.WriteBatch | None = None
-        self.unwritten_due = NEVER  # its earliest due index entry
+        self.staged: deque[Staged] = deque()  # not yet written, oldest first
+        # key -> (the staged batch that changed it last, the slot it left)
+        self.unwritten: dict[bytes, tuple[Staged, rules.Slot | None]] = {}
+        self.unwritten_due = NEVER  # their earliest due index entry
 
     # -- records ------------------------------------------------------------------------------
 
@@ -176,7 +177,7 @@ class PartitionTask:
         The scan starts at the cursor, behind which no entry is left, so it never walks keys
         that are not due, nor the tombstones of entries it dropped before.
         """
-        # An entry the staged batch puts in the index is not there yet: the scan must not pass it.
+        # An entry a staged batch puts in the index is not there yet: the scan must not pass it.
         limit = min(now, self.horizon_ms, self.unwritten_due - 1)
         if self.next_due > limit:
             if now - self.scanned_ms >= SCAN_KEPT_MS:
@@ -250,7 +251,9 @@ class PartitionTask:
     def prefetch(self, keys: list[bytes]) -> None:
         """Read the slots of a batch's keys in one multi-get (measured: 2.5 -> 1.7 us a key)."""
         read, changes = self.read, self.changes
-        wanted = [key for key in dict.fromkeys(keys) if key not in read and key not in changes]
+        unwritten = self.unwritten
+        wanted = [key for key in dict.fromkeys(keys)
+                  if key not in read and key not in changes and key not in unwritten]
         if wanted:
             # A list in, a list out (rocksdict's stub only knows a single key).
             raws = cast(list[bytes | None], self.db.get([state.slot_key(key) for key in wanted]))
@@ -258,7 +261,11 @@ class PartitionTask:
                 read[key] = state.decode_slot(raw)
 
     def _stored(self, key: bytes) -> rules.Slot | None:
-        """The key's slot as the DB holds it (read once a batch)."""
+        """The key's slot as the batches staged left it, or as the DB holds it (read once a
+        batch)."""
+        staged = self.unwritten.get(key)
+        if staged is not None:
+            return staged[1]
         try:
             return self.read[key]
         except KeyError:
@@ -289,16 +296,17 @@ class PartitionTask:
                 self.deferred[task] = self.deferred.get(task, 0) + 1
 
     def stage(self) -> None:
-        """Put this batch's slot changes on the changelog and into the WriteBatch (the one
-        staged before must have been written). Reads see the changed slots until the next
-        stage: the DB holds them by then."""
-        if self.staged is not None:
-            raise RuntimeError("stage() before the batch staged last was written")
-        self.staged_position = self.position
-        self.read = {key: after for key, (_, after) in self.changes.items()}
+        """Put this batch's slot changes on the changelog and into a WriteBatch, written by
+        :meth:`write`. Reads see the slots of every batch staged and not written."""
+        staged = Staged(self.position, list(self.changes))
+        self.staged.append(staged)
+        unwritten = self.unwritten
+        for key, (_, after) in self.changes.items():
+            unwritten[key] = (staged, after)
+        self.read.clear()
         if not self.changes and not self.dropped and not self.received and not self.deferred:
             return
-        batch = rocksdict.WriteBatch(raw_mode=True)
+        batch = staged.batch = rocksdict.WriteBatch(raw_mode=True)
         for raw in self.dropped:
             batch.delete(raw)
         self.dropped.clear()
@@ -320,8 +328,8 @@ class PartitionTask:
                 batch.delete(state.due_key(before.due_ms, key))
             if after is not None and not same_timer:
                 batch.put(state.due_key(after.due_ms, key), after.timer_id.encode())
-                if after.due_ms < self.unwritten_due:
-                    self.unwritten_due = after.due_ms
+                staged.earliest_due = min(staged.earliest_due, after.due_ms)
+                self.unwritten_due = min(self.unwritten_due, after.due_ms)
                 if after.due_ms < self.next_due:
                     self.next_due = after.due_ms
                 if after.due_ms < self.cursor:
@@ -335,14 +343,18 @@ class PartitionTask:
         for task, count in self.deferred.items():
             self.metrics.deferred(task, count)
         self.deferred.clear()
-        self.staged = batch
 
     def write(self, changelog_offset: int | None) -> None:
-        """Apply the staged WriteBatch (the broker has its records), with the changelog offset:
-        the effects of the calls up to ``staged_position`` are then persisted."""
-        batch, self.staged = self.staged, None
-        self.persisted = self.staged_position
-        self.unwritten_due = NEVER
+        """Apply the oldest staged WriteBatch (the broker has its records), with the changelog
+        offset: the effects of the calls before its position are then persisted."""
+        staged = self.staged.popleft()
+        unwritten = self.unwritten
+        for key in staged.keys:
+            if unwritten[key][0] is staged:  # (else a later batch changed it again)
+                del unwritten[key]
+        self.persisted = staged.position
+        self.unwritten_due = min((later.earliest_due for later in self.staged), default=NEVER)
+        batch = staged.batch
         if batch is None:
             if changelog_offset is None:
                 return
@@ -367,6 +379,19 @@ class PartitionTask:
         self.outputs.produce(self.settings.dead_letter_topic, key=parked.key,
                              value=parked.value, headers=parked.headers)
         self.outputs.produce(self.settings.events_topic, parked.event_key, parked.event)
+
+
+class Staged:
+    """A batch staged and not yet written: its WriteBatch (None: nothing to write), the calls
+    offset it covers up to, the keys it changed and its earliest due index entry."""
+
+    __slots__ = ("position", "keys", "batch", "earliest_due")
+
+    def __init__(self, position: int, keys: list[bytes]) -> None:
+        self.position = position
+        self.keys = keys
+        self.batch: rocksdict.WriteBatch | None = None
+        self.earliest_due = NEVER
 
 
 def _error(it: rocksdict.RdictIter) -> Exception | None:

@@ -26,23 +26,63 @@ def test_the_changelog_is_sent_only_once_the_events_are_on_the_broker(
     try:
         outputs.produce(settings.changelog_topic, b"s:k", b"slot", 0)
         outputs.produce(settings.events_topic, b"id", b'{"type": "deferred"}', 0)
-        # The event goes out on its own (linger: 2 ms); the changelog record waits.
+        # The event goes out on its own; the changelog record waits for the batch's end.
         deadline = time.monotonic() + 10
         while end(probe, settings.events_topic, 0) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert end(probe, settings.events_topic, 0) == 1
         time.sleep(0.2)
         assert end(probe, settings.changelog_topic, 0) == 0
-        outputs.send()  # the event is on the broker: the changelog record goes out
-        assert outputs.changelog_delivered() == {0: 0}
+        outputs.end_batch()
+        assert outputs.delivered(keep=0) == [{0: 0}]  # the event first, then the changelog
         assert end(probe, settings.changelog_topic, 0) == 1
-        assert outputs.changelog_delivered() == {}  # (since the last call)
+        assert outputs.delivered(keep=0) == []
     finally:
         probe.close()
         outputs.close()
 
 
-def test_a_batch_never_sent_leaves_no_changelog_record(settings: Settings) -> None:
+def test_batches_are_delivered_in_order_and_none_is_waited_for_unless_asked(
+        settings: Settings) -> None:
+    ensure_topics(settings)
+    outputs = Outputs(settings, settings.changelog_topic)
+    try:
+        for n in range(3):
+            outputs.produce(settings.events_topic, f"id{n}".encode(), b'{"type": "deferred"}', 0)
+            outputs.produce(settings.changelog_topic, f"s:{n}".encode(), b"slot", 0)
+            outputs.end_batch()
+        delivered: list[dict[int, int] | None] = []
+        deadline = time.monotonic() + 10
+        while len(delivered) < 3 and time.monotonic() < deadline:
+            started = time.monotonic()
+            delivered += outputs.delivered(keep=3)
+            assert time.monotonic() - started < 0.5  # (no flush)
+            time.sleep(0.005)
+        # Batches ready together share a request: the last one's offsets cover them.
+        assert len(delivered) == 3 and delivered[-1] == {0: 2}
+        offsets = [d[0] for d in delivered if d is not None]
+        assert offsets == sorted(offsets)
+    finally:
+        outputs.close()
+
+
+def test_batches_sent_together_put_only_the_latest_of_a_key_on_the_changelog(
+        settings: Settings) -> None:
+    ensure_topics(settings)
+    outputs = Outputs(settings, settings.changelog_topic)
+    probe = Consumer(consumer_config(settings, None))
+    try:
+        for value in (b"first", b"second"):
+            outputs.produce(settings.changelog_topic, b"s:k", value, 0)
+            outputs.end_batch()
+        assert outputs.delivered(keep=0) == [None, {0: 0}]
+        assert end(probe, settings.changelog_topic, 0) == 1
+    finally:
+        probe.close()
+        outputs.close()
+
+
+def test_a_batch_never_ended_leaves_no_changelog_record(settings: Settings) -> None:
     ensure_topics(settings)
     outputs = Outputs(settings, settings.changelog_topic)
     outputs.produce(settings.changelog_topic, b"s:k", b"slot", 0)

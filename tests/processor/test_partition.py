@@ -1,11 +1,12 @@
 """A calls partition's task on a real RocksDB (cfstream.processor.partition), driven as the loop
-drives it: records in offset order, then fire, stage, send (here: nothing), write. The loop
-writes a batch only in the next turn (``overlapped``); most tests write it at once (``turn``),
-to look at the DB."""
+drives it: records in offset order, then fire, stage, and a write once the broker has the batch
+(here: at once). The loop writes a batch turns later (``overlapped``); most tests write it at
+once (``turn``), to look at the DB."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -43,12 +44,13 @@ def turn(task: PartitionTask, records: list[Call | tuple[bytes, Any]], now: int,
 
 
 def overlapped(task: PartitionTask, records: list[Call | tuple[bytes, Any]], now: int,
-               horizon: int | None = None) -> None:
-    """A turn as the loop takes it: the batch staged last turn is written only after this one's
-    records are applied and its timers fired (the broker has its changelog records by then)."""
+               horizon: int | None = None, depth: int = 1) -> None:
+    """A turn as the loop takes it: a batch is written only once ``depth`` later ones are
+    staged (the broker had its records meanwhile)."""
     apply_and_fire(task, records, now, horizon)
-    task.write(None)
     task.stage()
+    while len(task.staged) > depth:
+        task.write(None)
 
 
 def apply_and_fire(task: PartitionTask, records: list[Call | tuple[bytes, Any]], now: int,
@@ -312,8 +314,24 @@ def test_a_batch_applied_over_an_unwritten_one_reads_its_slots(
     overlapped(task, [second], now=T0 + 105)  # writes the first batch after reading its slot
     assert [e["successor"] for e in events(task, "deferred")] == [second.id]
     assert task.persisted == 1 and index(task) == [(T0 + 1_000, b"tests:notify|k")]
-    with pytest.raises(RuntimeError, match="staged last was written"):
-        task.stage()
+
+
+def test_reads_see_every_batch_not_yet_written_the_latest_first(
+        partition_task: Callable[..., PartitionTask]) -> None:
+    task = partition_task()
+    calls = [call(T0 + 10 * i, key="k" if i % 2 == 0 else "j") for i in range(4)]
+    for i, c in enumerate(calls):
+        overlapped(task, [c], now=T0 + 10 * i + 1, depth=3)
+    assert len(task.staged) == 3 and task.persisted == 1  # k's first call written, no more
+    # Each call replaced the one before it on its key, read from an unwritten batch.
+    assert [(e["id"], e["successor"]) for e in events(task, "deferred")] == [
+        (calls[0].id, calls[2].id), (calls[1].id, calls[3].id)]
+    while task.staged:
+        task.write(None)
+    assert task.persisted == 4
+    for key, latest in ((b"tests:notify|k", calls[2]), (b"tests:notify|j", calls[3])):
+        slot = state.decode_slot(task.db.get(state.slot_key(key)))
+        assert slot is not None and slot.call == latest
 
 
 def test_the_timer_never_passes_an_entry_of_the_unwritten_batch(
@@ -335,12 +353,12 @@ def test_the_timer_never_passes_an_entry_of_the_unwritten_batch(
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 400), st.integers(0, 300),
                           st.integers(0, 400)), min_size=1, max_size=30),
-       st.sampled_from([turn, overlapped]))
+       st.sampled_from([turn, overlapped, functools.partial(overlapped, depth=3)]))
 def test_every_call_fires_once_or_is_replaced(
         partition_task: Callable[..., PartitionTask],
         steps: list[tuple[int, int, int, int]], driven: Callable[..., None]) -> None:
-    """Whatever the turns and horizons, and whether a batch is written at once or in the next
-    turn: each key's calls end as exactly one execution of its latest call per quiet period, and
+    """Whatever the turns and horizons, and whether a batch is written at once or turns later:
+    each key's calls end as exactly one execution of its latest call per quiet period, and
     nothing fires before its due time or the horizon."""
     task = partition_task()
     now, made = T0, []
@@ -350,7 +368,7 @@ def test_every_call_fires_once_or_is_replaced(
         made.append(c)
         driven(task, [c], now=now + read_after, horizon=now + read_after)
         now += read_after
-    for _ in range(2):  # (the second writes what the first staged)
+    for _ in range(4):  # (the last ones write what the first staged)
         driven(task, [], now=now + 10_000, horizon=now + 10_000)
     executions = task.outputs.values(task.settings.executions_topic)  # type: ignore[attr-defined]
     ids = [e["id"] for e in executions]
