@@ -51,9 +51,10 @@ def log_error(error: Any) -> None:
 # benchmark the spinning submitter and worker took both cores and left the runnable broker none
 # for seconds (bench/README.md, "Timers under mixed load").
 # What idempotence gave is not needed: a retry may write a record twice, and a retriable broker
-# error may put a batch after the next one. Readers take either: calls by id and submit time
+# error may put a batch after the next one (as may the processor's two producers of executions
+# and events, cfstream/processor/outputs.py). Readers take either: calls by id and submit time
 # (the rules), executions by id (workers), events by id and rank, and the changelog has one
-# record a key per batch, with the next batch sent only once this one is delivered.
+# record a key in flight at a time, the next sent only once those before are delivered.
 PRODUCER_DELIVERY = {"enable.idempotence": False, "max.in.flight.requests.per.connection": 1,
                      "acks": "all"}
 

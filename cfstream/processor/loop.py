@@ -1,5 +1,6 @@
-"""One processor replica: a loop on one confluent-kafka consumer, one producer, and a task per
-owned calls partition (:class:`~cfstream.processor.partition.PartitionTask`).
+"""One processor replica: a loop on one confluent-kafka consumer, its producers
+(:mod:`cfstream.processor.outputs`), and a task per owned calls partition
+(:class:`~cfstream.processor.partition.PartitionTask`).
 
 Each turn of the loop:
     consume the records that are there -> each partition's task applies the rules
@@ -60,8 +61,8 @@ from cfstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Records taken per turn: large enough to amortise the flush, small enough to fire on time. The
-# first turns take fewer, doubling from BATCH_FIRST: a launch's first 5,000 took 0.1 s.
+# Records taken per turn: large enough to amortise a turn's costs, small enough to fire on
+# time. The first turns take fewer, doubling from BATCH_FIRST: a launch's first 5,000 took 0.1 s.
 BATCH_MAX = 5_000
 BATCH_FIRST = 500
 # Longest wait for records when nothing is due sooner; bounds how late a stop is noticed.
@@ -186,7 +187,7 @@ class Processor:
                        self.settings.instance_id or "a new member")
         if self.consumer is not None:  # (its close may call _on_lost: so first)
             membership.close(self.consumer, self.settings, usable=False)
-        self._persist(keep=0)  # (its changelog offsets would be no one's)
+        self.outputs.forget(self._owned())  # (another member may own them now)
         for partition in list(self._owned()):
             self._drop(partition)
         self.lost.assigned()
@@ -361,9 +362,8 @@ class Processor:
 
     def _let_go(self, partitions: list[TopicPartition], commit: bool) -> None:
         mine = [tp.partition for tp in partitions if tp.topic == self.topic]
-        if self.healthy:
+        if commit and self.healthy:  # still this replica's: every batch written first
             self._persist(keep=0)
-        if commit and self.healthy:
             offsets = [TopicPartition(self.topic, p, self.tasks[p].persisted)
                        for p in mine if p in self.tasks]
             if offsets and self.consumer is not None:
@@ -371,6 +371,8 @@ class Processor:
                     self.consumer.commit(offsets=offsets, asynchronous=False)
                 except Exception as exc:  # the new owner replays a little more
                     logger.warning("could not commit revoked partitions: %s", exc)
+        else:  # lost, or this replica is failing: nothing more of theirs goes out
+            self.outputs.forget(set(mine))
         for partition in mine:
             self._drop(partition)
         if mine:
