@@ -66,7 +66,7 @@ def start_offsets(consumer: Consumer, topic: str, partitions: list[int]) -> dict
 
 
 def fetch_from(consumer: Consumer, tp: TopicPartition) -> None:
-    """Fetch a restored partition from ``tp.offset`` as soon as it is resumed: left alone, the
+    """Fetch a restored partition, resumed, from ``tp.offset`` at once: left alone, the
     consumer looks its start up again first (~35 ms at start-up). A partition whose fetcher has
     not started yet (its own lookup waits behind a commit in flight) refuses with _STATE; it
     then starts at its committed offset, the same place."""

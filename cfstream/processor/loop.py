@@ -427,8 +427,11 @@ class Processor:
         self.restorer.count(partition, db.snapshot())
         if early:
             self._apply(partition, early, now_ms())
-        fetch_from(self.consumer, TopicPartition(self.topic, partition, task.position))
+        # Resumed first: librdkafka wakes its fetcher when a partition's fetch starts (the seek),
+        # not when it is resumed; sought while paused, it was fetched at the fetcher's next
+        # wake-up, up to ~1 s later (tests/processor/test_loop.py).
         self.consumer.resume([tp])
+        fetch_from(self.consumer, TopicPartition(self.topic, partition, task.position))
         self.metrics.took_over(restored.source, restored.records)
         if not self.restoring:
             self.startup.mark("restore")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -18,6 +19,7 @@ from cfstream.clock import now_ms
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.topics import ensure_topics
 from cfstream.processor.loop import Processor
+from cfstream.processor.outputs import Outputs
 from cfstream.processor.partition import PartitionTask
 from cfstream.processor.restore import RESTORE_BACKOFF, Restorer
 from cfstream.processor.watermarks import Watermarks
@@ -104,3 +106,62 @@ def test_a_proof_that_came_during_the_last_turn_is_not_waited_for(settings: cf.S
         assert task.horizon_ms == now - 5
     finally:
         processor.watermarks.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_call_due_in_a_batch_the_broker_has_not_acknowledged_fires_on_time(
+        settings: cf.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turns do not wait for the broker: a batch's due index entries reach RocksDB once the
+    broker has its records. When one of them comes due first, the loop writes every batch
+    still on its way before its timer runs. Here the broker acknowledges nothing until the loop
+    asks for everything (``keep=0``): a call due 300 ms after it was read must still fire then,
+    not once 64 batches have piled up. At the stop every batch is written and its input
+    committed.
+
+    The call is made as soon as the replica is ready, so it also shows that a partition starts
+    fetching at once: librdkafka wakes its fetcher when a partition's fetch starts, not when it
+    is resumed, and a partition sought while paused was read ~1 s late (3 of 4 runs)."""
+    settings = replace(settings, state_dir=tmp_path, partitions=1)
+    ensure_topics(settings)
+    real = Outputs.delivered
+    asked: list[int] = []
+
+    def slow_broker(outputs: Outputs, keep: int) -> list[Any]:
+        asked.append(keep)
+        return real(outputs, keep) if keep == 0 else []
+
+    monkeypatch.setattr(Outputs, "delivered", slow_broker)
+    processor = Processor(settings)
+    thread = threading.Thread(target=processor.run)
+    thread.start()
+    consumer = Consumer(consumer_config(settings, None))
+    try:
+        deadline = time.monotonic() + 60
+        while not processor.ready():
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.05)
+        client = cf.Client(settings)
+        submitted = cf.submit("tests:notify", [1], {}, delay=0.3, client=client)
+        assert client.flush(30) == 0
+        client.close()
+        consumer.assign([TopicPartition(settings.executions_topic, 0, 0)])
+        fired = None
+        while fired is None and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                fired = json.loads(message.value() or b"{}")
+        assert fired is not None, "the call never fired"
+        assert fired["id"] == submitted.id
+        assert fired["fired_ms"] - fired["due_ms"] < 250, fired
+        assert any(keep > 0 for keep in asked) and 0 in asked
+    finally:
+        consumer.close()
+        processor.stop()
+        thread.join(30)
+    assert not processor.unwritten and not processor.outputs.batches
+    consumer = Consumer(consumer_config(settings, settings.processor_group))
+    try:  # written at the stop, so committed
+        (committed,) = consumer.committed([TopicPartition(settings.calls_topic, 0)], timeout=30)
+    finally:
+        consumer.close()
+    assert committed.offset == 1
