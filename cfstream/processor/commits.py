@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from cfstream.kafka.retry import settled, watermarks
 
@@ -64,15 +64,3 @@ def start_offsets(consumer: Consumer, topic: str, partitions: list[int]) -> dict
     return {tp.partition: int(tp.offset) if tp.offset >= 0
             else watermarks(consumer, topic, tp.partition, timeout=10)[0] for tp in committed}
 
-
-def fetch_from(consumer: Consumer, tp: TopicPartition) -> None:
-    """Fetch a restored partition, resumed, from ``tp.offset`` at once: left alone, the
-    consumer looks its start up again first (~35 ms at start-up). A partition whose fetcher has
-    not started yet (its own lookup waits behind a commit in flight) refuses with _STATE; it
-    then starts at its committed offset, the same place."""
-    try:
-        consumer.seek(tp)
-    except KafkaException as exc:
-        error = exc.args[0] if exc.args else None
-        if not isinstance(error, KafkaError) or error.code() != KafkaError._STATE:
-            raise

@@ -42,13 +42,14 @@ from confluent_kafka import (
 )
 
 from cfstream.clock import now_ms
+from cfstream.kafka import fetching
 from cfstream.kafka.groups import Groups
 from cfstream.kafka.sessions import member_session_soon
 from cfstream.kafka.topics import ensure_topics
 from cfstream.memory import tune_for_service
 from cfstream.observability.metrics import ProcessorMetrics
 from cfstream.processor import membership, placement
-from cfstream.processor.commits import Commits, fetch_from, start_offsets
+from cfstream.processor.commits import Commits, start_offsets
 from cfstream.processor.db import Databases, close
 from cfstream.processor.group import GroupView, StandbyPlan
 from cfstream.processor.outputs import Outputs
@@ -338,8 +339,7 @@ class Processor:
         mine = [tp for tp in partitions if tp.topic == self.topic]
         self.lost.assigned()
         self.starts.update(start_offsets(consumer, self.topic, [tp.partition for tp in mine]))
-        # Not at those offsets: paused at one, a partition is fetched ~1 s after its resume
-        # (measured). _start seeks it instead.
+        # Not at those offsets: _start has them fetched from their positions (fetching.resume).
         consumer.incremental_assign(partitions)
         if mine:
             consumer.pause(mine)  # until restored
@@ -418,7 +418,6 @@ class Processor:
             self.restorer.retry_later(partition)
             return
         self.restorer.ran(partition)
-        tp = TopicPartition(self.topic, partition)
         assert self.consumer is not None  # noqa: S101 - assigned through it
         task = PartitionTask(self.settings, partition, db, self.outputs, self.metrics,
                              position=self.starts.pop(partition), windows=self.windows)
@@ -427,11 +426,7 @@ class Processor:
         self.restorer.count(partition, db.snapshot())
         if early:
             self._apply(partition, early, now_ms())
-        # Resumed first: librdkafka wakes its fetcher when a partition's fetch starts (the seek),
-        # not when it is resumed; sought while paused, it was fetched at the fetcher's next
-        # wake-up, up to ~1 s later (tests/processor/test_loop.py).
-        self.consumer.resume([tp])
-        fetch_from(self.consumer, TopicPartition(self.topic, partition, task.position))
+        fetching.resume(self.consumer, [TopicPartition(self.topic, partition, task.position)])
         self.metrics.took_over(restored.source, restored.records)
         if not self.restoring:
             self.startup.mark("restore")

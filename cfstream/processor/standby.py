@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import rocksdict
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from cfstream.kafka import fetching
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.retry import watermarks
 from cfstream.kafka.stall import Stall
@@ -170,7 +171,7 @@ class Standbys:
         if paused:
             consumer.pause(partitions)
         else:
-            consumer.resume(partitions)
+            fetching.resume(consumer, partitions)
             self._stall.began()  # nothing was fetched meanwhile
 
     def close(self) -> None:

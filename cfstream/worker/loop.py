@@ -26,6 +26,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from cfstream.kafka import fetching
 from cfstream.memory import tune_for_service
 from cfstream.observability.metrics import WorkerMetrics
 from cfstream.retries import Retries
@@ -243,7 +244,7 @@ class Worker:
             self.consumer.pause(self.consumer.assignment())
             self.paused = True
         elif self.paused and len(self.backlog) < MAX_BACKLOG // 2:
-            self.consumer.resume(self.consumer.assignment())
+            fetching.resume(self.consumer, self.consumer.assignment())
             self.paused = False
 
     # -- running and reporting ------------------------------------------------------------------

@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
-from cfstream.processor.commits import Commits, fetch_from
+from cfstream.processor.commits import Commits
 
 
 class Consumer:
@@ -72,25 +71,3 @@ def test_only_the_partitions_that_failed_are_sent_again() -> None:
     commits.commit(consumer, {0: 5, 1: 7})  # type: ignore[arg-type]
     assert consumer.sent == [{0: 5, 1: 7}, {1: 7}]
 
-
-class Seeking:
-    """A consumer whose seek() answers with ``code`` (None: it seeks)."""
-
-    def __init__(self, code: int | None) -> None:
-        self.code = code
-        self.sought: list[TopicPartition] = []
-
-    def seek(self, tp: TopicPartition) -> None:
-        if self.code is not None:
-            raise KafkaException(KafkaError(self.code, "seek"))
-        self.sought.append(tp)
-
-
-def test_a_restored_partition_is_fetched_from_its_position_unless_not_started_yet() -> None:
-    tp = TopicPartition("calls", 0, 42)
-    consumer = Seeking(None)
-    fetch_from(consumer, tp)  # type: ignore[arg-type]
-    assert consumer.sought == [tp]
-    fetch_from(Seeking(KafkaError._STATE), tp)  # type: ignore[arg-type] # starts there anyway
-    with pytest.raises(KafkaException):
-        fetch_from(Seeking(KafkaError._TRANSPORT), tp)  # type: ignore[arg-type]

@@ -207,6 +207,8 @@ def test_fetching_pauses_while_the_backlog_is_full(harness_of: Any,
     harness.run_until(lambda: harness.consumer.paused)
     GATE.set()
     harness.run_until(lambda: not harness.consumer.paused)
+    # Sought where it stands, so that librdkafka fetches it now (cfstream.kafka.fetching).
+    assert harness.consumer.sought == [(0, harness.consumer.positions[0])]
     harness.run_until(lambda: len(RAN) == 12)
     assert harness.committed() == {0: 13}
 

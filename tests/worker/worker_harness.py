@@ -58,18 +58,31 @@ class FakeConsumer:
         self.commits: list[dict[int, int]] = []
         self.partitions = [TopicPartition(TOPIC, p) for p in partitions]
         self.paused = False
+        self.positions: dict[int, int] = {}  # partition -> the offset after the last returned
+        self.sought: list[tuple[int, int]] = []
 
     def poll(self, timeout: float = 0) -> FakeMessage | None:
         if self.waiting:
-            return self.waiting.popleft()
+            return self._returned(self.waiting.popleft())
         time.sleep(min(timeout, 0.01))
         return None
 
     def consume(self, num_messages: int = 1, timeout: float = 0) -> list[FakeMessage]:
         taken = []
         while self.waiting and len(taken) < num_messages:
-            taken.append(self.waiting.popleft())
+            taken.append(self._returned(self.waiting.popleft()))
         return taken
+
+    def _returned(self, message: FakeMessage) -> FakeMessage:
+        self.positions[message.partition()] = message.offset() + 1
+        return message
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, self.positions.get(tp.partition, -1001))
+                for tp in partitions]
+
+    def seek(self, tp: TopicPartition) -> None:  # (what is waiting lies past it)
+        self.sought.append((tp.partition, tp.offset))
 
     def assignment(self) -> list[TopicPartition]:
         return self.partitions
