@@ -12,12 +12,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import rocksdict
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 import cfstream as cf
 from cfstream.clock import now_ms
 from cfstream.kafka.config import consumer_config
 from cfstream.kafka.topics import ensure_topics
+from cfstream.processor import state
+from cfstream.processor.db import changelog_offset
 from cfstream.processor.loop import Processor
 from cfstream.processor.outputs import Outputs
 from cfstream.processor.partition import PartitionTask
@@ -165,3 +168,65 @@ def test_a_call_due_in_a_batch_the_broker_has_not_acknowledged_fires_on_time(
     finally:
         consumer.close()
     assert committed.offset == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_lost_partition_gets_no_more_changelog_records_or_writes(
+        settings: cf.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica that learns it lost a partition (its session expired) while batches of it are
+    still on their way sends none of their changelog records and writes none of them to its DB:
+    another replica may own the partition by then, and a record of ours landing after its
+    records, or a DB claiming an offset past them, would undo its changes on a later restore."""
+    settings = replace(settings, state_dir=tmp_path, partitions=1)
+    ensure_topics(settings)
+    real_delivered, real_turn = Outputs.delivered, Processor.turn
+    hold, lose, lost = threading.Event(), threading.Event(), threading.Event()
+
+    def held(outputs: Outputs, keep: int) -> list[Any]:  # the broker acknowledges nothing
+        return [] if hold.is_set() and keep > 0 else real_delivered(outputs, keep)
+
+    def turn(processor: Processor) -> None:
+        real_turn(processor)
+        if lose.is_set() and not lost.is_set():  # as librdkafka calls back from a poll
+            processor._on_lost(processor.consumer, [TopicPartition(settings.calls_topic, 0)])
+            lost.set()
+
+    monkeypatch.setattr(Outputs, "delivered", held)
+    monkeypatch.setattr(Processor, "turn", turn)
+    processor = Processor(settings)
+    thread = threading.Thread(target=processor.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not processor.ready():
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.05)
+        hold.set()
+        client = cf.Client(settings)
+        pending = cf.submit("tests:notify", [1], {}, delay=3600, client=client)
+        assert client.flush(30) == 0
+        client.close()
+        while not any(batch.changelog for batch in list(processor.outputs.batches)):
+            assert time.monotonic() < deadline, "the call's batch was never staged"
+            time.sleep(0.01)
+        lose.set()
+        assert lost.wait(30)
+        assert 0 not in processor.tasks
+    finally:
+        processor.stop()
+        thread.join(30)
+    consumer = Consumer(consumer_config(settings, None))
+    try:
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(settings.changelog_topic, 0), timeout=30)
+    finally:
+        consumer.close()
+    assert high == low, "a changelog record of the lost partition went out"
+    path = tmp_path / settings.calls_topic / "0.db"  # (the stopped replica holds the dir's lock)
+    db = rocksdict.Rdict(str(path), rocksdict.Options(raw_mode=True),
+                         access_type=rocksdict.AccessType.read_only())
+    try:
+        assert db.get(state.slot_key(pending.id.encode())) is None
+        assert changelog_offset(db) is None
+    finally:
+        db.close()
