@@ -188,6 +188,7 @@ def test_a_lost_partition_gets_no_more_changelog_records_or_writes(
     def turn(processor: Processor) -> None:
         real_turn(processor)
         if lose.is_set() and not lost.is_set():  # as librdkafka calls back from a poll
+            assert processor.consumer is not None
             processor._on_lost(processor.consumer, [TopicPartition(settings.calls_topic, 0)])
             lost.set()
 
