@@ -167,11 +167,11 @@ class Standbys:
         consumer = self._consumer
         if consumer is None or not self.copies:
             return
-        partitions = [TopicPartition(self.topic, p) for p in self.copies]
         if paused:
-            consumer.pause(partitions)
+            consumer.pause([TopicPartition(self.topic, p) for p in self.copies])
         else:
-            fetching.resume(consumer, partitions)
+            fetching.resume(consumer, [TopicPartition(self.topic, p, copy.position)
+                                       for p, copy in self.copies.items()])
             self._stall.began()  # nothing was fetched meanwhile
 
     def close(self) -> None:

@@ -6,7 +6,14 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from cfstream.kafka.fetching import fetch_from, resume
 
@@ -39,6 +46,9 @@ def test_a_restored_partition_is_fetched_from_its_position_unless_not_started_ye
     fetch_from(consumer, tp)  # type: ignore[arg-type]
     assert consumer.calls == [("seek", (0, 42))]
     fetch_from(Seeking(KafkaError._STATE), tp)  # type: ignore[arg-type] # starts there anyway
+    fetch_from(Seeking(KafkaError._OUTDATED), tp)  # type: ignore[arg-type] # a rebalance's turn
+    fetch_from(consumer, TopicPartition("calls", 0, 0))  # type: ignore[arg-type]
+    assert consumer.calls[-1] == ("seek", (0, OFFSET_BEGINNING))  # the same place, woken
     with pytest.raises(KafkaException):
         fetch_from(Seeking(KafkaError._TRANSPORT), tp)  # type: ignore[arg-type]
 
@@ -90,5 +100,33 @@ def test_a_resumed_partition_is_fetched_at_once(kafka_bootstrap: str, admin: Any
             assert message is not None and message.value() == f"{i}".encode()
             waits.append(time.monotonic() - resumed)
         assert max(waits) < 0.5, waits
+    finally:
+        consumer.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(60)
+def test_a_partition_resumed_at_offset_0_is_fetched_at_once(
+        kafka_bootstrap: str, admin: Any, create_topics: Any, topic_prefix: str) -> None:
+    """The same at offset 0, where a restored processor partition of an empty topic starts: a
+    seek to 0 is no new start for a fetcher already at 0."""
+    (topic,) = create_topics(admin, [f"{topic_prefix}.fetching0"])
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 0})
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{topic_prefix}.g",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+    tp = TopicPartition(topic, 0, 0)
+    try:
+        consumer.assign([tp])
+        consumer.pause([tp])
+        time.sleep(1.5)  # assigned, paused at 0, the fetcher idle
+        producer.produce(topic, b"0", partition=0)
+        assert producer.flush(10) == 0
+        resumed = time.monotonic()
+        resume(consumer, [TopicPartition(topic, 0, 0)])
+        message = None
+        while message is None and time.monotonic() - resumed < 5:
+            message = consumer.poll(0.05)
+        assert message is not None and message.value() == b"0"
+        assert time.monotonic() - resumed < 0.5
     finally:
         consumer.close()

@@ -30,6 +30,34 @@ from cfstream.processor.watermarks import Watermarks
 pytestmark = pytest.mark.kafka
 
 
+class Running:
+    """A replica's loop in a thread of this process, and what it raised."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.processor.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self.error = exc
+
+    def wait_ready(self, deadline: float) -> None:
+        while not self.processor.ready():
+            assert time.monotonic() < deadline and self.thread.is_alive(), self.error
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the loop; it must end, having raised nothing."""
+        self.processor.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the loop did not stop"
+        assert self.error is None, self.error
+
+
 @pytest.mark.timeout(120)
 def test_a_failed_turn_commits_nothing(settings: cf.Settings, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,14 +163,11 @@ def test_a_call_due_in_a_batch_the_broker_has_not_acknowledged_fires_on_time(
 
     monkeypatch.setattr(Outputs, "delivered", slow_broker)
     processor = Processor(settings)
-    thread = threading.Thread(target=processor.run)
-    thread.start()
+    running = Running(processor)
     consumer = Consumer(consumer_config(settings, None))
     try:
         deadline = time.monotonic() + 60
-        while not processor.ready():
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.05)
+        running.wait_ready(deadline)
         client = cf.Client(settings)
         submitted = cf.submit("tests:notify", [1], {}, delay=0.3, client=client)
         assert client.flush(30) == 0
@@ -159,9 +184,8 @@ def test_a_call_due_in_a_batch_the_broker_has_not_acknowledged_fires_on_time(
         assert any(keep > 0 for keep in asked) and 0 in asked
     finally:
         consumer.close()
-        processor.stop()
-        thread.join(30)
-    assert not processor.unwritten and not processor.outputs.batches
+        running.stop()
+    assert not processor.unwritten
     consumer = Consumer(consumer_config(settings, settings.processor_group))
     try:  # written at the stop, so committed
         (committed,) = consumer.committed([TopicPartition(settings.calls_topic, 0)], timeout=30)
@@ -195,13 +219,10 @@ def test_a_lost_partition_gets_no_more_changelog_records_or_writes(
     monkeypatch.setattr(Outputs, "delivered", held)
     monkeypatch.setattr(Processor, "turn", turn)
     processor = Processor(settings)
-    thread = threading.Thread(target=processor.run)
-    thread.start()
+    running = Running(processor)
     try:
         deadline = time.monotonic() + 60
-        while not processor.ready():
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.05)
+        running.wait_ready(deadline)
         hold.set()
         client = cf.Client(settings)
         pending = cf.submit("tests:notify", [1], {}, delay=3600, client=client)
@@ -214,8 +235,7 @@ def test_a_lost_partition_gets_no_more_changelog_records_or_writes(
         assert lost.wait(30)
         assert 0 not in processor.tasks
     finally:
-        processor.stop()
-        thread.join(30)
+        running.stop()
     consumer = Consumer(consumer_config(settings, None))
     try:
         low, high = consumer.get_watermark_offsets(

@@ -62,14 +62,14 @@ class FakeConsumer:
         self.sought: list[tuple[int, int]] = []
 
     def poll(self, timeout: float = 0) -> FakeMessage | None:
-        if self.waiting:
+        if self.waiting and not self.paused:
             return self._returned(self.waiting.popleft())
         time.sleep(min(timeout, 0.01))
         return None
 
     def consume(self, num_messages: int = 1, timeout: float = 0) -> list[FakeMessage]:
         taken = []
-        while self.waiting and len(taken) < num_messages:
+        while self.waiting and not self.paused and len(taken) < num_messages:
             taken.append(self._returned(self.waiting.popleft()))
         return taken
 
@@ -81,8 +81,11 @@ class FakeConsumer:
         return [TopicPartition(tp.topic, tp.partition, self.positions.get(tp.partition, -1001))
                 for tp in partitions]
 
-    def seek(self, tp: TopicPartition) -> None:  # (what is waiting lies past it)
+    def seek(self, tp: TopicPartition) -> None:
+        """As librdkafka: the position is unknown until the next record (what is waiting lies
+        past it)."""
         self.sought.append((tp.partition, tp.offset))
+        self.positions.pop(tp.partition, None)
 
     def assignment(self) -> list[TopicPartition]:
         return self.partitions
