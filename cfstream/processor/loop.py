@@ -98,7 +98,7 @@ class Processor:
         self.starts: dict[int, int] = {}  # restoring partition -> where its input starts
         self.joined = False
         # The group's id for this member, as of its last assignment. Asking the consumer each
-        # turn is a round trip to librdkafka's main thread: 7 % of the loop's time under mixed
+        # turn is a round trip to librdkafka's main thread: 7 % of the loop's wall time under mixed
         # load (py-spy), longer when that thread waits for a core.
         self.member = ""
         self.plan: StandbyPlan | None = None  # copies and the group's view, from run()
