@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -63,70 +64,75 @@ def test_partitions_are_resumed_then_sought_where_given_or_where_they_stand() ->
     assert nothing.calls == []
 
 
+class OnePartition:
+    """A topic of one partition, a producer, and a consumer assigned to it from offset 0."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
+        self.topic = topic
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                                  "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+        self.consumer.assign([TopicPartition(topic, 0, 0)])
+
+    def produce(self, value: bytes) -> None:
+        self.producer.produce(self.topic, value, partition=0)
+        assert self.producer.flush(10) == 0
+
+    def pause(self) -> None:
+        self.consumer.pause([TopicPartition(self.topic, 0)])
+
+    def resume_and_read(self, value: bytes, offset: int = -1001) -> float:
+        """Resume (``fetching.resume``, from ``offset`` if one is given), read the next record,
+        which must be ``value``: the seconds it took."""
+        resumed = time.monotonic()
+        resume(self.consumer, [TopicPartition(self.topic, 0, offset)])
+        return self.read(value, resumed)
+
+    def read(self, value: bytes, since: float, within: float = 5.0) -> float:
+        message = None
+        while message is None and time.monotonic() - since < within:
+            message = self.consumer.poll(0.05)
+            if message is not None and message.error() is not None:
+                message = None
+        assert message is not None and message.value() == value
+        return time.monotonic() - since
+
+
+@pytest.fixture
+def one_partition(kafka_bootstrap: str, admin: Any, create_topics: Any,
+                  topic_prefix: str) -> Iterator[OnePartition]:
+    (topic,) = create_topics(admin, [f"{topic_prefix}.fetching"])
+    partition = OnePartition(kafka_bootstrap, topic, f"{topic_prefix}.g")
+    try:
+        yield partition
+    finally:
+        partition.consumer.close()
+
+
 @pytest.mark.kafka
 @pytest.mark.timeout(60)
-def test_a_resumed_partition_is_fetched_at_once(kafka_bootstrap: str, admin: Any,
-                                                create_topics: Any, topic_prefix: str) -> None:
+def test_a_resumed_partition_is_fetched_at_once(one_partition: OnePartition) -> None:
     """A record produced while its partition is paused is read soon after the resume, not at
     the fetcher's next wake-up (up to ~1 s: librdkafka wakes it for a seek, not a resume).
-    Five rounds: left to a plain resume, most of them waited."""
-    (topic,) = create_topics(admin, [f"{topic_prefix}.fetching"])
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 0})
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{topic_prefix}.g",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 100})
-    tp = TopicPartition(topic, 0, 0)
-    try:
-        consumer.assign([tp])
-        producer.produce(topic, b"first", partition=0)  # read once the consumer is connected
-        assert producer.flush(10) == 0
-        first = None
-        deadline = time.monotonic() + 30
-        while first is None and time.monotonic() < deadline:
-            first = consumer.poll(0.1)
-        assert first is not None and first.value() == b"first"
-        waits = []
-        for i in range(5):
-            consumer.pause([tp])
-            time.sleep(0.2)  # the fetcher goes idle: nothing it may fetch
-            producer.produce(topic, f"{i}".encode(), partition=0)
-            assert producer.flush(10) == 0
-            resumed = time.monotonic()
-            resume(consumer, [TopicPartition(topic, 0)])
-            message = None
-            while message is None and time.monotonic() - resumed < 5:
-                message = consumer.poll(0.05)
-                if message is not None and message.error() is not None:
-                    message = None
-            assert message is not None and message.value() == f"{i}".encode()
-            waits.append(time.monotonic() - resumed)
-        assert max(waits) < 0.5, waits
-    finally:
-        consumer.close()
+    Five rounds: left to a plain resume, each after the first waited ~0.8 s."""
+    one_partition.produce(b"first")  # read once the consumer is connected
+    one_partition.read(b"first", time.monotonic(), within=30)
+    waits = []
+    for i in range(5):
+        one_partition.pause()
+        time.sleep(0.2)  # the fetcher goes idle: nothing it may fetch
+        one_partition.produce(f"{i}".encode())
+        waits.append(one_partition.resume_and_read(f"{i}".encode()))
+    assert max(waits) < 0.5, waits
 
 
 @pytest.mark.kafka
 @pytest.mark.timeout(60)
-def test_a_partition_resumed_at_offset_0_is_fetched_at_once(
-        kafka_bootstrap: str, admin: Any, create_topics: Any, topic_prefix: str) -> None:
+def test_a_partition_resumed_at_offset_0_is_fetched_at_once(one_partition: OnePartition) -> None:
     """The same at offset 0, where a restored processor partition of an empty topic starts: a
-    seek to 0 is no new start for a fetcher already at 0."""
-    (topic,) = create_topics(admin, [f"{topic_prefix}.fetching0"])
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 0})
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{topic_prefix}.g",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 100})
-    tp = TopicPartition(topic, 0, 0)
-    try:
-        consumer.assign([tp])
-        consumer.pause([tp])
-        time.sleep(1.5)  # assigned, paused at 0, the fetcher idle
-        producer.produce(topic, b"0", partition=0)
-        assert producer.flush(10) == 0
-        resumed = time.monotonic()
-        resume(consumer, [TopicPartition(topic, 0, 0)])
-        message = None
-        while message is None and time.monotonic() - resumed < 5:
-            message = consumer.poll(0.05)
-        assert message is not None and message.value() == b"0"
-        assert time.monotonic() - resumed < 0.5
-    finally:
-        consumer.close()
+    seek to 0 is no new start for a fetcher already at 0 (0.55 s before it was sought as the
+    partition's beginning)."""
+    one_partition.pause()
+    time.sleep(1.5)  # assigned, paused at 0, the fetcher idle
+    one_partition.produce(b"0")
+    assert one_partition.resume_and_read(b"0", offset=0) < 0.5
