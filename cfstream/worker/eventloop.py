@@ -7,8 +7,9 @@ thread's timed waits end late by its timer slack (50 us by default), to merge wa
 worker's loop waits for its timers in ``select()``, whose timeout is in microseconds, on the
 epoll descriptor itself (readable once a watched descriptor is), and its thread runs with the
 least timer slack. Measured with 1 ms async tasks at concurrency 8 (bench/worker, three
-alternating rounds each): 5,919/s on asyncio's own loop, 6,403/s with the select() wait,
-6,547/s with the least slack besides.
+alternating rounds each, slots that run their next job themselves, see
+:mod:`cfstream.worker.dispatch`): 5,919/s on asyncio's own loop, 6,403/s with the select()
+wait, 6,547/s with the least slack besides.
 """
 
 from __future__ import annotations

@@ -63,6 +63,35 @@ async def async_raises(i: int) -> int:
     raise KeyError(i)
 
 
+GATE = threading.Event()  # async_gate's job ends once it is set
+PROBE_TURNS = [0]  # turns a probe coroutine on the loop had
+
+
+async def async_gate(i: int) -> int:
+    while not GATE.is_set():
+        await asyncio.sleep(0.001)
+    return i
+
+
+async def async_instant(i: int) -> int:
+    """Never waits."""
+    return PROBE_TURNS[0]
+
+
+async def async_cancels_itself(i: int) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    await asyncio.sleep(0)
+    return i
+
+
+async def async_cancelling(i: int) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    return task.cancelling()
+
+
 def whoami() -> str | None:
     execution = current_execution()
     return execution.id if execution else None
@@ -77,7 +106,11 @@ TASKS = {t.name: t for t in (Task(fn=sync_body, name="tests:sync_body"),
                              Task(fn=whoami, name="tests:whoami"),
                              Task(fn=async_whoami, name="tests:async_whoami"),
                              Task(fn=async_body, name="tests:async_body"),
-                             Task(fn=async_raises, name="tests:async_raises"))}
+                             Task(fn=async_raises, name="tests:async_raises"),
+                             Task(fn=async_gate, name="tests:async_gate"),
+                             Task(fn=async_instant, name="tests:async_instant"),
+                             Task(fn=async_cancels_itself, name="tests:async_cancels_itself"),
+                             Task(fn=async_cancelling, name="tests:async_cancelling"))}
 
 
 def job(task: str, i: int) -> Job:
@@ -135,33 +168,102 @@ def test_an_async_tasks_exception_and_an_unknown_task_are_failed_outcomes(
     assert got["tests:nobody-8"].fields["error"]["type"] == "TaskNotRegistered"
 
 
-def test_an_async_job_that_ends_starts_the_next_without_waking_the_loop(
+def test_an_async_job_that_ends_runs_the_next_in_its_slot(
         dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the jobs begun from another thread go through the loop's wake-up pipe."""
-    woken: list[str] = []  # threads that began a job waking the loop
-    soon: list[str] = []  # threads that began one without waking it
-    loop = dispatcher._loop
-    wake, queue = loop.call_soon_threadsafe, loop.call_soon
+    """Twelve async jobs in three slots: three asyncio tasks, each begun through the loop's
+    wake-up pipe from the submitting thread, run them all; no job that ends wakes the loop or
+    makes a task for the next."""
+    begun: list[str] = []  # the threads that asked the loop to begin a task
+    wake = dispatcher._loop.call_soon_threadsafe
 
     def waking(callback: Any, *args: Any, **options: Any) -> Any:
         if callback == dispatcher._begin_async:
-            woken.append(threading.current_thread().name)
+            begun.append(threading.current_thread().name)
         return wake(callback, *args, **options)
 
-    def queuing(callback: Any, *args: Any, **options: Any) -> Any:
-        if callback == dispatcher._begin_async:
-            soon.append(threading.current_thread().name)
-        return queue(callback, *args, **options)
+    monkeypatch.setattr(dispatcher._loop, "call_soon_threadsafe", waking)
+    tasks: list[Any] = []
+    create = dispatcher._loop.create_task
 
-    monkeypatch.setattr(loop, "call_soon_threadsafe", waking)
-    monkeypatch.setattr(loop, "call_soon", queuing)
-    jobs = [job("tests:async_body", i) for i in range(12)]
+    def creating(coro: Any, **options: Any) -> Any:
+        tasks.append(coro)
+        return create(coro, **options)
+
+    monkeypatch.setattr(dispatcher._loop, "create_task", creating)
+    jobs = [job("tests:async_body", i) for i in range(12)]  # 20 ms each: 9 wait for a slot
     for j in jobs:
         dispatcher.submit(j)
     got = outcomes(dispatcher, len(jobs))
     assert sorted(j.offset for j, _ in got) == list(range(12))
-    assert woken and "cfstream-async" not in woken
-    assert "cfstream-async" in soon  # a job that ended began the next
+    assert begun == [threading.current_thread().name] * CONCURRENCY
+    assert len(tasks) == CONCURRENCY
+
+
+def test_async_jobs_that_never_wait_leave_the_loop_its_turns() -> None:
+    """200 async jobs that never wait, queued for one slot: a probe coroutine on the loop runs
+    between nearly every two of them (run back to back in one step, it would not run at all)."""
+    d = Dispatcher(TASKS, 1)
+    d.open()
+    stop = threading.Event()
+
+    async def probe() -> None:
+        while not stop.is_set():
+            PROBE_TURNS[0] += 1
+            await asyncio.sleep(0)
+
+    try:
+        GATE.clear()
+        asyncio.run_coroutine_threadsafe(probe(), d._loop)
+        d.submit(job("tests:async_gate", 0))  # holds the slot while the rest queue
+        for i in range(1, 201):
+            d.submit(job("tests:async_instant", i))
+        GATE.set()
+        got = outcomes(d, 201)
+    finally:
+        stop.set()
+        d.close()
+    seen = [o.fields["result"] for j, o in got if j.offset > 0]
+    assert len(seen) == 200
+    assert len(set(seen)) > 190
+
+
+def test_an_async_job_cancelled_leaves_no_cancellation_to_the_next() -> None:
+    """A job that cancels its own asyncio task fails; the next job in its slot runs in a task
+    that nobody cancelled."""
+    d = Dispatcher(TASKS, 1)
+    d.open()
+    try:
+        GATE.clear()
+        d.submit(job("tests:async_gate", 0))  # holds the slot while the rest queue
+        d.submit(job("tests:async_cancels_itself", 1))
+        d.submit(job("tests:async_cancelling", 2))
+        GATE.set()
+        got = {j.offset: o for j, o in outcomes(d, 3)}
+    finally:
+        d.close()
+    assert got[1].fields["error"]["type"] == "asyncio.exceptions.CancelledError"
+    assert got[2].fields["result"] == 0
+
+
+def test_a_long_run_of_async_jobs_that_cannot_begin_fails_each() -> None:
+    """Async jobs whose arguments do not fit fail without running. Their slot goes to the next
+    at the loop's next turn: begun from within each other's end, 5,000 such jobs would recurse
+    past Python's limit."""
+    d = Dispatcher(TASKS, 1)
+    d.open()
+    try:
+        jobs = [Job(FiredCall(Call(id=f"unfit-{i}", task="tests:async_body", args=[], kwargs={},
+                                   submitted_ms=NOW), NOW, NOW), 0, i)
+                for i in range(5_000)]  # async_body takes one argument
+        d.submit(job("tests:async_body", 5_000))  # holds the slot while the rest queue
+        for j in jobs:
+            d.submit(j)
+        got = outcomes(d, len(jobs) + 1)
+    finally:
+        d.close()
+    errors = [o.fields["error"]["type"] for j, o in got if j.offset < 5_000]
+    assert errors == ["InvalidArguments"] * 5_000
+    assert [o.fields["result"] for j, o in got if j.offset == 5_000] == [-5_000]
 
 
 def test_what_waits_for_a_slot_is_dropped_on_close() -> None:
