@@ -167,10 +167,13 @@ class Dispatcher:
         """Run ``job``, and each async job that takes its slot when the one before ends, in
         this asyncio task: the next begins there and then, where a new task would begin a turn
         of the loop later, after whatever the loop runs in between (1 ms async tasks at
-        concurrency 8: 5,687 -> 5,919/s, bench/worker). A job that ends without having let the
-        loop turn (it never waited) is followed by a turn, so a run of such jobs cannot hold the
-        loop. One that ends cancelled ends the task too: its cancellation count is not the next
-        job's."""
+        concurrency 8, with the loop of :mod:`cfstream.worker.eventloop`: 5,897 -> 6,431/s,
+        bench/worker). So the executions of a slot share one ``asyncio.current_task()``, as
+        the events of a stream processor's agent do. A job that ends without having let the
+        loop turn (it never waited) is followed by a turn, so a run of such jobs cannot hold
+        the loop. After a job that cancelled the task (or was cancelled), the next job begins
+        in a task of its own: a cancellation is no other job's."""
+        task = asyncio.current_task()
         while job is not None:
             target, outcome = execute.prepare(self.tasks.get(job.call.task), job.call)
             turned: list[bool] = []
@@ -183,11 +186,15 @@ class Dispatcher:
                         outcome = execute.from_exception(exc)
                     else:
                         outcome = execute.success(value, job.call.task)
-            cancelled = isinstance(outcome.error, asyncio.CancelledError)
-            job = self._finish(job, outcome, began, keep_async=not cancelled)
+            clean = task is not None and not task.cancelling()
+            job = self._finish(job, outcome, began, keep_async=clean)
             began = time.monotonic()
             if job is not None and not turned:
-                await asyncio.sleep(0)
+                try:
+                    await asyncio.sleep(0)
+                except BaseException:  # cancelled meanwhile: the job goes to a task of its own
+                    self._start([job])
+                    raise
 
     def _current(self, job: Job) -> Any:
         return nullcontext() if self.spans is None else self.spans.current(job)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import select
 import selectors
 import sys
+
+logger = logging.getLogger(__name__)
 
 # prctl's option that sets the calling thread's timer slack, in nanoseconds (linux/prctl.h).
 PR_SET_TIMERSLACK = 29
@@ -26,20 +29,29 @@ LEAST_SLACK_NS = 1  # 0 would restore the default
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
-    """A loop for the worker's async tasks; call :func:`sharpen_timers` on its thread."""
-    if not hasattr(selectors, "EpollSelector"):  # not Linux: asyncio's own
+    """A loop for the worker's async tasks; call :func:`sharpen_timers` on its thread. Where
+    the process has an event loop policy of its own (uvloop's, say), the loop is that policy's."""
+    if (not hasattr(selectors, "EpollSelector")  # not Linux
+            or type(asyncio.get_event_loop_policy()) is not asyncio.DefaultEventLoopPolicy):
         return asyncio.new_event_loop()
     return asyncio.SelectorEventLoop(TimelySelector())
 
 
-def sharpen_timers() -> None:
-    """Let the calling thread's timed waits end on time (Linux; elsewhere nothing)."""
+def sharpen_timers() -> bool:
+    """Let the calling thread's timed waits end on time (Linux); whether they now do."""
     if sys.platform != "linux":
-        return
+        return False
     try:
-        ctypes.CDLL(None).prctl(PR_SET_TIMERSLACK, LEAST_SLACK_NS, 0, 0, 0)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # no C library to load, or no prctl in it
-        return
+        return False
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    if prctl(PR_SET_TIMERSLACK, LEAST_SLACK_NS, 0, 0, 0) != 0:
+        logger.debug("timer slack left as it is: prctl failed (errno %d)", ctypes.get_errno())
+        return False
+    return True
 
 
 if hasattr(selectors, "EpollSelector"):
@@ -48,11 +60,18 @@ if hasattr(selectors, "EpollSelector"):
         """epoll, but a wait with a timeout ends when the timeout does, not at the next whole
         millisecond."""
 
+        def __init__(self) -> None:
+            super().__init__()
+            self.limited = False  # its descriptor is past select()'s limit (1024)
+
         def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-            if timeout is not None and timeout > 0:
+            if timeout is not None and timeout > 0 and not self.limited:
                 try:
                     select.select([self.fileno()], [], [], timeout)
-                except ValueError:  # a descriptor past select()'s limit (1024): epoll's wait
+                except ValueError:
+                    self.limited = True
+                    logger.info("the event loop's descriptor is past select()'s limit: its "
+                                "timers wake to the next millisecond")
                     return super().select(timeout)
                 timeout = 0
             return super().select(timeout)

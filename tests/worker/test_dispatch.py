@@ -86,6 +86,26 @@ async def async_cancels_itself(i: int) -> int:
     return i
 
 
+async def async_cancels_itself_and_returns(i: int) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()  # pending: it would hit the task's next wait
+    return i
+
+
+async def async_waits_then_cancels_itself(i: int) -> int:
+    await asyncio.sleep(0)
+    return await async_cancels_itself_and_returns(i)
+
+
+async def async_cancels_itself_and_carries_on(i: int) -> int:
+    try:
+        await async_cancels_itself(i)
+    except asyncio.CancelledError:
+        pass
+    return i
+
+
 async def async_cancelling(i: int) -> int:
     task = asyncio.current_task()
     assert task is not None
@@ -110,6 +130,12 @@ TASKS = {t.name: t for t in (Task(fn=sync_body, name="tests:sync_body"),
                              Task(fn=async_gate, name="tests:async_gate"),
                              Task(fn=async_instant, name="tests:async_instant"),
                              Task(fn=async_cancels_itself, name="tests:async_cancels_itself"),
+                             Task(fn=async_cancels_itself_and_returns,
+                                  name="tests:async_cancels_itself_and_returns"),
+                             Task(fn=async_waits_then_cancels_itself,
+                                  name="tests:async_waits_then_cancels_itself"),
+                             Task(fn=async_cancels_itself_and_carries_on,
+                                  name="tests:async_cancels_itself_and_carries_on"),
                              Task(fn=async_cancelling, name="tests:async_cancelling"))}
 
 
@@ -190,9 +216,12 @@ def test_an_async_job_that_ends_runs_the_next_in_its_slot(
         return create(coro, **options)
 
     monkeypatch.setattr(dispatcher._loop, "create_task", creating)
-    jobs = [job("tests:async_body", i) for i in range(12)]  # 20 ms each: 9 wait for a slot
+    GATE.clear()
+    jobs = [job("tests:async_gate", i) for i in range(CONCURRENCY)]  # hold the slots
+    jobs += [job("tests:async_body", i) for i in range(CONCURRENCY, 12)]  # wait for one
     for j in jobs:
         dispatcher.submit(j)
+    GATE.set()
     got = outcomes(dispatcher, len(jobs))
     assert sorted(j.offset for j, _ in got) == list(range(12))
     assert begun == [threading.current_thread().name] * CONCURRENCY
@@ -227,28 +256,41 @@ def test_async_jobs_that_never_wait_leave_the_loop_its_turns() -> None:
     assert len(set(seen)) > 190
 
 
-def test_an_async_job_cancelled_leaves_no_cancellation_to_the_next() -> None:
-    """A job that cancels its own asyncio task fails; the next job in its slot runs in a task
-    that nobody cancelled."""
+@pytest.mark.parametrize("cancels, ends", [
+    ("async_cancels_itself", "failed"),
+    ("async_cancels_itself_and_returns", "succeeded"),
+    ("async_waits_then_cancels_itself", "succeeded"),
+    ("async_cancels_itself_and_carries_on", "succeeded"),
+])
+def test_an_async_job_that_cancels_its_task_leaves_no_cancellation_to_the_next(
+        cancels: str, ends: str) -> None:
+    """A job that cancels its own asyncio task, whether the cancellation ends it, is still
+    pending when it returns, or is caught: the next job in its slot runs in a task that nobody
+    cancelled, and every job is reported."""
     d = Dispatcher(TASKS, 1)
     d.open()
     try:
         GATE.clear()
         d.submit(job("tests:async_gate", 0))  # holds the slot while the rest queue
-        d.submit(job("tests:async_cancels_itself", 1))
+        d.submit(job(f"tests:{cancels}", 1))
         d.submit(job("tests:async_cancelling", 2))
+        d.submit(job("tests:async_body", 3))
         GATE.set()
-        got = {j.offset: o for j, o in outcomes(d, 3)}
+        got = {j.offset: o for j, o in outcomes(d, 4)}
     finally:
         d.close()
-    assert got[1].fields["error"]["type"] == "asyncio.exceptions.CancelledError"
-    assert got[2].fields["result"] == 0
+    assert sorted(got) == [0, 1, 2, 3]
+    assert got[1].type == ends
+    if ends == "failed":
+        assert got[1].fields["error"]["type"] == "asyncio.exceptions.CancelledError"
+    assert (got[2].type, got[2].fields["result"]) == ("succeeded", 0)
+    assert (got[3].type, got[3].fields["result"]) == ("succeeded", -3)
+    assert not d.running
 
 
 def test_a_long_run_of_async_jobs_that_cannot_begin_fails_each() -> None:
-    """Async jobs whose arguments do not fit fail without running. Their slot goes to the next
-    at the loop's next turn: begun from within each other's end, 5,000 such jobs would recurse
-    past Python's limit."""
+    """5,000 async jobs whose arguments do not fit, queued for one slot: each fails without
+    running, and is reported."""
     d = Dispatcher(TASKS, 1)
     d.open()
     try:
