@@ -203,7 +203,7 @@ class Worker:
         assigned = self.consumer.assignment()
         if not assigned:
             return
-        for tp in self.consumer.position(assigned):
+        for tp in self._standing(assigned):  # (librdkafka's position is unset after a seek)
             _, high = self.consumer.get_watermark_offsets(tp, cached=True)
             if tp.offset >= 0 and high >= 0:
                 self.metrics.set_lag(tp.topic, tp.partition, high - tp.offset)
@@ -244,8 +244,13 @@ class Worker:
             self.consumer.pause(self.consumer.assignment())
             self.paused = True
         elif self.paused and len(self.backlog) < MAX_BACKLOG // 2:
-            fetching.resume(self.consumer, self.consumer.assignment())
+            fetching.resume(self.consumer, self._standing(self.consumer.assignment()))
             self.paused = False
+
+    def _standing(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """``partitions`` at the offsets the worker stands at (unset where it took none)."""
+        return [TopicPartition(tp.topic, tp.partition, self.offsets.next_offset(tp.partition))
+                for tp in partitions]
 
     # -- running and reporting ------------------------------------------------------------------
 

@@ -12,10 +12,18 @@ class OffsetTracker:
         self._taken: dict[int, deque[int]] = {}
         self._finished: dict[int, set[int]] = {}
         self._unsent: dict[int, int] = {}  # commits that failed, to send again
+        self._next: dict[int, int] = {}  # the offset after the last one taken
 
     def take(self, partition: int, offset: int) -> None:
         self._taken.setdefault(partition, deque()).append(offset)
         self._finished.setdefault(partition, set())
+        self._next[partition] = offset + 1
+
+    def next_offset(self, partition: int) -> int:
+        """Where the worker stands in ``partition``: the offset after the last one taken (-1:
+        none taken since it was assigned). librdkafka forgets its own position at a seek,
+        until the next record."""
+        return self._next.get(partition, -1)
 
     def finish(self, partition: int, offset: int) -> None:
         if partition in self._finished:
@@ -50,3 +58,4 @@ class OffsetTracker:
         self._taken.pop(partition, None)
         self._finished.pop(partition, None)
         self._unsent.pop(partition, None)
+        self._next.pop(partition, None)

@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 import pytest
-from worker_harness import NOW, fired
+from confluent_kafka import TopicPartition
+from worker_harness import NOW, TOPIC, fired
 
 from cfstream.retries import Retries
 from cfstream.task import Task
@@ -215,6 +216,43 @@ def test_fetching_pauses_while_the_backlog_is_full(harness_of: Any,
     assert harness.consumer.sought == [(0, 11)]
     harness.run_until(lambda: len(RAN) == 12)
     assert harness.committed() == {0: 13}
+
+
+def test_a_partition_paused_again_before_its_next_record_is_sought_where_the_worker_stands(
+        harness_of: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """librdkafka forgets a partition's position at a seek, until its next record. Paused again
+    before that (another partition filled the backlog), it is still sought at its resume: a
+    plain resume would leave its fetcher asleep (cfstream.kafka.fetching)."""
+    monkeypatch.setattr(loop, "MAX_BACKLOG", 10)
+    harness = harness_of(TASKS, concurrency=1)
+    harness.consumer.rebalance(assign=(1,))  # partitions 0 and 1
+    harness.feed(*[fired("t:gated", [n]) for n in range(11)])  # partition 0, offsets 0..10
+    harness.run_until(lambda: harness.consumer.paused)
+    GATE.set()
+    harness.run_until(lambda: not harness.consumer.paused)
+    assert harness.consumer.sought == [(0, 11)]  # partition 1: none taken, none known
+    harness.run_until(harness.ended(11))
+    GATE.clear()
+    harness.feed(*[fired("t:gated", [n]) for n in range(11, 23)], partition=1)  # 11..22
+    harness.run_until(lambda: harness.consumer.paused)
+    GATE.set()
+    harness.run_until(lambda: not harness.consumer.paused)
+    assert harness.consumer.sought == [(0, 11), (0, 11), (1, 23)]
+    harness.run_until(harness.ended(23))
+    assert harness.committed() == {0: 11, 1: 23}
+
+
+def test_the_lag_gauge_counts_from_where_the_worker_stands(harness_of: Any) -> None:
+    """Also after a seek, when librdkafka knows no position until the next record."""
+    harness = harness_of(TASKS)
+    harness.feed(*[fired("t:record", [n]) for n in range(5)])
+    harness.run_until(lambda: len(RAN) == 5)
+    harness.consumer.high[0] = 12
+    harness.consumer.seek(TopicPartition(TOPIC, 0, 5))
+    harness.worker._update_lag()
+    lag = harness.worker.metrics.registry.get_sample_value(
+        "cfstream_consumer_lag", {"topic": TOPIC, "partition": "0"})
+    assert lag == 7
 
 
 def test_a_revoked_partition_is_finished_committed_and_forgotten(harness_of: Any) -> None:

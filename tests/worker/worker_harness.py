@@ -60,6 +60,7 @@ class FakeConsumer:
         self.paused = False
         self.positions: dict[int, int] = {}  # partition -> the offset after the last returned
         self.sought: list[tuple[int, int]] = []
+        self.high: dict[int, int] = {}  # partition -> its high watermark, once set
 
     def poll(self, timeout: float = 0) -> FakeMessage | None:
         if self.waiting and not self.paused:
@@ -80,6 +81,9 @@ class FakeConsumer:
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         return [TopicPartition(tp.topic, tp.partition, self.positions.get(tp.partition, -1001))
                 for tp in partitions]
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool = False) -> tuple[int, int]:
+        return 0, self.high.get(tp.partition, -1001)
 
     def seek(self, tp: TopicPartition) -> None:
         """As librdkafka: the position is unknown until the next record (what is waiting lies
