@@ -4,7 +4,9 @@ its retry; a backlog merge links the merged execution to the one that took its p
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +20,7 @@ from worker_harness import NOW, fired
 from cfstream.retries import Retries
 from cfstream.task import Task
 from cfstream.wire import traceparent as valid_traceparent
+from cfstream.worker.jobs import Job
 from cfstream.worker.tracing import RunSpans
 
 MS = 1_000_000
@@ -27,6 +30,12 @@ GATE = threading.Event()
 
 def current_span() -> str:
     return f"{trace.get_current_span().get_span_context().span_id:016x}"
+
+
+async def async_current_span() -> list[Any]:
+    """Its asyncio task, and the span current in it."""
+    await asyncio.sleep(0)
+    return [id(asyncio.current_task()), current_span()]
 
 
 def gated() -> None:
@@ -39,7 +48,8 @@ def failing() -> None:
 
 TASKS = [Task(fn=current_span, name="t:current"), Task(fn=gated, name="t:gated"),
          Task(fn=failing, name="t:failing", retries=Retries(limit=2, delay_min=5)),
-         Task(fn=lambda n: n, name="t:echo")]
+         Task(fn=lambda n: n, name="t:echo"),
+         Task(fn=async_current_span, name="t:async_current")]
 
 
 @pytest.fixture
@@ -72,6 +82,28 @@ def test_a_run_is_a_child_of_the_execution_s_context_and_current_in_its_task(
     assert span.context is not None and succeeded["result"] == f"{span.context.span_id:016x}"
     assert (span.start_time, span.end_time) == (started["ts_ms"] * MS, succeeded["ts_ms"] * MS)
     assert (span.attributes or {})["cfstream.worker"] == "w:1"
+
+
+def test_an_async_run_s_span_is_current_in_it_and_not_in_the_next_run_of_its_slot(
+        traced: Any) -> None:
+    """A slot runs its async executions one after another in one asyncio task: the traced
+    one's span is current while it runs, and gone when the untraced one after it runs."""
+    spans, dispatcher = traced.worker.report.spans, traced.worker.dispatcher
+    first = Job(fired("t:async_current", [], traceparent=TRACEPARENT), 0, 1)
+    second = Job(fired("t:async_current", []), 0, 2)
+    spans.started(first, NOW)
+    dispatcher.submit(Job(fired("t:gated", []), 0, 0))  # holds the slot while the two queue
+    dispatcher.submit(first)
+    dispatcher.submit(second)
+    GATE.set()
+    got: dict[int, Any] = {}
+    deadline = time.monotonic() + 10
+    while len(got) < 3 and time.monotonic() < deadline:
+        got.update((job.offset, outcome) for job, outcome in dispatcher.outcomes(wait=0.1))
+    span_id = spans.spans[first.id].get_span_context().span_id
+    (task, current), (same_task, then_current) = got[1].fields["result"], got[2].fields["result"]
+    assert (task, current) == (same_task, f"{span_id:016x}")
+    assert then_current == "0" * 16
 
 
 def test_an_untraced_execution_runs_without_a_span(traced: Any,
