@@ -55,6 +55,16 @@ async def async_echo(value: dict) -> dict:
 
 
 @cf.task
+async def async_mixed(n: int) -> int:
+    """Fails for multiples of 7, returns without waiting for multiples of 5, else sleeps."""
+    if n % 7 == 0:
+        raise ValueError(f"no {n}")
+    if n % 5:
+        await asyncio.sleep(0.002)
+    return n
+
+
+@cf.task
 def whoami() -> str | None:
     execution = cf.current_execution()
     return execution.id if execution else None

@@ -53,6 +53,27 @@ def test_await_a_submit_a_chain_and_a_failure(pipeline: Pipeline) -> None:
     assert started["ts_ms"] >= quiet_since + pipeline_tasks.D * 1000
 
 
+def test_a_thousand_async_executions_at_once(pipeline: Pipeline) -> None:
+    """The worker's slots run async executions one after another, each slot in one asyncio
+    task: a thousand submitted at once, some failing and some never waiting, each run once
+    with its own arguments, waited on in submit order."""
+    calls = [pipeline.submit(pipeline_tasks.async_mixed, n) for n in range(1000)]
+    for n, call in enumerate(calls):
+        if n % 7 == 0:
+            with pytest.raises(cf.ExecutionFailed) as failed:
+                call.result(timeout=RESULT_TIMEOUT)
+            assert failed.value.message == f"no {n}"
+        else:
+            assert call.result(timeout=RESULT_TIMEOUT) == n
+    ids = {call.id for call in calls}
+    ended = pipeline.events.wait_for(
+        lambda e: e.get("id") in ids and e["type"] in ("succeeded", "failed"), count=1000)
+    assert len(ended) == 1000 and {e["id"] for e in ended} == ids
+    started = [e for e in pipeline.events.wait_for(
+        lambda e: e.get("id") in ids and e["type"] == "started", count=1000)]
+    assert len(started) == 1000 and {e["id"] for e in started} == ids
+
+
 def test_a_cancelled_await_lets_go(pipeline: Pipeline) -> None:
     waiters = pipeline.client.waiters()
 
