@@ -31,10 +31,16 @@ LEAST_SLACK_NS = 1  # 0 would restore the default
 def new_loop() -> asyncio.AbstractEventLoop:
     """A loop for the worker's async tasks; call :func:`sharpen_timers` on its thread. Where
     the process has an event loop policy of its own (uvloop's, say), the loop is that policy's."""
-    if (not hasattr(selectors, "EpollSelector")  # not Linux
-            or type(asyncio.get_event_loop_policy()) is not asyncio.DefaultEventLoopPolicy):
+    if not hasattr(selectors, "EpollSelector") or _own_policy():  # (no epoll: not Linux)
         return asyncio.new_event_loop()
     return asyncio.SelectorEventLoop(TimelySelector())
+
+
+def _own_policy() -> bool:
+    """Whether the process set an event loop policy (deprecated from Python 3.14 on)."""
+    if sys.version_info >= (3, 14):
+        return False
+    return type(asyncio.get_event_loop_policy()) is not asyncio.DefaultEventLoopPolicy
 
 
 def sharpen_timers() -> bool:
