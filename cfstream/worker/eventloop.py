@@ -20,6 +20,7 @@ import logging
 import select
 import selectors
 import sys
+import warnings
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,12 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
 
 def _own_policy() -> bool:
-    """Whether the process set an event loop policy (deprecated from Python 3.14 on)."""
-    if sys.version_info >= (3, 14):
+    """Whether the process set an event loop policy (deprecated in Python 3.14, gone in 3.16)."""
+    if sys.version_info >= (3, 16):
         return False
-    return type(asyncio.get_event_loop_policy()) is not asyncio.DefaultEventLoopPolicy
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return type(asyncio.get_event_loop_policy()) is not asyncio.DefaultEventLoopPolicy
 
 
 def sharpen_timers() -> bool:

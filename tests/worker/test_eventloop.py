@@ -42,7 +42,7 @@ def test_a_sleep_under_a_millisecond_ends_on_time() -> None:
     assert timely < stock - 0.0005
 
 
-@pytest.mark.skipif(sys.version_info >= (3, 14), reason="loop policies: deprecated in 3.14")
+@pytest.mark.skipif(sys.version_info >= (3, 16), reason="loop policies: gone in 3.16")
 def test_a_loop_policy_of_the_process_is_kept() -> None:
     """With an event loop policy other than asyncio's (uvloop's, say), the loop is that
     policy's."""

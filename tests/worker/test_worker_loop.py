@@ -13,7 +13,7 @@ from worker_harness import NOW, TOPIC, fired
 
 from cfstream.retries import Retries
 from cfstream.task import Task
-from cfstream.worker import loop
+from cfstream.worker import loop, starting
 
 RAN: list[int] = []
 GATE = threading.Event()
@@ -233,13 +233,15 @@ def test_a_partition_paused_again_before_its_next_record_is_sought_where_the_wor
     assert harness.consumer.sought == [(0, 11)]  # partition 1: none taken, none known
     harness.run_until(harness.ended(11))
     GATE.clear()
-    harness.feed(*[fired("t:gated", [n]) for n in range(11, 23)], partition=1)  # 11..22
+    # More than the worker may announce ahead: the rest fill the backlog, whatever the rates.
+    more = 10 + starting.MOST_AHEAD_PER_THREAD + 1
+    harness.feed(*[fired("t:gated", [n]) for n in range(11, 11 + more)], partition=1)
     harness.run_until(lambda: harness.consumer.paused)
     GATE.set()
     harness.run_until(lambda: not harness.consumer.paused)
-    assert harness.consumer.sought == [(0, 11), (0, 11), (1, 23)]
-    harness.run_until(harness.ended(23))
-    assert harness.committed() == {0: 11, 1: 23}
+    assert harness.consumer.sought == [(0, 11), (0, 11), (1, 11 + more)]
+    harness.run_until(harness.ended(11 + more))
+    assert harness.committed() == {0: 11, 1: 11 + more}
 
 
 def test_the_lag_gauge_counts_from_where_the_worker_stands(harness_of: Any) -> None:
