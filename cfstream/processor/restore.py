@@ -95,6 +95,7 @@ class Restorer:
         self.standbys = Standbys(settings, databases)
         self._lock = threading.Lock()  # a job starts, or is cancelled before it starts
         self._consumer: Consumer | None = None
+        self._copies_paused = False  # or their resume failed
         self._thread = threading.Thread(target=self._run, name="cfstream-restore", daemon=True)
         self._thread.start()
 
@@ -164,19 +165,34 @@ class Restorer:
                     job = (self.jobs.get_nowait() if standbys.copies
                            else self.jobs.get(timeout=IDLE_WAIT))
                 except queue.Empty:
+                    if self._copies_paused:  # their resume failed: again
+                        self._pause_copies(False)
                     standbys.reconcile(set(self.active))
                     standbys.tail(TAIL_POLL)
                     continue
                 if job is None:
                     break
-                standbys.pause(True)
+                self._pause_copies(True)
                 self._run_job(job)
                 if self.jobs.empty():
-                    standbys.pause(False)
+                    self._pause_copies(False)
         finally:
             standbys.close()
             if self._consumer is not None:
                 self._consumer.close()
+
+    def _pause_copies(self, paused: bool) -> None:
+        """Stop the standby copies' fetching while jobs run, or start it again. A failure is
+        logged, and a failed resume tried again when the thread is next idle: the copies only
+        keep takeovers short, and the jobs must go on."""
+        try:
+            self.standbys.pause(paused)
+        except Exception:
+            logger.exception("%s: the standby copies could not be %s", self.topic,
+                             "paused" if paused else "resumed")
+            self._copies_paused = True  # (paused or not: a resume that works is harmless)
+        else:
+            self._copies_paused = paused
 
     def _run_job(self, job: PartitionJob) -> None:
         with self._lock:

@@ -196,3 +196,35 @@ def test_a_copy_whose_consumer_stopped_fetching_reads_on_with_a_new_one(
         assert contents(standbys.copies[1].db) == expected(records)
     finally:
         restorer.close()
+
+
+@pytest.mark.parametrize("failing", ["pause", "resume"])
+def test_a_failing_pause_or_resume_of_the_copies_leaves_restores_running(
+        restorer: Restorer, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """Pausing the standby copies around a job, or starting them again, fails once: the job
+    runs all the same, a failed resume is tried again at once, and the copy follows its
+    changelog on (within 10 s: the stall check would take the copies up again only after
+    ~25 s)."""
+    settings = restorer.settings
+    records = send(settings, 1, [("a", slot("a", 100, 1))], offset=0)
+    standbys = restorer.standbys
+    standbys.want({1})
+    until(lambda: standbys.lags == {1: 0})
+    real, failures = standbys.pause, [failing]
+
+    def pause(paused: bool) -> None:
+        if ("pause" if paused else "resume") in failures:
+            failures.clear()
+            raise RuntimeError("refused")
+        real(paused)
+
+    monkeypatch.setattr(standbys, "pause", pause)
+    restorer.restore(0)
+    restored = restorer.results.get(timeout=30)
+    assert isinstance(restored, Restored) and restored.db is not None
+    assert restored.partition == 0
+    close(restored.db)
+    assert failures == []
+    records += send(settings, 1, [("b", slot("b", 200, 2))], offset=1)
+    until(lambda: standbys.copies[1].position == 2, timeout=10)
+    assert contents(standbys.copies[1].db) == expected(records)
