@@ -89,7 +89,7 @@ class Worker:
                                      spans=spans)
         self.running_loop = threading.Event()
         self.stopping = threading.Event()
-        self.paused = False
+        self.paused: set[int] = set()  # partitions paused while the backlog is full
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -240,12 +240,25 @@ class Worker:
         self.dedupe.remember(merge.loser)
 
     def _flow_control(self) -> None:
-        if not self.paused and len(self.backlog) >= MAX_BACKLOG:
-            self.consumer.pause(self.consumer.assignment())
-            self.paused = True
+        """Pause the partitions the worker has read from while the backlog is full; resume them,
+        sought where it stands, once it is half empty.
+
+        A partition it has not read from since it was assigned stays unpaused: the worker
+        knows no offset to seek it to, and a plain resume leaves its fetcher asleep up to ~1 s
+        (:mod:`cfstream.kafka.fetching`) where no other partition's seek wakes it (its leader
+        is another broker). It is paused at the turn that first takes records from it, so the
+        backlog overshoots by at most a turn's records."""
+        if len(self.backlog) >= MAX_BACKLOG:
+            fresh = self.offsets.partitions_read() - self.paused
+            if fresh:
+                topic = self.settings.executions_topic
+                self.consumer.pause([TopicPartition(topic, p) for p in sorted(fresh)])
+                self.paused |= fresh
         elif self.paused and len(self.backlog) < MAX_BACKLOG // 2:
-            fetching.resume(self.consumer, self._standing(self.consumer.assignment()))
-            self.paused = False
+            topic = self.settings.executions_topic
+            fetching.resume(self.consumer, [
+                TopicPartition(topic, p, self.offsets.next_offset(p)) for p in sorted(self.paused)])
+            self.paused.clear()
 
     def _standing(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """``partitions`` at the offsets the worker stands at (unset where it took none)."""
@@ -316,4 +329,5 @@ class Worker:
         self.backlog.drop(lambda job: job.partition not in revoked)
         for partition in revoked:
             self.offsets.forget(partition)
+        self.paused -= revoked  # (librdkafka drops their pause with them)
         self.dedupe.revoked(revoked)

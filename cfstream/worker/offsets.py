@@ -25,6 +25,10 @@ class OffsetTracker:
         until the next record."""
         return self._next.get(partition, -1)
 
+    def partitions_read(self) -> set[int]:
+        """The partitions the worker has taken a record from since they were assigned."""
+        return set(self._next)
+
     def finish(self, partition: int, offset: int) -> None:
         if partition in self._finished:
             self._finished[partition].add(offset)

@@ -244,6 +244,45 @@ def test_a_partition_paused_again_before_its_next_record_is_sought_where_the_wor
     assert harness.committed() == {0: 11, 1: 11 + more}
 
 
+def test_a_partition_never_read_keeps_fetching_until_it_is_read(
+        harness_of: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full backlog pauses only the partitions the worker has read from: it knows no offset to
+    seek one it has not, and a plain resume would leave that one's fetcher asleep (where no
+    other partition's seek wakes it). It is paused at the turn that first reads from it."""
+    monkeypatch.setattr(loop, "MAX_BACKLOG", 10)
+    harness = harness_of(TASKS, concurrency=1)
+    harness.consumer.rebalance(assign=(1,))  # partitions 0 and 1
+    harness.feed(*[fired("t:gated", [n]) for n in range(11)])  # partition 0
+    harness.run_until(lambda: harness.consumer.paused)
+    assert harness.consumer.paused == {0}
+    later = harness.feed(*[fired("t:gated", [n]) for n in range(11, 14)], partition=1)
+    harness.worker.turn()
+    assert harness.consumer.paused == {0, 1}
+    assert not harness.consumer.waiting  # taken while partition 0 was paused
+    GATE.set()
+    harness.run_until(lambda: not harness.consumer.paused)
+    assert harness.consumer.sought == [(0, 11), (1, later[-1] + 1)]
+    harness.run_until(harness.ended(14))
+    assert harness.committed() == {0: 11, 1: later[-1] + 1}
+
+
+def test_a_revoked_partition_leaves_the_paused_ones(harness_of: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """librdkafka forgets the pause of a partition it takes away (one assigned again fetches
+    unpaused): the worker does too, and resumes only the partitions it still holds."""
+    monkeypatch.setattr(loop, "MAX_BACKLOG", 10)
+    harness = harness_of(TASKS, concurrency=1)
+    harness.consumer.rebalance(assign=(1,))
+    harness.feed(*[fired("t:gated", [n]) for n in range(6)])
+    harness.feed(*[fired("t:gated", [n]) for n in range(6, 12)], partition=1)
+    harness.run_until(lambda: harness.consumer.paused == {0, 1})
+    GATE.set()
+    harness.consumer.rebalance(revoke=(1,))
+    assert harness.worker.paused == {0}
+    harness.run_until(lambda: not harness.consumer.paused)
+    assert harness.consumer.sought == [(0, 6)]
+
+
 def test_the_lag_gauge_counts_from_where_the_worker_stands(harness_of: Any) -> None:
     """Also after a seek, when librdkafka knows no position until the next record."""
     harness = harness_of(TASKS)

@@ -57,26 +57,31 @@ class FakeConsumer:
         self.waiting: deque[FakeMessage] = deque()
         self.commits: list[dict[int, int]] = []
         self.partitions = [TopicPartition(TOPIC, p) for p in partitions]
-        self.paused = False
+        self.paused: set[int] = set()  # partitions
         self.positions: dict[int, int] = {}  # partition -> the offset after the last returned
         self.sought: list[tuple[int, int]] = []
         self.high: dict[int, int] = {}  # partition -> its high watermark, once set
 
     def poll(self, timeout: float = 0) -> FakeMessage | None:
-        if self.waiting and not self.paused:
-            return self._returned(self.waiting.popleft())
-        time.sleep(min(timeout, 0.01))
-        return None
+        message = self._next()
+        if message is None:
+            time.sleep(min(timeout, 0.01))
+        return message
 
     def consume(self, num_messages: int = 1, timeout: float = 0) -> list[FakeMessage]:
         taken = []
-        while self.waiting and not self.paused and len(taken) < num_messages:
-            taken.append(self._returned(self.waiting.popleft()))
+        while len(taken) < num_messages and (message := self._next()) is not None:
+            taken.append(message)
         return taken
 
-    def _returned(self, message: FakeMessage) -> FakeMessage:
-        self.positions[message.partition()] = message.offset() + 1
-        return message
+    def _next(self) -> FakeMessage | None:
+        """The first record waiting on a partition not paused."""
+        for i, message in enumerate(self.waiting):
+            if message.partition() not in self.paused:
+                del self.waiting[i]
+                self.positions[message.partition()] = message.offset() + 1
+                return message
+        return None
 
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         return [TopicPartition(tp.topic, tp.partition, self.positions.get(tp.partition, -1001))
@@ -95,10 +100,10 @@ class FakeConsumer:
         return self.partitions
 
     def pause(self, partitions: list[TopicPartition]) -> None:
-        self.paused = True
+        self.paused |= {tp.partition for tp in partitions}
 
     def resume(self, partitions: list[TopicPartition]) -> None:
-        self.paused = False
+        self.paused -= {tp.partition for tp in partitions}
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
         self.commits.append({tp.partition: tp.offset for tp in offsets})
@@ -111,6 +116,7 @@ class FakeConsumer:
         if revoke:
             self.callbacks["on_revoke"](self, [TopicPartition(TOPIC, p) for p in revoke])
             self.partitions = [tp for tp in self.partitions if tp.partition not in revoke]
+            self.paused -= set(revoke)  # as librdkafka: one assigned again fetches unpaused
         if assign:
             self.partitions += [TopicPartition(TOPIC, p) for p in assign]
             self.callbacks["on_assign"](self, [TopicPartition(TOPIC, p) for p in assign])
