@@ -15,10 +15,9 @@ import threading
 from collections import deque
 from typing import Any
 
-import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from cfstream.codec import dumps
+from cfstream.codec import dumps, loads
 from cfstream.errors import CfStreamError, SubmitError
 from cfstream.events.waiting import Waiters
 from cfstream.kafka.config import producer_config
@@ -148,8 +147,8 @@ class Client:
             return
         # Only failures come here: the call's id is in the record.
         try:
-            call = orjson.loads(msg.value() or b"{}")
-        except orjson.JSONDecodeError:
+            call = loads(msg.value() or b"{}")
+        except ValueError:
             call = {}
         logger.error("call %s to %s was not delivered: %s", call.get("id"), call.get("task"), err)
         if call.get("id"):

@@ -12,16 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cfstream.codec import canonical, dumps, from_json_value, to_json_value
+from cfstream.codec import canonical, dumps, from_json_value, loads, to_json_value
 
 
 def round_trip(value: Any) -> Any:
-    """Through bytes, as a call travels."""
-    return from_json_value(json.loads(dumps(to_json_value(value))))
+    """Through bytes, as a call travels (read as the processor, the worker and waiters read)."""
+    return from_json_value(loads(dumps(to_json_value(value))))
 
 
 @pytest.mark.parametrize("value", [
-    None, True, False, 0, -7, 2**70, 1.5, -0.25, "", "héllo ✓", [], {}, [1, "a", None],
+    None, True, False, 0, -7, 2**70, -2**70, 2**64, 2**64 - 1, -2**63 - 1, -2**63, 10**30, 1.5, -0.25, "", "héllo ✓", [], {}, [1, "a", None],
     {"a": {"b": [1, 2.5, "c"]}},
 ])
 def test_plain_json_passes_through(value: Any) -> None:
@@ -181,3 +181,32 @@ def repr_types(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: repr_types(v) for k, v in value.items()}
     return type(value).__name__
+
+
+@pytest.mark.parametrize("value", [2**64, -2**63 - 1, 10**30, -10**400, [1, {"n": 2**64}]])
+def test_integers_beyond_64_bits_are_read_exactly(value: Any) -> None:
+    """orjson reads them as floats, silently: they must not reach a task or a waiter so."""
+    raw = json.dumps(value).encode()
+    assert loads(raw) == value
+    assert repr_types(loads(raw)) == repr_types(value)
+
+
+def test_digits_in_strings_read_the_same_either_way() -> None:
+    value = {"id": "1" * 40, "n": 5, "x": 0.1}
+    assert loads(json.dumps(value).encode()) == value
+
+
+@pytest.mark.parametrize("raw", [b"[NaN]", b'{"a": Infinity}', b"[-Infinity]", b"[1e400]",
+                                 b"[-1e400]", b'[1, 2**64, "' + b"9" * 30 + b'", NaN]'])
+def test_numbers_that_are_not_finite_are_not_json(raw: bytes) -> None:
+    """Python's json reads NaN and Infinity (and 1e400 as inf); orjson then writes null."""
+    with pytest.raises(ValueError):
+        loads(raw)
+
+
+@pytest.mark.parametrize("raw", [b"\xef\xbb\xbf{}", "{}".encode("utf-16"), b'["\\ud800"]',
+                                 b"{", b'["\xff"]'])
+def test_what_rfc_8259_json_is_not_is_refused(raw: bytes) -> None:
+    """A BOM, UTF-16, a lone surrogate, a broken text, bytes that are not UTF-8."""
+    with pytest.raises(ValueError):
+        loads(raw)

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import orjson
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from cfstream.clock import CLOCK_MARGIN_MS, now_ms
@@ -311,7 +310,7 @@ class Reader:
         on ids that settled."""
         if not messages:
             return
-        parts, rank_of, watches, decode = self._parts, RANK.get, self.watches.by_id, orjson.loads
+        parts, rank_of, watches = self._parts, RANK.get, self.watches.by_id
         noted = []
         for message in messages:
             if message.error() is not None:
@@ -327,10 +326,7 @@ class Reader:
                                not in watches):
                 continue
             try:
-                try:
-                    event = decode(raw)
-                except orjson.JSONDecodeError:
-                    event = loads(raw)  # what orjson refuses
+                event = loads(raw)
                 rank = rank_of(event["type"])
                 execution_id = event["id"]
             except (ValueError, TypeError, KeyError):

@@ -3,10 +3,11 @@ broke the wire format, parked with why)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from cfstream.codec import dumps, loads
+from cfstream.codec import dumps
 from cfstream.wire.reading import InvalidRecord
 from cfstream.wire.records import SCHEMA_VERSION, Call
 
@@ -69,8 +70,10 @@ def dead_letter(error: InvalidRecord, topic: str, partition: int | None, offset:
 
 
 def _guess_id(raw: bytes | None) -> str | None:
+    """The id of a bad record, if it names one. Read leniently, as Python's json reads (NaN, a
+    BOM, UTF-16): such a record is still parked, but its waiters learn why."""
     try:
-        ident: Any = loads(raw or b"").get("id")
+        ident: Any = json.loads(raw or b"").get("id")
         if isinstance(ident, str):
             ident.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError, a ValueError
             return ident

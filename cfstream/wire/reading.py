@@ -3,13 +3,11 @@ field by field (:class:`InvalidRecord` says what is wrong), or trusted when cfst
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
 from typing import Any
 
-import orjson
-
+from cfstream.codec import loads
 from cfstream.errors import CfStreamError
 from cfstream.wire.modes import Modes, ModesError, collect_bounds, trusted_modes
 from cfstream.wire.records import (
@@ -27,8 +25,6 @@ READ_VERSIONS = (SCHEMA_VERSION, MODES_VERSION)
 # (seconds for milliseconds) would otherwise schedule a call decades away.
 MAX_CLOCK_SKEW_MS = 7 * 24 * 3600 * 1000
 
-# A \uD800-\uDFFF escape: paired it is fine, alone it makes a str that cannot be UTF-8.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 # W3C Trace Context: version-traceid-parentid-flags, lower-case hex; a later version may add
 # fields after the flags ("-..."), which a version 00 reader leaves out.
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(?:-|$)")
@@ -55,29 +51,17 @@ def parse_json(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
         raise InvalidRecord("too_large",
                             f"record of {len(raw)} bytes exceeds the limit of {max_bytes}")
     try:
-        # orjson is strict (UTF-8, no lone surrogates, no NaN) and ~4x faster; the standard
-        # library then decides what orjson refused, so it accepts and rejects as before.
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        data = _parse_json_slowly(raw)
+        data = loads(raw)
+    except ValueError as exc:  # also UnicodeError, and ints over Python's digit limit
+        raise InvalidRecord("not_json", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRecord("not_json", "JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidRecord("not_object", f"expected a JSON object, got {type(data).__name__}")
     version = data.get("v")
     if isinstance(version, bool) or version not in READ_VERSIONS:
         raise InvalidRecord("unknown_version",
                             f"unknown schema version {version!r}; this cfstream reads v1 and v2")
-    return data
-
-
-def _parse_json_slowly(raw: bytes) -> Any:
-    try:
-        data = json.loads(raw.decode("utf-8"))  # RFC 8259: UTF-8 (so no UTF-16, no BOM)
-        if _SURROGATE_ESCAPE.search(raw):
-            json.dumps(data, ensure_ascii=False).encode("utf-8")  # a lone surrogate raises
-    except ValueError as exc:  # also UnicodeError, and ints over Python's digit limit
-        raise InvalidRecord("not_json", f"not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidRecord("not_json", "JSON nested too deeply") from None
     return data
 
 

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pytest
+from confluent_kafka import Producer
 from harness import LATE_MS, Pipeline
 from pipeline_tasks import (
     D_MS,
@@ -23,6 +24,8 @@ from pipeline_tasks import (
 )
 
 import cfstream as cf
+from cfstream.clock import now_ms
+from cfstream.ids import new_execution_id
 
 pytestmark = pytest.mark.kafka
 
@@ -160,6 +163,27 @@ def test_async_task_and_rich_argument_types(pipeline: Pipeline) -> None:
     value = {"when": dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.UTC), "amount":
              decimal.Decimal("12.50"), "id": uuid.uuid4(), "raw": b"\x00\x01"}
     assert pipeline.submit(async_echo, value).result(timeout=RESULT_TIMEOUT) == value
+
+
+def test_integers_beyond_64_bits_arrive_exactly_and_nan_is_refused(pipeline: Pipeline) -> None:
+    """Through the processor, the worker and the waiter and back; orjson alone reads such an
+    integer as a float, and Python's json reads NaN, which orjson then writes as null."""
+    value = {"big": 10**30, "u64": 2**64, "low": -2**63 - 1, "small": 2**63 - 1}
+    back = pipeline.submit(async_echo, value).result(timeout=RESULT_TIMEOUT)
+    assert back == value and all(type(n) is int for n in back.values())
+
+    # What a producer in another language might write: NaN is not JSON.
+    call_id = new_execution_id()
+    record = (f'{{"v":1,"kind":"call","id":"{call_id}","task":"{async_echo.name}",'
+              f'"args":[NaN],"kwargs":{{}},"submitted_ms":{now_ms()},"delay_ms":0,'
+              '"defer_key":null,"max_wait_ms":null}')
+    producer = Producer({"bootstrap.servers": pipeline.settings.bootstrap_servers})
+    producer.produce(pipeline.settings.calls_topic, key=call_id.encode(), value=record.encode())
+    assert producer.flush(10) == 0
+    with pytest.raises(cf.SubmitError, match="numbers must be finite"):
+        cf.Execution(call_id, client=pipeline.client).result(timeout=RESULT_TIMEOUT)
+    assert "numbers must be finite" in pipeline.events.one(call_id, "invalid")["reason"]
+    assert [e["type"] for e in pipeline.events.of(call_id)] == ["invalid"]
 
 
 def test_submit_by_name_and_wait_from_another_process(pipeline: Pipeline) -> None:
