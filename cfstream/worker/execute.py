@@ -41,8 +41,10 @@ def prepare(task: Task[Any, Any] | None, call: Call) -> tuple[Any, Outcome | Non
     if task is None:
         return None, failure(
             "TaskNotRegistered",
-            f"no task {call.task!r} is registered in this worker; start the worker with the "
-            "module that defines it (cfstream worker MODULE)",
+            f"no task {call.task!r} is registered in this worker. The workers of a topic "
+            "prefix share every execution on it: start each with every module that defines "
+            "tasks (cfstream worker MODULE...), or run other tasks' workers under a prefix of "
+            "their own",
         )
     try:
         if call.collected is not None:  # collect=True: one list of every call's argument

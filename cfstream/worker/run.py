@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import os
 import signal
+import sys
 from types import FrameType
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from cfstream.errors import ConfigurationError
 from cfstream.kafka.config import group_config, producer_config
 from cfstream.kafka.sessions import member_session_ms
 from cfstream.kafka.topics import ensure_topics
@@ -26,9 +29,25 @@ SERVICE_NAME = "cfstream-worker"
 
 
 def import_tasks(modules: list[str]) -> dict[str, Task[Any, Any]]:
-    """Import ``modules``; the tasks they register are the only ones this worker runs."""
+    """Import ``modules``; the tasks they register are the only ones this worker runs.
+
+    The current directory comes first on the path, as for ``python -m`` (and for Celery's and
+    dramatiq's workers): a command's own directory would be there instead. A module that is
+    not found is a ConfigurationError; an import its own code fails keeps its traceback."""
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
     for name in modules:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (name == exc.name or name.startswith(f"{exc.name}.")):
+                raise
+            raise ConfigurationError(
+                f"cannot import {name!r}: no module named {exc.name!r} in {here} or on "
+                "PYTHONPATH; run the worker where the module can be imported from, or set "
+                "PYTHONPATH"
+            ) from None
     return registry()
 
 

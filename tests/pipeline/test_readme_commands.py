@@ -28,7 +28,17 @@ from cfstream.settings import CONSOLE_PORT, PROCESSOR_HTTP_PORT, WORKER_HTTP_POR
 
 pytestmark = pytest.mark.kafka
 
-CFSTREAM = [sys.executable, "-m", "cfstream"]
+# The command as the README has it (the console script: its directory, not the current one,
+# heads the module path, unlike `python -m cfstream`).
+CFSTREAM = [str(Path(sys.executable).with_name("cfstream"))]
+# A task module of the newcomer's own, in the directory the services are started from.
+OWN_TASKS = """
+import cfstream as cf
+
+@cf.task
+def shout(word: str) -> str:
+    return word.upper()
+"""
 
 
 def readyz(port: int) -> int | None:
@@ -50,15 +60,15 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: flo
         time.sleep(0.2)
 
 
-def console_tasks(timeout: float = 60) -> list[dict[str, object]]:
-    """The console's per-task rows, once it answers and lists a task that has run."""
+def console_tasks(ran: int, timeout: float = 60) -> list[dict[str, object]]:
+    """The console's per-task rows, once it answers and lists ``ran`` tasks that have run."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             url = f"http://127.0.0.1:{CONSOLE_PORT}/api/snapshot"
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
                 tasks = json.load(response)["tasks"]
-            if any(row["succeeded"] for row in tasks):
+            if sum(bool(row["succeeded"]) for row in tasks) >= ran:
                 return list(tasks)
         except OSError:
             pass
@@ -83,9 +93,10 @@ def test_the_readme_services_run_side_by_side_with_their_defaults(
                                            stdout=out, stderr=subprocess.STDOUT)
         return procs[name]
 
+    (tmp_path / "mytasks.py").write_text(OWN_TASKS)
     try:
         # The order the issue saw fail: the worker first, then the processor.
-        worker = start("worker", "worker", "cfstream.examples.notifications")
+        worker = start("worker", "worker", "cfstream.examples.notifications", "mytasks")
         wait_ready(WORKER_HTTP_PORT, worker, logs["worker"])
         processor = start("processor", "processor")
         wait_ready(PROCESSOR_HTTP_PORT, processor, logs["processor"])
@@ -94,13 +105,14 @@ def test_the_readme_services_run_side_by_side_with_their_defaults(
         try:
             execution = notifications.send_notification.submit_to(client, 1, 7)
             assert execution.result(timeout=60) == "user 1 notified about document 7"
+            assert cf.submit("mytasks:shout", ["hi"], client=client).result(timeout=60) == "HI"
         finally:
             client.close()
 
         start("console", "console")
-        tasks = console_tasks()
-        assert [row["task"] for row in tasks if row["succeeded"]] == [
-            notifications.send_notification.name]
+        tasks = console_tasks(ran=2)
+        assert sorted(row["task"] for row in tasks if row["succeeded"]) == [
+            notifications.send_notification.name, "mytasks:shout"]
 
         for name, port, setting in [("second", WORKER_HTTP_PORT, "CFSTREAM_HTTP_PORT"),
                                     ("second-console", CONSOLE_PORT, "CFSTREAM_CONSOLE_PORT")]:
@@ -125,3 +137,16 @@ def test_the_readme_services_run_side_by_side_with_their_defaults(
     assert procs["processor"].returncode == 0, logs["processor"].read_text()[-2000:]
     assert procs["worker"].returncode == 0, logs["worker"].read_text()[-2000:]
     assert procs["console"].returncode == 0, logs["console"].read_text()[-2000:]
+
+
+def test_a_worker_of_a_module_it_cannot_import_says_so_in_one_line(tmp_path: Path) -> None:
+    """Before it reaches for Kafka (none is needed to say so)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CFSTREAM_")}
+    env["CFSTREAM_BOOTSTRAP_SERVERS"] = "127.0.0.1:1"
+    done = subprocess.run([*CFSTREAM, "worker", "myapp.tasks"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot import 'myapp.tasks': no module named 'myapp' in {tmp_path} or on "
+        "PYTHONPATH; run the worker where the module can be imported from, or set PYTHONPATH")
+    assert "Traceback" not in done.stderr
