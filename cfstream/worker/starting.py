@@ -11,7 +11,9 @@ How far ahead is the one trade-off. An execution announced and not yet begun whe
 dies counts as begun and lost (see :mod:`cfstream.worker.dedupe`). So beyond one per thread, the
 worker announces only as many as its threads finish in :data:`ROUND_TRIPS_AHEAD` round trips to
 Kafka (executions finished a second, over the last :data:`RATE_WINDOW`, times the round trips),
-at most :data:`MOST_AHEAD_PER_THREAD` per thread. A crash then loses, besides the executions
+at most :data:`MOST_AHEAD_PER_THREAD` per thread. The rate is capped at what the threads can
+finish, one execution each per task's average run: tasks that end together would otherwise
+count as a burst (eight 1 s tasks ending in one window read as 40 a second). A crash then loses, besides the executions
 running, about those that would have begun within those round trips (tens of milliseconds of
 work, at most MOST_AHEAD_PER_THREAD a thread). When fewer than one execution ends in that time
 (8 threads, a 5 ms round trip, tasks of over 320 ms), or none ends for RATE_WINDOW, nothing is
@@ -39,7 +41,7 @@ RATE_WINDOW = 0.2
 # 6.2k/s beside 12's 6.25k/s (bench/results/worker-ahead-3b1fe2e.md). 8, not 12: a crash
 # reports the announced executions lost. No-op tasks hit MOST_AHEAD_PER_THREAD either way.
 ROUND_TRIPS_AHEAD = 8
-# Weight of the newest sample in the running average of round trips.
+# Weight of the newest sample in the running averages of round trips and run times.
 SMOOTHING = 0.1
 
 
@@ -52,6 +54,7 @@ class Starts:
         self.most_ahead = MOST_AHEAD_PER_THREAD * concurrency
         self.announced: dict[str, tuple[Job, float]] = {}  # id -> (job, when produced)
         self.round_trip: float | None = None  # seconds from produce to delivery, on average
+        self.run_time: float | None = None  # seconds a task ran, on average
         self._finished: deque[float] = deque()  # when executions finished, over RATE_WINDOW
 
     def __len__(self) -> int:
@@ -65,7 +68,8 @@ class Starts:
 
     def ahead(self, now: float | None = None) -> int:
         """How many to announce beyond the task threads: as many as they finish in
-        ROUND_TRIPS_AHEAD round trips, at most ``most_ahead``."""
+        ROUND_TRIPS_AHEAD round trips (at the rate seen, at most what their average run
+        allows), at most ``most_ahead``."""
         if self.round_trip is None:
             return 0
         now = time.monotonic() if now is None else now
@@ -73,6 +77,8 @@ class Starts:
         while finished and finished[0] < now - RATE_WINDOW:
             finished.popleft()
         per_second = len(finished) / RATE_WINDOW
+        if self.run_time:  # (0.0: too short for the clock to tell; no cap)
+            per_second = min(per_second, self.concurrency / self.run_time)
         return min(self.most_ahead, int(per_second * self.round_trip * ROUND_TRIPS_AHEAD))
 
     def room(self, busy: int) -> int:
@@ -90,6 +96,8 @@ class Starts:
         average = self.round_trip
         self.round_trip = sample if average is None else average + SMOOTHING * (sample - average)
 
-    def finished(self, _seconds: float) -> None:
-        """An execution finished (after ``_seconds`` in its task thread)."""
+    def finished(self, seconds: float) -> None:
+        """An execution finished, after ``seconds`` in its task slot."""
         self._finished.append(time.monotonic())
+        average = self.run_time
+        self.run_time = seconds if average is None else average + SMOOTHING * (seconds - average)

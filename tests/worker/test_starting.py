@@ -75,3 +75,24 @@ def test_the_round_trip_follows_its_samples() -> None:
         starts.announce(announced)
         starts.delivered(announced)
     assert starts.round_trip is not None and starts.round_trip < 0.01
+
+
+def test_slow_tasks_that_end_together_are_not_taken_for_a_burst() -> None:
+    """Eight 1 s tasks that end in one window read as 40 a second; the threads finish 8."""
+    starts = Starts(8)
+    starts.round_trip = 0.007
+    assert int(8 / RATE_WINDOW * 0.007 * ROUND_TRIPS_AHEAD) == 2  # the burst alone
+    for _ in range(3):
+        now = time.monotonic()
+        for _ in range(8):
+            starts.finished(1.0)
+        assert starts.ahead(now) == 0
+        assert starts.room(8) == 0
+
+
+def test_short_tasks_are_announced_ahead_at_the_rate_seen() -> None:
+    starts = Starts(8)
+    starts.round_trip = 0.002
+    for _ in range(200):
+        starts.finished(0.001)  # the threads could finish 8,000 a second
+    assert starts.ahead(time.monotonic()) == int(200 / RATE_WINDOW * 0.002 * ROUND_TRIPS_AHEAD)
