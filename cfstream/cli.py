@@ -66,7 +66,7 @@ def pending(
     """What waits for its due time, soonest first (read from the processors' changelog)."""
     import json
 
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from cfstream.processor.pending import modes, pending_calls, seconds_until
     from cfstream.progress import records_bar
@@ -79,8 +79,9 @@ def pending(
             _out.print(json.dumps({**item.call.to_dict(), "due_ms": item.due_ms, **held}),
                        markup=False, highlight=False, soft_wrap=True)
         return
-    table = Table("execution", "task", "defer key", "mode", "due in",
-                  title=f"{len(found)} pending")
+    # The id whole, whatever the terminal's width: it is what `cfstream cancel` takes.
+    table = Table(Column("execution", no_wrap=True, min_width=36), "task", "defer key", "mode",
+                  "due in", title=f"{len(found)} pending")
     for item in found:
         task = item.call.task + (f" (attempt {item.call.attempt})" if item.call.attempt > 1
                                  else "")
@@ -97,35 +98,45 @@ def cancel(
     reason: Annotated[str, typer.Option(help="Shown to waiters.")] = "cancelled by operator",
     wait: Annotated[float, typer.Option(help="Seconds to wait for the cancelled event.")] = 30.0,
 ) -> None:
-    """Cancel a pending call: it will not run and its waiters get cf.ExecutionCancelled."""
+    """Cancel a pending call: it will not run and its waiters get cf.ExecutionCancelled. An
+    EXECUTION_ID that a newer call replaced cancels the call pending in its place."""
     from cfstream.client import Client
     from cfstream.execution import Execution
-    from cfstream.processor.pending import cancel as cancel_pending
     from cfstream.processor.pending import pending_calls
 
     if (execution_id is None) == (task is None or key is None):
         _err.print("give an EXECUTION_ID, or --task and --key", style="red")
         raise typer.Exit(RET_USAGE)
     settings = get_settings()
-    found = pending_calls(settings, task=task, key=key, execution_id=execution_id)
-    if not found:
-        what = execution_id or f"{task} key {key!r}"
-        _err.print(f"nothing pending for {what}: it ran, was replaced, or never existed "
-                   "(`cfstream events --id ID` tells which)", style="red", markup=False)
-        raise typer.Exit(RET_ERROR)
-    target = found[0]
-    cancel_pending(settings, target, reason)
+    if execution_id is None:
+        found = pending_calls(settings, task=task, key=key)
+        if not found:
+            _err.print(f"nothing pending for {task} key {key!r}: it ran, or never existed "
+                       "(`cfstream events --task TASK --key KEY` tells which)", style="red",
+                       markup=False)
+            raise typer.Exit(RET_ERROR)
+        execution_id = found[0].call.id
+    client = Client(settings)
+    execution = Execution(execution_id, client=client)
     try:
-        Execution(target.call.id, client=Client(settings)).result(timeout=wait)
-    except ExecutionCancelled:
-        _out.print(f"cancelled {target.call.id} ({target.call.task})", markup=False)
-        return
-    except TimeoutError:
-        _err.print(f"no cancelled event for {target.call.id} within {wait}s; is a processor "
-                   "running?", style="red", markup=False)
+        status = execution.status()
+        if status not in ("scheduled", "deferred", "retrying", "unknown"):
+            _err.print(f"nothing pending for {execution_id}: it is {status} (`cfstream events "
+                       "--id ID` tells more)", style="red", markup=False)
+            raise typer.Exit(RET_ERROR)
+        if not execution.cancel(reason, timeout=wait):
+            _err.print(f"{execution_id} ran before the cancel arrived (it is "
+                       f"{execution.status()})", style="red", markup=False)
+            raise typer.Exit(RET_ERROR)
+        execution.result(timeout=wait)
+    except ExecutionCancelled as exc:
+        replaced = "" if exc.execution_id == execution_id else f", which replaced {execution_id}"
+        _out.print(f"cancelled {exc.execution_id}{replaced}", markup=False, soft_wrap=True)
+    except TimeoutError as exc:
+        _err.print(str(exc), style="red", markup=False)
         raise typer.Exit(RET_ERROR) from None
-    _err.print(f"{target.call.id} ran before the cancel arrived", style="red", markup=False)
-    raise typer.Exit(RET_ERROR)
+    finally:
+        client.close()
 
 
 @app.command()

@@ -150,6 +150,10 @@ class Client:
             call = loads(msg.value() or b"{}")
         except ValueError:
             call = {}
+        if call.get("kind", "call") != "call":  # a control record (Execution.cancel's): the
+            # call it is about stands as it was
+            logger.error("%s of %s was not delivered: %s", call.get("kind"), call.get("id"), err)
+            return
         logger.error("call %s to %s was not delivered: %s", call.get("id"), call.get("task"), err)
         if call.get("id"):
             self.waiters().fail(call["id"], f"call {call['id']} never reached Kafka: {err}")

@@ -58,6 +58,7 @@ from cfstream.wire.records import (
     CallRecords,
     Control,
     FiredCall,
+    record_key,
 )
 
 __all__ = [
@@ -94,6 +95,7 @@ __all__ = [
     "event_order",
     "execution_from_dict",
     "parse_json",
+    "record_key",
     "traceparent",
     "trusted_call",
 ]

@@ -21,6 +21,14 @@ MAX_DELAY_MS = 10 * 365 * 24 * 3600 * 1000
 KEY_SEPARATOR = "|"
 
 
+def record_key(execution_id: str, task: str, defer_key: str | None) -> str:
+    """A call's key on the calls topic (and its control records'): the task-scoped defer key,
+    or the execution id when it is not deferred."""
+    if defer_key is None:
+        return execution_id
+    return f"{task}{KEY_SEPARATOR}{defer_key}"
+
+
 # Not frozen: a frozen dataclass sets each field through object.__setattr__ (~100 ns a field),
 # and the processor builds two or three calls a record. Treat it as immutable all the same.
 @dataclass(slots=True)
@@ -51,9 +59,7 @@ class Call:
     @property
     def key(self) -> str:
         """The record key: the task-scoped defer key, or the execution id when not deferred."""
-        if self.defer_key is None:
-            return self.id
-        return f"{self.task}{KEY_SEPARATOR}{self.defer_key}"
+        return record_key(self.id, self.task, self.defer_key)
 
     def to_dict(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies the arguments (a third of submit's time).

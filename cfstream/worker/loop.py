@@ -175,6 +175,9 @@ class Worker:
     def _shutdown(self) -> None:
         """Finish what runs or was announced (within the shutdown timeout), report it, commit,
         leave the group."""
+        busy = len(self.dispatcher.running) + len(self.starts)
+        logger.info("worker %s stopping: finishing %d running or announced executions (at most "
+                    "%.0f s), then committing", self.name, busy, self.settings.shutdown_timeout)
         self._finish_running(lambda job: True)
         if self.dispatcher.running or self.starts:
             logger.warning("%d executions still running or announced at the shutdown timeout: "
@@ -187,6 +190,7 @@ class Worker:
         self.metrics.publish()
         self.dedupe.close()
         self.dispatcher.close()
+        logger.info("worker %s stopped", self.name)
 
     def _finish_running(self, which: Callable[[Job], bool]) -> None:
         """Run the announced jobs ``which`` selects (their ``started`` events may be on Kafka

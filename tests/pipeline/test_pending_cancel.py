@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -58,3 +59,52 @@ def test_pending_lists_waiting_calls_and_cancel_drops_them(pipeline: Pipeline) -
 
     out = cli(pipeline, "cancel", later.id)
     assert out.returncode == 1 and "nothing pending" in out.stderr
+
+
+def test_execution_cancel_drops_the_pending_call_of_its_chain(pipeline: Pipeline) -> None:
+    """As a user calls it: right after submit, on a call a newer one replaced, on one that
+    ran, and from a coroutine."""
+    # Right after submit: the processor may not have scheduled it yet.
+    fresh = pipeline.submit(after_seconds.with_delay(60), "fresh")
+    assert fresh.cancel("changed my mind") is True
+    with pytest.raises(cf.ExecutionCancelled) as info:
+        fresh.result(timeout=30)
+    assert info.value.reason == "changed my mind" and info.value.execution_id == fresh.id
+
+    # The first of three debounced calls: the third is the one pending, and goes.
+    user = uuid.uuid4().hex[:8]
+    chain = [pipeline.submit(notify_update.with_delay(60), user, 9, f"edit-{n}")
+             for n in range(3)]
+    pipeline.events.wait_for(lambda e: e["type"] == "deferred" and e["id"] == chain[1].id)
+    assert chain[0].cancel() is True
+    for execution in chain:
+        with pytest.raises(cf.ExecutionCancelled) as info:
+            execution.result(timeout=30)
+        assert info.value.execution_id == chain[2].id
+    assert chain[0].cancel() is True  # cancelled it stays
+    assert not [e for e in pipeline.events.events
+                if e.get("id") in {c.id for c in chain} and e["type"] == "started"]
+
+    # One that ran: nothing to cancel, and its result stands.
+    ran = pipeline.submit(after_seconds.with_delay(0), "ran")
+    assert ran.result(timeout=30) == "ran"
+    assert ran.cancel() is False
+    assert ran.result(timeout=1) == "ran"
+
+    async def in_a_coroutine() -> bool:
+        later = pipeline.submit(after_seconds.with_delay(60), "async")
+        return await later.cancel_async("from a coroutine")
+
+    assert asyncio.run(in_a_coroutine()) is True
+
+
+def test_the_cli_cancels_the_call_that_replaced_the_one_named(pipeline: Pipeline) -> None:
+    user = uuid.uuid4().hex[:8]
+    first = pipeline.submit(notify_update.with_delay(60), user, 3, "a")
+    latest = pipeline.submit(notify_update.with_delay(60), user, 3, "b")
+    pipeline.events.one(latest.id, "scheduled")
+    out = cli(pipeline, "cancel", first.id)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"cancelled {latest.id}, which replaced {first.id}"
+    with pytest.raises(cf.ExecutionCancelled):
+        first.result(timeout=30)
