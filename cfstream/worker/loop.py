@@ -251,7 +251,7 @@ class Worker:
         knows no offset to seek it to, and a plain resume leaves its fetcher asleep up to ~1 s
         (:mod:`cfstream.kafka.fetching`) where no other partition's seek wakes it (its leader
         is another broker). It is paused at the turn that first takes records from it, so the
-        backlog overshoots by at most a turn's records."""
+        backlog overshoots by at most a turn's records (BATCH_MAX) a partition not read yet."""
         if len(self.backlog) >= MAX_BACKLOG:
             fresh = self.offsets.partitions_read() - self.paused
             if fresh:
@@ -333,5 +333,10 @@ class Worker:
         self.backlog.drop(lambda job: job.partition not in revoked)
         for partition in revoked:
             self.offsets.forget(partition)
-        self.paused -= revoked  # (librdkafka drops their pause with them)
+        if revoked & self.paused:
+            # librdkafka keeps an application's pause on a partition it takes away: assigned
+            # here again, it would never fetch (seen with cooperative-sticky, librdkafka 2.16).
+            topic = self.settings.executions_topic
+            consumer.resume([TopicPartition(topic, p) for p in sorted(revoked & self.paused)])
+            self.paused -= revoked
         self.dedupe.revoked(revoked)

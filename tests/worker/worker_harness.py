@@ -112,11 +112,11 @@ class FakeConsumer:
         self.callbacks = callbacks
 
     def rebalance(self, assign: tuple[int, ...] = (), revoke: tuple[int, ...] = ()) -> None:
-        """What librdkafka does on a rebalance: call the worker back from poll()."""
+        """What librdkafka does on a rebalance: call the worker back from poll(). As
+        librdkafka, it keeps a revoked partition's pause: assigned again, it stays paused."""
         if revoke:
             self.callbacks["on_revoke"](self, [TopicPartition(TOPIC, p) for p in revoke])
             self.partitions = [tp for tp in self.partitions if tp.partition not in revoke]
-            self.paused -= set(revoke)  # as librdkafka: one assigned again fetches unpaused
         if assign:
             self.partitions += [TopicPartition(TOPIC, p) for p in assign]
             self.callbacks["on_assign"](self, [TopicPartition(TOPIC, p) for p in assign])
