@@ -102,6 +102,7 @@ def cancel(
     EXECUTION_ID that a newer call replaced cancels the call pending in its place."""
     from cfstream.client import Client
     from cfstream.execution import Execution
+    from cfstream.processor.pending import cancel as cancel_pending
     from cfstream.processor.pending import pending_calls
 
     if (execution_id is None) == (task is None or key is None):
@@ -120,11 +121,19 @@ def cancel(
     execution = Execution(execution_id, client=client)
     try:
         status = execution.status()
-        if status not in ("scheduled", "deferred", "retrying", "unknown"):
+        if status == "unknown":  # no event (yet, or past the topic's retention): the
+            # processors' changelog knows whether it is pending
+            found = pending_calls(settings, execution_id=execution_id)
+            if not found:
+                _err.print(f"nothing pending for {execution_id}: no event names it and no "
+                           "processor holds it (a mistyped id?)", style="red", markup=False)
+                raise typer.Exit(RET_ERROR)
+            cancel_pending(settings, found[0], reason)
+        elif status not in ("scheduled", "deferred", "retrying"):
             _err.print(f"nothing pending for {execution_id}: it is {status} (`cfstream events "
                        "--id ID` tells more)", style="red", markup=False)
             raise typer.Exit(RET_ERROR)
-        if not execution.cancel(reason, timeout=wait):
+        elif not execution.cancel(reason, timeout=wait):
             _err.print(f"{execution_id} ran before the cancel arrived (it is "
                        f"{execution.status()})", style="red", markup=False)
             raise typer.Exit(RET_ERROR)

@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -23,7 +24,7 @@ from cfstream.events.waiting import Waiters
 from cfstream.kafka.config import producer_config
 from cfstream.kafka.topics import ensure_topics
 from cfstream.settings import Settings, get_settings
-from cfstream.wire import Call
+from cfstream.wire import Call, Control
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,33 @@ class Client:
                     return
                 producer.poll(OVERFLOW_WAIT)  # local queue full: let deliveries drain
         producer.poll(0)
+
+    def send_control(self, key: str, control: Control, timeout: float) -> None:
+        """Put a control record (a cancel) on the calls topic, keyed as the call it is about, and
+        wait until Kafka has it (and every record queued before it): SubmitError if it does not
+        within ``timeout`` seconds. (The producer reports failures only.)"""
+        failed: list[KafkaError] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failed.append(err)
+
+        producer = self._producer or self.producer()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                producer.produce(self._calls_topic, dumps(control.to_dict()), key.encode(),
+                                 on_delivery=delivered)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                if time.monotonic() >= deadline:
+                    raise SubmitError(f"the {control.kind} of {control.id} could not be queued "
+                                      f"within {timeout} s") from None
+                producer.poll(OVERFLOW_WAIT)
+        queued = producer.flush(max(deadline - time.monotonic(), 0.0))
+        if failed or queued:
+            why = f": {failed[0]}" if failed else f" within {timeout} s"
+            raise SubmitError(f"the {control.kind} of {control.id} did not reach Kafka{why}")
 
     def producer(self) -> Producer:
         """The client's producer. Inside an event loop the topics are checked on a thread, and
@@ -150,10 +178,6 @@ class Client:
             call = loads(msg.value() or b"{}")
         except ValueError:
             call = {}
-        if call.get("kind", "call") != "call":  # a control record (Execution.cancel's): the
-            # call it is about stands as it was
-            logger.error("%s of %s was not delivered: %s", call.get("kind"), call.get("id"), err)
-            return
         logger.error("call %s to %s was not delivered: %s", call.get("id"), call.get("task"), err)
         if call.get("id"):
             self.waiters().fail(call["id"], f"call {call['id']} never reached Kafka: {err}")

@@ -143,7 +143,7 @@ def _finite_float(text: str) -> float:
 
 def json_text(data: Any) -> str:
     """Compact JSON text of already-encoded data (:func:`dumps` before the UTF-8)."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _finite_float_text(value: float) -> str:

@@ -11,10 +11,9 @@ from contextvars import ContextVar
 from typing import Any
 
 from cfstream.client import Client, current_client
-from cfstream.codec import dumps, from_json_value
+from cfstream.codec import from_json_value
 from cfstream.errors import CfStreamError, ExecutionCancelled, ExecutionFailed, SubmitError
 from cfstream.events.known import Event
-from cfstream.events.waiting import Waiters
 from cfstream.events.watches import Watch
 from cfstream.wire import Control, record_key
 
@@ -27,8 +26,8 @@ MAX_CHAIN = 100_000
 STATUS_TIMEOUT = 5.0
 # Seconds cancel() waits for the processor's answer, by default.
 CANCEL_TIMEOUT = 30.0
-# How often cancel() looks again for the first event of a call just submitted.
-SCHEDULED_POLL = 0.02
+# How often cancel() reads a call's latest event again, until the processor has answered.
+CANCEL_POLL = 0.02
 
 
 class Execution:
@@ -141,47 +140,46 @@ class Execution:
         that replaced it). Its waiters, and those of every call it replaced, get
         ExecutionCancelled with ``reason``. A call waiting for its retry is cancelled too.
 
-        True once the processor cancelled it; False when the call ran (or runs) first, or
-        ended otherwise. TimeoutError if neither is known within ``timeout`` seconds (the call
-        was never scheduled: is a processor running?); SubmitError if the cancel could not be
-        put on Kafka."""
+        True once the processor cancelled it; False when the call started (or ended) first.
+        TimeoutError if neither is known within ``timeout`` seconds: the call has no event
+        (not scheduled yet, or its events are past the topic's retention), or it fired and
+        waits for a worker (a processor ignores the cancel of a call that left it), or no
+        processor runs. SubmitError if the cancel could not be put on Kafka."""
         deadline = time.monotonic() + timeout
         waiters = self.client.waiters()
-        current, sent = self.id, ""
-        for _ in range(MAX_CHAIN):
-            left = max(deadline - time.monotonic(), 0.0)
-            event = (waiters.wait(current, left) if current == sent
-                     else _scheduled_or_later(waiters, current, deadline))
-            if event is None:
-                raise TimeoutError(f"no event of {current} within {timeout} s after the cancel "
-                                   "was sent; is a processor running?" if current == sent else
-                                   f"{current} was not scheduled within {timeout} s; is a "
-                                   "processor running?")
-            kind = event["type"]
-            if kind == "deferred":  # replaced: the newer call is the one to cancel
-                current = event["successor"]
+        current, sent, hops = self.id, False, 0  # sent: a cancel naming ``current`` is out
+        while True:
+            event = waiters.latest(current, max(deadline - time.monotonic(), 0.0))
+            kind = None if event is None else event["type"]
+            if event is not None and kind == "deferred":  # replaced: the newer call goes
+                current, sent, hops = event["successor"], False, hops + 1
+                if hops > MAX_CHAIN:
+                    raise _too_long(self.id)
                 continue
             if kind == "cancelled":
                 return True
-            if kind not in ("scheduled", "retrying") or current == sent:
-                return False
-            self._send_cancel(event, reason)
-            sent = current
-        raise _too_long(self.id)
+            if kind not in (None, "scheduled", "retrying"):
+                return False  # started, or ended
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"no answer to the cancel of {current} within {timeout} s: it fired and "
+                    "waits for a worker, or no processor runs" if sent else
+                    f"{current} has no event within {timeout} s: not scheduled yet (is a "
+                    "processor running?), or its events are past the topic's retention")
+            if event is not None and not sent:  # (the calls topic keeps the cancel after
+                # anything already there for the key, a retry included)
+                self.client.send_control(record_key(current, event["task"],
+                                                    event.get("defer_key")),
+                                         Control(kind="cancel", id=current,
+                                                 reason=reason or "cancelled"),
+                                         max(deadline - time.monotonic(), 0.0))
+                sent = True
+            time.sleep(CANCEL_POLL)
 
     async def cancel_async(self, reason: str = "", timeout: float = CANCEL_TIMEOUT) -> bool:
         """:meth:`cancel` for coroutines (in a thread: cancelling the awaiting task does not
         take the cancel back)."""
         return await asyncio.to_thread(self.cancel, reason, timeout)
-
-    def _send_cancel(self, event: Event, reason: str) -> None:
-        """A cancel for the call ``event`` is about, keyed as its calls are."""
-        control = Control(kind="cancel", id=event["id"], reason=reason or "cancelled")
-        key = record_key(event["id"], event["task"], event.get("defer_key"))
-        self.client.send(event["task"], key.encode(), dumps(control.to_dict()))
-        if self.client.flush(CANCEL_TIMEOUT):
-            raise SubmitError(f"the cancel of {event['id']} did not reach Kafka within "
-                              f"{CANCEL_TIMEOUT} s")
 
     def successor(self, timeout: float = STATUS_TIMEOUT) -> Execution | None:
         """The call this one was deferred to, if any."""
@@ -294,16 +292,6 @@ class Follower:
             finished = self._finish(finished)
         if finished:
             self.on_done(self.execution)
-
-
-def _scheduled_or_later(waiters: Waiters, execution_id: str, deadline: float) -> Event | None:
-    """The id's latest event, waiting (until ``deadline``) for its first: a call just
-    submitted may not be scheduled yet."""
-    while True:
-        event = waiters.latest(execution_id, max(deadline - time.monotonic(), 0.0))
-        if event is not None or time.monotonic() >= deadline:
-            return event
-        time.sleep(SCHEDULED_POLL)
 
 
 def _too_long(execution_id: str) -> RuntimeError:

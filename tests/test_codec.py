@@ -197,11 +197,18 @@ def test_digits_in_strings_read_the_same_either_way() -> None:
 
 
 @pytest.mark.parametrize("raw", [b"[NaN]", b'{"a": Infinity}', b"[-Infinity]", b"[1e400]",
-                                 b"[-1e400]", b'[1, 2**64, "' + b"9" * 30 + b'", NaN]'])
+                                 b"[-1e400]",
+                                 b'[1, 18446744073709551616, "' + b"9" * 30 + b'", NaN]'])
 def test_numbers_that_are_not_finite_are_not_json(raw: bytes) -> None:
     """Python's json reads NaN and Infinity (and 1e400 as inf); orjson then writes null."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="numbers must be finite"):
         loads(raw)
+
+
+def test_data_that_is_not_finite_is_never_written() -> None:
+    """dumps takes the standard library for integers beyond 64 bits: it must not write NaN."""
+    with pytest.raises(ValueError):
+        dumps([2**64, float("nan")])
 
 
 @pytest.mark.parametrize("raw", [b"\xef\xbb\xbf{}", "{}".encode("utf-16"), b'["\\ud800"]',

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 from harness import Pipeline
-from pipeline_tasks import after_seconds, notify_update
+from pipeline_tasks import after_seconds, notify_update, slow
 
 import cfstream as cf
 
@@ -85,6 +85,14 @@ def test_execution_cancel_drops_the_pending_call_of_its_chain(pipeline: Pipeline
     assert not [e for e in pipeline.events.events
                 if e.get("id") in {c.id for c in chain} and e["type"] == "started"]
 
+    # One that started: too late, said at once (not at the timeout).
+    running = pipeline.submit(slow, 3.0)
+    pipeline.events.one(running.id, "started")
+    began = time.monotonic()
+    assert running.cancel() is False
+    assert time.monotonic() - began < 2.0
+    assert running.result(timeout=30) == 3.0
+
     # One that ran: nothing to cancel, and its result stands.
     ran = pipeline.submit(after_seconds.with_delay(0), "ran")
     assert ran.result(timeout=30) == "ran"
@@ -108,3 +116,11 @@ def test_the_cli_cancels_the_call_that_replaced_the_one_named(pipeline: Pipeline
     assert out.stdout.strip() == f"cancelled {latest.id}, which replaced {first.id}"
     with pytest.raises(cf.ExecutionCancelled):
         first.result(timeout=30)
+
+
+def test_the_cli_says_at_once_that_a_mistyped_id_names_nothing(pipeline: Pipeline) -> None:
+    began = time.monotonic()
+    out = cli(pipeline, "cancel", "01a25300-0000-7000-8000-000000000000")
+    assert out.returncode == 1
+    assert "no event names it and no processor holds it" in " ".join(out.stderr.split())
+    assert time.monotonic() - began < 25  # not the 30 s wait for a cancel's answer

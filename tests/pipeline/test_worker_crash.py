@@ -84,14 +84,15 @@ def test_executions_queued_behind_a_run_are_run_by_the_next_worker(
 
 def test_slow_tasks_that_end_together_are_not_announced_ahead(
         pipeline_factory: PipelineFactory, tmp_path: Path) -> None:
-    """Eight 1 s tasks end in waves; a wave is not a burst of 40 a second, so nothing is
+    """Eight 2 s tasks end in waves; a wave is not a burst of 40 a second, so nothing is
     announced beyond the threads (docs/operations.md: none when fewer than one ends within
-    the round trips ahead). Killed mid-wave, the worker leaves only the bodies that began
-    reported lost: every other execution runs on the next worker."""
+    the round trips ahead; at 8 a 2 s run, while a round trip stays under 31 ms). Killed
+    mid-wave, the worker leaves only the bodies that began reported lost: every other
+    execution runs on the next worker."""
     log = tmp_path / "runs.log"
     pipeline = with_worker_a(pipeline_factory, log, concurrency=8)  # a worker's default
 
-    executions = [pipeline.submit(recorded, 1.0) for _ in range(32)]
+    executions = [pipeline.submit(recorded, 2.0) for _ in range(24)]
     pipeline.events.wait_for(lambda e: e["type"] == "succeeded", count=16, timeout=60)
     pipeline.events.wait_for(lambda e: e["type"] == "started", count=20, timeout=30)
     pipeline.services.stop("worker-a", sig=signal.SIGKILL)
@@ -100,7 +101,7 @@ def test_slow_tasks_that_end_together_are_not_announced_ahead(
     lost = []
     for execution in executions:
         try:
-            assert execution.result(timeout=120) == 1.0
+            assert execution.result(timeout=120) == 2.0
         except cf.ExecutionFailed as exc:
             assert exc.error_type == "WorkerLost"
             lost.append(execution.id)
