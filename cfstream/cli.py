@@ -109,6 +109,7 @@ def cancel(
         _err.print("give an EXECUTION_ID, or --task and --key", style="red")
         raise typer.Exit(RET_USAGE)
     settings = get_settings()
+    found = None
     if execution_id is None:
         found = pending_calls(settings, task=task, key=key)
         if not found:
@@ -122,26 +123,28 @@ def cancel(
     try:
         status = execution.status()
         if status == "unknown":  # no event (yet, or past the topic's retention): the
-            # processors' changelog knows whether it is pending
-            found = pending_calls(settings, execution_id=execution_id)
+            # processors' changelog knows whether it is pending, and under which key
+            found = found or pending_calls(settings, execution_id=execution_id)
             if not found:
                 _err.print(f"nothing pending for {execution_id}: no event names it and no "
-                           "processor holds it (a mistyped id?)", style="red", markup=False)
+                           "processor holds it (a mistyped id, or one submitted a moment "
+                           "ago?)", style="red", markup=False)
                 raise typer.Exit(RET_ERROR)
-            cancel_pending(settings, found[0], reason)
+            cancel_pending(settings, found[0], reason)  # the cancel below waits for its answer
         elif status not in ("scheduled", "deferred", "retrying"):
             _err.print(f"nothing pending for {execution_id}: it is {status} (`cfstream events "
                        "--id ID` tells more)", style="red", markup=False)
             raise typer.Exit(RET_ERROR)
-        elif not execution.cancel(reason, timeout=wait):
-            _err.print(f"{execution_id} ran before the cancel arrived (it is "
-                       f"{execution.status()})", style="red", markup=False)
+        if not execution.cancel(reason, timeout=wait):
+            _err.print(f"{execution_id} (or the call that replaced it) started before the "
+                       "cancel arrived (`cfstream events --id ID` tells more)", style="red",
+                       markup=False)
             raise typer.Exit(RET_ERROR)
         execution.result(timeout=wait)
     except ExecutionCancelled as exc:
         replaced = "" if exc.execution_id == execution_id else f", which replaced {execution_id}"
         _out.print(f"cancelled {exc.execution_id}{replaced}", markup=False, soft_wrap=True)
-    except TimeoutError as exc:
+    except (TimeoutError, CfStreamError) as exc:
         _err.print(str(exc), style="red", markup=False)
         raise typer.Exit(RET_ERROR) from None
     finally:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Generator
 from contextvars import ContextVar
 from typing import Any
 
+from confluent_kafka import KafkaError
+
 from cfstream.client import Client, current_client
 from cfstream.codec import from_json_value
 from cfstream.errors import CfStreamError, ExecutionCancelled, ExecutionFailed, SubmitError
@@ -26,8 +28,10 @@ MAX_CHAIN = 100_000
 STATUS_TIMEOUT = 5.0
 # Seconds cancel() waits for the processor's answer, by default.
 CANCEL_TIMEOUT = 30.0
-# How often cancel() reads a call's latest event again, until the processor has answered.
+# How often cancel() reads a call's latest event again until the processor has answered: first,
+# then at most (each look asks the broker for the partition's end).
 CANCEL_POLL = 0.02
+CANCEL_POLL_MAX = 0.25
 
 
 class Execution:
@@ -144,15 +148,24 @@ class Execution:
         TimeoutError if neither is known within ``timeout`` seconds: the call has no event
         (not scheduled yet, or its events are past the topic's retention), or it fired and
         waits for a worker (a processor ignores the cancel of a call that left it), or no
-        processor runs. SubmitError if the cancel could not be put on Kafka."""
+        processor runs. A cancel sent stays on the calls topic: a processor that reads it later
+        still cancels the call if it is pending then. SubmitError if Kafka refused it."""
         deadline = time.monotonic() + timeout
         waiters = self.client.waiters()
-        current, sent, hops = self.id, False, 0  # sent: a cancel naming ``current`` is out
+        current, hops, pause = self.id, 0, CANCEL_POLL
+        cancelled_attempt = 0  # the attempt of ``current`` a cancel was sent for
+        sent: list[list[KafkaError]] = []  # per cancel sent, Kafka's refusal if any
         while True:
-            event = waiters.latest(current, max(deadline - time.monotonic(), 0.0))
+            try:
+                event = waiters.latest(current, max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:  # the reader did not catch up in time: what it knows
+                event = waiters.known(current)
+            refused = [error for errors in sent for error in errors]
+            if refused:
+                raise SubmitError(f"a cancel of {current} did not reach Kafka: {refused[0]}")
             kind = None if event is None else event["type"]
             if event is not None and kind == "deferred":  # replaced: the newer call goes
-                current, sent, hops = event["successor"], False, hops + 1
+                current, hops, cancelled_attempt = event["successor"], hops + 1, 0
                 if hops > MAX_CHAIN:
                     raise _too_long(self.id)
                 continue
@@ -163,18 +176,21 @@ class Execution:
             if time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"no answer to the cancel of {current} within {timeout} s: it fired and "
-                    "waits for a worker, or no processor runs" if sent else
+                    "waits for a worker, or no processor runs" if cancelled_attempt else
                     f"{current} has no event within {timeout} s: not scheduled yet (is a "
                     "processor running?), or its events are past the topic's retention")
-            if event is not None and not sent:  # (the calls topic keeps the cancel after
-                # anything already there for the key, a retry included)
-                self.client.send_control(record_key(current, event["task"],
-                                                    event.get("defer_key")),
-                                         Control(kind="cancel", id=current,
-                                                 reason=reason or "cancelled"),
-                                         max(deadline - time.monotonic(), 0.0))
-                sent = True
-            time.sleep(CANCEL_POLL)
+            # The attempt pending: a retrying event's is the next one (one that ran and failed
+            # between two looks, after an earlier cancel came too late for it).
+            pending = 0 if event is None else (
+                (event.get("attempt") or 1) + (kind == "retrying"))
+            if event is not None and pending > cancelled_attempt:  # (the calls topic keeps
+                # the cancel after anything already there for the key, a retry included)
+                sent.append(self.client.send_control(
+                    record_key(current, event["task"], event.get("defer_key")),
+                    Control(kind="cancel", id=current, reason=reason or "cancelled")))
+                cancelled_attempt = pending
+            time.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
+            pause = min(pause * 2, CANCEL_POLL_MAX)
 
     async def cancel_async(self, reason: str = "", timeout: float = CANCEL_TIMEOUT) -> bool:
         """:meth:`cancel` for coroutines (in a thread: cancelling the awaiting task does not

@@ -251,7 +251,8 @@ class Worker:
         knows no offset to seek it to, and a plain resume leaves its fetcher asleep up to ~1 s
         (:mod:`cfstream.kafka.fetching`) where no other partition's seek wakes it (its leader
         is another broker). It is paused at the turn that first takes records from it, so the
-        backlog overshoots by at most a turn's records (BATCH_MAX) a partition not read yet."""
+        backlog overshoots by at most BATCH_MAX records for each partition it had not read
+        from."""
         if len(self.backlog) >= MAX_BACKLOG:
             fresh = self.offsets.partitions_read() - self.paused
             if fresh:

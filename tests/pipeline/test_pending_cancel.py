@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 from harness import Pipeline
-from pipeline_tasks import after_seconds, notify_update, slow
+from pipeline_tasks import after_seconds, notify_update, settles, slow
 
 import cfstream as cf
 
@@ -84,6 +84,14 @@ def test_execution_cancel_drops_the_pending_call_of_its_chain(pipeline: Pipeline
     assert chain[0].cancel() is True  # cancelled it stays
     assert not [e for e in pipeline.events.events
                 if e.get("id") in {c.id for c in chain} and e["type"] == "started"]
+
+    # One that failed and waits for its retry (5 s later): the retry goes.
+    retried = pipeline.submit(settles, uuid.uuid4().hex[:8], "bad")
+    pipeline.events.one(retried.id, "retrying")
+    assert retried.cancel("no retry") is True
+    with pytest.raises(cf.ExecutionCancelled):
+        retried.result(timeout=30)
+    assert len(pipeline.events.of(retried.id, "started")) == 1
 
     # One that started: too late, said at once (not at the timeout).
     running = pipeline.submit(slow, 3.0)
