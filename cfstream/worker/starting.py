@@ -13,11 +13,11 @@ worker announces only as many as its threads finish in :data:`ROUND_TRIPS_AHEAD`
 Kafka (executions finished a second, over the last :data:`RATE_WINDOW`, times the round trips),
 at most :data:`MOST_AHEAD_PER_THREAD` per thread. The rate is capped at what the threads can
 finish, one execution each per task's average run: tasks that end together would otherwise
-count as a burst (eight 1 s tasks ending in one window read as 40 a second). A crash then loses, besides the executions
-running, about those that would have begun within those round trips (tens of milliseconds of
-work, at most MOST_AHEAD_PER_THREAD a thread). When fewer than one execution ends in that time
-(8 threads, a 5 ms round trip, tasks of over 320 ms), or none ends for RATE_WINDOW, nothing is
-announced beyond the free threads.
+count as a burst (eight 1 s tasks ending in one window read as 40 a second). A crash then
+loses, besides the executions running, about those that would have begun within those round
+trips (tens of milliseconds of work, at most MOST_AHEAD_PER_THREAD a thread). When fewer than
+one execution ends in that time (8 threads, a 5 ms round trip, tasks of over 320 ms), or none
+ends for RATE_WINDOW, nothing is announced beyond the free threads.
 """
 
 from __future__ import annotations
